@@ -1,0 +1,140 @@
+//! Reading and writing cgroup interface files, with errors that name the file, the cgroup
+//! and the errno.
+//!
+//! Files are never created: a missing interface file means the kernel does not offer it here,
+//! and callers turn that into [`CgroupError::Unsupported`] or "not measured".
+
+use std::fs::OpenOptions;
+use std::io::{ErrorKind, Write};
+use std::path::Path;
+
+use crate::error::{CgroupError, Result};
+
+/// Writes `value` to `dir/file` in one `write(2)`, as the kernel wants.
+pub(crate) fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
+    let fail = |cause| CgroupError::Write {
+        file: file.to_owned(),
+        dir: dir.to_owned(),
+        value: value.to_owned(),
+        cause,
+    };
+    let mut handle = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(dir.join(file))
+        .map_err(fail)?;
+    handle.write_all(value.as_bytes()).map_err(fail)
+}
+
+/// Reads `dir/file` whole.
+pub(crate) fn read(dir: &Path, file: &str) -> Result<String> {
+    std::fs::read_to_string(dir.join(file)).map_err(|cause| CgroupError::read(dir, file, cause))
+}
+
+/// Reads `dir/file`, or `None` when the kernel does not offer it.
+pub(crate) fn read_optional(dir: &Path, file: &str) -> Result<Option<String>> {
+    match std::fs::read_to_string(dir.join(file)) {
+        Ok(text) => Ok(Some(text)),
+        Err(cause) if cause.kind() == ErrorKind::NotFound => Ok(None),
+        Err(cause) => Err(CgroupError::read(dir, file, cause)),
+    }
+}
+
+/// Reads a file holding one number (e.g. `pids.current`), or `None` when it is missing.
+pub(crate) fn read_number(dir: &Path, file: &str) -> Result<Option<u64>> {
+    let Some(text) = read_optional(dir, file)? else {
+        return Ok(None);
+    };
+    let text = text.trim();
+    text.parse()
+        .map(Some)
+        .map_err(|_| CgroupError::parse(dir, file, format!("{text:?} is not a number")))
+}
+
+/// Reads one key of a flat-keyed file ("key value" per line, e.g. `cpu.stat`), or `None`
+/// when the file or the key is missing.
+pub(crate) fn read_key(dir: &Path, file: &str, key: &str) -> Result<Option<u64>> {
+    let Some(text) = read_optional(dir, file)? else {
+        return Ok(None);
+    };
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() == Some(key) {
+            let value = words.next().unwrap_or("");
+            return value.parse().map(Some).map_err(|_| {
+                CgroupError::parse(
+                    dir,
+                    file,
+                    format!("{key} has value {value:?}, not a number"),
+                )
+            });
+        }
+    }
+    Ok(None)
+}
+
+/// The value of `key` in the text of a flat-keyed file, if present and a number.
+pub(crate) fn parse_key(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        (words.next() == Some(key)).then(|| words.next()?.parse().ok())?
+    })
+}
+
+/// The processes listed in `dir/cgroup.procs`.
+pub(crate) fn procs(dir: &Path) -> Result<Vec<i32>> {
+    let text = read(dir, "cgroup.procs")?;
+    text.split_whitespace()
+        .map(|word| {
+            word.parse().map_err(|_| {
+                CgroupError::parse(dir, "cgroup.procs", format!("{word:?} is not a pid"))
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writing_a_missing_file_fails_and_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = write(dir.path(), "memory.max", "1").unwrap_err();
+        assert!(err.is_missing_file(), "{err}");
+        assert!(!dir.path().join("memory.max").exists());
+        assert!(
+            err.to_string().starts_with("cannot write memory.max in "),
+            "{err}"
+        );
+        assert!(err.to_string().contains("ENOENT"), "{err}");
+    }
+
+    #[test]
+    fn a_key_is_read_from_a_flat_keyed_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("cpu.stat"),
+            "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_key(dir.path(), "cpu.stat", "user_usec").unwrap(),
+            Some(1000)
+        );
+        assert_eq!(
+            read_key(dir.path(), "cpu.stat", "throttled_usec").unwrap(),
+            None
+        );
+        assert_eq!(read_key(dir.path(), "missing.stat", "x").unwrap(), None);
+    }
+
+    #[test]
+    fn garbage_in_a_number_file_is_a_parse_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pids.current"), "many\n").unwrap();
+        let err = read_number(dir.path(), "pids.current").unwrap_err();
+        assert!(matches!(err, CgroupError::Parse { .. }));
+        assert!(err.to_string().contains("pids.current"), "{err}");
+    }
+}

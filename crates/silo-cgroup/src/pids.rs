@@ -1,0 +1,21 @@
+//! `pids`: the same files on v1 and v2 (`pids.max`, `pids.current`, `pids.events`).
+
+use std::path::Path;
+
+use crate::controller::Controller;
+use crate::error::Result;
+use crate::file;
+use crate::usage::Usage;
+
+/// Caps the number of processes and threads at `max`; forks beyond it fail with EAGAIN.
+pub(crate) fn apply(dir: &Path, max: u32) -> Result<()> {
+    file::write(dir, "pids.max", &max.to_string())
+        .map_err(|e| e.missing_means_unsupported(Controller::Pids))
+}
+
+/// `pids.current`, and the forks refused at the limit (`max` in `pids.events`).
+pub(crate) fn read_usage(dir: &Path, usage: &mut Usage) -> Result<()> {
+    usage.pids_current = file::read_number(dir, "pids.current")?;
+    usage.pids_refused = file::read_key(dir, "pids.events", "max")?;
+    Ok(())
+}

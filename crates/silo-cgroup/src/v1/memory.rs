@@ -1,0 +1,44 @@
+//! v1 `memory`: `memory.limit_in_bytes`, `memory.memsw.limit_in_bytes`,
+//! `memory.soft_limit_in_bytes`; usage and OOM kills.
+
+use std::path::Path;
+
+use crate::controller::Controller;
+use crate::error::Result;
+use crate::file;
+use crate::limits::Limits;
+use crate::usage::Usage;
+
+/// Sets the hard limit, memory+swap to the same value where swap accounting exists (so no
+/// swap is used beyond the limit), and the soft limit slightly below it.
+///
+/// The kernel refuses a memory limit above the memsw limit and a memsw limit below the
+/// memory limit (EINVAL), so when raising, memsw goes first; when lowering, memory goes first.
+pub(crate) fn apply(dir: &Path, bytes: u64) -> Result<()> {
+    let unsupported = |e: crate::CgroupError| e.missing_means_unsupported(Controller::Memory);
+    let value = bytes.to_string();
+    let has_memsw = dir.join("memory.memsw.limit_in_bytes").exists();
+    let current = file::read_number(dir, "memory.limit_in_bytes").map_err(unsupported)?;
+    let raising = current.is_some_and(|current| bytes > current);
+    if has_memsw && raising {
+        file::write(dir, "memory.memsw.limit_in_bytes", &value)?;
+    }
+    file::write(dir, "memory.limit_in_bytes", &value).map_err(unsupported)?;
+    if has_memsw && !raising {
+        file::write(dir, "memory.memsw.limit_in_bytes", &value)?;
+    }
+    file::write(
+        dir,
+        "memory.soft_limit_in_bytes",
+        &Limits::memory_soft_bytes(bytes).to_string(),
+    )
+}
+
+/// `memory.usage_in_bytes`, `memory.max_usage_in_bytes` and the `oom_kill` count of
+/// `memory.oom_control` (Linux 4.13+).
+pub(crate) fn read_usage(dir: &Path, usage: &mut Usage) -> Result<()> {
+    usage.memory_current_bytes = file::read_number(dir, "memory.usage_in_bytes")?;
+    usage.memory_peak_bytes = file::read_number(dir, "memory.max_usage_in_bytes")?;
+    usage.oom_kills = file::read_key(dir, "memory.oom_control", "oom_kill")?;
+    Ok(())
+}

@@ -1,0 +1,450 @@
+//! The client's command line: `silo job …` and `silo certs …`, with the options every
+//! client command shares. Values are checked here, while parsing, so a bad flag is refused
+//! before anything is sent.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+use silo_proto::v1::JobState;
+
+use crate::parse::{self, EnvSetting};
+
+/// Options every client command takes.
+#[derive(Debug, Clone, Default, Args)]
+pub struct GlobalOptions {
+    /// Client configuration file. Default: $SILO_CONFIG, else ~/.config/silo/config.toml,
+    /// else /var/lib/silo/client-admin.toml (the first that exists)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// The server to use, by its name in the configuration. Default: the configuration's
+    /// `current` server, or its only one
+    #[arg(long, global = true, value_name = "NAME")]
+    pub server: Option<String>,
+}
+
+/// The client commands.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Run jobs and look at them
+    #[command(subcommand)]
+    Job(JobCommand),
+    /// Create certificates for silo's mutual TLS
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+/// `silo job …`.
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Run a command as a job, stream its output, and exit with its exit code
+    #[command(after_long_help = RUN_AFTER_HELP)]
+    Run(RunArgs),
+    /// List jobs, newest first
+    #[command(alias = "ls")]
+    List(ListArgs),
+    /// Show one job in detail
+    Status(StatusArgs),
+    /// Print a job's output
+    Logs(LogsArgs),
+    /// Stop a job: SIGTERM, a grace period, then SIGKILL to everything it started
+    Stop(StopArgs),
+    /// Delete a finished job, its output and its files
+    #[command(alias = "rm")]
+    Delete(DeleteArgs),
+}
+
+const RUN_AFTER_HELP: &str = "\
+Output: the job's stdout goes to stdout and its stderr to stderr, live; messages from silo
+itself go to stderr, prefixed with \"silo: \".
+
+Ctrl-C: the first Ctrl-C stops the job (as `silo job stop` does) and keeps printing its
+output until it has ended; a second Ctrl-C stops waiting at once (exit status 130) and
+may leave the job running. With --detach, silo does not wait at all.
+
+Exit status: the job's exit code; 128+N when it was killed by signal N (143 after a stop's
+SIGTERM, 137 after SIGKILL); 127 when the command was not found, 126 when it could not be
+executed, 125 when the job failed to start for another reason or silo could not get an
+exit status. When the job failed to start, was stopped or timed out, the reason is printed.
+
+Examples:
+  silo job run -- make -j4
+  silo job run --memory 512M --timeout 10m --upload ./src -- ./src/build.sh
+  silo job run -d --name nightly --env TOKEN -- ./backup.sh";
+
+/// `silo job run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Print only the job's id and return at once; the job keeps running
+    #[arg(short, long)]
+    pub detach: bool,
+
+    /// A name for the job (need not be unique)
+    #[arg(long, value_name = "NAME", value_parser = no_nul("--name"))]
+    pub name: Option<String>,
+
+    /// Set an environment variable: NAME=VALUE, or NAME alone to pass this shell's value
+    /// (skipped when it is not set here). Repeatable
+    #[arg(short, long = "env", value_name = "NAME=VALUE", value_parser = env_arg)]
+    pub env: Vec<EnvArg>,
+
+    /// Working directory of the command; relative paths start in the job's work directory
+    #[arg(short, long, value_name = "DIR", value_parser = no_nul("--workdir"))]
+    pub workdir: Option<String>,
+
+    /// Stop the job when it runs longer than this (e.g. 500ms, 30s, 10m, 2h)
+    #[arg(long, value_name = "DURATION", value_parser = timeout_arg, allow_hyphen_values = true)]
+    pub timeout: Option<u64>,
+
+    /// Time between SIGTERM and SIGKILL when the job is stopped (default: 100ms)
+    #[arg(long, value_name = "DURATION", value_parser = grace_arg, allow_hyphen_values = true)]
+    pub grace: Option<u64>,
+
+    /// Copy a file or directory into the job's work directory under its base name.
+    /// Symbolic links inside a directory must be relative and stay inside it. Repeatable
+    #[arg(short, long, value_name = "PATH")]
+    pub upload: Vec<PathBuf>,
+
+    /// CPU limit in percent of one core (50 = half a core, 250 = two and a half)
+    #[arg(long, value_name = "PERCENT", value_parser = cpu_arg, allow_hyphen_values = true)]
+    pub cpu: Option<u32>,
+
+    /// CPUs the job may run on, in cpuset syntax (0-3, 1,3)
+    #[arg(long, value_name = "LIST", value_parser = cpus_arg, allow_hyphen_values = true)]
+    pub cpus: Option<String>,
+
+    /// Memory limit: bytes, or a number with K, M, G or T (binary: 512M, 1G, 64MiB)
+    #[arg(long, value_name = "SIZE", value_parser = size_arg, allow_hyphen_values = true)]
+    pub memory: Option<u64>,
+
+    /// Disk read and write bandwidth limit per second, as a size (10M)
+    #[arg(long, value_name = "SIZE", value_parser = size_arg, allow_hyphen_values = true)]
+    pub io_bps: Option<u64>,
+
+    /// Maximum number of processes and threads
+    #[arg(long, value_name = "N", value_parser = pids_arg, allow_hyphen_values = true)]
+    pub pids: Option<u32>,
+
+    /// The command and its arguments (put them after `--`)
+    #[arg(
+        value_name = "CMD",
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_parser = no_nul("the command")
+    )]
+    pub command: Vec<String>,
+}
+
+/// One `--env` value: a setting, or nothing when `NAME` alone is not set here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvArg(pub Option<EnvSetting>);
+
+/// A job state for `--state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StateArg {
+    /// Accepted, not started yet
+    Pending,
+    /// Being set up
+    Starting,
+    /// Its command runs
+    Running,
+    /// Exited with code 0
+    Completed,
+    /// Exited non-zero, was killed, or failed to start
+    Failed,
+    /// Stopped on request
+    Stopped,
+}
+
+impl From<StateArg> for JobState {
+    fn from(state: StateArg) -> Self {
+        match state {
+            StateArg::Pending => JobState::Pending,
+            StateArg::Starting => JobState::Starting,
+            StateArg::Running => JobState::Running,
+            StateArg::Completed => JobState::Completed,
+            StateArg::Failed => JobState::Failed,
+            StateArg::Stopped => JobState::Stopped,
+        }
+    }
+}
+
+/// `silo job list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only jobs in these states (repeatable, or comma-separated)
+    #[arg(long, value_name = "STATE", value_delimiter = ',')]
+    pub state: Vec<StateArg>,
+
+    /// At most this many jobs (default: the server's, 100)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub limit: Option<u32>,
+
+    /// Print a JSON array of jobs instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `silo job status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The job's id or any unique prefix of it
+    #[arg(value_name = "ID", value_parser = job_id)]
+    pub id: String,
+
+    /// Print the job as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `silo job logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The job's id or any unique prefix of it
+    #[arg(value_name = "ID", value_parser = job_id)]
+    pub id: String,
+
+    /// Keep printing new output until the job has ended
+    #[arg(short, long)]
+    pub follow: bool,
+
+    /// Start at this record sequence number (records are numbered from 0), e.g. to resume
+    #[arg(long, value_name = "SEQ", default_value_t = 0)]
+    pub from: u64,
+
+    /// Print one JSON object per record: sequence, timestamp, stream, data (UTF-8 text;
+    /// plus data_base64 with the exact bytes when they are not valid UTF-8)
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `silo job stop`.
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// The job's id or any unique prefix of it
+    #[arg(value_name = "ID", value_parser = job_id)]
+    pub id: String,
+
+    /// Time between SIGTERM and SIGKILL, overriding the job's own (e.g. 2s)
+    #[arg(long, value_name = "DURATION", value_parser = grace_arg, allow_hyphen_values = true)]
+    pub grace: Option<u64>,
+
+    /// Print the stopped job as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `silo job delete`.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// The job's id or any unique prefix of it
+    #[arg(value_name = "ID", value_parser = job_id)]
+    pub id: String,
+
+    /// Print {"id": …} of the deleted job as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `silo certs …`.
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Issue a client certificate signed by the server's CA
+    Issue(IssueArgs),
+    /// Create a fresh CA with server, admin and viewer certificates
+    Init(InitArgs),
+}
+
+/// A client role for `--role`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    /// May do everything
+    Admin,
+    /// May only read: list, status, logs
+    Viewer,
+}
+
+impl From<RoleArg> for silo_tls::Role {
+    fn from(role: RoleArg) -> Self {
+        match role {
+            RoleArg::Admin => silo_tls::Role::Admin,
+            RoleArg::Viewer => silo_tls::Role::Viewer,
+        }
+    }
+}
+
+/// `silo certs issue`.
+#[derive(Debug, Args)]
+pub struct IssueArgs {
+    /// What the certificate may do
+    #[arg(long, value_enum)]
+    pub role: RoleArg,
+
+    /// The client's name, recorded as the owner of the jobs it starts (letters, digits,
+    /// '.', '_', '-')
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+
+    /// Directory to write NAME.pem and NAME-key.pem into (created if needed)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Directory holding the CA (ca.pem, ca-key.pem)
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/silo/certs")]
+    pub ca_dir: PathBuf,
+}
+
+/// `silo certs init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Directory to write the certificates into (created if needed; nothing is overwritten)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// An extra name or IP address for the server certificate (repeatable); localhost,
+    /// 127.0.0.1, ::1 and this host's name are always included
+    #[arg(long, value_name = "NAME")]
+    pub san: Vec<String>,
+}
+
+fn env_arg(value: &str) -> Result<EnvArg, String> {
+    parse::parse_env(value, |name| std::env::var_os(name))
+        .map(EnvArg)
+        .map_err(|err| err.reason().to_owned())
+}
+
+fn timeout_arg(value: &str) -> Result<u64, String> {
+    parse::parse_duration_ms("--timeout", value, parse::MAX_TIMEOUT)
+        .map_err(|err| err.reason().to_owned())
+}
+
+fn grace_arg(value: &str) -> Result<u64, String> {
+    parse::parse_duration_ms("--grace", value, parse::MAX_GRACE)
+        .map_err(|err| err.reason().to_owned())
+}
+
+fn size_arg(value: &str) -> Result<u64, String> {
+    parse::parse_size(value).map_err(|err| err.reason().to_owned())
+}
+
+fn cpu_arg(value: &str) -> Result<u32, String> {
+    parse::parse_cpu_percent(value).map_err(|err| err.reason().to_owned())
+}
+
+fn cpus_arg(value: &str) -> Result<String, String> {
+    parse::parse_cpu_list(value).map_err(|err| err.reason().to_owned())
+}
+
+fn pids_arg(value: &str) -> Result<u32, String> {
+    parse::parse_pids(value).map_err(|err| err.reason().to_owned())
+}
+
+fn job_id(value: &str) -> Result<String, String> {
+    if value.is_empty() {
+        return Err("a job id (or a prefix of one) is required".to_owned());
+    }
+    if value.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return Err("a job id contains no blanks or control characters".to_owned());
+    }
+    Ok(value.to_owned())
+}
+
+fn no_nul(what: &'static str) -> impl Fn(&str) -> Result<String, String> + Clone {
+    move |value: &str| {
+        if value.contains('\0') {
+            Err(format!("{what} must not contain NUL bytes"))
+        } else {
+            Ok(value.to_owned())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct TestCli {
+        #[command(flatten)]
+        global: GlobalOptions,
+        #[command(subcommand)]
+        command: ClientCommand,
+    }
+
+    fn parse(args: &[&str]) -> Result<TestCli, clap::Error> {
+        TestCli::try_parse_from(std::iter::once("silo").chain(args.iter().copied()))
+    }
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        match parse(args).unwrap().command {
+            ClientCommand::Job(JobCommand::Run(run)) => run,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        TestCli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_takes_flags_then_the_command_with_its_own_flags() {
+        let run = run_args(&[
+            "job", "run", "-d", "--env", "A=1", "--memory", "64M", "--timeout", "5s",
+            "--upload", "x", "--upload", "y", "--server", "prod", "--", "ls", "-l", "--all",
+        ]);
+        assert!(run.detach);
+        assert_eq!(run.memory, Some(64 << 20));
+        assert_eq!(run.timeout, Some(5000));
+        assert_eq!(run.upload.len(), 2);
+        assert_eq!(run.command, ["ls", "-l", "--all"]);
+        let without_dashes = run_args(&["job", "run", "echo", "-n", "hi"]);
+        assert_eq!(without_dashes.command, ["echo", "-n", "hi"]);
+    }
+
+    #[test]
+    fn global_options_may_follow_the_subcommand() {
+        let cli = parse(&["job", "list", "--server", "b", "--config", "/c.toml"]).unwrap();
+        assert_eq!(cli.global.server.as_deref(), Some("b"));
+        assert_eq!(cli.global.config, Some(PathBuf::from("/c.toml")));
+    }
+
+    #[test]
+    fn bad_values_are_refused_while_parsing_with_the_reason() {
+        for (args, reason) in [
+            (&["job", "run", "--memory", "0", "--", "true"][..], "greater than zero"),
+            (&["job", "run", "--memory", "-1", "--", "true"], "negative"),
+            (&["job", "run", "--memory=10X", "--", "true"], "unknown unit"),
+            (&["job", "run", "--pids", "0", "--", "true"], "greater than zero"),
+            (&["job", "run", "--cpu", "-5", "--", "true"], "negative"),
+            (&["job", "run", "--timeout", "0s", "--", "true"], "greater than zero"),
+            (&["job", "run", "--env", "=V", "--", "true"], "name is missing"),
+            (&["job", "run", "--env", "1X=V", "--", "true"], "not a valid variable name"),
+            (&["job", "run", "--"], "required"),
+            (&["job", "list", "--state", "bogus"], "invalid value"),
+            (&["job", "list", "--limit", "0"], "0"),
+            (&["job", "status", ""], "id"),
+        ] {
+            let err = parse(args).unwrap_err().to_string();
+            assert!(err.contains(reason), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn states_may_be_repeated_or_comma_separated() {
+        let cli = parse(&["job", "list", "--state", "running,failed", "--state", "stopped"])
+            .unwrap();
+        let ClientCommand::Job(JobCommand::List(list)) = cli.command else {
+            panic!("not list");
+        };
+        assert_eq!(
+            list.state,
+            [StateArg::Running, StateArg::Failed, StateArg::Stopped]
+        );
+    }
+}

@@ -1,0 +1,9 @@
+//! One file per client command.
+
+pub mod certs;
+pub mod delete;
+pub mod list;
+pub mod logs;
+pub mod run;
+pub mod status;
+pub mod stop;

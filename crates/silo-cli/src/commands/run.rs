@@ -1,0 +1,207 @@
+//! `silo job run`: start a job, show its output live, and end with its exit status.
+
+use silo_proto::v1::{EnvVar, Job, JobSpec, JobState, Limits, RunJobRequest, StopJobRequest};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::cli::{GlobalOptions, RunArgs};
+use crate::exit::{EXIT_INTERRUPTED, end_message, job_exit_code};
+use crate::format::{job_state, short_id};
+use crate::logs::{LogCursor, RecordWriter};
+use crate::output::{print, say, write_failure};
+use crate::session::Session;
+use crate::uploads::collect_uploads;
+
+/// Runs the job. Attached: streams its output until it ends and returns its exit status
+/// (see `exit::job_exit_code`); the first Ctrl-C stops the job, a second one stops
+/// waiting (130). Detached: prints the full job id and returns 0 at once, or, when the
+/// job failed to start, prints the reason and returns 125, 126 or 127.
+pub async fn run(global: &GlobalOptions, args: RunArgs) -> anyhow::Result<i32> {
+    let request = build_request(&args)?;
+    let mut session = Session::open(global).await?;
+    let job = match session.client.run_job(request).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => return Err(session.error(&status).into()),
+    };
+    if args.detach {
+        let printed = print(&format!("{}\n", job.id))?;
+        if failed_to_start(&job) {
+            say(&job.reason);
+            return Ok(job_exit_code(&job));
+        }
+        return Ok(printed);
+    }
+    attach(session, job).await
+}
+
+/// The request for `args`: command, environment, limits and uploads, all checked.
+pub fn build_request(args: &RunArgs) -> anyhow::Result<RunJobRequest> {
+    match args.command.first() {
+        None => anyhow::bail!("the command is empty: give it after `--`"),
+        Some(program) if program.is_empty() => {
+            anyhow::bail!("the command is empty: the program name is \"\"")
+        }
+        Some(_) => {}
+    }
+    if args.command.iter().any(|arg| arg.contains('\0')) {
+        anyhow::bail!("the command contains a NUL byte");
+    }
+    let env = args
+        .env
+        .iter()
+        .filter_map(|arg| arg.0.as_ref())
+        .map(|setting| EnvVar {
+            name: setting.name.clone(),
+            value: setting.value.clone(),
+        })
+        .collect();
+    let uploads = collect_uploads(&args.upload)?;
+    let limits = Limits {
+        cpu_percent: args.cpu,
+        cpus: args.cpus.clone(),
+        memory_bytes: args.memory,
+        io_bps: args.io_bps,
+        pids: args.pids,
+    };
+    Ok(RunJobRequest {
+        spec: Some(JobSpec {
+            command: args.command.clone(),
+            env,
+            workdir: args.workdir.clone().unwrap_or_default(),
+            timeout_ms: args.timeout.unwrap_or(0),
+            name: args.name.clone().unwrap_or_default(),
+            limits: (limits != Limits::default()).then_some(limits),
+            stop_grace_ms: args.grace.unwrap_or(0),
+        }),
+        uploads,
+    })
+}
+
+/// Whether the job never ran: failed with neither an exit code nor a signal.
+fn failed_to_start(job: &Job) -> bool {
+    job_state(job) == JobState::Failed && job.exit_code.is_none() && job.signal.is_none()
+}
+
+/// Streams the job's output until it ends, handling Ctrl-C.
+async fn attach(session: Session, job: Job) -> anyhow::Result<i32> {
+    let id = job.id.clone();
+    let mut interrupts = signal(SignalKind::interrupt())?;
+    let follow = follow_to_end(session.clone(), &id);
+    tokio::pin!(follow);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            outcome = &mut follow => return outcome,
+            _ = interrupts.recv() => {
+                if stopping {
+                    say(format_args!(
+                        "stopped waiting for job {id}; it may still be running (silo job status {})",
+                        short_id(&id)
+                    ));
+                    return Ok(EXIT_INTERRUPTED);
+                }
+                stopping = true;
+                say(format_args!(
+                    "stopping job {} (press Ctrl-C again to stop waiting)",
+                    short_id(&id)
+                ));
+                tokio::spawn(stop_job(session.clone(), id.clone()));
+            }
+        }
+    }
+}
+
+/// Asks the server to stop the job; a failure is reported and otherwise ignored (the
+/// output keeps streaming).
+async fn stop_job(mut session: Session, id: String) {
+    let request = StopJobRequest { id, grace_ms: 0 };
+    if let Err(status) = session.client.stop_job(request).await {
+        say(format_args!("cannot stop the job: {}", session.error(&status)));
+    }
+}
+
+/// Prints all output of the job, then waits for its final state and returns its exit
+/// status, saying why when it did not exit by itself.
+async fn follow_to_end(session: Session, id: &str) -> anyhow::Result<i32> {
+    let mut cursor = LogCursor::new(session.clone(), id, 0, true);
+    let mut writer = RecordWriter::new(false);
+    while let Some(records) = cursor.next_records().await? {
+        if let Err(err) = writer.write(&records) {
+            return write_failure(&err);
+        }
+    }
+    let job = session.clone().wait_for_end(id).await?;
+    if let Some(message) = end_message(&job) {
+        say(message);
+    }
+    Ok(job_exit_code(&job))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{ClientCommand, JobCommand};
+
+    #[derive(Parser)]
+    struct TestCli {
+        #[command(subcommand)]
+        command: ClientCommand,
+    }
+
+    fn request(args: &[&str]) -> anyhow::Result<RunJobRequest> {
+        let cli = TestCli::try_parse_from(["silo", "job", "run"].iter().chain(args))?;
+        let ClientCommand::Job(JobCommand::Run(run)) = cli.command else {
+            anyhow::bail!("not run");
+        };
+        build_request(&run)
+    }
+
+    #[test]
+    fn flags_become_the_job_spec() {
+        let request = request(&[
+            "--name", "n", "--env", "A=1", "--env", "SILO_TEST_SURELY_UNSET", "--workdir",
+            "sub", "--timeout", "2m", "--grace", "1s", "--cpu", "50", "--cpus", "0-1",
+            "--memory", "1G", "--io-bps", "10M", "--pids", "64", "--", "sh", "-c", "exit 3",
+        ])
+        .unwrap();
+        let spec = request.spec.unwrap();
+        assert_eq!(spec.command, ["sh", "-c", "exit 3"]);
+        assert_eq!(spec.name, "n");
+        assert_eq!(
+            spec.env,
+            [EnvVar {
+                name: "A".into(),
+                value: "1".into()
+            }]
+        );
+        assert_eq!(spec.workdir, "sub");
+        assert_eq!(spec.timeout_ms, 120_000);
+        assert_eq!(spec.stop_grace_ms, 1000);
+        assert_eq!(
+            spec.limits,
+            Some(Limits {
+                cpu_percent: Some(50),
+                cpus: Some("0-1".into()),
+                memory_bytes: Some(1 << 30),
+                io_bps: Some(10 << 20),
+                pids: Some(64),
+            })
+        );
+        assert!(request.uploads.is_empty());
+    }
+
+    #[test]
+    fn an_empty_program_name_is_refused() {
+        let err = request(&["--", ""]).unwrap_err().to_string();
+        assert!(err.contains("the command is empty"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_upload_is_refused_before_connecting() {
+        let err = request(&["--upload", "/surely/not/here", "--", "true"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot upload /surely/not/here"), "{err}");
+    }
+}

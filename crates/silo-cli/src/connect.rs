@@ -1,0 +1,324 @@
+//! Connecting to a silo server: TCP, then mutual TLS 1.3 with the configured certificate,
+//! then HTTP/2 for gRPC. Failures are turned into sentences a user can act on.
+
+use std::error::Error as StdError;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use silo_proto::v1::job_service_client::JobServiceClient;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::config::ServerTarget;
+
+/// The largest message the client accepts or sends: 64 MiB (log chunks, uploads).
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// How long to wait for the TCP connection and the TLS handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the client could not reach the server, in words.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The configured address is not `host:port`.
+    #[error("invalid server address {address:?}: {reason}")]
+    InvalidAddress {
+        /// The address as configured.
+        address: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The TLS name to verify is neither an IP address nor a DNS name.
+    #[error("invalid TLS server name {name:?}: not an IP address or DNS name")]
+    InvalidServerName {
+        /// The name.
+        name: String,
+    },
+    /// A certificate or key could not be read or used.
+    #[error("{0}")]
+    Tls(silo_tls::TlsError),
+    /// The TCP connection failed.
+    #[error("cannot connect to {address}: {}", describe_io(error))]
+    Tcp {
+        /// `host:port`.
+        address: String,
+        /// Why (described in the message, so not a separate source).
+        error: io::Error,
+    },
+    /// TCP and TLS did not complete in time.
+    #[error("cannot connect to {address}: timed out after {}s", CONNECT_TIMEOUT.as_secs())]
+    Timeout {
+        /// `host:port`.
+        address: String,
+    },
+    /// The TLS handshake failed.
+    #[error("{}", describe_handshake(address, server_name, error))]
+    Handshake {
+        /// `host:port`.
+        address: String,
+        /// The name the server's certificate was checked against.
+        server_name: String,
+        /// Why (usually wraps a `rustls::Error`; described in the message).
+        error: io::Error,
+    },
+    /// A failure the connector already described, passed through the transport.
+    #[error("{0}")]
+    Reported(String),
+    /// The connection failed in a way the checks above do not recognize.
+    #[error("cannot connect to {address}: {message}")]
+    Other {
+        /// `host:port`.
+        address: String,
+        /// The transport's message.
+        message: String,
+    },
+}
+
+/// A gRPC client of the job service on the server chosen by `target`.
+///
+/// Guarantees: the connection is established (TCP and TLS) before this returns; the
+/// server was verified against the configured CA and `server_name` (default: the
+/// address's host); messages up to [`MAX_MESSAGE_BYTES`] are accepted and sent.
+pub async fn connect(target: &ServerTarget) -> Result<JobServiceClient<Channel>, ConnectError> {
+    let entry = &target.entry;
+    let address = entry.address.clone();
+    let host = address_host(&address)?;
+    let name_text = entry.server_name.clone().unwrap_or_else(|| host.to_owned());
+    let server_name = ServerName::try_from(name_text.clone())
+        .map_err(|_| ConnectError::InvalidServerName {
+            name: name_text.clone(),
+        })?;
+    let tls = silo_tls::client_config(
+        &silo_tls::read_pem_file(&entry.ca).map_err(ConnectError::Tls)?,
+        &silo_tls::read_pem_file(&entry.cert).map_err(ConnectError::Tls)?,
+        &silo_tls::read_pem_file(&entry.key).map_err(ConnectError::Tls)?,
+    )
+    .map_err(ConnectError::Tls)?;
+
+    let endpoint = Endpoint::from_shared(format!("http://{address}")).map_err(|_| {
+        ConnectError::InvalidAddress {
+            address: address.clone(),
+            reason: "not a valid host:port",
+        }
+    })?;
+    let endpoint = endpoint
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true)
+        .tcp_nodelay(true);
+
+    let dial_address = address.clone();
+    let connector = tower::service_fn(move |_: Uri| {
+        dial(
+            dial_address.clone(),
+            name_text.clone(),
+            server_name.clone(),
+            tls.clone(),
+        )
+    });
+    let channel = endpoint
+        .connect_with_connector(connector)
+        .await
+        .map_err(|err| match connector_message(&err) {
+            Some(message) => ConnectError::Reported(message),
+            None => ConnectError::Other {
+                address: address.clone(),
+                message: error_chain(&err),
+            },
+        })?;
+    Ok(JobServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+/// TCP, then the TLS handshake; the stream wrapped for hyper.
+async fn dial(
+    address: String,
+    name_text: String,
+    server_name: ServerName<'static>,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>, ConnectError> {
+    let handshake = async {
+        let tcp = TcpStream::connect(&address)
+            .await
+            .map_err(|error| ConnectError::Tcp {
+                address: address.clone(),
+                error,
+            })?;
+        // gRPC sends many small frames; do not let Nagle delay them.
+        tcp.set_nodelay(true).map_err(|error| ConnectError::Tcp {
+            address: address.clone(),
+            error,
+        })?;
+        TlsConnector::from(tls)
+            .connect(server_name, tcp)
+            .await
+            .map_err(|error| ConnectError::Handshake {
+                address: address.clone(),
+                server_name: name_text,
+                error,
+            })
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
+        Ok(stream) => Ok(TokioIo::new(stream?)),
+        Err(_) => Err(ConnectError::Timeout { address }),
+    }
+}
+
+/// The host part of `host:port` (without IPv6 brackets), after checking the port.
+pub fn address_host(address: &str) -> Result<&str, ConnectError> {
+    let invalid = |reason| ConnectError::InvalidAddress {
+        address: address.to_owned(),
+        reason,
+    };
+    if address.contains("://") {
+        return Err(invalid("expected host:port without a scheme"));
+    }
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| invalid("expected host:port"))?;
+    if port.parse::<u16>().is_err() {
+        return Err(invalid("the port must be a number from 0 to 65535"));
+    }
+    let host = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed
+            .strip_suffix(']')
+            .ok_or_else(|| invalid("unbalanced '[' in an IPv6 address"))?,
+        None if host.contains(':') => {
+            return Err(invalid("write an IPv6 address in brackets: [::1]:50051"));
+        }
+        None => host,
+    };
+    if host.is_empty() {
+        return Err(invalid("the host is missing"));
+    }
+    Ok(host)
+}
+
+/// The message of the connector's own error inside `err`, if any: it already says what
+/// failed in words.
+fn connector_message(err: &(dyn StdError + 'static)) -> Option<String> {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(err) = current {
+        if let Some(found) = err.downcast_ref::<ConnectError>() {
+            return Some(found.to_string());
+        }
+        current = err.source();
+    }
+    None
+}
+
+/// The messages of `err` and its sources joined by ": ", skipping repeats.
+pub fn error_chain(err: &(dyn StdError + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(err) = current {
+        let text = err.to_string();
+        if !parts.iter().any(|part| part.contains(&text)) {
+            parts.push(text);
+        }
+        current = err.source();
+    }
+    parts.join(": ")
+}
+
+/// An I/O error in lower case without the "(os error N)" suffix:
+/// "connection refused", "no route to host".
+pub fn describe_io(err: &io::Error) -> String {
+    match err.kind() {
+        io::ErrorKind::ConnectionRefused => return "connection refused".to_owned(),
+        io::ErrorKind::TimedOut => return "timed out".to_owned(),
+        _ => {}
+    }
+    let text = err.to_string();
+    let text = match text.find(" (os error") {
+        Some(end) => &text[..end],
+        None => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => text.to_owned(),
+    }
+}
+
+/// The rustls error inside `err` or its sources, if any.
+pub fn find_rustls_error<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
+    let mut current: Option<&'a (dyn StdError + 'static)> = Some(err);
+    while let Some(err) = current {
+        if let Some(found) = err.downcast_ref::<rustls::Error>() {
+            return Some(found);
+        }
+        // io::Error::source() skips the error it wraps, so look inside explicitly.
+        if let Some(found) = err
+            .downcast_ref::<io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(found);
+        }
+        current = err.source();
+    }
+    None
+}
+
+/// A TLS failure in words, for the server at `address` checked against `server_name`.
+pub fn describe_tls(address: &str, server_name: &str, err: &rustls::Error) -> String {
+    use rustls::{AlertDescription as Alert, CertificateError};
+    match err {
+        rustls::Error::AlertReceived(
+            Alert::BadCertificate
+            | Alert::CertificateRequired
+            | Alert::UnknownCA
+            | Alert::CertificateUnknown
+            | Alert::CertificateExpired
+            | Alert::CertificateRevoked
+            | Alert::UnsupportedCertificate
+            | Alert::AccessDenied
+            | Alert::DecryptError,
+        ) => format!(
+            "the server rejected this client's certificate ({address}): check that cert and key in the client configuration were issued by the server's CA"
+        ),
+        rustls::Error::AlertReceived(Alert::ProtocolVersion) => {
+            format!("cannot connect to {address}: the server does not speak TLS 1.3")
+        }
+        rustls::Error::InvalidCertificate(CertificateError::NotValidForName)
+        | rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. }) => {
+            format!(
+                "cannot verify the server's certificate at {address}: it is not valid for {server_name:?}; set server_name in the client configuration to a name the certificate carries"
+            )
+        }
+        rustls::Error::InvalidCertificate(reason) => format!(
+            "cannot verify the server's certificate at {address}: {reason:?}; is ca in the client configuration the server's CA?"
+        ),
+        other => format!("TLS with {address} failed: {other}"),
+    }
+}
+
+fn describe_handshake(address: &str, server_name: &str, err: &io::Error) -> String {
+    match find_rustls_error(err) {
+        Some(tls) => describe_tls(address, server_name, tls),
+        None => format!("TLS handshake with {address} failed: {}", describe_io(err)),
+    }
+}
+
+/// A failed call in words. A status sent by the server is shown as its message, as-is
+/// ("job 3f2a not found"); a transport failure is described, naming `address`.
+pub fn describe_status(status: &tonic::Status, address: &str) -> String {
+    if let Some(message) = connector_message(status) {
+        return message;
+    }
+    if let Some(tls) = find_rustls_error(status) {
+        return describe_tls(address, "", tls);
+    }
+    if StdError::source(status).is_some() {
+        return format!("connection to {address} failed: {}", error_chain(status));
+    }
+    if status.message().is_empty() {
+        return format!("the server answered {:?} without a message", status.code());
+    }
+    status.message().to_owned()
+}

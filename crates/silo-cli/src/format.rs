@@ -1,0 +1,248 @@
+//! Small text forms of job facts shared by the table, the status view and messages:
+//! states, exit statuses, ages, durations, command lines.
+
+use std::time::{Duration, SystemTime};
+
+use silo_proto::v1::{Job, JobState};
+
+/// How many characters of a job id tables show.
+pub const SHORT_ID_LEN: usize = 8;
+
+/// The first [`SHORT_ID_LEN`] characters of an id.
+pub fn short_id(id: &str) -> &str {
+    match id.char_indices().nth(SHORT_ID_LEN) {
+        Some((end, _)) => &id[..end],
+        None => id,
+    }
+}
+
+/// A state as users type and read it: `pending`, `running`, `completed`, ….
+pub fn state_name(state: JobState) -> &'static str {
+    match state {
+        JobState::Unspecified => "unknown",
+        JobState::Pending => "pending",
+        JobState::Starting => "starting",
+        JobState::Running => "running",
+        JobState::Completed => "completed",
+        JobState::Failed => "failed",
+        JobState::Stopped => "stopped",
+    }
+}
+
+/// The state of `job`; a value this client does not know reads as `unknown`.
+pub fn job_state(job: &Job) -> JobState {
+    JobState::try_from(job.state).unwrap_or(JobState::Unspecified)
+}
+
+/// Whether a job in `state` has ended for good.
+pub fn is_final(state: JobState) -> bool {
+    matches!(
+        state,
+        JobState::Completed | JobState::Failed | JobState::Stopped
+    )
+}
+
+/// The Linux name of signal `number` (`SIGKILL`), or `SIG<number>` for others.
+pub fn signal_name(number: i32) -> String {
+    const NAMES: [&str; 31] = [
+        "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE",
+        "SIGKILL", "SIGUSR1", "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM",
+        "SIGSTKFLT", "SIGCHLD", "SIGCONT", "SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG",
+        "SIGXCPU", "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS",
+    ];
+    usize::try_from(number)
+        .ok()
+        .and_then(|n| n.checked_sub(1))
+        .and_then(|index| NAMES.get(index))
+        .map_or_else(|| format!("SIG{number}"), |name| (*name).to_owned())
+}
+
+/// The EXIT column: the exit code, the signal's name (`SIGKILL`), or `-`.
+pub fn exit_text(job: &Job) -> String {
+    match (job.exit_code, job.signal) {
+        (_, Some(signal)) => signal_name(signal),
+        (Some(code), None) => code.to_string(),
+        (None, None) => "-".to_owned(),
+    }
+}
+
+/// A protobuf timestamp as a system time; `None` when unset or out of range.
+pub fn system_time(timestamp: Option<&prost_types::Timestamp>) -> Option<SystemTime> {
+    timestamp.and_then(|ts| SystemTime::try_from(*ts).ok())
+}
+
+/// How long the job has run: start to end, or start to `now` while it runs.
+pub fn job_duration(job: &Job, now: SystemTime) -> Option<Duration> {
+    let started = system_time(job.started_at.as_ref())?;
+    let ended = system_time(job.ended_at.as_ref()).unwrap_or(now);
+    Some(ended.duration_since(started).unwrap_or_default())
+}
+
+/// A duration as people say it, with the two largest units: `850ms`, `1.2s`, `3m4s`,
+/// `2h5m`, `3d4h`.
+pub fn format_elapsed(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    let secs = duration.as_secs();
+    if millis < 1000 {
+        format!("{millis}ms")
+    } else if secs < 60 {
+        format!("{}.{}s", secs, (millis % 1000) / 100)
+    } else if secs < 3600 {
+        format!("{}m{}s", secs / 60, secs % 60)
+    } else if secs < 86_400 {
+        format!("{}h{}m", secs / 3600, (secs % 3600) / 60)
+    } else {
+        format!("{}d{}h", secs / 86_400, (secs % 86_400) / 3600)
+    }
+}
+
+/// How long ago `then` was, in one unit: `3s ago`, `2m ago`, `5h ago`, `4d ago`. A time
+/// in the future (clock skew) reads as `just now`.
+pub fn format_age(then: SystemTime, now: SystemTime) -> String {
+    let Ok(age) = now.duration_since(then) else {
+        return "just now".to_owned();
+    };
+    let secs = age.as_secs();
+    if secs < 1 {
+        "just now".to_owned()
+    } else if secs < 60 {
+        format!("{secs}s ago")
+    } else if secs < 3600 {
+        format!("{}m ago", secs / 60)
+    } else if secs < 86_400 {
+        format!("{}h ago", secs / 3600)
+    } else {
+        format!("{}d ago", secs / 86_400)
+    }
+}
+
+/// A time as RFC 3339 in UTC with whole seconds: `2025-01-31T12:00:00Z`.
+pub fn rfc3339_seconds(time: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+/// An argv as one line a shell user can read: arguments with blanks, quotes or shell
+/// characters are single-quoted, control characters are escaped.
+pub fn command_line(argv: &[String]) -> String {
+    argv.iter()
+        .map(|arg| quote(arg))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_alphanumeric() || "-_./=:,+@%".contains(c));
+    let escaped: String = arg
+        .chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect();
+    if plain {
+        escaped
+    } else {
+        format!("'{}'", escaped.replace('\'', r"'\''"))
+    }
+}
+
+/// `text` cut to at most `max` characters, ending in `…` when cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let kept: String = text.chars().take(max.saturating_sub(1)).collect();
+    format!("{}…", kept.trim_end())
+}
+
+/// A byte count with a binary unit when it divides evenly: `64M`, `1G`, `1536K`, `100`.
+pub fn format_size(bytes: u64) -> String {
+    for (shift, unit) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
+        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn elapsed_times_use_the_two_largest_units() {
+        let cases = [
+            (Duration::from_millis(0), "0ms"),
+            (Duration::from_millis(850), "850ms"),
+            (Duration::from_millis(1234), "1.2s"),
+            (Duration::from_secs(59), "59.0s"),
+            (Duration::from_secs(184), "3m4s"),
+            (Duration::from_secs(7500), "2h5m"),
+            (Duration::from_secs(3 * 86_400 + 4 * 3600 + 5), "3d4h"),
+        ];
+        for (duration, text) in cases {
+            assert_eq!(format_elapsed(duration), text);
+        }
+    }
+
+    #[test]
+    fn ages_use_one_unit_and_tolerate_clock_skew() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let ago = |secs| format_age(now - Duration::from_secs(secs), now);
+        assert_eq!(ago(0), "just now");
+        assert_eq!(ago(3), "3s ago");
+        assert_eq!(ago(150), "2m ago");
+        assert_eq!(ago(7200), "2h ago");
+        assert_eq!(ago(86_400 * 4), "4d ago");
+        assert_eq!(format_age(now + Duration::from_secs(5), now), "just now");
+    }
+
+    #[test]
+    fn exit_column_shows_code_signal_name_or_dash() {
+        let job = |exit_code, signal| Job {
+            exit_code,
+            signal,
+            ..Job::default()
+        };
+        assert_eq!(exit_text(&job(Some(0), None)), "0");
+        assert_eq!(exit_text(&job(Some(3), None)), "3");
+        assert_eq!(exit_text(&job(None, Some(9))), "SIGKILL");
+        assert_eq!(exit_text(&job(None, Some(15))), "SIGTERM");
+        assert_eq!(exit_text(&job(None, Some(64))), "SIG64");
+        assert_eq!(exit_text(&job(None, None)), "-");
+    }
+
+    #[test]
+    fn command_lines_quote_what_a_shell_would_split() {
+        let argv = |args: &[&str]| args.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(command_line(&argv(&["echo", "hi"])), "echo hi");
+        assert_eq!(
+            command_line(&argv(&["sh", "-c", "echo 'a b'"])),
+            r"sh -c 'echo '\''a b'\'''"
+        );
+        assert_eq!(command_line(&argv(&["printf", "a\nb", ""])), r"printf 'a\nb' ''");
+    }
+
+    #[test]
+    fn truncation_keeps_at_most_max_characters() {
+        assert_eq!(truncate("short", 40), "short");
+        assert_eq!(truncate("abcdef", 4), "abc…");
+        assert_eq!(truncate("ééééé", 3), "éé…");
+        assert_eq!(truncate("ab cd", 4), "ab…");
+    }
+
+    #[test]
+    fn ids_and_sizes_have_short_forms() {
+        assert_eq!(short_id("3f2a1b2c-dead-beef"), "3f2a1b2c");
+        assert_eq!(short_id("3f2a"), "3f2a");
+        assert_eq!(format_size(64 << 20), "64M");
+        assert_eq!(format_size(1536 << 10), "1536K");
+        assert_eq!(format_size(100), "100");
+    }
+}

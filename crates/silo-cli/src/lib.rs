@@ -1,0 +1,58 @@
+//! silo's client: `silo job …` (run, list, status, logs, stop, delete) and
+//! `silo certs …`, speaking the job API over mutual TLS.
+//!
+//! The binary parses [`GlobalOptions`] and a [`ClientCommand`] with clap, calls [`run`],
+//! and exits with the status it returns; on an error it prints it with [`report_error`]
+//! (`silo: <message>`) and exits 1.
+
+mod cli;
+mod commands;
+pub mod config;
+pub mod connect;
+mod exit;
+mod format;
+mod logs;
+mod output;
+pub mod parse;
+mod session;
+pub mod uploads;
+mod view;
+
+pub use cli::{
+    CertsCommand, ClientCommand, DeleteArgs, EnvArg, GlobalOptions, InitArgs, IssueArgs,
+    JobCommand, ListArgs, LogsArgs, RoleArg, RunArgs, StateArg, StatusArgs, StopArgs,
+};
+pub use exit::{
+    EXIT_BROKEN_PIPE, EXIT_CANNOT_EXECUTE, EXIT_INTERRUPTED, EXIT_NO_STATUS, EXIT_NOT_FOUND,
+};
+pub use output::{error_message, report_error};
+
+/// Runs one client command and returns the process exit status.
+///
+/// For `silo job run` that is the job's own status (see its `--help`); for every other
+/// command 0, or 141 when stdout was closed by its reader. Errors are returned as one
+/// sentence each (print them with [`report_error`]): a server's message as it sent it
+/// ("job 3f2a not found"), or what failed on the way ("cannot connect to 127.0.0.1:50051:
+/// connection refused", "the server rejected this client's certificate …").
+///
+/// Builds its own single-threaded tokio runtime; call it from outside any runtime.
+pub fn run(global: GlobalOptions, command: ClientCommand) -> anyhow::Result<i32> {
+    let job = match command {
+        ClientCommand::Certs(certs) => return commands::certs::certs(certs),
+        ClientCommand::Job(job) => job,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| anyhow::anyhow!("cannot start the client runtime: {err}"))?;
+    runtime.block_on(async {
+        match job {
+            JobCommand::Run(args) => commands::run::run(&global, args).await,
+            JobCommand::List(args) => commands::list::list(&global, args).await,
+            JobCommand::Status(args) => commands::status::status(&global, args).await,
+            JobCommand::Logs(args) => commands::logs::logs(&global, args).await,
+            JobCommand::Stop(args) => commands::stop::stop(&global, args).await,
+            JobCommand::Delete(args) => commands::delete::delete(&global, args).await,
+        }
+    })
+}

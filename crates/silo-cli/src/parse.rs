@@ -1,0 +1,418 @@
+//! Parsing of the values users type on the command line: sizes, durations, environment
+//! variables and resource limits. Every rejection is one sentence that names the bad value
+//! and says what would be accepted, so the job is never sent.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+/// A command-line value that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// The value is not in the expected form.
+    #[error("invalid {what} {value:?}: {reason}")]
+    Invalid {
+        /// What the value should be ("size", "duration", "--env value", …).
+        what: &'static str,
+        /// The value as given.
+        value: String,
+        /// Why it is refused and what would be accepted.
+        reason: String,
+    },
+}
+
+impl ParseError {
+    /// Why the value is refused, without repeating the value (for messages that already
+    /// name it, such as clap's "invalid value '0' for '--memory <SIZE>'").
+    pub fn reason(&self) -> &str {
+        match self {
+            ParseError::Invalid { reason, .. } => reason,
+        }
+    }
+}
+
+fn invalid(what: &'static str, value: &str, reason: impl Into<String>) -> ParseError {
+    ParseError::Invalid {
+        what,
+        value: value.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// The largest size any limit may have: 1 PiB. Larger values are certainly typos.
+pub const MAX_SIZE: u64 = 1 << 50;
+
+/// Parses a size in bytes: a whole number with an optional binary unit, case-insensitive:
+/// `K`, `M`, `G`, `T` (powers of 1024), each optionally followed by `B` or `iB`; a bare
+/// number or `B` means bytes. Examples: `1048576`, `512KiB`, `64M`, `1g`, `2TB`.
+///
+/// Guarantees: the result is greater than zero and at most [`MAX_SIZE`].
+pub fn parse_size(value: &str) -> Result<u64, ParseError> {
+    const WHAT: &str = "size";
+    let text = value.trim();
+    if text.starts_with('-') {
+        return Err(invalid(WHAT, value, "a size cannot be negative"));
+    }
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(digits_end);
+    if digits.is_empty() {
+        return Err(invalid(
+            WHAT,
+            value,
+            "expected a whole number of bytes with an optional unit K, M, G or T (e.g. 512K, 64M, 1G)",
+        ));
+    }
+    let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ if unit.starts_with('.') => {
+            return Err(invalid(
+                WHAT,
+                value,
+                "use a whole number with a smaller unit (e.g. 1536M instead of 1.5G)",
+            ));
+        }
+        _ => {
+            return Err(invalid(
+                WHAT,
+                value,
+                format!("unknown unit {unit:?}: expected K, M, G or T (binary multiples), optionally followed by B or iB"),
+            ));
+        }
+    };
+    let too_large = || invalid(WHAT, value, "too large: at most 1 PiB");
+    let number: u64 = digits.parse().map_err(|_| too_large())?;
+    let bytes = number.checked_mul(multiplier).ok_or_else(too_large)?;
+    if bytes == 0 {
+        return Err(invalid(WHAT, value, "must be greater than zero"));
+    }
+    if bytes > MAX_SIZE {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
+/// Parses a duration in humantime syntax (`500ms`, `5s`, `2m`, `1h 30m`) into whole
+/// milliseconds.
+///
+/// Guarantees: the result is at least 1 ms and at most `max`; `what` names the flag in the
+/// error.
+pub fn parse_duration_ms(what: &'static str, value: &str, max: Duration) -> Result<u64, ParseError> {
+    let text = value.trim();
+    if text.starts_with('-') {
+        return Err(invalid(what, value, "a duration cannot be negative"));
+    }
+    let duration = humantime::parse_duration(text).map_err(|err| {
+        invalid(
+            what,
+            value,
+            format!("{err} (expected e.g. 500ms, 5s, 2m, 1h)"),
+        )
+    })?;
+    if duration.is_zero() {
+        return Err(invalid(what, value, "must be greater than zero"));
+    }
+    if duration < Duration::from_millis(1) {
+        return Err(invalid(what, value, "must be at least 1ms"));
+    }
+    if duration > max {
+        return Err(invalid(
+            what,
+            value,
+            format!("too long: at most {}", humantime::format_duration(max)),
+        ));
+    }
+    // Bounded by `max` above, which is far below u64::MAX milliseconds.
+    u64::try_from(duration.as_millis()).map_err(|_| invalid(what, value, "too long"))
+}
+
+/// The longest `--timeout`: a year.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The longest `--grace`: a day.
+pub const MAX_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+/// One environment variable for a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvSetting {
+    /// The variable's name: a letter or `_`, then letters, digits or `_`.
+    pub name: String,
+    /// Its value; never contains NUL.
+    pub value: String,
+}
+
+/// Parses one `--env` value: `NAME=VALUE`, or `NAME` alone to pass the variable's value
+/// from this client's environment (looked up with `lookup`), as `docker run --env` does.
+///
+/// Returns `Ok(None)` for `NAME` alone when the client's environment does not have it: the
+/// variable is then not passed, again like docker.
+pub fn parse_env(
+    value: &str,
+    lookup: impl Fn(&str) -> Option<OsString>,
+) -> Result<Option<EnvSetting>, ParseError> {
+    const WHAT: &str = "--env value";
+    let (name, given) = match value.split_once('=') {
+        Some((name, given)) => (name, Some(given)),
+        None => (value, None),
+    };
+    if name.is_empty() {
+        return Err(invalid(
+            WHAT,
+            value,
+            "the variable name is missing (expected NAME=VALUE or NAME)",
+        ));
+    }
+    if !is_env_name(name) {
+        return Err(invalid(
+            WHAT,
+            value,
+            format!("{name:?} is not a valid variable name (letters, digits and '_', not starting with a digit)"),
+        ));
+    }
+    let value_text = match given {
+        Some(given) => given.to_owned(),
+        None => match lookup(name) {
+            None => return Ok(None),
+            Some(os) => os.into_string().map_err(|_| {
+                invalid(WHAT, value, format!("the value of {name} in this environment is not valid UTF-8"))
+            })?,
+        },
+    };
+    if value_text.contains('\0') {
+        return Err(invalid(WHAT, value, "the value contains a NUL byte"));
+    }
+    Ok(Some(EnvSetting {
+        name: name.to_owned(),
+        value: value_text,
+    }))
+}
+
+/// Whether `name` is a portable environment variable name: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The highest `--cpu` percentage: a thousand cores.
+pub const MAX_CPU_PERCENT: u32 = 100_000;
+
+/// Parses `--cpu PERCENT`: percent of one core (`50`, `250`, optionally `50%`), from 1 to
+/// [`MAX_CPU_PERCENT`].
+pub fn parse_cpu_percent(value: &str) -> Result<u32, ParseError> {
+    const WHAT: &str = "--cpu percentage";
+    let text = value.trim();
+    let text = text.strip_suffix('%').unwrap_or(text);
+    parse_bounded(WHAT, value, text, MAX_CPU_PERCENT, "percent of one core, e.g. 50 or 250")
+}
+
+/// The highest `--pids`: the kernel's largest possible pid_max.
+pub const MAX_PIDS: u32 = 1 << 22;
+
+/// Parses `--pids N`: a process count from 1 to [`MAX_PIDS`].
+pub fn parse_pids(value: &str) -> Result<u32, ParseError> {
+    parse_bounded("--pids count", value, value.trim(), MAX_PIDS, "a number of processes")
+}
+
+fn parse_bounded(
+    what: &'static str,
+    value: &str,
+    text: &str,
+    max: u32,
+    expected: &str,
+) -> Result<u32, ParseError> {
+    if text.starts_with('-') {
+        return Err(invalid(what, value, "cannot be negative"));
+    }
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid(what, value, format!("expected a whole number ({expected})")));
+    }
+    let too_large = || invalid(what, value, format!("too large: at most {max}"));
+    let number: u32 = text.parse().map_err(|_| too_large())?;
+    if number == 0 {
+        return Err(invalid(what, value, "must be greater than zero"));
+    }
+    if number > max {
+        return Err(too_large());
+    }
+    Ok(number)
+}
+
+/// The highest CPU number accepted in `--cpus`.
+pub const MAX_CPU_INDEX: u32 = 8191;
+
+/// Parses `--cpus LIST` in cpuset syntax: comma-separated CPU numbers and inclusive ranges
+/// (`0-3`, `1,3`, `0-1,4`). Returns the list with blanks removed.
+pub fn parse_cpu_list(value: &str) -> Result<String, ParseError> {
+    const WHAT: &str = "--cpus list";
+    let text: String = value.chars().filter(|c| !c.is_whitespace()).collect();
+    if text.is_empty() {
+        return Err(invalid(WHAT, value, "expected CPU numbers or ranges, e.g. 0-3 or 1,3"));
+    }
+    let cpu = |part: &str| -> Result<u32, ParseError> {
+        let number: u32 = part.parse().map_err(|_| {
+            invalid(WHAT, value, format!("{part:?} is not a CPU number (expected e.g. 0-3 or 1,3)"))
+        })?;
+        if number > MAX_CPU_INDEX {
+            return Err(invalid(WHAT, value, format!("CPU {number} is above {MAX_CPU_INDEX}")));
+        }
+        Ok(number)
+    };
+    for item in text.split(',') {
+        match item.split_once('-') {
+            Some((first, last)) => {
+                let (first, last) = (cpu(first)?, cpu(last)?);
+                if first > last {
+                    return Err(invalid(WHAT, value, format!("range {item} is backwards")));
+                }
+            }
+            None => {
+                cpu(item)?;
+            }
+        }
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_accept_bytes_and_binary_units_in_any_case() {
+        let good = [
+            ("1", 1),
+            ("1024", 1024),
+            ("1B", 1),
+            ("512K", 512 << 10),
+            ("512k", 512 << 10),
+            ("512KiB", 512 << 10),
+            ("512kb", 512 << 10),
+            ("64M", 64 << 20),
+            ("64mib", 64 << 20),
+            ("1G", 1 << 30),
+            ("1GB", 1 << 30),
+            ("2T", 2 << 40),
+            (" 8M ", 8 << 20),
+            ("1024T", 1 << 50),
+        ];
+        for (input, expected) in good {
+            assert_eq!(parse_size(input), Ok(expected), "{input}");
+        }
+    }
+
+    #[test]
+    fn sizes_reject_zero_negative_unknown_units_and_overflow_with_a_reason() {
+        let bad = [
+            ("0", "greater than zero"),
+            ("0M", "greater than zero"),
+            ("-1", "negative"),
+            ("-64M", "negative"),
+            ("10X", "unknown unit \"X\""),
+            ("10MX", "unknown unit"),
+            ("", "whole number"),
+            ("M", "whole number"),
+            ("1.5G", "smaller unit"),
+            ("1025T", "too large"),
+            ("18446744073709551616", "too large"),
+            ("17179869184G", "too large"),
+        ];
+        for (input, reason) in bad {
+            let err = parse_size(input).expect_err(input).to_string();
+            assert!(err.contains(reason), "{input}: {err}");
+            assert!(err.contains(&format!("{input:?}")), "{input}: {err}");
+        }
+    }
+
+    #[test]
+    fn durations_are_humantime_in_milliseconds() {
+        assert_eq!(parse_duration_ms("--timeout", "500ms", MAX_TIMEOUT), Ok(500));
+        assert_eq!(parse_duration_ms("--timeout", "5s", MAX_TIMEOUT), Ok(5000));
+        assert_eq!(parse_duration_ms("--timeout", "2m", MAX_TIMEOUT), Ok(120_000));
+        assert_eq!(parse_duration_ms("--timeout", "1h 30m", MAX_TIMEOUT), Ok(5_400_000));
+    }
+
+    #[test]
+    fn durations_reject_zero_negative_garbage_and_absurd_values() {
+        for (input, reason) in [
+            ("0s", "greater than zero"),
+            ("0", "greater than zero"),
+            ("-5s", "negative"),
+            ("5", "expected e.g."),
+            ("soon", "expected e.g."),
+            ("10us", "at least 1ms"),
+            ("400days", "too long"),
+        ] {
+            let err = parse_duration_ms("--timeout", input, MAX_TIMEOUT)
+                .expect_err(input)
+                .to_string();
+            assert!(err.contains(reason), "{input}: {err}");
+            assert!(err.starts_with("invalid --timeout"), "{err}");
+        }
+        assert!(parse_duration_ms("--grace", "2d", MAX_GRACE).is_err());
+    }
+
+    fn no_env(_: &str) -> Option<OsString> {
+        None
+    }
+
+    #[test]
+    fn env_name_equals_value_is_taken_literally() {
+        let set = parse_env("A_1=x=y", no_env).unwrap().unwrap();
+        assert_eq!((set.name.as_str(), set.value.as_str()), ("A_1", "x=y"));
+        let empty = parse_env("EMPTY=", no_env).unwrap().unwrap();
+        assert_eq!(empty.value, "");
+    }
+
+    #[test]
+    fn env_name_alone_takes_the_clients_value_or_is_skipped() {
+        let lookup = |name: &str| (name == "HOME").then(|| OsString::from("/root"));
+        assert_eq!(
+            parse_env("HOME", lookup).unwrap(),
+            Some(EnvSetting {
+                name: "HOME".into(),
+                value: "/root".into()
+            })
+        );
+        assert_eq!(parse_env("NOT_SET", lookup).unwrap(), None);
+    }
+
+    #[test]
+    fn env_rejects_missing_or_invalid_names_and_nul() {
+        for (input, reason) in [
+            ("=V", "name is missing"),
+            ("=", "name is missing"),
+            ("", "name is missing"),
+            ("1A=x", "not a valid variable name"),
+            ("A-B=x", "not a valid variable name"),
+            ("A B=x", "not a valid variable name"),
+            ("A\0=x", "not a valid variable name"),
+            ("A=x\0y", "NUL"),
+        ] {
+            let err = parse_env(input, no_env).expect_err(input).to_string();
+            assert!(err.contains(reason), "{input:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn cpu_percent_pids_and_cpu_lists_are_bounded() {
+        assert_eq!(parse_cpu_percent("50"), Ok(50));
+        assert_eq!(parse_cpu_percent("250%"), Ok(250));
+        assert!(parse_cpu_percent("0").is_err());
+        assert!(parse_cpu_percent("-1").is_err());
+        assert!(parse_cpu_percent("100001").is_err());
+        assert!(parse_cpu_percent("99999999999").is_err());
+        assert!(parse_cpu_percent("half").is_err());
+        assert_eq!(parse_pids("64"), Ok(64));
+        assert!(parse_pids("0").is_err());
+        assert!(parse_pids("5000000").is_err());
+        assert_eq!(parse_cpu_list("0-3"), Ok("0-3".to_owned()));
+        assert_eq!(parse_cpu_list("1, 3"), Ok("1,3".to_owned()));
+        for bad in ["", "a", "3-1", "1,,2", "0-", "9000", "-1"] {
+            assert!(parse_cpu_list(bad).is_err(), "{bad:?}");
+        }
+    }
+}

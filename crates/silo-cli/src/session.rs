@@ -1,0 +1,82 @@
+//! A connection to the configured server, with every failed call turned into one sentence.
+
+use silo_proto::v1::job_service_client::JobServiceClient;
+use silo_proto::v1::{GetJobRequest, Job, WatchJobRequest};
+use tonic::transport::Channel;
+
+use crate::cli::GlobalOptions;
+use crate::config::{ConfigSources, resolve_server};
+use crate::connect::{connect, describe_status};
+use crate::format::{is_final, job_state};
+
+/// A failed call: the server's own message, or what went wrong on the way.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct CallError {
+    /// The sentence shown to the user.
+    pub message: String,
+    /// The gRPC status code.
+    pub code: tonic::Code,
+}
+
+/// The job service of the server chosen by the global options.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The gRPC client; cheap to clone (one shared HTTP/2 connection).
+    pub client: JobServiceClient<Channel>,
+    /// `host:port`, for messages.
+    pub address: String,
+}
+
+impl Session {
+    /// Reads the configuration, picks the server and connects (TCP and TLS).
+    pub async fn open(global: &GlobalOptions) -> anyhow::Result<Self> {
+        let sources = ConfigSources::from_process(global.config.clone());
+        let target = resolve_server(&sources, global.server.as_deref())?;
+        let client = connect(&target).await?;
+        Ok(Session {
+            client,
+            address: target.entry.address,
+        })
+    }
+
+    /// `status` as a [`CallError`].
+    pub fn error(&self, status: &tonic::Status) -> CallError {
+        CallError {
+            message: describe_status(status, &self.address),
+            code: status.code(),
+        }
+    }
+
+    /// The job `id` (or unique prefix) now.
+    pub async fn get_job(&mut self, id: &str) -> Result<Job, CallError> {
+        let request = GetJobRequest { id: id.to_owned() };
+        match self.client.get_job(request).await {
+            Ok(response) => Ok(response.into_inner()),
+            Err(status) => Err(self.error(&status)),
+        }
+    }
+
+    /// The job `id` once it has reached its final state (completed, failed or stopped).
+    pub async fn wait_for_end(&mut self, id: &str) -> Result<Job, CallError> {
+        let request = WatchJobRequest { id: id.to_owned() };
+        if let Ok(response) = self.client.watch_job(request).await {
+            let mut stream = response.into_inner();
+            // A broken watch is not fatal: the job is read again below.
+            while let Ok(Some(job)) = stream.message().await {
+                if is_final(job_state(&job)) {
+                    return Ok(job);
+                }
+            }
+        }
+        let mut delay = std::time::Duration::from_millis(50);
+        loop {
+            let job = self.get_job(id).await?;
+            if is_final(job_state(&job)) {
+                return Ok(job);
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(std::time::Duration::from_secs(1));
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! The `--json` shapes. They are part of silo's interface for scripts: fields are only
+//! ever added, never renamed or removed.
+//!
+//! A job:
+//!
+//! ```json
+//! {
+//!   "id": "3f2a1b2c-…", "name": "build", "state": "completed",
+//!   "reason": "", "exit_code": 0, "signal": null, "owner": "admin",
+//!   "created_at": "2025-01-31T12:00:00.000Z", "started_at": "…", "ended_at": "…",
+//!   "duration_ms": 1234,
+//!   "command": ["make", "-j4"], "workdir": "", "env": ["CC"],
+//!   "timeout_ms": null, "stop_grace_ms": null,
+//!   "limits": {"cpu_percent": null, "cpus": null, "memory_bytes": 67108864,
+//!              "io_bps": null, "pids": null},
+//!   "uploads": ["src", "src/main.c"]
+//! }
+//! ```
+//!
+//! States are lower case (`pending`, `starting`, `running`, `completed`, `failed`,
+//! `stopped`). Times are RFC 3339 in UTC with milliseconds, or null when the event has not
+//! happened. Settings that were not given are null. `env` lists variable names only: values
+//! may be secrets and are not printed. `duration_ms` is null until the job has ended.
+//!
+//! A log record (one JSON object per line):
+//!
+//! ```json
+//! {"sequence": 0, "timestamp": "2025-01-31T12:00:00.123456789Z", "stream": "stdout",
+//!  "data": "hello\n"}
+//! ```
+//!
+//! `stream` is `stdout`, `stderr` or `system` (a message from silo itself). `data` is the
+//! record's bytes as UTF-8 text, with invalid sequences replaced by U+FFFD; when the bytes
+//! are not valid UTF-8, `data_base64` is added holding the exact bytes (standard base64).
+
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use serde::Serialize;
+use silo_proto::v1::{Job, LogRecord, LogStream};
+
+use crate::format::{job_state, state_name, system_time};
+
+/// A job as printed by `--json`.
+#[derive(Debug, Serialize)]
+pub struct JobView {
+    id: String,
+    name: String,
+    state: &'static str,
+    reason: String,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    owner: String,
+    created_at: Option<String>,
+    started_at: Option<String>,
+    ended_at: Option<String>,
+    duration_ms: Option<u64>,
+    command: Vec<String>,
+    workdir: String,
+    env: Vec<String>,
+    timeout_ms: Option<u64>,
+    stop_grace_ms: Option<u64>,
+    limits: LimitsView,
+    uploads: Vec<String>,
+}
+
+/// Resource limits as printed by `--json`; unset limits are null.
+#[derive(Debug, Serialize)]
+struct LimitsView {
+    cpu_percent: Option<u32>,
+    cpus: Option<String>,
+    memory_bytes: Option<u64>,
+    io_bps: Option<u64>,
+    pids: Option<u32>,
+}
+
+fn set<T: PartialEq + Default>(value: T) -> Option<T> {
+    (value != T::default()).then_some(value)
+}
+
+fn rfc3339_millis(time: Option<SystemTime>) -> Option<String> {
+    time.map(|time| humantime::format_rfc3339_millis(time).to_string())
+}
+
+impl From<&Job> for JobView {
+    fn from(job: &Job) -> Self {
+        let spec = job.spec.clone().unwrap_or_default();
+        let limits = spec.limits.clone().unwrap_or_default();
+        let started = system_time(job.started_at.as_ref());
+        let ended = system_time(job.ended_at.as_ref());
+        let duration_ms = match (started, ended) {
+            (Some(started), Some(ended)) => Some(
+                u64::try_from(
+                    ended
+                        .duration_since(started)
+                        .unwrap_or(Duration::ZERO)
+                        .as_millis(),
+                )
+                .unwrap_or(u64::MAX),
+            ),
+            _ => None,
+        };
+        JobView {
+            id: job.id.clone(),
+            name: spec.name.clone(),
+            state: state_name(job_state(job)),
+            reason: job.reason.clone(),
+            exit_code: job.exit_code,
+            signal: job.signal,
+            owner: job.owner.clone(),
+            created_at: rfc3339_millis(system_time(job.created_at.as_ref())),
+            started_at: rfc3339_millis(started),
+            ended_at: rfc3339_millis(ended),
+            duration_ms,
+            command: spec.command.clone(),
+            workdir: spec.workdir.clone(),
+            env: spec.env.iter().map(|var| var.name.clone()).collect(),
+            timeout_ms: set(spec.timeout_ms),
+            stop_grace_ms: set(spec.stop_grace_ms),
+            limits: LimitsView {
+                cpu_percent: limits.cpu_percent,
+                cpus: limits.cpus,
+                memory_bytes: limits.memory_bytes,
+                io_bps: limits.io_bps,
+                pids: limits.pids,
+            },
+            uploads: job.uploads.clone(),
+        }
+    }
+}
+
+/// A log record as printed by `silo job logs --json`.
+#[derive(Debug, Serialize)]
+pub struct LogRecordView {
+    sequence: u64,
+    timestamp: String,
+    stream: &'static str,
+    data: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_base64: Option<String>,
+}
+
+/// The name of a log stream: `stdout`, `stderr`, `system` (`unknown` otherwise).
+pub fn stream_name(stream: i32) -> &'static str {
+    match LogStream::try_from(stream) {
+        Ok(LogStream::Stdout) => "stdout",
+        Ok(LogStream::Stderr) => "stderr",
+        Ok(LogStream::System) => "system",
+        _ => "unknown",
+    }
+}
+
+impl From<&LogRecord> for LogRecordView {
+    fn from(record: &LogRecord) -> Self {
+        let nanos = record.timestamp_unix_nanos;
+        let time = if nanos >= 0 {
+            SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos.unsigned_abs())
+        } else {
+            SystemTime::UNIX_EPOCH
+        };
+        let exact = std::str::from_utf8(&record.data).is_ok();
+        LogRecordView {
+            sequence: record.sequence,
+            timestamp: humantime::format_rfc3339_nanos(time).to_string(),
+            stream: stream_name(record.stream),
+            data: String::from_utf8_lossy(&record.data).into_owned(),
+            data_base64: (!exact)
+                .then(|| base64::engine::general_purpose::STANDARD.encode(&record.data)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use silo_proto::v1::{EnvVar, JobSpec, JobState, Limits};
+
+    use super::*;
+
+    fn at(secs: i64, nanos: i32) -> Option<prost_types::Timestamp> {
+        Some(prost_types::Timestamp {
+            seconds: secs,
+            nanos,
+        })
+    }
+
+    #[test]
+    fn a_job_has_a_stable_json_shape() {
+        let job = Job {
+            id: "3f2a1b2c-0000".into(),
+            spec: Some(JobSpec {
+                command: vec!["make".into(), "-j4".into()],
+                env: vec![EnvVar {
+                    name: "TOKEN".into(),
+                    value: "secret".into(),
+                }],
+                name: "build".into(),
+                limits: Some(Limits {
+                    memory_bytes: Some(64 << 20),
+                    ..Limits::default()
+                }),
+                ..JobSpec::default()
+            }),
+            state: JobState::Completed as i32,
+            exit_code: Some(0),
+            owner: "admin".into(),
+            created_at: at(1_700_000_000, 0),
+            started_at: at(1_700_000_000, 500_000_000),
+            ended_at: at(1_700_000_001, 734_000_000),
+            uploads: vec!["src".into()],
+            ..Job::default()
+        };
+        let value = serde_json::to_value(JobView::from(&job)).unwrap();
+        assert_eq!(
+            value,
+            json!({
+                "id": "3f2a1b2c-0000", "name": "build", "state": "completed", "reason": "",
+                "exit_code": 0, "signal": null, "owner": "admin",
+                "created_at": "2023-11-14T22:13:20.000Z",
+                "started_at": "2023-11-14T22:13:20.500Z",
+                "ended_at": "2023-11-14T22:13:21.734Z",
+                "duration_ms": 1234,
+                "command": ["make", "-j4"], "workdir": "", "env": ["TOKEN"],
+                "timeout_ms": null, "stop_grace_ms": null,
+                "limits": {"cpu_percent": null, "cpus": null, "memory_bytes": 67108864,
+                           "io_bps": null, "pids": null},
+                "uploads": ["src"]
+            })
+        );
+        assert!(!value.to_string().contains("secret"));
+    }
+
+    #[test]
+    fn log_records_carry_text_and_exact_bytes_when_not_utf8() {
+        let record = |data: &[u8]| LogRecord {
+            sequence: 7,
+            timestamp_unix_nanos: 1_700_000_000_123_456_789,
+            stream: LogStream::Stderr as i32,
+            data: data.to_vec(),
+        };
+        let text = serde_json::to_value(LogRecordView::from(&record(b"hi\n"))).unwrap();
+        assert_eq!(
+            text,
+            json!({"sequence": 7, "timestamp": "2023-11-14T22:13:20.123456789Z",
+                   "stream": "stderr", "data": "hi\n"})
+        );
+        let binary = serde_json::to_value(LogRecordView::from(&record(b"a\xffb"))).unwrap();
+        assert_eq!(binary["data"], "a\u{fffd}b");
+        assert_eq!(binary["data_base64"], "Yf9i");
+    }
+}

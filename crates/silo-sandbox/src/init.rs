@@ -1,0 +1,504 @@
+//! The job's init process: PID 1 of the job's pid namespace.
+//!
+//! It says hello, receives the [`InitSpec`], builds the sandbox, starts the command and
+//! then stays for the job's whole life: it copies the command's output into the job's
+//! log, reaps every zombie (orphans included), forwards SIGTERM, SIGINT and SIGHUP to the
+//! command, and when the command ends, kills whatever the job left behind, drains the
+//! last output and reports the exit. If the server goes away the job keeps running and
+//! its output keeps reaching the log; a restarted server reads the exit from the log.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, fork, getpid};
+use silo_log::{LogWriter, Stream};
+
+use crate::InitSpec;
+use crate::protocol::{
+    CONTROL_FD, EVENT_EXIT, ErrorKind, ExitStatus, Frame, InitError, LOG_FD, METHOD_START,
+    Message, PROTOCOL_VERSION, Started, read_frame, write_frame,
+};
+
+/// How long the init waits for the server's start request.
+const START_DEADLINE: Duration = Duration::from_secs(10);
+/// Bytes read from the command's output per read.
+const READ_CHUNK: usize = 128 * 1024;
+/// Capacity asked for the output pipes, so a fast writer blocks less often.
+const PIPE_SIZE: i32 = 1 << 20;
+
+/// Runs the init and exits the process. Called by the binary when `SILO_MODE=init`.
+pub fn run() -> ! {
+    // SAFETY: the spawner placed the control socket at CONTROL_FD and the log at LOG_FD;
+    // this process owns them from here on.
+    let control = unsafe { UnixStream::from_raw_fd(CONTROL_FD) };
+    // SAFETY: as above.
+    let log = unsafe { File::from_raw_fd(LOG_FD) };
+    close_other_fds();
+    let code = match Init::new(control, log).and_then(Init::run) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("silo-init: {e}");
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+struct Init {
+    control: Option<UnixStream>,
+    log_file: Option<File>,
+}
+
+impl Init {
+    fn new(control: UnixStream, log: File) -> io::Result<Init> {
+        Ok(Init {
+            control: Some(control),
+            log_file: Some(log),
+        })
+    }
+
+    fn send(&mut self, message: Message) {
+        if let Some(c) = self.control.as_mut() {
+            if write_frame(c, &Frame::new(message)).is_err() {
+                // The server is gone; the job goes on without it.
+                self.control = None;
+            }
+        }
+    }
+
+    fn run(mut self) -> io::Result<()> {
+        self.send(Message::Hello {
+            pid: getpid().as_raw(),
+        });
+        let (id, spec) = self.receive_start()?;
+        let log_file = self.log_file.take().ok_or_else(|| io::Error::other("log taken"))?;
+        let log = LogWriter::create(log_file, Path::new("<job log>"), spec.log_cap_bytes)
+            .map_err(io::Error::other)?;
+        let job = match start(&spec) {
+            Ok(job) => job,
+            Err(e) => {
+                self.send(Message::Response {
+                    id,
+                    result: Err(e),
+                });
+                return Ok(());
+            }
+        };
+        self.send(Message::Response {
+            id,
+            result: Ok(serde_json::to_value(Started {
+                pid: job.child.as_raw(),
+            })
+            .unwrap_or_default()),
+        });
+        let status = supervise(job, log, self.control.as_mut());
+        self.send(Message::Event {
+            name: EVENT_EXIT.into(),
+            body: serde_json::to_value(status).unwrap_or_default(),
+        });
+        Ok(())
+    }
+
+    /// Waits (with a deadline) for the server's start request.
+    fn receive_start(&mut self) -> io::Result<(u64, InitSpec)> {
+        let control = self
+            .control
+            .as_mut()
+            .ok_or_else(|| io::Error::other("no control socket"))?;
+        control.set_read_timeout(Some(START_DEADLINE))?;
+        let frame = read_frame(control)?
+            .ok_or_else(|| io::Error::other("server closed the control socket before start"))?;
+        control.set_read_timeout(None)?;
+        if frame.version != PROTOCOL_VERSION {
+            return Err(io::Error::other(format!(
+                "server speaks init protocol {} but this init speaks {PROTOCOL_VERSION}",
+                frame.version
+            )));
+        }
+        match frame.message {
+            Message::Request { id, method, params } if method == METHOD_START => {
+                match serde_json::from_value::<InitSpec>(params) {
+                    Ok(spec) => Ok((id, spec)),
+                    Err(e) => {
+                        let err = InitError::protocol(format!("malformed job spec: {e}"));
+                        self.send(Message::Response {
+                            id,
+                            result: Err(err.clone()),
+                        });
+                        Err(io::Error::other(err.message))
+                    }
+                }
+            }
+            other => Err(io::Error::other(format!(
+                "expected a {METHOD_START} request, got {other:?}"
+            ))),
+        }
+    }
+}
+
+/// The started command and the ends of its output pipes.
+struct RunningCommand {
+    child: Pid,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    signals: SignalFd,
+}
+
+/// Builds the sandbox and starts the command. Errors are typed for the server.
+fn start(spec: &InitSpec) -> Result<RunningCommand, InitError> {
+    if spec.argv.is_empty() {
+        return Err(InitError::protocol("the job has no command"));
+    }
+    let program = resolve_program(&spec.argv[0], &spec.env)?;
+    check_workdir(&spec.cwd)?;
+
+    let argv = cstrings(spec.argv.iter().map(String::as_str))?;
+    let envp = cstrings(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().iter().map(String::as_str))?;
+    let program = cstring(program.as_os_str().as_encoded_bytes())?;
+    let cwd = cstring(spec.cwd.as_os_str().as_encoded_bytes())?;
+
+    let (stdout_r, stdout_w) = pipe("stdout")?;
+    let (stderr_r, stderr_w) = pipe("stderr")?;
+    let (status_r, status_w) = pipe("exec status")?;
+
+    // Signals arrive through a signalfd; they stay blocked in the init and are unblocked
+    // in the child before exec.
+    let mut mask = SigSet::empty();
+    for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        mask.add(s);
+    }
+    mask.thread_block()
+        .map_err(|e| InitError::setup("sigprocmask", e, format!("cannot block signals: {e}")))?;
+    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| InitError::setup("signalfd", e, format!("cannot create a signalfd: {e}")))?;
+
+    // SAFETY: the init is single-threaded, so the child may do anything the parent could.
+    match unsafe { fork() } {
+        Err(e) => Err(InitError::setup("fork", e, format!("cannot fork the command: {e}"))),
+        Ok(ForkResult::Child) => {
+            drop(stdout_r);
+            drop(stderr_r);
+            drop(status_r);
+            let (step, errno) = exec_command(&program, &argv, &envp, &cwd, &mask, stdout_w, stderr_w);
+            let mut report = [0u8; 8];
+            report[..4].copy_from_slice(&(step as u32).to_le_bytes());
+            report[4..].copy_from_slice(&(errno as i32).to_le_bytes());
+            let mut w = File::from(status_w);
+            let _ = w.write_all(&report);
+            // SAFETY: leave the forked child without running the init's destructors.
+            unsafe { libc::_exit(127) }
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(stdout_w);
+            drop(stderr_w);
+            drop(status_w);
+            let mut report = Vec::new();
+            let _ = File::from(status_r).read_to_end(&mut report);
+            if report.len() == 8 {
+                let _ = waitpid(child, None);
+                let step = u32::from_le_bytes([report[0], report[1], report[2], report[3]]);
+                let errno = Errno::from_raw(i32::from_le_bytes([report[4], report[5], report[6], report[7]]));
+                return Err(exec_error(spec, step, errno));
+            }
+            Ok(RunningCommand {
+                child,
+                stdout: stdout_r,
+                stderr: stderr_r,
+                signals,
+            })
+        }
+    }
+}
+
+const STEP_FDS: u32 = 1;
+const STEP_CHDIR: u32 = 2;
+const STEP_EXEC: u32 = 3;
+const STEP_SIGNALS: u32 = 4;
+
+/// In the forked child: wire up stdio, enter the work dir, exec. Returns only on failure,
+/// with the step that failed and its errno.
+fn exec_command(
+    program: &CString,
+    argv: &[CString],
+    envp: &[CString],
+    cwd: &CString,
+    mask: &SigSet,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+) -> (u32, Errno) {
+    if let Err(e) = mask.thread_unblock() {
+        return (STEP_SIGNALS, e);
+    }
+    // A new session: the command leads its own process group, which is what the init
+    // forwards signals to.
+    let _ = nix::unistd::setsid();
+    // SAFETY: dup2 onto the standard descriptors of this (single-threaded) child.
+    let dup = unsafe {
+        libc::dup2(stdout.as_raw_fd(), 1) >= 0 && libc::dup2(stderr.as_raw_fd(), 2) >= 0
+    };
+    if !dup {
+        return (STEP_FDS, Errno::last());
+    }
+    drop(stdout);
+    drop(stderr);
+    if let Err(e) = nix::unistd::chdir(cwd.as_c_str()) {
+        return (STEP_CHDIR, e);
+    }
+    match nix::unistd::execve(program, argv, envp) {
+        Err(e) => (STEP_EXEC, e),
+        Ok(never) => match never {},
+    }
+}
+
+fn exec_error(spec: &InitSpec, step: u32, errno: Errno) -> InitError {
+    let program = &spec.argv[0];
+    let (kind, step_name, message) = match (step, errno) {
+        (STEP_CHDIR, e) => (
+            ErrorKind::Setup,
+            "chdir",
+            format!("cannot enter working directory {}: {}", spec.cwd.display(), e.desc()),
+        ),
+        (STEP_EXEC, Errno::ENOENT) => (ErrorKind::Exec, "exec", format!("command not found: {program}")),
+        (STEP_EXEC, Errno::EACCES) => (
+            ErrorKind::Exec,
+            "exec",
+            format!("permission denied: {program} is not executable"),
+        ),
+        (STEP_EXEC, Errno::ENOEXEC) => (
+            ErrorKind::Exec,
+            "exec",
+            format!("exec format error: {program} is not a program this system can run"),
+        ),
+        (STEP_EXEC, e) => (ErrorKind::Exec, "exec", format!("cannot execute {program}: {}", e.desc())),
+        (_, e) => (ErrorKind::Setup, "stdio", format!("cannot prepare the command: {}", e.desc())),
+    };
+    InitError {
+        kind,
+        message,
+        step: Some(step_name.into()),
+        errno: Some(errno as i32),
+    }
+}
+
+/// Finds the program like execvp does, with the job's PATH.
+fn resolve_program(name: &str, env: &[(String, String)]) -> Result<PathBuf, InitError> {
+    let not_found = || InitError {
+        kind: ErrorKind::Exec,
+        message: format!("command not found: {name}"),
+        step: Some("exec".into()),
+        errno: Some(Errno::ENOENT as i32),
+    };
+    if name.is_empty() {
+        return Err(not_found());
+    }
+    if name.contains('/') {
+        return Ok(PathBuf::from(name));
+    }
+    let path = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let candidate = Path::new(dir).join(name);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(not_found())
+}
+
+fn check_workdir(cwd: &Path) -> Result<(), InitError> {
+    match std::fs::metadata(cwd) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(InitError {
+            kind: ErrorKind::Setup,
+            message: format!("working directory {} is not a directory", cwd.display()),
+            step: Some("chdir".into()),
+            errno: Some(Errno::ENOTDIR as i32),
+        }),
+        Err(e) => Err(InitError {
+            kind: ErrorKind::Setup,
+            message: format!("cannot enter working directory {}: {e}", cwd.display()),
+            step: Some("chdir".into()),
+            errno: e.raw_os_error(),
+        }),
+    }
+}
+
+/// Copies output to the log, reaps, forwards signals, until the command has ended and its
+/// output is drained. Returns the command's exit status.
+fn supervise(job: RunningCommand, mut log: LogWriter, mut control: Option<&mut UnixStream>) -> ExitStatus {
+    let RunningCommand {
+        child,
+        stdout,
+        stderr,
+        signals,
+    } = job;
+    let mut outputs: Vec<(OwnedFd, Stream)> = vec![(stdout, Stream::Stdout), (stderr, Stream::Stderr)];
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut status: Option<ExitStatus> = None;
+    let mut log_failed = false;
+
+    while status.is_none() {
+        let control_fd = control.as_ref().map(|c| c.as_fd());
+        let mut fds: Vec<PollFd<'_>> = outputs
+            .iter()
+            .map(|(fd, _)| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+            .collect();
+        fds.push(PollFd::new(signals.as_fd(), PollFlags::POLLIN));
+        if let Some(c) = control_fd {
+            fds.push(PollFd::new(c, PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(_) => break,
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        let n_out = outputs.len();
+        let control_ready = control.is_some() && ready[n_out + 1];
+        let signal_ready = ready[n_out];
+        // Output first, so what was written before an exit is logged before it.
+        let mut closed = Vec::new();
+        for (i, (fd, stream)) in outputs.iter().enumerate() {
+            if ready[i] && !copy_once(fd.as_fd(), *stream, &mut buf, &mut log, &mut log_failed) {
+                closed.push(i);
+            }
+        }
+        for i in closed.into_iter().rev() {
+            outputs.remove(i);
+        }
+        if signal_ready {
+            while let Ok(Some(info)) = signals.read_signal() {
+                let sig = info.ssi_signo as i32;
+                if sig == libc::SIGCHLD {
+                    status = reap(child).or(status);
+                } else if let Ok(s) = Signal::try_from(sig) {
+                    // To the command's process group; fall back to the command alone.
+                    if kill(Pid::from_raw(-child.as_raw()), s).is_err() {
+                        let _ = kill(child, s);
+                    }
+                }
+            }
+        }
+        if control_ready {
+            if let Some(c) = control.as_deref_mut() {
+                match read_frame(c) {
+                    Ok(Some(frame)) => answer_unknown(c, frame),
+                    // The server went away: the job goes on, its output still reaches the log.
+                    _ => control = None,
+                }
+            }
+        }
+    }
+    let status = status.unwrap_or(ExitStatus::Signal(libc::SIGKILL));
+
+    // The command has ended. As PID 1 of the job's namespace, end everything it left
+    // behind, so its output pipes close and nothing outlives the job.
+    if getpid().as_raw() == 1 {
+        let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+        while let Ok(s) = waitpid(Pid::from_raw(-1), None) {
+            if matches!(s, WaitStatus::StillAlive) {
+                break;
+            }
+        }
+        for (fd, stream) in &outputs {
+            while copy_once(fd.as_fd(), *stream, &mut buf, &mut log, &mut log_failed) {}
+        }
+    } else {
+        // Not PID 1 (debugging by hand): take only what is already in the pipes.
+        for (fd, stream) in &outputs {
+            let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
+            while copy_once(fd.as_fd(), *stream, &mut buf, &mut log, &mut log_failed) {}
+        }
+    }
+    let _ = log.append_exit(&serde_json::to_vec(&status).unwrap_or_default());
+    status
+}
+
+/// Reads once from an output pipe into the log. Returns false at end of file.
+fn copy_once(fd: std::os::fd::BorrowedFd<'_>, stream: Stream, buf: &mut [u8], log: &mut LogWriter, failed: &mut bool) -> bool {
+    loop {
+        match nix::unistd::read(fd, buf) {
+            Ok(0) => return false,
+            Ok(n) => {
+                if !*failed && log.append(stream, &buf[..n]).is_err() {
+                    // Keep draining so the command never blocks on a full pipe.
+                    *failed = true;
+                }
+                return true;
+            }
+            Err(Errno::EINTR) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Reaps every exited child; returns the command's status once it has ended.
+fn reap(command: Pid) -> Option<ExitStatus> {
+    let mut result = None;
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == command => {
+                result = Some(ExitStatus::Code(code));
+            }
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == command => {
+                result = Some(ExitStatus::Signal(sig as i32));
+            }
+            Ok(WaitStatus::StillAlive) | Err(_) => return result,
+            Ok(_) => {}
+        }
+    }
+}
+
+fn answer_unknown(control: &mut UnixStream, frame: Frame) {
+    if let Message::Request { id, method, .. } = frame.message {
+        let _ = write_frame(
+            control,
+            &Frame::new(Message::Response {
+                id,
+                result: Err(InitError::protocol(format!("unknown method {method}"))),
+            }),
+        );
+    }
+}
+
+fn pipe(what: &str) -> Result<(OwnedFd, OwnedFd), InitError> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| InitError::setup("pipe", e, format!("cannot create the {what} pipe: {e}")))?;
+    // A larger pipe means fewer wake-ups for a chatty command; failure only costs speed.
+    let _ = nix::fcntl::fcntl(&r, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+    Ok((r, w))
+}
+
+fn cstring(bytes: &[u8]) -> Result<CString, InitError> {
+    CString::new(bytes).map_err(|_| InitError::protocol("an argument contains a NUL byte"))
+}
+
+fn cstrings<'a>(items: impl Iterator<Item = &'a str>) -> Result<Vec<CString>, InitError> {
+    items.map(|s| cstring(s.as_bytes())).collect()
+}
+
+/// Closes every inherited descriptor above the log: the init holds nothing of the server.
+fn close_other_fds() {
+    // SAFETY: close_range on descriptors this process does not use.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, LOG_FD + 1, u32::MAX, 0);
+    }
+}

@@ -1,0 +1,164 @@
+//! The minimal /etc of a [`crate::Rootfs::HostView`]: generated identity files, plus the few
+//! host files programs need to resolve names and load libraries.
+//!
+//! Everything is a copy inside the job's root tmpfs (read-only once the root is sealed), so
+//! the job sees no other host file under /etc and nothing it reads here can change under it.
+
+use std::fs;
+use std::path::Path;
+
+use super::mounts::{mkdir, write_file};
+use super::rootfs::copy_symlink;
+use super::{errno_of, fail};
+use crate::Isolation;
+use crate::protocol::InitError;
+
+/// The name of the job's user and group in the generated passwd and group files.
+pub(super) const JOB_USER: &str = "silo";
+
+/// The uid and gid of `nobody` / `nogroup`.
+const NOBODY: u32 = 65534;
+
+/// Host files copied as they are, when present: name resolution and the dynamic loader's
+/// cache.
+const HOST_FILES: &[&str] = &["resolv.conf", "services", "protocols", "ld.so.cache", "ld.so.conf"];
+
+/// Host directories copied one level deep, when present: the loader's extra paths and
+/// Debian's alternatives (symlinks such as /etc/alternatives/awk that /usr/bin/awk goes
+/// through).
+const HOST_DIRS: &[&str] = &["ld.so.conf.d", "alternatives"];
+
+const NSSWITCH: &str = "\
+passwd: files
+group: files
+shadow: files
+hosts: files dns
+networks: files
+protocols: files
+services: files
+ethers: files
+rpc: files
+";
+
+/// Writes /etc under `root`.
+pub(super) fn generate(root: &Path, iso: &Isolation) -> Result<(), InitError> {
+    let etc = root.join("etc");
+    mkdir("write_etc", &etc, 0o755)?;
+    write_file("write_etc", &etc.join("passwd"), passwd(iso.uid, iso.gid).as_bytes(), 0o644)?;
+    write_file("write_etc", &etc.join("group"), group(iso.gid).as_bytes(), 0o644)?;
+    write_file("write_etc", &etc.join("hosts"), hosts(&iso.hostname).as_bytes(), 0o644)?;
+    write_file("write_etc", &etc.join("hostname"), format!("{}\n", iso.hostname).as_bytes(), 0o644)?;
+    write_file("write_etc", &etc.join("nsswitch.conf"), NSSWITCH.as_bytes(), 0o644)?;
+    super::mounts::symlink("write_etc", Path::new("/proc/self/mounts"), &etc.join("mtab"))?;
+    copy_localtime(&etc)?;
+    for name in HOST_FILES {
+        copy_if_present(&Path::new("/etc").join(name), &etc.join(name))?;
+    }
+    for dir in HOST_DIRS {
+        let host = Path::new("/etc").join(dir);
+        let Ok(entries) = fs::read_dir(&host) else {
+            continue;
+        };
+        mkdir("write_etc", &etc.join(dir), 0o755)?;
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let target = etc.join(dir).join(entry.file_name());
+            if kind.is_symlink() {
+                copy_symlink("write_etc", &entry.path(), &target)?;
+            } else if kind.is_file() {
+                copy_if_present(&entry.path(), &target)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The passwd file: root, the job's user (unless it is root) and nobody. Home is /work.
+pub(super) fn passwd(uid: u32, gid: u32) -> String {
+    let mut out = String::from("root:x:0:0:root:/work:/bin/sh\n");
+    if uid != 0 {
+        out.push_str(&format!("{JOB_USER}:x:{uid}:{gid}:silo job:/work:/bin/sh\n"));
+    }
+    if uid != NOBODY {
+        out.push_str(&format!("nobody:x:{NOBODY}:{NOBODY}:nobody:/nonexistent:/usr/sbin/nologin\n"));
+    }
+    out
+}
+
+/// The group file: root, the job's group (unless it is root's) and nogroup.
+pub(super) fn group(gid: u32) -> String {
+    let mut out = String::from("root:x:0:\n");
+    if gid != 0 {
+        out.push_str(&format!("{JOB_USER}:x:{gid}:\n"));
+    }
+    if gid != NOBODY {
+        out.push_str(&format!("nogroup:x:{NOBODY}:\n"));
+    }
+    out
+}
+
+/// The hosts file: localhost and the job's hostname.
+pub(super) fn hosts(hostname: &str) -> String {
+    format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+    )
+}
+
+/// /etc/localtime: the same symlink as the host's (its target, under /usr/share/zoneinfo,
+/// is in the view), or a copy.
+fn copy_localtime(etc: &Path) -> Result<(), InitError> {
+    let host = Path::new("/etc/localtime");
+    match fs::symlink_metadata(host) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            copy_symlink("write_etc", host, &etc.join("localtime"))
+        }
+        Ok(_) => copy_if_present(host, &etc.join("localtime")),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Copies the contents of the host file `source` (following symlinks) to `target`, 0644;
+/// does nothing when `source` does not exist.
+fn copy_if_present(source: &Path, target: &Path) -> Result<(), InitError> {
+    let contents = match fs::read(source) {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(fail(
+                "write_etc",
+                errno_of(&e),
+                format_args!("copy {} into the job's /etc", source.display()),
+            ));
+        }
+    };
+    write_file("write_etc", target, &contents, 0o644)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwd_names_root_the_job_user_and_nobody() {
+        assert_eq!(
+            passwd(1000, 1001),
+            "root:x:0:0:root:/work:/bin/sh\n\
+             silo:x:1000:1001:silo job:/work:/bin/sh\n\
+             nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+        );
+    }
+
+    #[test]
+    fn a_root_job_has_no_second_user_named_after_uid_0() {
+        assert!(!passwd(0, 0).contains("silo"));
+        assert!(!group(0).contains("silo"));
+    }
+
+    #[test]
+    fn hosts_resolves_the_jobs_hostname_locally() {
+        assert!(hosts("job-3f2a").contains("127.0.1.1\tjob-3f2a\n"));
+        assert!(hosts("job-3f2a").starts_with("127.0.0.1\tlocalhost\n"));
+    }
+}

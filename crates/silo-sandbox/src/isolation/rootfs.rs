@@ -1,0 +1,157 @@
+//! The job's root: one tmpfs on [`Isolation::root_dir`] that holds everything the job sees.
+//!
+//! The tmpfs is the only thing mounted on the host's directory tree, and only in the job's
+//! mount namespace; every directory, file and mount point the job needs is created inside
+//! it, so nothing is left on the host when the namespace goes.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use nix::mount::MsFlags;
+
+use super::mounts::{bind, mkdir, mount_fs, symlink, touch};
+use super::{dev, errno_of, etc, fail, proc_mask};
+use crate::protocol::InitError;
+use crate::{Isolation, Rootfs};
+
+/// The host's system directories a [`Rootfs::HostView`] shows, read-only, when present.
+const HOST_SYSTEM_DIRS: &[&str] = &["usr", "bin", "sbin", "lib", "lib64", "lib32", "libx32"];
+
+/// Top-level names the sandbox mounts itself; a runtime's own entries of these names are
+/// hidden.
+const SANDBOX_MOUNTS: &[&str] = &["proc", "sys", "dev", "tmp", "work"];
+
+/// Flags of every read-only view of system files.
+const READ_ONLY: MsFlags = MsFlags::MS_RDONLY
+    .union(MsFlags::MS_NOSUID)
+    .union(MsFlags::MS_NODEV);
+
+/// Builds the job's whole tree under `iso.root_dir`, ready for pivot_root.
+pub(super) fn assemble(iso: &Isolation) -> Result<(), InitError> {
+    let root = iso.root_dir.as_path();
+    mount_fs(
+        "mount_root",
+        "tmpfs",
+        root,
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755,size=16m"),
+    )?;
+    match &iso.rootfs {
+        Rootfs::HostView => {
+            show_host_system_dirs(root)?;
+            etc::generate(root, iso)?;
+        }
+        Rootfs::Runtime { path } => show_runtime(path, root)?,
+    }
+    proc_mask::mount_proc(root)?;
+    proc_mask::mount_sys(root)?;
+    dev::populate(root, iso.tmp_size_bytes)?;
+    mount_tmp(root, iso.tmp_size_bytes)?;
+    mount_work(root, &iso.work_dir)
+}
+
+/// Shows the host's /usr, /bin, /sbin and /lib* read-only; on a merged-/usr system the
+/// top-level ones are symlinks into /usr and are recreated as the same symlinks.
+fn show_host_system_dirs(root: &Path) -> Result<(), InitError> {
+    for name in HOST_SYSTEM_DIRS {
+        let host = Path::new("/").join(name);
+        let Ok(meta) = fs::symlink_metadata(&host) else {
+            continue;
+        };
+        let target = root.join(name);
+        if meta.file_type().is_symlink() {
+            copy_symlink("host_view", &host, &target)?;
+        } else if meta.is_dir() {
+            mkdir("host_view", &target, 0o755)?;
+            // Not recursive: a mount the host has under /usr would come back writable, since
+            // the read-only remount applies to one mount only.
+            bind("host_view", &host, &target, READ_ONLY)?;
+        }
+    }
+    Ok(())
+}
+
+/// Shows a runtime's tree, read-only, as the root's contents: each top-level entry of
+/// `path` is bound (directories and files) or recreated (symlinks) in the root. Nothing of
+/// the host is shown.
+fn show_runtime(path: &Path, root: &Path) -> Result<(), InitError> {
+    let entries = fs::read_dir(path).map_err(|e| {
+        fail(
+            "runtime_rootfs",
+            errno_of(&e),
+            format_args!("read the runtime's root filesystem {}", path.display()),
+        )
+    })?;
+    for entry in entries {
+        let entry = entry.map_err(|e| {
+            fail(
+                "runtime_rootfs",
+                errno_of(&e),
+                format_args!("read the runtime's root filesystem {}", path.display()),
+            )
+        })?;
+        let name = entry.file_name();
+        if SANDBOX_MOUNTS.iter().any(|m| name == *m) {
+            continue;
+        }
+        let source = entry.path();
+        let target = root.join(&name);
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_symlink() {
+            copy_symlink("runtime_rootfs", &source, &target)?;
+        } else if kind.is_dir() {
+            mkdir("runtime_rootfs", &target, 0o755)?;
+            bind("runtime_rootfs", &source, &target, READ_ONLY)?;
+        } else if kind.is_file() {
+            touch("runtime_rootfs", &target)?;
+            bind("runtime_rootfs", &source, &target, READ_ONLY)?;
+        }
+        // Sockets, fifos and device nodes at the top of a runtime are not shown.
+    }
+    Ok(())
+}
+
+/// Recreates the symlink `source` at `target`, pointing where `source` points.
+pub(super) fn copy_symlink(step: &str, source: &Path, target: &Path) -> Result<(), InitError> {
+    let points_to: PathBuf = fs::read_link(source).map_err(|e| {
+        fail(
+            step,
+            errno_of(&e),
+            format_args!("read the symlink {}", source.display()),
+        )
+    })?;
+    symlink(step, &points_to, target)
+}
+
+/// Mounts the job's size-limited /tmp, writable by everyone with the sticky bit.
+fn mount_tmp(root: &Path, size_bytes: u64) -> Result<(), InitError> {
+    let target = root.join("tmp");
+    mkdir("mount_tmp", &target, 0o1777)?;
+    mount_fs(
+        "mount_tmp",
+        "tmpfs",
+        &target,
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(&tmpfs_options(0o1777, size_bytes)),
+    )
+}
+
+/// The options of a tmpfs of `size_bytes` (0 gives the smallest tmpfs, never an unlimited
+/// one, which is what tmpfs's own `size=0` would mean).
+pub(super) fn tmpfs_options(mode: u32, size_bytes: u64) -> String {
+    format!("mode={mode:o},size={}", size_bytes.max(1))
+}
+
+/// Binds the job's work directory, writable, at /work.
+fn mount_work(root: &Path, work_dir: &Path) -> Result<(), InitError> {
+    let target = root.join("work");
+    mkdir("bind_work", &target, 0o755)?;
+    bind(
+        "bind_work",
+        work_dir,
+        &target,
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+    )
+}

@@ -1,0 +1,15 @@
+//! Everything a job's init process does, from the server's spawn to the job's exit.
+//!
+//! The server re-executes its own binary with `SILO_MODE=init` in new namespaces
+//! ([`spawn`]); that process runs [`init::run`]: it says hello over the [`protocol`],
+//! receives an [`InitSpec`], builds the sandbox, starts the command, stays as PID 1 of
+//! the job (reaping every zombie, forwarding signals, writing the job's output to its log)
+//! and reports the exit. Nothing here uses an async runtime: the init is single-threaded.
+
+pub mod init;
+pub mod isolation;
+pub mod protocol;
+pub mod spawn;
+mod spec;
+
+pub use spec::{InitSpec, Isolation, Network, Rootfs};

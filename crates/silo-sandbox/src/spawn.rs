@@ -1,0 +1,222 @@
+//! Starting a job's init process from the (multi-threaded) server.
+//!
+//! The child of `clone3` shares nothing with the server's other threads, so between the
+//! clone and the exec it may only call async-signal-safe functions: it moves four
+//! descriptors into place and re-executes the server's binary from a descriptor. Every
+//! other setup step happens later, in the single-threaded init.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+use crate::protocol::{CONTROL_FD, LOG_FD};
+
+/// The environment variable that selects init mode, and its value.
+pub const MODE_ENV: (&str, &str) = ("SILO_MODE", "init");
+
+/// Which namespaces the init gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Namespaces {
+    /// A network namespace with only loopback; false shares the host's network.
+    pub network: bool,
+}
+
+/// What to start the init with.
+pub struct SpawnRequest<'a> {
+    /// The silo binary, opened once at server start-up.
+    pub exe: BorrowedFd<'a>,
+    /// The job's log file, opened for appending; the init writes the job's output to it.
+    pub log: BorrowedFd<'a>,
+    /// A cgroup v2 directory to start the init in (`CLONE_INTO_CGROUP`), when there is one.
+    pub cgroup: Option<BorrowedFd<'a>>,
+    /// Namespaces to create.
+    pub namespaces: Namespaces,
+}
+
+/// A running init process, as the server sees it.
+#[derive(Debug)]
+pub struct InitProcess {
+    /// Its pid in the server's pid namespace.
+    pub pid: i32,
+    /// A pidfd for signalling and waiting without pid-reuse races.
+    pub pidfd: OwnedFd,
+    /// The server's end of the control socket.
+    pub control: UnixStream,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Starts the init: a re-execution of `req.exe` with `SILO_MODE=init` in new pid, mount,
+/// uts, ipc, cgroup (and network) namespaces, holding the control socket as fd 3 and the
+/// log as fd 4.
+pub fn spawn_init(req: &SpawnRequest<'_>) -> io::Result<InitProcess> {
+    let (server_end, child_end) = UnixStream::pair()?;
+    let devnull = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
+    // Move every descriptor the child will dup2 above the target numbers, so that no
+    // dup2 in the child overwrites a source it still needs.
+    let child_end = dup_above(child_end.as_raw_fd(), 10)?;
+    let log = dup_above(req.log.as_raw_fd(), 10)?;
+    let devnull = dup_above(devnull.as_raw_fd(), 10)?;
+
+    let argv0 = c"silo-init";
+    let argv: [*const libc::c_char; 2] = [argv0.as_ptr(), std::ptr::null()];
+    let mode = CString::new(format!("{}={}", MODE_ENV.0, MODE_ENV.1))
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let rust_backtrace = c"RUST_BACKTRACE=1";
+    let envp: [*const libc::c_char; 3] = [mode.as_ptr(), rust_backtrace.as_ptr(), std::ptr::null()];
+
+    let mut flags = libc::CLONE_PIDFD
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWCGROUP;
+    if req.namespaces.network {
+        flags |= libc::CLONE_NEWNET;
+    }
+    let mut pidfd: RawFd = -1;
+    let mut args = CloneArgs {
+        flags: flags as u64,
+        pidfd: &mut pidfd as *mut RawFd as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    if let Some(cg) = req.cgroup {
+        args.flags |= 0x200000000; // CLONE_INTO_CGROUP
+        args.cgroup = cg.as_raw_fd() as u64;
+    }
+    let exe = req.exe.as_raw_fd();
+    let (child_fd, log_fd, null_fd) = (child_end.as_raw_fd(), log.as_raw_fd(), devnull.as_raw_fd());
+
+    // SAFETY: clone3 with a correctly sized, initialised clone_args and no CLONE_VM: the
+    // child gets a copy of the address space. In the child (ret == 0) only
+    // async-signal-safe system calls run (dup2, execveat, _exit) on values prepared above,
+    // so no lock held by another server thread at the time of the clone is touched.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if ret == 0 {
+        // SAFETY: see above; this is the child and only calls async-signal-safe functions
+        // before it either execs or exits.
+        unsafe {
+            if libc::dup2(null_fd, 0) < 0
+                || libc::dup2(null_fd, 1) < 0
+                || libc::dup2(child_fd, CONTROL_FD) < 0
+                || libc::dup2(log_fd, LOG_FD) < 0
+            {
+                libc::_exit(126);
+            }
+            libc::syscall(
+                libc::SYS_execveat,
+                exe,
+                c"".as_ptr(),
+                argv.as_ptr(),
+                envp.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            );
+            libc::_exit(127);
+        }
+    }
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: clone3 succeeded with CLONE_PIDFD, so the kernel stored a new descriptor
+    // that nothing else owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    Ok(InitProcess {
+        pid: ret as i32,
+        pidfd,
+        control: server_end,
+    })
+}
+
+/// A close-on-exec duplicate of `fd` numbered at least `min`.
+fn dup_above(fd: RawFd, min: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC on a descriptor we borrow returns a new descriptor or -1.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `new` is a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// Sends `signal` to the process behind `pidfd` (no pid-reuse race).
+pub fn signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
+    // SAFETY: pidfd_send_signal with a valid pidfd and no siginfo.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ESRCH) {
+            return Ok(());
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Reaps the exited process behind `pidfd` without blocking. `Ok(None)` while it runs;
+/// otherwise its wait status as `(code, signal)`.
+pub fn try_reap(pidfd: BorrowedFd<'_>) -> io::Result<Option<(Option<i32>, Option<i32>)>> {
+    // SAFETY: a zeroed siginfo_t is a valid out-parameter for waitid.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid(P_PIDFD) on our pidfd, writing into `info`.
+    let r = unsafe {
+        libc::waitid(
+            libc::P_PIDFD,
+            pidfd.as_raw_fd() as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: waitid filled `info` (or left it zeroed, which reads as pid 0: still running).
+    let (pid, code, status) = unsafe { (info.si_pid(), info.si_code, info.si_status()) };
+    if pid == 0 {
+        return Ok(None);
+    }
+    Ok(Some(match code {
+        libc::CLD_EXITED => (Some(status), None),
+        _ => (None, Some(status)),
+    }))
+}
+
+/// Opens a pidfd for a process the server did not start itself (adoption after restart).
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}

@@ -1,0 +1,69 @@
+//! What the server asks the init process to run.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The parameters of [`crate::protocol::METHOD_START`]: everything the init needs to set up
+/// and start one job.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InitSpec {
+    /// The job's id (used for the hostname and in messages).
+    pub job_id: String,
+    /// The program and its arguments; never empty.
+    pub argv: Vec<String>,
+    /// The command's whole environment.
+    pub env: Vec<(String, String)>,
+    /// The working directory as the command sees it.
+    pub cwd: PathBuf,
+    /// Bytes of output kept in the log before the rest is dropped.
+    pub log_cap_bytes: u64,
+    /// The sandbox to build before the command starts; `None` runs the command in the
+    /// init's own view of the system (namespaces only).
+    pub isolation: Option<Isolation>,
+}
+
+/// The sandbox of one job: its root filesystem, identity and privileges.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Isolation {
+    /// The hostname inside the job (its short id).
+    pub hostname: String,
+    /// An empty host directory, owned by the server, where the job's root is assembled.
+    pub root_dir: PathBuf,
+    /// The job's work directory on the host; it appears writable at `/work`.
+    pub work_dir: PathBuf,
+    /// What the job's root filesystem is made of.
+    pub rootfs: Rootfs,
+    /// The user the command runs as.
+    pub uid: u32,
+    /// The group the command runs as.
+    pub gid: u32,
+    /// The job's network.
+    pub network: Network,
+    /// Size of the job's `/tmp` tmpfs in bytes.
+    pub tmp_size_bytes: u64,
+}
+
+/// The job's root filesystem.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Rootfs {
+    /// A read-only view of the host's system directories (/usr, /bin, /sbin, /lib*) and a
+    /// minimal generated /etc.
+    HostView,
+    /// A runtime's own tree, mounted read-only; nothing of the host.
+    Runtime {
+        /// The runtime's `rootfs/` directory on the host.
+        path: PathBuf,
+    },
+}
+
+/// The job's network.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Network {
+    /// A private network namespace with only `lo`, up.
+    None,
+    /// The host's network (admins only).
+    Host,
+}

@@ -1,0 +1,41 @@
+//! Who is calling: the verified client certificate's CN and role, attached to every
+//! connection by the TLS listener and checked per call.
+
+use silo_tls::{PeerIdentity, Role};
+use tonic::{Request, Status};
+
+/// What a call needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Get, list, logs, watch: admin and viewer.
+    Read,
+    /// Run, stop, delete: admin only.
+    Write,
+}
+
+/// The identity of the connection a request came in on, as the listener recorded it.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The verified identity, or `None` when the certificate could not be read.
+    pub identity: Option<PeerIdentity>,
+}
+
+/// The caller's CN when its role allows `access`; PermissionDenied otherwise.
+pub fn authorize<T>(request: &Request<T>, access: Access, what: &str) -> Result<String, Status> {
+    let identity = request
+        .extensions()
+        .get::<Caller>()
+        .and_then(|c| c.identity.clone())
+        .ok_or_else(|| Status::permission_denied("no verified client certificate on this connection"))?;
+    match (identity.role, access) {
+        (Some(Role::Admin), _) | (Some(Role::Viewer), Access::Read) => Ok(identity.common_name),
+        (Some(Role::Viewer), Access::Write) => Err(Status::permission_denied(format!(
+            "{} has role viewer, which may only read; {what} needs role admin",
+            identity.common_name
+        ))),
+        (None, _) => Err(Status::permission_denied(format!(
+            "the certificate of {} has no known role (its OU must be admin or viewer)",
+            identity.common_name
+        ))),
+    }
+}

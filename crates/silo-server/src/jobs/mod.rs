@@ -1,0 +1,325 @@
+//! The job manager: accepts jobs, starts them through the init protocol, tracks them to
+//! their end, and answers questions about them.
+
+pub mod live;
+mod reconcile;
+mod supervisor;
+pub mod uploads;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use silo_proto::v1::{JobSpec, JobState, Upload};
+use silo_sandbox::spawn::{Namespaces, SpawnRequest, spawn_init};
+
+use crate::logs::LogWatcher;
+use crate::store::{JobRow, Store, StoreError};
+use live::{LiveJob, StopCause, is_terminal};
+use validate::{Bounds, Invalid};
+
+/// Settings of the job manager.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    /// `<state-dir>/jobs`.
+    pub jobs_dir: PathBuf,
+    /// Output bytes kept per job.
+    pub log_cap_bytes: u64,
+    /// Jobs that may be starting or running at once.
+    pub max_jobs: usize,
+    /// Grace period between SIGTERM and SIGKILL when a job does not set one.
+    pub default_grace: Duration,
+    /// Upper bounds for requests.
+    pub bounds: Bounds,
+}
+
+/// Why a job operation failed; each maps to one gRPC status.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The request is malformed.
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    /// The store failed or the id does not resolve.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Too many jobs at once.
+    #[error("the server is running its maximum of {0} jobs; try again when one has ended")]
+    Busy(usize),
+    /// The job has not ended yet.
+    #[error("job {0} is still running; stop it first")]
+    StillRunning(String),
+    /// Something on the host failed.
+    #[error("{0}")]
+    Host(String),
+}
+
+/// Accepts, runs and tracks jobs.
+#[derive(Clone)]
+pub struct JobManager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    settings: JobSettings,
+    /// The silo binary, opened at start-up; jobs re-execute this descriptor.
+    exe: OwnedFd,
+    live: Mutex<HashMap<String, Arc<LiveJob>>>,
+    logs: Arc<LogWatcher>,
+}
+
+/// Microseconds since the Unix epoch.
+pub fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+impl JobManager {
+    /// A manager over `store`, re-executing `exe` for each job. Reconciles jobs left by a
+    /// previous server before returning.
+    pub async fn start(store: Store, settings: JobSettings, exe: OwnedFd) -> Result<JobManager, JobError> {
+        std::fs::create_dir_all(&settings.jobs_dir)
+            .map_err(|e| JobError::Host(format!("cannot create {}: {e}", settings.jobs_dir.display())))?;
+        let logs = LogWatcher::start().map_err(|e| JobError::Host(format!("cannot start inotify: {e}")))?;
+        let manager = JobManager {
+            inner: Arc::new(Inner {
+                store,
+                settings,
+                exe,
+                live: Mutex::default(),
+                logs,
+            }),
+        };
+        manager.reconcile().await?;
+        Ok(manager)
+    }
+
+    /// The store behind the manager.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    fn job_dir(&self, id: &str) -> PathBuf {
+        self.inner.settings.jobs_dir.join(id)
+    }
+
+    /// The path of a job's log file.
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.job_dir(id).join("log")
+    }
+
+    /// The live handle of a job that has not ended.
+    pub fn live(&self, id: &str) -> Option<Arc<LiveJob>> {
+        self.inner.live.lock().ok()?.get(id).cloned()
+    }
+
+    /// Number of jobs starting or running.
+    pub fn running(&self) -> usize {
+        self.inner.live.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Validates and starts a job; answers once its command runs or has failed to start.
+    pub async fn run(&self, spec: JobSpec, uploads: Vec<Upload>, owner: String) -> Result<JobRow, JobError> {
+        let s = &self.inner.settings;
+        validate::check_request(&spec, &uploads, &s.bounds)?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let row = JobRow {
+            id: id.clone(),
+            spec,
+            owner,
+            uploads: Vec::new(),
+            state: JobState::Starting,
+            reason: String::new(),
+            exit_code: None,
+            signal: None,
+            created_at: now_micros(),
+            started_at: None,
+            ended_at: None,
+            init: None,
+        };
+        let live = Arc::new(LiveJob::new(row));
+        {
+            let mut map = self.inner.live.lock().map_err(|_| JobError::Host("job table poisoned".into()))?;
+            if map.len() >= s.max_jobs {
+                return Err(JobError::Busy(s.max_jobs));
+            }
+            map.insert(id.clone(), live.clone());
+        }
+        match self.prepare_and_spawn(&live, &uploads).await {
+            Ok(started) => {
+                // The supervisor reports once the command runs or has failed to start.
+                let _ = started.await;
+                Ok(live.row.borrow().clone())
+            }
+            Err(e) => {
+                // Nothing of the job stays behind: no row, no files, no slot.
+                self.forget(&id);
+                let _ = std::fs::remove_dir_all(self.job_dir(&id));
+                Err(e)
+            }
+        }
+    }
+
+    /// Creates the job's files and row and spawns its init; returns a receiver that fires
+    /// once the job runs or has failed to start.
+    async fn prepare_and_spawn(
+        &self,
+        live: &Arc<LiveJob>,
+        uploads: &[Upload],
+    ) -> Result<tokio::sync::oneshot::Receiver<()>, JobError> {
+        let id = live.id.clone();
+        let dir = self.job_dir(&id);
+        let work = dir.join("work");
+        let host = |what: &str, path: &Path, e: std::io::Error| {
+            JobError::Host(format!("cannot {what} {}: {e}", path.display()))
+        };
+        std::fs::create_dir_all(&work).map_err(|e| host("create", &work, e))?;
+        let written = uploads::write_uploads(&work, uploads).map_err(|e| host("write uploads into", &work, e))?;
+        let log_path = dir.join("log");
+        let log = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .mode(0o600)
+            .open(&log_path)
+            .map_err(|e| host("create", &log_path, e))?;
+        let row = live.update(|r| r.uploads = written);
+        self.inner.store.insert(&row).await?;
+
+        let spawned = spawn_init(&SpawnRequest {
+            exe: self.inner.exe.as_fd(),
+            log: log.as_fd(),
+            cgroup: None,
+            namespaces: Namespaces { network: true },
+        });
+        let init = match spawned {
+            Ok(init) => init,
+            Err(e) => {
+                let reason = format!("cannot start the job's init process: {e}");
+                self.finish(live, JobState::Failed, reason, None, None).await;
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let _ = tx.send(());
+                return Ok(rx);
+            }
+        };
+        drop(log);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let init_spec = self.init_spec(&live.row.borrow());
+        tokio::spawn(supervisor::supervise(self.clone(), live.clone(), init, init_spec, tx));
+        Ok(rx)
+    }
+
+    fn init_spec(&self, row: &JobRow) -> silo_sandbox::InitSpec {
+        let work = self.job_dir(&row.id).join("work");
+        let cwd = if row.spec.workdir.is_empty() {
+            work
+        } else {
+            work.join(&row.spec.workdir)
+        };
+        let mut env: Vec<(String, String)> = vec![
+            ("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()),
+            ("HOME".into(), cwd.display().to_string()),
+            ("SILO_JOB_ID".into(), row.id.clone()),
+        ];
+        for var in &row.spec.env {
+            env.retain(|(k, _)| k != &var.name);
+            env.push((var.name.clone(), var.value.clone()));
+        }
+        silo_sandbox::InitSpec {
+            job_id: row.id.clone(),
+            argv: row.spec.command.clone(),
+            env,
+            cwd,
+            log_cap_bytes: self.inner.settings.log_cap_bytes,
+            isolation: None,
+        }
+    }
+
+    /// Records the job's end, publishes it and releases its slot.
+    async fn finish(
+        &self,
+        live: &Arc<LiveJob>,
+        state: JobState,
+        reason: String,
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+    ) {
+        let row = live.update(|r| {
+            r.state = state;
+            r.reason = reason;
+            r.exit_code = exit_code;
+            r.signal = signal;
+            r.ended_at = Some(now_micros());
+            r.init = None;
+        });
+        if let Err(e) = self.inner.store.update(&row).await {
+            tracing::error!(job = %row.id, "cannot record the job's end: {e}");
+        }
+        self.forget(&row.id);
+        tracing::info!(job = %row.id, state = ?state, reason = %row.reason, "job ended");
+    }
+
+    fn forget(&self, id: &str) {
+        if let Ok(mut map) = self.inner.live.lock() {
+            map.remove(id);
+        }
+    }
+
+    /// The job with this id or unique id prefix.
+    pub async fn get(&self, prefix: &str) -> Result<JobRow, JobError> {
+        let id = self.inner.store.resolve(prefix).await?;
+        if let Some(live) = self.live(&id) {
+            return Ok(live.row.borrow().clone());
+        }
+        Ok(self.inner.store.get(&id).await?)
+    }
+
+    /// Jobs newest first.
+    pub async fn list(&self, states: &[JobState], limit: u32) -> Result<Vec<JobRow>, JobError> {
+        Ok(self.inner.store.list(states, limit).await?)
+    }
+
+    /// Stops a job and waits for its end. A job that has already ended is returned as is.
+    pub async fn stop(&self, prefix: &str, grace: Option<Duration>) -> Result<JobRow, JobError> {
+        let id = self.inner.store.resolve(prefix).await?;
+        let Some(live) = self.live(&id) else {
+            return Ok(self.inner.store.get(&id).await?);
+        };
+        let grace = grace.unwrap_or_else(|| self.grace_of(&live.row.borrow()));
+        live.begin_stop(StopCause::Request, grace);
+        Ok(live.ended().await)
+    }
+
+    fn grace_of(&self, row: &JobRow) -> Duration {
+        match row.spec.stop_grace_ms {
+            0 => self.inner.settings.default_grace,
+            ms => Duration::from_millis(ms),
+        }
+    }
+
+    /// Removes an ended job, its log and its files.
+    pub async fn delete(&self, prefix: &str) -> Result<String, JobError> {
+        let id = self.inner.store.resolve(prefix).await?;
+        if self.live(&id).is_some() {
+            return Err(JobError::StillRunning(id));
+        }
+        let row = self.inner.store.get(&id).await?;
+        if !is_terminal(row.state) {
+            return Err(JobError::StillRunning(id));
+        }
+        let dir = self.job_dir(&id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(JobError::Host(format!("cannot remove {}: {e}", dir.display()))),
+        }
+        self.inner.store.delete(&id).await?;
+        Ok(id)
+    }
+}

@@ -1,0 +1,94 @@
+//! Start-up reconciliation: jobs a previous server left unfinished are adopted again when
+//! their init still runs, and otherwise ended with what their log says (or as FAILED,
+//! "server restarted").
+
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use silo_proto::v1::JobState;
+use silo_sandbox::spawn::pidfd_open;
+
+use super::live::LiveJob;
+use super::supervisor::final_state;
+use super::{JobError, JobManager};
+use crate::logs::read_exit;
+use crate::store::JobRow;
+
+/// The start time of `pid` in clock ticks after boot (field 22 of /proc/PID/stat), which
+/// tells a process from a later one that reuses its pid.
+pub fn process_start_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses; fields after the
+    // last ')' are plain.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+impl JobManager {
+    pub(super) async fn reconcile(&self) -> Result<(), JobError> {
+        for row in self.inner.store.unfinished().await? {
+            let alive = row
+                .init
+                .filter(|(pid, ticks)| process_start_ticks(*pid) == Some(*ticks))
+                .and_then(|(pid, _)| pidfd_open(pid).ok());
+            match alive {
+                Some(pidfd) => {
+                    tracing::info!(job = %row.id, "adopting a job that kept running across the restart");
+                    self.adopt(row, pidfd)?;
+                }
+                None => {
+                    let live = Arc::new(LiveJob::new(row.clone()));
+                    let (state, reason, code, signal) = match read_exit(&self.log_path(&row.id)) {
+                        Some(exit) => final_state(None, Some(exit), None),
+                        None => (JobState::Failed, "server restarted".into(), None, None),
+                    };
+                    tracing::info!(job = %row.id, ?state, "ending a job left by the previous server");
+                    self.finish(&live, state, reason, code, signal).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Tracks a running job whose init is no longer our child: waits for it to exit, then
+    /// reads the exit from the log the init wrote.
+    fn adopt(&self, row: JobRow, pidfd: std::os::fd::OwnedFd) -> Result<(), JobError> {
+        let live = Arc::new(LiveJob::new(row));
+        if let Ok(dup) = pidfd.try_clone() {
+            live.set_pidfd(dup);
+        }
+        if let Ok(mut map) = self.inner.live.lock() {
+            map.insert(live.id.clone(), live.clone());
+        }
+        let log_path = self.log_path(&live.id);
+        let watch = self.inner.logs.watch(&log_path, live.progress.clone()).ok();
+        let manager = self.clone();
+        tokio::spawn(async move {
+            if let Ok(fd) = super::supervisor::watch_pidfd(pidfd) {
+                let _ = fd.readable().await;
+                let _ = fd.get_ref().as_fd();
+            }
+            if let Some(wd) = watch {
+                manager.inner.logs.unwatch(wd);
+            }
+            let exit = read_exit(&log_path);
+            let (state, reason, code, signal) = final_state(live.stop_cause(), exit, None);
+            manager.finish(&live, state, reason, code, signal).await;
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_ticks_of_this_process_are_stable_and_of_a_missing_pid_absent() {
+        let me = std::process::id() as i32;
+        let a = process_start_ticks(me);
+        assert!(a.is_some());
+        assert_eq!(a, process_start_ticks(me));
+        assert_eq!(process_start_ticks(i32::MAX), None);
+    }
+}

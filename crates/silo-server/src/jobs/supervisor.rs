@@ -1,0 +1,268 @@
+//! Following one job from its init's hello to its exit.
+
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use silo_proto::v1::JobState;
+use silo_sandbox::InitSpec;
+use silo_sandbox::protocol::{
+    EVENT_EXIT, ExitStatus, Frame, InitError, MAX_FRAME, METHOD_START, Message, PROTOCOL_VERSION,
+    Started,
+};
+use silo_sandbox::spawn::{InitProcess, try_reap};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::oneshot;
+
+use super::live::{LiveJob, StopCause};
+use super::{JobManager, now_micros};
+
+/// How long a new init has to say hello.
+const HELLO_DEADLINE: Duration = Duration::from_secs(5);
+/// How long the init has to set up and start the command.
+const START_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Drives the job: start handshake, RUNNING, exit, final state. Fires `started` once the
+/// command runs or has failed to start.
+pub async fn supervise(
+    manager: JobManager,
+    live: Arc<LiveJob>,
+    init: InitProcess,
+    spec: InitSpec,
+    started: oneshot::Sender<()>,
+) {
+    let InitProcess { pid, pidfd, control } = init;
+    let pidfd = match pidfd.try_clone() {
+        Ok(dup) => {
+            live.set_pidfd(dup);
+            pidfd
+        }
+        Err(_) => pidfd,
+    };
+    let log_path = manager.log_path(&live.id);
+    let watch = manager.inner.logs.watch(&log_path, live.progress.clone()).ok();
+
+    let mut control = match control.set_nonblocking(true).and_then(|()| UnixStream::from_std(control)) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::error!(job = %live.id, "cannot use the control socket: {e}");
+            None
+        }
+    };
+    let mut started = Some(started);
+    let mut exit: Option<ExitStatus> = None;
+    let mut start_error: Option<String> = None;
+
+    if let Some(c) = control.as_mut() {
+        match start(c, &spec).await {
+            Ok(_) => {
+                let start_ticks = super::reconcile::process_start_ticks(pid);
+                let row = live.update(|r| {
+                    r.state = JobState::Running;
+                    r.started_at = Some(now_micros());
+                    r.init = start_ticks.map(|t| (pid, t));
+                });
+                if let Err(e) = manager.inner.store.update(&row).await {
+                    tracing::error!(job = %live.id, "cannot record that the job runs: {e}");
+                }
+                if let Some(tx) = started.take() {
+                    let _ = tx.send(());
+                }
+                if row.spec.timeout_ms > 0 {
+                    arm_timeout(&live, Duration::from_millis(row.spec.timeout_ms), manager.grace_of(&row));
+                }
+                exit = wait_exit(c).await;
+            }
+            Err(e) => {
+                start_error = Some(e.message);
+                live.signal(libc::SIGKILL);
+            }
+        }
+    } else {
+        live.signal(libc::SIGKILL);
+        start_error = Some("cannot talk to the job's init process".into());
+    }
+    drop(control);
+
+    let init_status = wait_reaped(pidfd).await;
+    if let Some(wd) = watch {
+        manager.inner.logs.unwatch(wd);
+    }
+    let (state, reason, code, signal) = match start_error {
+        Some(reason) => (JobState::Failed, reason, None, None),
+        None => final_state(live.stop_cause(), exit, init_status),
+    };
+    manager.finish(&live, state, reason, code, signal).await;
+    if let Some(tx) = started.take() {
+        let _ = tx.send(());
+    }
+}
+
+/// Hello, version check, start request, response.
+async fn start(control: &mut UnixStream, spec: &InitSpec) -> Result<Started, InitError> {
+    let hello = tokio::time::timeout(HELLO_DEADLINE, read_frame(control))
+        .await
+        .map_err(|_| timeout_error("the job's init did not say hello in time"))??;
+    if hello.version != PROTOCOL_VERSION || !matches!(hello.message, Message::Hello { .. }) {
+        return Err(InitError::protocol(format!(
+            "the job's init speaks protocol {} ({:?}); this server speaks {PROTOCOL_VERSION}",
+            hello.version, hello.message
+        )));
+    }
+    let params = serde_json::to_value(spec).map_err(|e| InitError::protocol(e.to_string()))?;
+    let request = Frame::new(Message::Request {
+        id: 1,
+        method: METHOD_START.into(),
+        params,
+    });
+    control
+        .write_all(&request.encode())
+        .await
+        .map_err(|e| InitError::protocol(format!("cannot send the job to its init: {e}")))?;
+    let response = tokio::time::timeout(START_DEADLINE, read_frame(control))
+        .await
+        .map_err(|_| timeout_error("the job's init did not start the command in time"))??;
+    match response.message {
+        Message::Response { id: 1, result: Ok(v) } => {
+            serde_json::from_value(v).map_err(|e| InitError::protocol(e.to_string()))
+        }
+        Message::Response { id: 1, result: Err(e) } => Err(e),
+        other => Err(InitError::protocol(format!("unexpected answer from the job's init: {other:?}"))),
+    }
+}
+
+fn timeout_error(message: &str) -> InitError {
+    InitError {
+        kind: silo_sandbox::protocol::ErrorKind::Timeout,
+        message: message.into(),
+        step: None,
+        errno: None,
+    }
+}
+
+async fn read_frame(control: &mut UnixStream) -> Result<Frame, InitError> {
+    let mut len = [0u8; 4];
+    control
+        .read_exact(&mut len)
+        .await
+        .map_err(|_| InitError::protocol("the job's init exited during setup"))?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(InitError::protocol(format!("init protocol frame of {len} bytes is too large")));
+    }
+    let mut body = vec![0u8; len];
+    control
+        .read_exact(&mut body)
+        .await
+        .map_err(|_| InitError::protocol("the job's init exited mid-frame"))?;
+    Frame::decode(&body)
+}
+
+/// Reads frames until the init closes the socket; returns the exit it reported.
+async fn wait_exit(control: &mut UnixStream) -> Option<ExitStatus> {
+    let mut exit = None;
+    while let Ok(frame) = read_frame(control).await {
+        if let Message::Event { name, body } = frame.message {
+            if name == EVENT_EXIT {
+                exit = serde_json::from_value(body).ok();
+            }
+        }
+    }
+    exit
+}
+
+/// Waits for the init process to exit and reaps it. Returns its wait status.
+async fn wait_reaped(pidfd: std::os::fd::OwnedFd) -> Option<(Option<i32>, Option<i32>)> {
+    let Ok(fd) = watch_pidfd(pidfd) else {
+        return None;
+    };
+    loop {
+        match try_reap(fd.get_ref().as_fd()) {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) => {}
+            // Not our child (adopted after a restart): it has exited once readable.
+            Err(_) => {
+                let _ = fd.readable().await.map(|mut g| g.clear_ready());
+                if try_reap(fd.get_ref().as_fd()).is_err() {
+                    return None;
+                }
+                continue;
+            }
+        }
+        match fd.readable().await {
+            Ok(mut guard) => guard.clear_ready(),
+            Err(_) => return None,
+        }
+    }
+}
+
+fn arm_timeout(live: &Arc<LiveJob>, after: Duration, grace: Duration) {
+    let live = live.clone();
+    tokio::spawn(async move {
+        let mut rx = live.row.subscribe();
+        let ended = tokio::time::timeout(after, rx.wait_for(|r| super::live::is_terminal(r.state))).await;
+        if ended.is_err() {
+            live.begin_stop(StopCause::Timeout(after), grace);
+        }
+    });
+}
+
+/// The job's final state from why it was stopped (if it was), what the init reported and
+/// how the init itself ended.
+pub fn final_state(
+    cause: Option<StopCause>,
+    exit: Option<ExitStatus>,
+    init: Option<(Option<i32>, Option<i32>)>,
+) -> (JobState, String, Option<i32>, Option<i32>) {
+    let (code, signal) = match exit {
+        Some(ExitStatus::Code(c)) => (Some(c), None),
+        Some(ExitStatus::Signal(s)) => (None, Some(s)),
+        // No report: the init was killed (by a stop's SIGKILL, or by something else).
+        None => (None, init.and_then(|(_, s)| s).or(Some(libc::SIGKILL))),
+    };
+    match cause {
+        Some(StopCause::Request) => (JobState::Stopped, "stopped by request".into(), code, signal),
+        Some(StopCause::Timeout(d)) => (
+            JobState::Failed,
+            format!("timed out after {}", humantime::format_duration(d)),
+            code,
+            signal,
+        ),
+        None => match (code, signal) {
+            (Some(0), _) => (JobState::Completed, String::new(), code, signal),
+            (Some(c), _) => (JobState::Failed, format!("exited with code {c}"), code, signal),
+            (None, Some(s)) if exit.is_some() => (
+                JobState::Failed,
+                format!("killed by signal {}", signal_name(s)),
+                code,
+                signal,
+            ),
+            (None, s) => (
+                JobState::Failed,
+                format!(
+                    "the job's init process ended without reporting an exit (signal {})",
+                    s.map(signal_name).unwrap_or_else(|| "unknown".into())
+                ),
+                code,
+                signal,
+            ),
+        },
+    }
+}
+
+/// "SIGKILL" for 9.
+pub fn signal_name(sig: i32) -> String {
+    nix::sys::signal::Signal::try_from(sig)
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_else(|_| format!("signal {sig}"))
+}
+
+/// Registers a pidfd with the runtime; it becomes readable when the process exits.
+pub fn watch_pidfd(pidfd: std::os::fd::OwnedFd) -> std::io::Result<AsyncFd<std::os::fd::OwnedFd>> {
+    // SAFETY: the AsyncFd takes ownership of the pidfd, which nothing else closes or
+    // replaces while it is registered.
+    unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+}

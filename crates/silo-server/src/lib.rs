@@ -1,0 +1,210 @@
+//! silo's server: the gRPC API over mutual TLS, the job manager, log streaming and the
+//! embedded store. [`run`] is `silo server`.
+
+mod auth;
+mod client_config;
+pub mod jobs;
+mod listener;
+mod logs;
+mod service;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use silo_proto::v1::job_service_server::JobServiceServer;
+use silo_tls::CertPaths;
+use tokio::net::TcpListener;
+
+use jobs::validate::Bounds;
+use jobs::{JobManager, JobSettings};
+
+/// `silo server` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0:50051")]
+    pub listen: SocketAddr,
+    /// Where the server keeps its database, job files and certificates.
+    #[arg(long, default_value = "/var/lib/silo")]
+    pub state_dir: PathBuf,
+    /// Extra names or addresses for the server certificate (repeatable).
+    #[arg(long = "san")]
+    pub sans: Vec<String>,
+    /// Jobs that may run at once; RunJob answers ResourceExhausted past it.
+    #[arg(long, default_value_t = 512)]
+    pub max_jobs: usize,
+    /// Output bytes kept per job; the log ends with a truncation notice past it.
+    #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+    pub log_cap: u64,
+    /// Grace period between SIGTERM and SIGKILL when a job does not set one.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub stop_grace: Duration,
+    /// Largest total size of one job's uploads.
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    pub upload_limit: u64,
+}
+
+/// Parses "64M", "1GiB", "512k", "100" (bytes; binary multiples).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size like 64M or 1GiB"))?;
+    let shift = match unit.to_ascii_lowercase().trim_end_matches('b').trim_end_matches('i') {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => return Err(format!("{s:?} has an unknown unit (use K, M, G or T)")),
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// What can stop the server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Certificates could not be created or loaded.
+    #[error(transparent)]
+    Tls(#[from] silo_tls::TlsError),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// The job manager could not start.
+    #[error(transparent)]
+    Jobs(#[from] jobs::JobError),
+    /// A host operation failed.
+    #[error("{0}")]
+    Host(String),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+fn host(what: &str, path: &std::path::Path, e: std::io::Error) -> ServerError {
+    ServerError::Host(format!("cannot {what} {}: {e}", path.display()))
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
+    let state = &args.state_dir;
+    std::fs::create_dir_all(state).map_err(|e| host("create state directory", state, e))?;
+    // The binary jobs run: opened once, so replacing the file later changes no job.
+    let exe = std::fs::File::open("/proc/self/exe")
+        .map_err(|e| host("open", std::path::Path::new("/proc/self/exe"), e))?;
+
+    let certs = CertPaths::new(state.join("certs"));
+    let report = silo_tls::ensure_server_pki(&certs.dir, &args.sans)?;
+    for path in &report.created {
+        tracing::info!("created {}", path.display());
+    }
+    if !report.server_missing_sans.is_empty() {
+        tracing::warn!(
+            "the existing server certificate lacks {:?}; remove {} to have it re-issued",
+            report.server_missing_sans,
+            certs.server().display()
+        );
+    }
+    let tls = silo_tls::server_config(
+        &silo_tls::read_pem_file(&certs.ca())?,
+        &silo_tls::read_pem_file(&certs.server())?,
+        &silo_tls::read_pem_file(&certs.server_key())?,
+    )?;
+
+    let store = store::Store::open(&state.join("silo.db")).await?;
+    let settings = JobSettings {
+        jobs_dir: state.join("jobs"),
+        log_cap_bytes: args.log_cap,
+        max_jobs: args.max_jobs,
+        default_grace: args.stop_grace,
+        bounds: Bounds {
+            cpus: online_cpus(),
+            memory_bytes: physical_memory(),
+            upload_bytes: args.upload_limit,
+        },
+    };
+    let jobs = JobManager::start(store, settings, exe.into()).await?;
+
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| ServerError::Host(format!("cannot listen on {}: {e}", args.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ServerError::Host(format!("cannot read the listening address: {e}")))?;
+    for written in client_config::write_client_configs(state, &certs, addr)? {
+        tracing::info!("client configuration: {}", written.display());
+    }
+    tracing::info!(
+        state_dir = %state.display(),
+        "silo server listening on {addr} (mutual TLS 1.3; CA {})",
+        certs.ca().display()
+    );
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<JobServiceServer<service::JobApi>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(silo_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServerError::Host(format!("cannot build reflection: {e}")))?;
+    let max_message = usize::try_from(args.upload_limit)
+        .unwrap_or(usize::MAX)
+        .saturating_add(16 << 20);
+    let api = JobServiceServer::new(service::JobApi::new(jobs))
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(64 << 20);
+
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(api)
+        .serve_with_incoming_shutdown(listener::incoming(listener, tls), shutdown())
+        .await?;
+    tracing::info!("silo server stopped; running jobs keep running and are adopted on the next start");
+    Ok(())
+}
+
+async fn shutdown() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn online_cpus() -> u32 {
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1)
+}
+
+fn physical_memory() -> u64 {
+    nix::sys::sysinfo::sysinfo()
+        .map(|i| i.ram_total())
+        .unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("100"), Ok(100));
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("512kb"), Ok(512 << 10));
+        assert!(parse_size("10X").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+}

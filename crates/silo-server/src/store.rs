@@ -1,0 +1,328 @@
+//! The embedded store: every job the server has accepted, in SQLite through sqlx.
+//!
+//! Survives restarts; schema changes are migrations under `migrations/`.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use prost::Message;
+use silo_proto::v1::{JobSpec, JobState};
+use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("store error: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Migrating the schema failed.
+    #[error("cannot migrate the store: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// No job has this id or id prefix.
+    #[error("job {0} not found")]
+    NotFound(String),
+    /// Several jobs start with this prefix.
+    #[error("job id prefix {prefix} is ambiguous: it matches {count} jobs; give more characters")]
+    Ambiguous {
+        /// The prefix given.
+        prefix: String,
+        /// How many jobs match (at least two).
+        count: usize,
+    },
+    /// A stored row cannot be read back.
+    #[error("stored job {id} is unreadable: {what}")]
+    Corrupt {
+        /// The job.
+        id: String,
+        /// What is wrong.
+        what: String,
+    },
+}
+
+/// One job as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRow {
+    /// Full id (32 lowercase hex digits).
+    pub id: String,
+    /// What the client asked to run.
+    pub spec: JobSpec,
+    /// The CN of the client that started it.
+    pub owner: String,
+    /// Uploaded paths, relative to the work directory.
+    pub uploads: Vec<String>,
+    /// Current state.
+    pub state: JobState,
+    /// Why it is in that state.
+    pub reason: String,
+    /// Exit code, when the command exited.
+    pub exit_code: Option<i32>,
+    /// Signal, when the command was killed by one.
+    pub signal: Option<i32>,
+    /// Microseconds since the epoch.
+    pub created_at: i64,
+    /// When the command started.
+    pub started_at: Option<i64>,
+    /// When the job ended.
+    pub ended_at: Option<i64>,
+    /// The init process while the job runs: pid and start time (clock ticks after boot).
+    pub init: Option<(i32, u64)>,
+}
+
+/// The job store.
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+const COLUMNS: &str = "id, name, owner, spec, uploads, state, reason, exit_code, signal, \
+                       created_at, started_at, ended_at, init_pid, init_start";
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// Stores a new job.
+    pub async fn insert(&self, job: &JobRow) -> Result<(), StoreError> {
+        sqlx::query(&format!(
+            "INSERT INTO jobs ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(&job.id)
+        .bind(&job.spec.name)
+        .bind(&job.owner)
+        .bind(job.spec.encode_to_vec())
+        .bind(job.uploads.join("\n"))
+        .bind(job.state as i32)
+        .bind(&job.reason)
+        .bind(job.exit_code)
+        .bind(job.signal)
+        .bind(job.created_at)
+        .bind(job.started_at)
+        .bind(job.ended_at)
+        .bind(job.init.map(|(pid, _)| pid))
+        .bind(job.init.map(|(_, start)| start as i64))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records the job's state, reason, exit, times and init process.
+    pub async fn update(&self, job: &JobRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE jobs SET state = ?, reason = ?, exit_code = ?, signal = ?, started_at = ?, \
+             ended_at = ?, init_pid = ?, init_start = ? WHERE id = ?",
+        )
+        .bind(job.state as i32)
+        .bind(&job.reason)
+        .bind(job.exit_code)
+        .bind(job.signal)
+        .bind(job.started_at)
+        .bind(job.ended_at)
+        .bind(job.init.map(|(pid, _)| pid))
+        .bind(job.init.map(|(_, start)| start as i64))
+        .bind(&job.id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The one job whose id starts with `prefix`.
+    pub async fn get(&self, prefix: &str) -> Result<JobRow, StoreError> {
+        let id = self.resolve(prefix).await?;
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?"))
+            .bind(&id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(prefix.to_owned()))?;
+        decode(&row)
+    }
+
+    /// The full id of the one job whose id starts with `prefix`.
+    pub async fn resolve(&self, prefix: &str) -> Result<String, StoreError> {
+        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::NotFound(prefix.to_owned()));
+        }
+        let prefix_lower = prefix.to_ascii_lowercase();
+        // The range [prefix, prefix + 'g') holds exactly the hex ids that start with it.
+        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM jobs WHERE id >= ? AND id < ? LIMIT 2")
+            .bind(&prefix_lower)
+            .bind(format!("{prefix_lower}g"))
+            .fetch_all(&self.pool)
+            .await?;
+        match ids.len() {
+            0 => Err(StoreError::NotFound(prefix.to_owned())),
+            1 => Ok(ids.into_iter().next().unwrap_or_default()),
+            _ => {
+                let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE id >= ? AND id < ?")
+                    .bind(&prefix_lower)
+                    .bind(format!("{prefix_lower}g"))
+                    .fetch_one(&self.pool)
+                    .await?;
+                Err(StoreError::Ambiguous {
+                    prefix: prefix.to_owned(),
+                    count: count as usize,
+                })
+            }
+        }
+    }
+
+    /// Jobs newest first, optionally only those in `states`, at most `limit`.
+    pub async fn list(&self, states: &[JobState], limit: u32) -> Result<Vec<JobRow>, StoreError> {
+        let filter = if states.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = states.iter().map(|s| (*s as i32).to_string()).collect();
+            format!("WHERE state IN ({})", list.join(","))
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM jobs {filter} ORDER BY created_at DESC, id DESC LIMIT ?"
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode).collect()
+    }
+
+    /// Jobs that had not ended when the previous server stopped.
+    pub async fn unfinished(&self) -> Result<Vec<JobRow>, StoreError> {
+        self.list(
+            &[JobState::Pending, JobState::Starting, JobState::Running],
+            u32::MAX,
+        )
+        .await
+    }
+
+    /// Removes the job's row.
+    pub async fn delete(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM jobs WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Number of jobs stored.
+    pub async fn count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM jobs").fetch_one(&self.pool).await?)
+    }
+}
+
+fn decode(row: &SqliteRow) -> Result<JobRow, StoreError> {
+    let id: String = row.try_get("id")?;
+    let corrupt = |what: String| StoreError::Corrupt {
+        id: id.clone(),
+        what,
+    };
+    let spec_bytes: Vec<u8> = row.try_get("spec")?;
+    let spec = JobSpec::decode(spec_bytes.as_slice()).map_err(|e| corrupt(format!("spec: {e}")))?;
+    let state: i32 = row.try_get("state")?;
+    let state = JobState::try_from(state).map_err(|_| corrupt(format!("unknown state {state}")))?;
+    let uploads: String = row.try_get("uploads")?;
+    let init_pid: Option<i32> = row.try_get("init_pid")?;
+    let init_start: Option<i64> = row.try_get("init_start")?;
+    Ok(JobRow {
+        spec,
+        owner: row.try_get("owner")?,
+        uploads: uploads.lines().map(str::to_owned).collect(),
+        state,
+        reason: row.try_get("reason")?,
+        exit_code: row.try_get("exit_code")?,
+        signal: row.try_get("signal")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        ended_at: row.try_get("ended_at")?,
+        init: init_pid.zip(init_start.map(|s| s as u64)),
+        id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: &str, created_at: i64, state: JobState) -> JobRow {
+        JobRow {
+            id: id.into(),
+            spec: JobSpec {
+                command: vec!["echo".into(), "hi".into()],
+                name: "n".into(),
+                ..Default::default()
+            },
+            owner: "admin".into(),
+            uploads: vec!["a.txt".into(), "dir/b".into()],
+            state,
+            reason: String::new(),
+            exit_code: None,
+            signal: None,
+            created_at,
+            started_at: None,
+            ended_at: None,
+            init: Some((42, 1234)),
+        }
+    }
+
+    #[tokio::test]
+    async fn jobs_survive_reopening_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("silo.db");
+        let store = Store::open(&path).await.unwrap();
+        let mut j = job("abcdef0123456789abcdef0123456789", 1, JobState::Running);
+        store.insert(&j).await.unwrap();
+        j.state = JobState::Completed;
+        j.exit_code = Some(0);
+        j.init = None;
+        store.update(&j).await.unwrap();
+        drop(store);
+        let store = Store::open(&path).await.unwrap();
+        assert_eq!(store.get("abcdef").await.unwrap(), j);
+    }
+
+    #[tokio::test]
+    async fn prefixes_resolve_uniquely_or_say_why_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("silo.db")).await.unwrap();
+        store.insert(&job("aa11", 1, JobState::Completed)).await.unwrap();
+        store.insert(&job("aa22", 2, JobState::Failed)).await.unwrap();
+        assert_eq!(store.resolve("aa1").await.unwrap(), "aa11");
+        assert_eq!(store.resolve("AA2").await.unwrap(), "aa22");
+        assert!(matches!(store.resolve("aa").await, Err(StoreError::Ambiguous { count: 2, .. })));
+        assert!(matches!(store.resolve("b").await, Err(StoreError::NotFound(_))));
+        assert!(matches!(store.resolve("a%").await, Err(StoreError::NotFound(_))));
+        assert!(matches!(store.resolve("").await, Err(StoreError::NotFound(_))));
+    }
+
+    #[tokio::test]
+    async fn list_is_newest_first_and_filters_by_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("silo.db")).await.unwrap();
+        store.insert(&job("01", 1, JobState::Completed)).await.unwrap();
+        store.insert(&job("02", 2, JobState::Running)).await.unwrap();
+        store.insert(&job("03", 3, JobState::Completed)).await.unwrap();
+        let all: Vec<_> = store.list(&[], 10).await.unwrap().into_iter().map(|j| j.id).collect();
+        assert_eq!(all, ["03", "02", "01"]);
+        let done: Vec<_> = store
+            .list(&[JobState::Completed], 1)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(done, ["03"]);
+        assert_eq!(store.unfinished().await.unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,71 @@
+//! `silo`: one binary with three faces. `silo server` is the daemon; `silo job …` and
+//! `silo certs …` are the client; with `SILO_MODE=init` in its environment (never a
+//! visible subcommand) it is a job's init process, started by the server.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "silo",
+    version,
+    about = "Run commands on Linux hosts, isolated and limited, over mutual-TLS gRPC",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(flatten)]
+    global: silo_cli::GlobalOptions,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the silo server (creates its certificates and store on first start).
+    Server(silo_server::ServerArgs),
+    #[command(flatten)]
+    Client(silo_cli::ClientCommand),
+}
+
+fn main() {
+    if std::env::var_os(silo_sandbox::spawn::MODE_ENV.0).as_deref()
+        == Some(std::ffi::OsStr::new(silo_sandbox::spawn::MODE_ENV.1))
+    {
+        silo_sandbox::init::run();
+    }
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Server(args) => run_server(args),
+        Command::Client(command) => match silo_cli::run(cli.global, command) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("silo: {e:#}");
+                1
+            }
+        },
+    };
+    std::process::exit(code);
+}
+
+fn run_server(args: silo_server::ServerArgs) -> i32 {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SILO_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("silo: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(silo_server::run(args)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("silo: {e}");
+            1
+        }
+    }
+}

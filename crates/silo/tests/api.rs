@@ -1,0 +1,503 @@
+//! The job API end to end: a real server, a tonic client over mutual TLS.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use silo_proto::v1::{
+    DeleteJobRequest, EnvVar, JobState, Limits, ListJobsRequest, LogStream, RunJobRequest,
+    StopJobRequest, StreamLogsRequest, Upload,
+};
+use tonic::Code;
+
+#[tokio::test]
+async fn a_job_runs_to_completion_and_its_output_and_exit_are_kept() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let mut c = server.admin().await;
+    let job = run(&mut c, &["sh", "-c", "echo hello; echo oops >&2; exit 0"]).await;
+    assert_eq!(job.owner, "admin");
+    let end = wait_end(&mut c, &job.id).await;
+    assert_eq!(end.state(), JobState::Completed, "{end:?}");
+    assert_eq!(end.exit_code, Some(0));
+    assert!(end.started_at.is_some() && end.ended_at.is_some());
+    assert_eq!(stdout_of(&mut c, &job.id).await, b"hello\n");
+    // Not following: the whole history, then the end.
+    let mut s = c
+        .stream_logs(StreamLogsRequest { id: job.id[..8].into(), from_sequence: 0, follow: false })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut streams = Vec::new();
+    while let Some(chunk) = s.message().await.unwrap() {
+        streams.extend(chunk.records.iter().map(|r| (r.stream(), r.data.clone())));
+    }
+    assert!(streams.contains(&(LogStream::Stderr, b"oops\n".to_vec())));
+}
+
+#[tokio::test]
+async fn exit_codes_and_signals_are_reported() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let mut c = server.admin().await;
+    let job = run(&mut c, &["sh", "-c", "exit 3"]).await;
+    let end = wait_end(&mut c, &job.id).await;
+    assert_eq!(end.state(), JobState::Failed);
+    assert_eq!(end.exit_code, Some(3));
+    assert_eq!(end.reason, "exited with code 3");
+
+    let job = run(&mut c, &["sh", "-c", "kill -9 $$"]).await;
+    let end = wait_end(&mut c, &job.id).await;
+    assert_eq!(end.state(), JobState::Failed);
+    assert_eq!(end.signal, Some(9));
+    assert_eq!(end.exit_code, None);
+    assert_eq!(end.reason, "killed by signal SIGKILL");
+}
+
+#[tokio::test]
+async fn failures_to_start_are_failed_jobs_with_a_clear_reason() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let mut c = server.admin().await;
+    let job = run(&mut c, &["no-such-command-xyz"]).await;
+    assert_eq!(job.state(), JobState::Failed);
+    assert_eq!(job.reason, "command not found: no-such-command-xyz");
+
+    let job = run(&mut c, &["/etc/hostname"]).await;
+    assert_eq!(job.state(), JobState::Failed);
+    assert!(job.reason.contains("permission denied"), "{}", job.reason);
+
+    let mut s = spec(&["true"]);
+    s.workdir = "does/not/exist".into();
+    let job = run_spec(&mut c, s).await;
+    assert_eq!(job.state(), JobState::Failed);
+    assert!(job.reason.contains("working directory"), "{}", job.reason);
+    // Stored as such.
+    assert_eq!(get(&mut c, &job.id).await.reason, job.reason);
+}
+
+#[tokio::test]
+async fn a_timeout_stops_the_job() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let mut c = server.admin().await;
+    let mut s = spec(&["sleep", "30"]);
+    s.timeout_ms = 300;
+    let t0 = Instant::now();
+    let job = run_spec(&mut c, s).await;
+    let end = wait_end(&mut c, &job.id).await;
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert_eq!(end.state(), JobState::Failed);
+    assert_eq!(end.reason, "timed out after 300ms");
+}
+
+fn processes_with(marker: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(marker))
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn stop_ends_everything_the_job_started_even_daemons() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let mut c = server.admin().await;
+    let job = run(
+        &mut c,
+        &["sh", "-c", "(setsid sh -c 'sleep 987651' &); trap '' TERM; sleep 987652"],
+    )
+    .await;
+    assert_eq!(job.state(), JobState::Running);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while processes_with("987651") == 0 {
+        assert!(Instant::now() < deadline, "daemon never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stopped = c
+        .stop_job(StopJobRequest { id: job.id.clone(), grace_ms: 200 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stopped.state(), JobState::Stopped);
+    assert_eq!(stopped.reason, "stopped by request");
+    assert_eq!(stopped.signal, Some(9), "SIGTERM was ignored, so SIGKILL ended it");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(processes_with("98765"), 0, "something survived the stop");
+}
+
+#[tokio::test]
+async fn stop_with_a_cooperative_command_reports_sigterm() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let mut c = server.admin().await;
+    let job = run(&mut c, &["sleep", "30"]).await;
+    let t0 = Instant::now();
+    let stopped = c
+        .stop_job(StopJobRequest { id: job.id[..8].into(), grace_ms: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    assert_eq!(stopped.state(), JobState::Stopped);
+    assert_eq!(stopped.signal, Some(15));
+}
+
+#[tokio::test]
+async fn uploads_land_in_the_work_directory() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let mut c = server.admin().await;
+    let job = c
+        .run_job(RunJobRequest {
+            spec: Some(spec(&["sh", "-c", "cat data/in.txt && ./data/run.sh"])),
+            uploads: vec![
+                Upload { path: "data".into(), directory: true, ..Default::default() },
+                Upload { path: "data/in.txt".into(), content: b"uploaded\n".to_vec(), ..Default::default() },
+                Upload {
+                    path: "data/run.sh".into(),
+                    content: b"#!/bin/sh\necho script ran\n".to_vec(),
+                    mode: 0o755,
+                    directory: false,
+                },
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(job.uploads, ["data", "data/in.txt", "data/run.sh"]);
+    let end = wait_end(&mut c, &job.id).await;
+    assert_eq!(end.state(), JobState::Completed, "{end:?}");
+    assert_eq!(stdout_of(&mut c, &job.id).await, b"uploaded\nscript ran\n");
+}
+
+#[tokio::test]
+async fn env_and_workdir_reach_the_command() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let mut c = server.admin().await;
+    let mut s = spec(&["sh", "-c", "echo $GREETING; pwd"]);
+    s.env.push(EnvVar { name: "GREETING".into(), value: "hi there".into() });
+    let job = run_spec(&mut c, s).await;
+    wait_end(&mut c, &job.id).await;
+    let out = String::from_utf8(stdout_of(&mut c, &job.id).await).unwrap();
+    assert!(out.starts_with("hi there\n"), "{out}");
+    assert!(out.trim_end().ends_with("work"), "{out}");
+}
+
+#[tokio::test]
+async fn list_get_and_delete() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let mut c = server.admin().await;
+    let a = run(&mut c, &["true"]).await;
+    wait_end(&mut c, &a.id).await;
+    let b = run(&mut c, &["sleep", "30"]).await;
+    let list = c.list_jobs(ListJobsRequest::default()).await.unwrap().into_inner().jobs;
+    assert_eq!(list.iter().map(|j| j.id.clone()).collect::<Vec<_>>(), [b.id.clone(), a.id.clone()]);
+    let running = c
+        .list_jobs(ListJobsRequest { states: vec![JobState::Running as i32], limit: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert_eq!(running.len(), 1);
+    assert_eq!(running[0].id, b.id);
+
+    let err = c.delete_job(DeleteJobRequest { id: b.id.clone() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    c.stop_job(StopJobRequest { id: b.id.clone(), grace_ms: 0 }).await.unwrap();
+    c.delete_job(DeleteJobRequest { id: b.id.clone() }).await.unwrap();
+    assert!(!server.state().join("jobs").join(&b.id).exists());
+    let err = c.get_job(silo_proto::v1::GetJobRequest { id: b.id.clone() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert_eq!(err.message(), format!("job {} not found", b.id));
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_and_change_nothing() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let mut c = server.admin().await;
+    let nul = spec(&["echo", "a\0b"]);
+    let mut bad_env = spec(&["true"]);
+    bad_env.env.push(EnvVar { name: "A=B".into(), value: "x".into() });
+    let mut zero_mem = spec(&["true"]);
+    zero_mem.limits = Some(Limits { memory_bytes: Some(0), ..Default::default() });
+    let mut huge_cpu = spec(&["true"]);
+    huge_cpu.limits = Some(Limits { cpu_percent: Some(1_000_000), ..Default::default() });
+    let mut zero_pids = spec(&["true"]);
+    zero_pids.limits = Some(Limits { pids: Some(0), ..Default::default() });
+    let cases = vec![
+        (spec(&[]), vec![], "command is empty"),
+        (nul, vec![], "NUL"),
+        (bad_env, vec![], "'='"),
+        (zero_mem, vec![], "too small"),
+        (huge_cpu, vec![], "more than this host"),
+        (zero_pids, vec![], "positive"),
+        (spec(&["true"]), vec![Upload { path: "../x".into(), ..Default::default() }], "escapes"),
+        (spec(&["true"]), vec![Upload { path: "/etc/x".into(), ..Default::default() }], "absolute"),
+    ];
+    for (s, uploads, want) in cases {
+        let err = c
+            .run_job(RunJobRequest { spec: Some(s.clone()), uploads })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{s:?}");
+        assert!(err.message().contains(want), "{s:?}: {}", err.message());
+    }
+    let list = c.list_jobs(ListJobsRequest::default()).await.unwrap().into_inner().jobs;
+    assert!(list.is_empty(), "a refused request left a job: {list:?}");
+    let jobs_dir = server.state().join("jobs");
+    assert_eq!(std::fs::read_dir(jobs_dir).unwrap().count(), 0);
+    for id in ["ffffffff", "zz", ""] {
+        let err = c.get_job(silo_proto::v1::GetJobRequest { id: id.into() }).await.unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{id:?}");
+    }
+}
+
+#[tokio::test]
+async fn viewers_read_and_only_admins_change() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let mut admin = server.admin().await;
+    let mut viewer = server.client("viewer").await;
+    let job = run(&mut admin, &["echo", "x"]).await;
+    wait_end(&mut admin, &job.id).await;
+
+    let err = viewer
+        .run_job(RunJobRequest { spec: Some(spec(&["true"])), uploads: vec![] })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("viewer"), "{}", err.message());
+    let err = viewer.stop_job(StopJobRequest { id: job.id.clone(), grace_ms: 0 }).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = viewer.delete_job(DeleteJobRequest { id: job.id.clone() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    assert_eq!(get(&mut viewer, &job.id).await.id, job.id);
+    assert_eq!(viewer.list_jobs(ListJobsRequest::default()).await.unwrap().into_inner().jobs.len(), 1);
+    assert_eq!(stdout_of(&mut viewer, &job.id).await, b"x\n");
+    wait_end(&mut viewer, &job.id).await;
+}
+
+#[tokio::test]
+async fn clients_without_a_valid_certificate_or_tls13_are_refused() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let certs = server.state().join("certs");
+    let ca = std::fs::read(certs.join("ca.pem")).unwrap();
+
+    // A certificate from another CA.
+    let other = tempfile::tempdir().unwrap();
+    silo_tls::init_pki(other.path(), &[]).unwrap();
+    let foreign = silo_tls::client_config(
+        &ca,
+        &std::fs::read(other.path().join("admin.pem")).unwrap(),
+        &std::fs::read(other.path().join("admin-key.pem")).unwrap(),
+    )
+    .unwrap();
+    assert!(call_fails(&server.addr, foreign).await, "foreign CA accepted");
+
+    // No client certificate at all.
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&ca) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut anonymous = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth();
+    anonymous.alpn_protocols = vec![b"h2".to_vec()];
+    assert!(call_fails(&server.addr, std::sync::Arc::new(anonymous)).await, "anonymous client accepted");
+
+    // A TLS 1.2 client with a valid certificate.
+    use rustls_pki_types::pem::PemObject;
+    let cert = rustls_pki_types::CertificateDer::pem_file_iter(certs.join("admin.pem"))
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(certs.join("admin-key.pem")).unwrap();
+    let mut tls12 = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(cert, key)
+        .unwrap();
+    tls12.alpn_protocols = vec![b"h2".to_vec()];
+    assert!(call_fails(&server.addr, std::sync::Arc::new(tls12)).await, "TLS 1.2 accepted");
+}
+
+async fn call_fails(addr: &str, config: std::sync::Arc<rustls::ClientConfig>) -> bool {
+    let Ok(channel) = connect(addr, config).await else { return true };
+    let mut c = silo_proto::v1::job_service_client::JobServiceClient::new(channel);
+    c.list_jobs(ListJobsRequest::default()).await.is_err()
+}
+
+#[tokio::test]
+async fn past_the_job_cap_run_is_resource_exhausted() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start_with(&["--max-jobs", "1"]);
+    let mut c = server.admin().await;
+    let a = run(&mut c, &["sleep", "30"]).await;
+    let err = c
+        .run_job(RunJobRequest { spec: Some(spec(&["true"])), uploads: vec![] })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    c.stop_job(StopJobRequest { id: a.id, grace_ms: 0 }).await.unwrap();
+    let b = run(&mut c, &["true"]).await;
+    wait_end(&mut c, &b.id).await;
+}
+
+#[tokio::test]
+async fn output_past_the_log_cap_ends_with_a_truncation_record() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start_with(&["--log-cap", "4096"]);
+    let mut c = server.admin().await;
+    let job = run(&mut c, &["sh", "-c", "yes | head -c 100000; echo done"]).await;
+    let end = wait_end(&mut c, &job.id).await;
+    assert_eq!(end.state(), JobState::Completed);
+    let mut s = c
+        .stream_logs(StreamLogsRequest { id: job.id.clone(), from_sequence: 0, follow: true })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut records = Vec::new();
+    while let Some(chunk) = s.message().await.unwrap() {
+        records.extend(chunk.records);
+    }
+    let last = records.last().unwrap();
+    assert_eq!(last.stream(), LogStream::System);
+    assert!(String::from_utf8_lossy(&last.data).contains("truncated"));
+    let kept: usize = records.iter().filter(|r| r.stream() == LogStream::Stdout).map(|r| r.data.len()).sum();
+    assert!(kept < 4096, "{kept}");
+}
+
+#[tokio::test]
+async fn jobs_survive_a_server_restart_and_running_ones_are_adopted() {
+    if !privileged() {
+        return;
+    }
+    let mut server = TestServer::start();
+    let mut c = server.admin().await;
+    let done = run(&mut c, &["echo", "before"]).await;
+    wait_end(&mut c, &done.id).await;
+    let running = run(&mut c, &["sh", "-c", "echo start; sleep 1.5; echo end"]).await;
+    assert_eq!(running.state(), JobState::Running);
+
+    server.crash_and_restart();
+    let mut c = server.admin().await;
+    let again = get(&mut c, &done.id).await;
+    assert_eq!(again.state(), JobState::Completed);
+    assert_eq!(stdout_of(&mut c, &done.id).await, b"before\n");
+
+    let adopted = get(&mut c, &running.id).await;
+    assert_eq!(adopted.state(), JobState::Running, "not adopted: {adopted:?}");
+    let end = wait_end(&mut c, &running.id).await;
+    assert_eq!(end.state(), JobState::Completed, "{end:?}");
+    assert_eq!(stdout_of(&mut c, &running.id).await, b"start\nend\n");
+}
+
+#[tokio::test]
+async fn every_reader_sees_every_line_once_in_order_whenever_it_attaches() {
+    if !privileged() {
+        return;
+    }
+    const LINES: u64 = 200_000;
+    let server = TestServer::start();
+    let mut c = server.admin().await;
+    let job = run(&mut c, &["seq", "1", &LINES.to_string()]).await;
+    let mut readers = Vec::new();
+    for i in 0..8u64 {
+        let mut client = server.admin().await;
+        let id = job.id.clone();
+        readers.push(tokio::spawn(async move {
+            // Attach at scattered moments: before, during and after the output.
+            tokio::time::sleep(Duration::from_millis(i * i * 7)).await;
+            let out = stdout_of(&mut client, &id).await;
+            (i, out)
+        }));
+    }
+    // One reader that disconnects midway and resumes from the next sequence number.
+    let mut client = server.admin().await;
+    let mut seen = Vec::new();
+    let mut next = 0;
+    for _ in 0..2 {
+        let mut s = client
+            .stream_logs(StreamLogsRequest { id: job.id.clone(), from_sequence: next, follow: true })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut taken = 0;
+        while let Some(chunk) = s.message().await.unwrap() {
+            for r in chunk.records {
+                assert_eq!(r.sequence, next, "gap or duplicate at the hand-over");
+                next += 1;
+                seen.extend(r.data);
+            }
+            taken += 1;
+            if taken == 2 && next > 0 {
+                break;
+            }
+        }
+    }
+    let mut s = client
+        .stream_logs(StreamLogsRequest { id: job.id.clone(), from_sequence: next, follow: true })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(chunk) = s.message().await.unwrap() {
+        for r in chunk.records {
+            assert_eq!(r.sequence, next);
+            next += 1;
+            seen.extend(r.data);
+        }
+    }
+    let expected: Vec<u8> = (1..=LINES).flat_map(|n| format!("{n}\n").into_bytes()).collect();
+    assert_eq!(seen.len(), expected.len());
+    assert!(seen == expected, "the resumed reader's output differs");
+    for r in readers {
+        let (i, out) = r.await.unwrap();
+        assert_eq!(out.len(), expected.len(), "reader {i}");
+        assert!(out == expected, "reader {i} saw lines out of order, twice or not at all");
+    }
+    assert_eq!(wait_end(&mut c, &job.id).await.state(), JobState::Completed);
+}

@@ -1,0 +1,295 @@
+//! A real `silo server` on a loopback port with its own state directory, and clients for
+//! it: the CLI (assert_cmd) and a tonic client over mutual TLS.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use silo_proto::v1::job_service_client::JobServiceClient;
+use silo_proto::v1::{GetJobRequest, Job, JobSpec, JobState, LogStream, RunJobRequest, StreamLogsRequest, WatchJobRequest};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// True when the tests may run: root on Linux. Otherwise says so loudly, and under
+/// CI=true fails, because a skipped privileged test must not pass in CI.
+pub fn privileged() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc_geteuid() } == 0 {
+        return true;
+    }
+    let msg = "SKIPPED: this end-to-end test needs root (namespaces, cgroups)";
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{msg}, and CI=true forbids skipping");
+    }
+    eprintln!("\n*** {msg} ***\n");
+    false
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+pub fn silo_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_silo"))
+}
+
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+    pub addr: String,
+    extra: Vec<String>,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> TestServer {
+        let dir = tempfile::Builder::new().prefix("silo-e2e-").tempdir().unwrap();
+        let mut s = TestServer {
+            dir,
+            child: None,
+            addr: String::new(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        s.launch();
+        s
+    }
+
+    pub fn state(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn admin_config(&self) -> PathBuf {
+        self.state().join("client-admin.toml")
+    }
+
+    pub fn viewer_config(&self) -> PathBuf {
+        self.state().join("client-viewer.toml")
+    }
+
+    fn launch(&mut self) {
+        let _ = std::fs::remove_file(self.admin_config());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.state().join("server.log"))
+            .unwrap();
+        let child = Command::new(silo_bin())
+            .arg("server")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--state-dir")
+            .arg(self.state())
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(self.admin_config()) {
+                if let Some(line) = text.lines().find(|l| l.starts_with("address")) {
+                    self.addr = line.split('"').nth(1).unwrap().to_string();
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("silo server exited with {status}:\n{}", self.server_log());
+            }
+            assert!(Instant::now() < deadline, "server did not start:\n{}", self.server_log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.state().join("server.log")).unwrap_or_default()
+    }
+
+    /// Kills the server abruptly (SIGKILL), leaving its jobs running, and starts it again.
+    pub fn crash_and_restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+        self.launch();
+    }
+
+    /// The CLI, configured as admin.
+    pub fn cli(&self) -> assert_cmd::Command {
+        let mut c = assert_cmd::Command::new(silo_bin());
+        c.env("SILO_CONFIG", self.admin_config()).env_remove("CI").timeout(Duration::from_secs(60));
+        c
+    }
+
+    /// The CLI, configured as viewer.
+    pub fn viewer_cli(&self) -> assert_cmd::Command {
+        let mut c = self.cli();
+        c.env("SILO_CONFIG", self.viewer_config());
+        c
+    }
+
+    fn certs(&self) -> PathBuf {
+        self.state().join("certs")
+    }
+
+    pub async fn client(&self, role: &str) -> JobServiceClient<Channel> {
+        let c = self.certs();
+        let (cert, key) = (c.join(format!("{role}.pem")), c.join(format!("{role}-key.pem")));
+        let config = silo_tls::client_config(
+            &std::fs::read(c.join("ca.pem")).unwrap(),
+            &std::fs::read(cert).unwrap(),
+            &std::fs::read(key).unwrap(),
+        )
+        .unwrap();
+        JobServiceClient::new(connect(&self.addr, config).await.unwrap())
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(512 << 20)
+    }
+
+    pub async fn admin(&self) -> JobServiceClient<Channel> {
+        self.client("admin").await
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_children_of(child.id());
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        kill_inits_under(self.state());
+    }
+}
+
+/// SIGKILL every direct child of `pid` (the jobs' init processes; killing an init ends
+/// its whole pid namespace).
+fn kill_children_of(pid: u32) {
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { continue };
+        let ppid: u32 = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+        if ppid == pid {
+            if let Ok(child) = entry.file_name().to_string_lossy().parse::<i32>() {
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe { libc_kill(child, 9) };
+            }
+        }
+    }
+}
+
+/// SIGKILL init processes that an earlier server of this state dir left (after a crash):
+/// those whose log (fd 4) lies in the state directory.
+fn kill_inits_under(state: &Path) {
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let log = std::fs::read_link(format!("/proc/{pid}/fd/4"));
+        if log.is_ok_and(|p| p.starts_with(state)) {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc_kill(pid, 9) };
+        }
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// A tonic channel over mutual TLS with `config`.
+pub async fn connect(addr: &str, config: Arc<rustls::ClientConfig>) -> Result<Channel, tonic::transport::Error> {
+    let addr = addr.to_string();
+    let connector = tokio_rustls::TlsConnector::from(config);
+    Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let addr = addr.clone();
+            let connector = connector.clone();
+            async move {
+                let tcp = tokio::net::TcpStream::connect(&addr).await?;
+                tcp.set_nodelay(true)?;
+                let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(&addr);
+                let name = rustls_pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_string())
+                    .map_err(std::io::Error::other)?;
+                let tls = connector.connect(name, tcp).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+            }
+        }))
+        .await
+}
+
+pub fn spec(cmd: &[&str]) -> JobSpec {
+    JobSpec {
+        command: cmd.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+pub async fn run(client: &mut JobServiceClient<Channel>, cmd: &[&str]) -> Job {
+    run_spec(client, spec(cmd)).await
+}
+
+pub async fn run_spec(client: &mut JobServiceClient<Channel>, spec: JobSpec) -> Job {
+    client
+        .run_job(RunJobRequest {
+            spec: Some(spec),
+            uploads: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Waits for the job's final state through WatchJob.
+pub async fn wait_end(client: &mut JobServiceClient<Channel>, id: &str) -> Job {
+    let mut stream = client
+        .watch_job(WatchJobRequest { id: id.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last = None;
+    while let Some(job) = stream.message().await.unwrap() {
+        last = Some(job);
+    }
+    let job = last.unwrap();
+    assert!(
+        matches!(
+            job.state(),
+            JobState::Completed | JobState::Failed | JobState::Stopped
+        ),
+        "{job:?}"
+    );
+    job
+}
+
+pub async fn get(client: &mut JobServiceClient<Channel>, id: &str) -> Job {
+    client.get_job(GetJobRequest { id: id.into() }).await.unwrap().into_inner()
+}
+
+/// All stdout bytes of a job, following until it ends.
+pub async fn stdout_of(client: &mut JobServiceClient<Channel>, id: &str) -> Vec<u8> {
+    let mut stream = client
+        .stream_logs(StreamLogsRequest {
+            id: id.into(),
+            from_sequence: 0,
+            follow: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.message().await.unwrap() {
+        for r in chunk.records {
+            if r.stream() == LogStream::Stdout {
+                out.extend(r.data);
+            }
+        }
+    }
+    out
+}
