@@ -395,8 +395,25 @@ mod tests {
     #[test]
     fn run_takes_flags_then_the_command_with_its_own_flags() {
         let run = run_args(&[
-            "job", "run", "-d", "--env", "A=1", "--memory", "64M", "--timeout", "5s",
-            "--upload", "x", "--upload", "y", "--server", "prod", "--", "ls", "-l", "--all",
+            "job",
+            "run",
+            "-d",
+            "--env",
+            "A=1",
+            "--memory",
+            "64M",
+            "--timeout",
+            "5s",
+            "--upload",
+            "x",
+            "--upload",
+            "y",
+            "--server",
+            "prod",
+            "--",
+            "ls",
+            "-l",
+            "--all",
         ]);
         assert!(run.detach);
         assert_eq!(run.memory, Some(64 << 20));
@@ -417,14 +434,32 @@ mod tests {
     #[test]
     fn bad_values_are_refused_while_parsing_with_the_reason() {
         for (args, reason) in [
-            (&["job", "run", "--memory", "0", "--", "true"][..], "greater than zero"),
+            (
+                &["job", "run", "--memory", "0", "--", "true"][..],
+                "greater than zero",
+            ),
             (&["job", "run", "--memory", "-1", "--", "true"], "negative"),
-            (&["job", "run", "--memory=10X", "--", "true"], "unknown unit"),
-            (&["job", "run", "--pids", "0", "--", "true"], "greater than zero"),
+            (
+                &["job", "run", "--memory=10X", "--", "true"],
+                "unknown unit",
+            ),
+            (
+                &["job", "run", "--pids", "0", "--", "true"],
+                "greater than zero",
+            ),
             (&["job", "run", "--cpu", "-5", "--", "true"], "negative"),
-            (&["job", "run", "--timeout", "0s", "--", "true"], "greater than zero"),
-            (&["job", "run", "--env", "=V", "--", "true"], "name is missing"),
-            (&["job", "run", "--env", "1X=V", "--", "true"], "not a valid variable name"),
+            (
+                &["job", "run", "--timeout", "0s", "--", "true"],
+                "greater than zero",
+            ),
+            (
+                &["job", "run", "--env", "=V", "--", "true"],
+                "name is missing",
+            ),
+            (
+                &["job", "run", "--env", "1X=V", "--", "true"],
+                "not a valid variable name",
+            ),
             (&["job", "run", "--"], "required"),
             (&["job", "list", "--state", "bogus"], "invalid value"),
             (&["job", "list", "--limit", "0"], "0"),
@@ -437,8 +472,15 @@ mod tests {
 
     #[test]
     fn states_may_be_repeated_or_comma_separated() {
-        let cli = parse(&["job", "list", "--state", "running,failed", "--state", "stopped"])
-            .unwrap();
+        let cli = parse(&[
+            "job",
+            "list",
+            "--state",
+            "running,failed",
+            "--state",
+            "stopped",
+        ])
+        .unwrap();
         let ClientCommand::Job(JobCommand::List(list)) = cli.command else {
             panic!("not list");
         };

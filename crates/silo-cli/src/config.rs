@@ -149,7 +149,10 @@ impl ClientConfig {
         let name = match (requested, &self.current) {
             (Some(name), _) => {
                 if !self.servers.contains_key(name) {
-                    return Err(selection_error(format!("unknown server {name:?} ({})", known())));
+                    return Err(selection_error(format!(
+                        "unknown server {name:?} ({})",
+                        known()
+                    )));
                 }
                 name.to_owned()
             }
@@ -317,7 +320,11 @@ server_name = "b.example"
         let dir = tempfile::tempdir().unwrap();
         let flag = write(dir.path(), "flag.toml", &config_for("flag:1"));
         let env = write(dir.path(), "env.toml", &config_for("env:1"));
-        write(dir.path(), "home/.config/silo/config.toml", &config_for("home:1"));
+        write(
+            dir.path(),
+            "home/.config/silo/config.toml",
+            &config_for("home:1"),
+        );
         write(dir.path(), "system.toml", &config_for("system:1"));
 
         let mut sources = sources(dir.path());
@@ -331,7 +338,11 @@ server_name = "b.example"
         system_only.home = Some(dir.path().join("nohome"));
         assert_eq!(loaded_address(&system_only), "system:1");
         system_only.env = Some(OsString::new());
-        assert_eq!(loaded_address(&system_only), "system:1", "empty SILO_CONFIG is unset");
+        assert_eq!(
+            loaded_address(&system_only),
+            "system:1",
+            "empty SILO_CONFIG is unset"
+        );
     }
 
     #[test]
@@ -341,11 +352,17 @@ server_name = "b.example"
         let mut sources = sources(dir.path());
         sources.env = Some(dir.path().join("missing.toml").into());
         let err = resolve_server(&sources, None).unwrap_err().to_string();
-        assert!(err.contains("missing.toml") && err.contains("SILO_CONFIG"), "{err}");
+        assert!(
+            err.contains("missing.toml") && err.contains("SILO_CONFIG"),
+            "{err}"
+        );
 
         sources.flag = Some(dir.path().join("gone.toml"));
         let err = resolve_server(&sources, None).unwrap_err().to_string();
-        assert!(err.contains("gone.toml") && err.contains("--config"), "{err}");
+        assert!(
+            err.contains("gone.toml") && err.contains("--config"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -412,12 +429,21 @@ server_name = "b.example"
     fn server_selection_errors_list_the_known_names() {
         let two = parse(TWO_SERVERS);
         let err = select_err(&two, Some("prod"));
-        assert_eq!(err, "unknown server \"prod\" (known servers: a, b) in c.toml");
+        assert_eq!(
+            err,
+            "unknown server \"prod\" (known servers: a, b) in c.toml"
+        );
         let err = select_err(&two, None);
-        assert!(err.contains("--server NAME") && err.contains("a, b"), "{err}");
+        assert!(
+            err.contains("--server NAME") && err.contains("a, b"),
+            "{err}"
+        );
         let dangling = parse(&format!("current = \"x\"\n{TWO_SERVERS}"));
         let err = select_err(&dangling, None);
-        assert!(err.contains("current = \"x\"") && err.contains("a, b"), "{err}");
+        assert!(
+            err.contains("current = \"x\"") && err.contains("a, b"),
+            "{err}"
+        );
         let err = select_err(&parse(""), None);
         assert!(err.contains("no servers are configured"), "{err}");
     }
@@ -432,7 +458,8 @@ server_name = "b.example"
         ] {
             let err = ClientConfig::parse(text, Path::new("c.toml")).unwrap_err();
             assert!(
-                err.to_string().starts_with("invalid client configuration c.toml:"),
+                err.to_string()
+                    .starts_with("invalid client configuration c.toml:"),
                 "{err}"
             );
         }

@@ -88,8 +88,8 @@ pub async fn connect(target: &ServerTarget) -> Result<JobServiceClient<Channel>,
     let address = entry.address.clone();
     let host = address_host(&address)?;
     let name_text = entry.server_name.clone().unwrap_or_else(|| host.to_owned());
-    let server_name = ServerName::try_from(name_text.clone())
-        .map_err(|_| ConnectError::InvalidServerName {
+    let server_name =
+        ServerName::try_from(name_text.clone()).map_err(|_| ConnectError::InvalidServerName {
             name: name_text.clone(),
         })?;
     let tls = silo_tls::client_config(
@@ -265,26 +265,47 @@ pub fn find_rustls_error<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a ru
     None
 }
 
+/// The alerts a TLS 1.3 server sends when it refuses the client's certificate.
+const CERTIFICATE_ALERTS: [&str; 9] = [
+    "BadCertificate",
+    "CertificateRequired",
+    "UnknownCA",
+    "CertificateUnknown",
+    "CertificateExpired",
+    "CertificateRevoked",
+    "UnsupportedCertificate",
+    "AccessDenied",
+    "DecryptError",
+];
+
+/// The message for a fatal alert from the server, by the alert's rustls name.
+fn describe_alert(address: &str, alert: &str) -> String {
+    if CERTIFICATE_ALERTS.contains(&alert) {
+        format!(
+            "the server rejected this client's certificate ({address}, alert {alert}): check that cert and key in the client configuration were issued by the server's CA"
+        )
+    } else if alert == "ProtocolVersion" {
+        format!("cannot connect to {address}: the server does not speak TLS 1.3")
+    } else {
+        format!("TLS with {address} failed: the server sent the alert {alert}")
+    }
+}
+
+/// The alert name in a message written by rustls ("received fatal alert: UnknownCA"):
+/// HTTP/2 keeps only the text of I/O errors, so the typed error is gone by then.
+fn alert_in_text(text: &str) -> Option<&str> {
+    let (_, rest) = text.split_once("received fatal alert: ")?;
+    let end = rest
+        .find(|c: char| !c.is_ascii_alphanumeric())
+        .unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
 /// A TLS failure in words, for the server at `address` checked against `server_name`.
 pub fn describe_tls(address: &str, server_name: &str, err: &rustls::Error) -> String {
-    use rustls::{AlertDescription as Alert, CertificateError};
+    use rustls::CertificateError;
     match err {
-        rustls::Error::AlertReceived(
-            Alert::BadCertificate
-            | Alert::CertificateRequired
-            | Alert::UnknownCA
-            | Alert::CertificateUnknown
-            | Alert::CertificateExpired
-            | Alert::CertificateRevoked
-            | Alert::UnsupportedCertificate
-            | Alert::AccessDenied
-            | Alert::DecryptError,
-        ) => format!(
-            "the server rejected this client's certificate ({address}): check that cert and key in the client configuration were issued by the server's CA"
-        ),
-        rustls::Error::AlertReceived(Alert::ProtocolVersion) => {
-            format!("cannot connect to {address}: the server does not speak TLS 1.3")
-        }
+        rustls::Error::AlertReceived(alert) => describe_alert(address, &format!("{alert:?}")),
         rustls::Error::InvalidCertificate(CertificateError::NotValidForName)
         | rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. }) => {
             format!(
@@ -314,11 +335,57 @@ pub fn describe_status(status: &tonic::Status, address: &str) -> String {
     if let Some(tls) = find_rustls_error(status) {
         return describe_tls(address, "", tls);
     }
-    if StdError::source(status).is_some() {
-        return format!("connection to {address} failed: {}", error_chain(status));
+    if let Some(source) = StdError::source(status) {
+        let chain = error_chain(source);
+        if let Some(alert) = alert_in_text(&chain) {
+            return describe_alert(address, alert);
+        }
+        return format!(
+            "connection to {address} failed: {}: {chain}",
+            status.message()
+        );
     }
     if status.message().is_empty() {
         return format!("the server answered {:?} without a message", status.code());
     }
     status.message().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_need_a_host_and_a_numeric_port() {
+        assert_eq!(address_host("127.0.0.1:50051").unwrap(), "127.0.0.1");
+        assert_eq!(address_host("[::1]:50051").unwrap(), "::1");
+        assert_eq!(address_host("silo.example:1").unwrap(), "silo.example");
+        for bad in [
+            "localhost",
+            "::1:50051",
+            ":50051",
+            "host:port",
+            "http://h:1",
+            "[::1:5",
+        ] {
+            assert!(address_host(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn alerts_are_found_in_flattened_transport_messages() {
+        let text = "transport error: received fatal alert: UnknownCA: connection error";
+        assert_eq!(alert_in_text(text), Some("UnknownCA"));
+        assert!(describe_alert("h:1", "UnknownCA").starts_with("the server rejected"));
+        assert!(describe_alert("h:1", "ProtocolVersion").contains("TLS 1.3"));
+        assert_eq!(alert_in_text("connection reset"), None);
+    }
+
+    #[test]
+    fn io_errors_read_in_lower_case_without_os_numbers() {
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert_eq!(describe_io(&refused), "connection refused");
+        let missing = io::Error::from_raw_os_error(2);
+        assert_eq!(describe_io(&missing), "no such file or directory");
+    }
 }

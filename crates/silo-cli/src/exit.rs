@@ -99,7 +99,10 @@ mod tests {
             (job(Failed, None, Some(9), "killed by SIGKILL"), 137),
             (job(Stopped, None, Some(15), "stopped by admin"), 143),
             (job(Failed, None, None, "command not found: nosuch"), 127),
-            (job(Failed, None, None, "cannot execute ./x: permission denied"), 126),
+            (
+                job(Failed, None, None, "cannot execute ./x: permission denied"),
+                126,
+            ),
             (job(Failed, None, None, "./x is not executable"), 126),
             (job(Failed, None, None, "bad work dir /nope"), 125),
             (job(Stopped, None, None, "stopped before it started"), 125),
@@ -115,7 +118,10 @@ mod tests {
     fn the_reason_is_printed_only_when_the_job_did_not_exit_by_itself() {
         use JobState::*;
         assert_eq!(end_message(&job(Completed, Some(0), None, "")), None);
-        assert_eq!(end_message(&job(Failed, Some(1), None, "exited with code 1")), None);
+        assert_eq!(
+            end_message(&job(Failed, Some(1), None, "exited with code 1")),
+            None
+        );
         assert_eq!(
             end_message(&job(Failed, None, None, "command not found: x")).as_deref(),
             Some("command not found: x")

@@ -80,7 +80,9 @@ pub fn parse_size(value: &str) -> Result<u64, ParseError> {
             return Err(invalid(
                 WHAT,
                 value,
-                format!("unknown unit {unit:?}: expected K, M, G or T (binary multiples), optionally followed by B or iB"),
+                format!(
+                    "unknown unit {unit:?}: expected K, M, G or T (binary multiples), optionally followed by B or iB"
+                ),
             ));
         }
     };
@@ -101,7 +103,11 @@ pub fn parse_size(value: &str) -> Result<u64, ParseError> {
 ///
 /// Guarantees: the result is at least 1 ms and at most `max`; `what` names the flag in the
 /// error.
-pub fn parse_duration_ms(what: &'static str, value: &str, max: Duration) -> Result<u64, ParseError> {
+pub fn parse_duration_ms(
+    what: &'static str,
+    value: &str,
+    max: Duration,
+) -> Result<u64, ParseError> {
     let text = value.trim();
     if text.starts_with('-') {
         return Err(invalid(what, value, "a duration cannot be negative"));
@@ -169,7 +175,9 @@ pub fn parse_env(
         return Err(invalid(
             WHAT,
             value,
-            format!("{name:?} is not a valid variable name (letters, digits and '_', not starting with a digit)"),
+            format!(
+                "{name:?} is not a valid variable name (letters, digits and '_', not starting with a digit)"
+            ),
         ));
     }
     let value_text = match given {
@@ -177,7 +185,11 @@ pub fn parse_env(
         None => match lookup(name) {
             None => return Ok(None),
             Some(os) => os.into_string().map_err(|_| {
-                invalid(WHAT, value, format!("the value of {name} in this environment is not valid UTF-8"))
+                invalid(
+                    WHAT,
+                    value,
+                    format!("the value of {name} in this environment is not valid UTF-8"),
+                )
             })?,
         },
     };
@@ -206,7 +218,13 @@ pub fn parse_cpu_percent(value: &str) -> Result<u32, ParseError> {
     const WHAT: &str = "--cpu percentage";
     let text = value.trim();
     let text = text.strip_suffix('%').unwrap_or(text);
-    parse_bounded(WHAT, value, text, MAX_CPU_PERCENT, "percent of one core, e.g. 50 or 250")
+    parse_bounded(
+        WHAT,
+        value,
+        text,
+        MAX_CPU_PERCENT,
+        "percent of one core, e.g. 50 or 250",
+    )
 }
 
 /// The highest `--pids`: the kernel's largest possible pid_max.
@@ -214,7 +232,13 @@ pub const MAX_PIDS: u32 = 1 << 22;
 
 /// Parses `--pids N`: a process count from 1 to [`MAX_PIDS`].
 pub fn parse_pids(value: &str) -> Result<u32, ParseError> {
-    parse_bounded("--pids count", value, value.trim(), MAX_PIDS, "a number of processes")
+    parse_bounded(
+        "--pids count",
+        value,
+        value.trim(),
+        MAX_PIDS,
+        "a number of processes",
+    )
 }
 
 fn parse_bounded(
@@ -228,7 +252,11 @@ fn parse_bounded(
         return Err(invalid(what, value, "cannot be negative"));
     }
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(invalid(what, value, format!("expected a whole number ({expected})")));
+        return Err(invalid(
+            what,
+            value,
+            format!("expected a whole number ({expected})"),
+        ));
     }
     let too_large = || invalid(what, value, format!("too large: at most {max}"));
     let number: u32 = text.parse().map_err(|_| too_large())?;
@@ -250,14 +278,26 @@ pub fn parse_cpu_list(value: &str) -> Result<String, ParseError> {
     const WHAT: &str = "--cpus list";
     let text: String = value.chars().filter(|c| !c.is_whitespace()).collect();
     if text.is_empty() {
-        return Err(invalid(WHAT, value, "expected CPU numbers or ranges, e.g. 0-3 or 1,3"));
+        return Err(invalid(
+            WHAT,
+            value,
+            "expected CPU numbers or ranges, e.g. 0-3 or 1,3",
+        ));
     }
     let cpu = |part: &str| -> Result<u32, ParseError> {
         let number: u32 = part.parse().map_err(|_| {
-            invalid(WHAT, value, format!("{part:?} is not a CPU number (expected e.g. 0-3 or 1,3)"))
+            invalid(
+                WHAT,
+                value,
+                format!("{part:?} is not a CPU number (expected e.g. 0-3 or 1,3)"),
+            )
         })?;
         if number > MAX_CPU_INDEX {
-            return Err(invalid(WHAT, value, format!("CPU {number} is above {MAX_CPU_INDEX}")));
+            return Err(invalid(
+                WHAT,
+                value,
+                format!("CPU {number} is above {MAX_CPU_INDEX}"),
+            ));
         }
         Ok(number)
     };
@@ -329,10 +369,19 @@ mod tests {
 
     #[test]
     fn durations_are_humantime_in_milliseconds() {
-        assert_eq!(parse_duration_ms("--timeout", "500ms", MAX_TIMEOUT), Ok(500));
+        assert_eq!(
+            parse_duration_ms("--timeout", "500ms", MAX_TIMEOUT),
+            Ok(500)
+        );
         assert_eq!(parse_duration_ms("--timeout", "5s", MAX_TIMEOUT), Ok(5000));
-        assert_eq!(parse_duration_ms("--timeout", "2m", MAX_TIMEOUT), Ok(120_000));
-        assert_eq!(parse_duration_ms("--timeout", "1h 30m", MAX_TIMEOUT), Ok(5_400_000));
+        assert_eq!(
+            parse_duration_ms("--timeout", "2m", MAX_TIMEOUT),
+            Ok(120_000)
+        );
+        assert_eq!(
+            parse_duration_ms("--timeout", "1h 30m", MAX_TIMEOUT),
+            Ok(5_400_000)
+        );
     }
 
     #[test]

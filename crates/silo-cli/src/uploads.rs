@@ -81,7 +81,9 @@ pub enum UploadError {
         path: PathBuf,
     },
     /// Two uploads would land on the same name.
-    #[error("two uploads are named {name:?}: each upload lands in the work directory under its base name")]
+    #[error(
+        "two uploads are named {name:?}: each upload lands in the work directory under its base name"
+    )]
     Duplicate {
         /// The shared name.
         name: String,
@@ -132,7 +134,10 @@ pub fn collect_uploads(paths: &[PathBuf]) -> Result<Vec<Upload>, UploadError> {
             return Err(UploadError::NotAFile { path: path.clone() });
         }
     }
-    let total: u64 = uploads.iter().map(|upload| upload.content.len() as u64).sum();
+    let total: u64 = uploads
+        .iter()
+        .map(|upload| upload.content.len() as u64)
+        .sum();
     if total > MAX_UPLOAD_BYTES {
         return Err(UploadError::TooLarge {
             total,
@@ -212,13 +217,15 @@ impl Tree<'_> {
                 self.ancestors.pop();
             } else if metadata.is_file() {
                 self.uploads
-                    .push(file(&child, &child_relative, &metadata).map_err(|err| match err {
-                        UploadError::Read { error, .. } => UploadError::Read {
-                            path: shown_child.clone(),
-                            error,
-                        },
-                        other => other,
-                    })?);
+                    .push(
+                        file(&child, &child_relative, &metadata).map_err(|err| match err {
+                            UploadError::Read { error, .. } => UploadError::Read {
+                                path: shown_child.clone(),
+                                error,
+                            },
+                            other => other,
+                        })?,
+                    );
             } else {
                 return Err(UploadError::NotAFile { path: shown_child });
             }
@@ -389,7 +396,10 @@ mod tests {
         let err = collect_uploads(&[dir]).unwrap_err();
         assert!(matches!(err, UploadError::EscapingSymlink { .. }), "{err}");
         let text = err.to_string();
-        assert!(text.contains("escape") && text.contains("outside the uploaded directory"), "{text}");
+        assert!(
+            text.contains("escape") && text.contains("outside the uploaded directory"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -417,7 +427,10 @@ mod tests {
     fn missing_paths_duplicate_names_and_rootless_paths_are_refused() {
         let tmp = tempfile::tempdir().unwrap();
         let err = collect_uploads(&[tmp.path().join("missing")]).unwrap_err();
-        assert!(err.to_string().contains("no such file or directory"), "{err}");
+        assert!(
+            err.to_string().contains("no such file or directory"),
+            "{err}"
+        );
 
         write(&tmp.path().join("a/x"), "1", 0o644);
         write(&tmp.path().join("b/x"), "2", 0o644);
@@ -436,7 +449,11 @@ mod tests {
         let uploads = collect_uploads(&[dot_dot]).unwrap();
         for upload in &uploads {
             assert!(!upload.path.starts_with('/'), "{}", upload.path);
-            assert!(!upload.path.split('/').any(|part| part == ".."), "{}", upload.path);
+            assert!(
+                !upload.path.split('/').any(|part| part == ".."),
+                "{}",
+                upload.path
+            );
         }
         assert_eq!(uploads[0].path, "d");
     }

@@ -6,8 +6,8 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use silo_cli::{
-    ClientCommand, DeleteArgs, GlobalOptions, JobCommand, ListArgs, LogsArgs, RunArgs,
-    StatusArgs, error_message,
+    ClientCommand, DeleteArgs, GlobalOptions, JobCommand, ListArgs, LogsArgs, RunArgs, StatusArgs,
+    error_message,
 };
 use support::{FakeServer, JOB_ID};
 

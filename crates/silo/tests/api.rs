@@ -70,7 +70,14 @@ async fn failures_to_start_are_failed_jobs_with_a_clear_reason() {
     assert_eq!(job.state(), JobState::Failed);
     assert_eq!(job.reason, "command not found: no-such-command-xyz");
 
-    let job = run(&mut c, &["/etc/hostname"]).await;
+    let job = c
+        .run_job(RunJobRequest {
+            spec: Some(spec(&["./data.txt"])),
+            uploads: vec![Upload { path: "data.txt".into(), content: b"x".to_vec(), mode: 0o644, directory: false }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(job.state(), JobState::Failed);
     assert!(job.reason.contains("permission denied"), "{}", job.reason);
 

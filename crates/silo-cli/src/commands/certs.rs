@@ -18,8 +18,9 @@ pub fn certs(command: CertsCommand) -> anyhow::Result<i32> {
 fn issue(args: IssueArgs) -> anyhow::Result<i32> {
     let ca = CertPaths::new(&args.ca_dir);
     let role = Role::from(args.role);
-    let (cert, key) = silo_tls::issue_client_cert(&ca.ca(), &ca.ca_key(), role, &args.name, &args.out)
-        .map_err(|err| anyhow::anyhow!("{err}"))?;
+    let (cert, key) =
+        silo_tls::issue_client_cert(&ca.ca(), &ca.ca_key(), role, &args.name, &args.out)
+            .map_err(|err| anyhow::anyhow!("{err}"))?;
     print(&format!(
         "issued a {role} certificate for {name}, signed by {ca}:\n  certificate: {cert}\n  key:         {key}\n",
         name = args.name,
@@ -33,7 +34,10 @@ fn issue(args: IssueArgs) -> anyhow::Result<i32> {
 fn init(args: InitArgs) -> anyhow::Result<i32> {
     silo_tls::init_pki(&args.out, &args.san).map_err(|err| anyhow::anyhow!("{err}"))?;
     let paths = CertPaths::new(&args.out);
-    let mut text = format!("created a new CA and certificates in {}:\n", args.out.display());
+    let mut text = format!(
+        "created a new CA and certificates in {}:\n",
+        args.out.display()
+    );
     let names = ["CA", "server", "admin client", "viewer client"];
     for (name, (cert, key)) in names.iter().zip(paths.pairs()) {
         text.push_str(&format!(

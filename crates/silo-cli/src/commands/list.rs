@@ -75,7 +75,11 @@ pub fn render_table(jobs: &[Job], now: SystemTime) -> String {
 }
 
 fn or_dash(text: String) -> String {
-    if text.is_empty() { "-".to_owned() } else { text }
+    if text.is_empty() {
+        "-".to_owned()
+    } else {
+        text
+    }
 }
 
 /// `text` with control characters escaped, so one job is one line.
@@ -127,13 +131,23 @@ mod tests {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(NOW);
         let running = Job {
             started_at: at(125, 0),
-            ..job("3f2a1b2c-aaaa-bbbb", "", JobState::Running, &["sleep", "1000"])
+            ..job(
+                "3f2a1b2c-aaaa-bbbb",
+                "",
+                JobState::Running,
+                &["sleep", "1000"],
+            )
         };
         let completed = Job {
             exit_code: Some(0),
             started_at: at(3, 0),
             ended_at: at(2, 200),
-            ..job("9c0d4e5f-0000", "build", JobState::Completed, &["make", "-j4"])
+            ..job(
+                "9c0d4e5f-0000",
+                "build",
+                JobState::Completed,
+                &["make", "-j4"],
+            )
         };
         let killed = Job {
             signal: Some(9),

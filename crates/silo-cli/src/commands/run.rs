@@ -115,7 +115,10 @@ async fn attach(session: Session, job: Job) -> anyhow::Result<i32> {
 async fn stop_job(mut session: Session, id: String) {
     let request = StopJobRequest { id, grace_ms: 0 };
     if let Err(status) = session.client.stop_job(request).await {
-        say(format_args!("cannot stop the job: {}", session.error(&status)));
+        say(format_args!(
+            "cannot stop the job: {}",
+            session.error(&status)
+        ));
     }
 }
 
@@ -160,9 +163,32 @@ mod tests {
     #[test]
     fn flags_become_the_job_spec() {
         let request = request(&[
-            "--name", "n", "--env", "A=1", "--env", "SILO_TEST_SURELY_UNSET", "--workdir",
-            "sub", "--timeout", "2m", "--grace", "1s", "--cpu", "50", "--cpus", "0-1",
-            "--memory", "1G", "--io-bps", "10M", "--pids", "64", "--", "sh", "-c", "exit 3",
+            "--name",
+            "n",
+            "--env",
+            "A=1",
+            "--env",
+            "SILO_TEST_SURELY_UNSET",
+            "--workdir",
+            "sub",
+            "--timeout",
+            "2m",
+            "--grace",
+            "1s",
+            "--cpu",
+            "50",
+            "--cpus",
+            "0-1",
+            "--memory",
+            "1G",
+            "--io-bps",
+            "10M",
+            "--pids",
+            "64",
+            "--",
+            "sh",
+            "-c",
+            "exit 3",
         ])
         .unwrap();
         let spec = request.spec.unwrap();

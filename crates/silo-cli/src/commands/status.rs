@@ -6,8 +6,8 @@ use silo_proto::v1::Job;
 
 use crate::cli::{GlobalOptions, StatusArgs};
 use crate::format::{
-    command_line, exit_text, format_elapsed, format_size, job_duration, job_state,
-    rfc3339_seconds, state_name, system_time,
+    command_line, exit_text, format_elapsed, format_size, job_duration, job_state, rfc3339_seconds,
+    state_name, system_time,
 };
 use crate::output::{print, print_json};
 use crate::session::Session;

@@ -67,8 +67,12 @@ pub struct FakeServer {
 /// requiring client certificates from its CA.
 pub fn start(pki_dir: &Path) -> FakeServer {
     let read = |name: &str| std::fs::read(pki_dir.join(name)).unwrap();
-    let tls = silo_tls::server_config(&read("ca.pem"), &read("server.pem"), &read("server-key.pem"))
-        .unwrap();
+    let tls = silo_tls::server_config(
+        &read("ca.pem"),
+        &read("server.pem"),
+        &read("server-key.pem"),
+    )
+    .unwrap();
     let listener = StdListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let address = listener.local_addr().unwrap().to_string();
