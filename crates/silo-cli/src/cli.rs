@@ -75,7 +75,8 @@ Examples:
 /// `silo job run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Print only the job's id and return at once; the job keeps running
+    /// Print only the job's full id and return at once (exit status 0); the job keeps
+    /// running. A job that failed to start also prints its reason and exits 125-127
     #[arg(short, long)]
     pub detach: bool,
 

@@ -153,18 +153,75 @@ async fn dial(
             address: address.clone(),
             error,
         })?;
-        TlsConnector::from(tls)
+        let handshake_error = |error| ConnectError::Handshake {
+            address: address.clone(),
+            server_name: name_text.clone(),
+            error,
+        };
+        let mut stream = TlsConnector::from(tls)
             .connect(server_name, tcp)
             .await
-            .map_err(|error| ConnectError::Handshake {
-                address: address.clone(),
-                server_name: name_text,
-                error,
-            })
+            .map_err(handshake_error)?;
+        await_acceptance(&mut stream)
+            .await
+            .map_err(handshake_error)?;
+        Ok(stream)
     };
     match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
         Ok(stream) => Ok(TokioIo::new(stream?)),
         Err(_) => Err(ConnectError::Timeout { address }),
+    }
+}
+
+/// How long to wait for the server's first message after the handshake before assuming
+/// it accepted this client.
+const ACCEPTANCE_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits until the server has either accepted this client's certificate or refused it.
+///
+/// In TLS 1.3 the client's handshake ends before the server has checked the client's
+/// certificate (RFC 8446, section 4.4.2); a refusal arrives later as an alert, and an
+/// HTTP/2 client that has started writing by then often sees only "broken pipe". So the
+/// first records after the handshake (session tickets, the server's HTTP/2 SETTINGS, or
+/// the alert) are read into rustls here: an alert becomes an error now, and anything else
+/// stays buffered in rustls for HTTP/2 to read. A server that sends nothing within
+/// [`ACCEPTANCE_WAIT`] is assumed to have accepted.
+async fn await_acceptance(
+    stream: &mut tokio_rustls::client::TlsStream<TcpStream>,
+) -> io::Result<()> {
+    let (tcp, tls) = stream.get_mut();
+    let first_records = async {
+        loop {
+            tcp.readable().await?;
+            match tls.read_tls(&mut NonBlocking(tcp)) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the server closed the connection right after the TLS handshake",
+                    ));
+                }
+                Ok(_) => {
+                    tls.process_new_packets()
+                        .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?;
+                    return Ok(());
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(err) => return Err(err),
+            }
+        }
+    };
+    match tokio::time::timeout(ACCEPTANCE_WAIT, first_records).await {
+        Ok(result) => result,
+        Err(_) => Ok(()),
+    }
+}
+
+/// `std::io::Read` over a tokio TCP stream that never blocks.
+struct NonBlocking<'a>(&'a TcpStream);
+
+impl io::Read for NonBlocking<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
     }
 }
 
@@ -311,6 +368,13 @@ pub fn describe_tls(address: &str, server_name: &str, err: &rustls::Error) -> St
             format!(
                 "cannot verify the server's certificate at {address}: it is not valid for {server_name:?}; set server_name in the client configuration to a name the certificate carries"
             )
+        }
+        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => format!(
+            "cannot verify the server's certificate at {address}: it was not issued by the CA named by ca in the client configuration"
+        ),
+        rustls::Error::InvalidCertificate(CertificateError::Expired)
+        | rustls::Error::InvalidCertificate(CertificateError::ExpiredContext { .. }) => {
+            format!("cannot verify the server's certificate at {address}: it has expired")
         }
         rustls::Error::InvalidCertificate(reason) => format!(
             "cannot verify the server's certificate at {address}: {reason:?}; is ca in the client configuration the server's CA?"

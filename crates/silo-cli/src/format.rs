@@ -191,7 +191,7 @@ pub fn truncate(text: &str, max: usize) -> String {
 /// A byte count with a binary unit when it divides evenly: `64M`, `1G`, `1536K`, `100`.
 pub fn format_size(bytes: u64) -> String {
     for (shift, unit) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
-        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
             return format!("{}{unit}", bytes >> shift);
         }
     }

@@ -5,6 +5,8 @@
 //! and exits with the status it returns; on an error it prints it with [`report_error`]
 //! (`silo: <message>`) and exits 1.
 
+#![warn(missing_docs)]
+
 mod cli;
 mod commands;
 pub mod config;

@@ -353,7 +353,7 @@ mod tests {
         fs::set_permissions(project.join("src"), fs::Permissions::from_mode(0o755)).unwrap();
         fs::set_permissions(project.join("src/deep"), fs::Permissions::from_mode(0o700)).unwrap();
 
-        let err = collect_uploads(&[project.clone()]).unwrap_err();
+        let err = collect_uploads(std::slice::from_ref(&project)).unwrap_err();
         assert!(matches!(err, UploadError::SymlinkLoop { .. }), "{err}");
         fs::remove_file(project.join("src/deep/up")).unwrap();
 

@@ -77,8 +77,8 @@ impl LogReader {
         if self.buf.len() < want {
             self.buf.resize(want, 0);
         }
-        let mut n = read_full_at(&self.file, &mut self.buf[..want], self.offset)
-            .map_err(|e| self.io(e))?;
+        let mut n =
+            read_full_at(&self.file, &mut self.buf[..want], self.offset).map_err(|e| self.io(e))?;
         let mut records = Vec::new();
         let mut pos = 0usize;
         loop {
@@ -179,7 +179,8 @@ mod tests {
         let mut r = LogReader::open(&path).unwrap();
         let mut seen = Vec::new();
         for i in 0..1000u32 {
-            w.append(Stream::Stdout, format!("line {i}\n").as_bytes()).unwrap();
+            w.append(Stream::Stdout, format!("line {i}\n").as_bytes())
+                .unwrap();
             if i % 7 == 0 {
                 seen.extend(r.read_batch(100).unwrap());
             }

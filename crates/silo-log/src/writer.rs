@@ -102,7 +102,10 @@ impl LogWriter {
         let start = self.bytes;
         let total = header.len() + data.len();
         let mut done = loop {
-            match self.file.write_vectored(&[IoSlice::new(header), IoSlice::new(data)]) {
+            match self
+                .file
+                .write_vectored(&[IoSlice::new(header), IoSlice::new(data)])
+            {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),

@@ -25,8 +25,8 @@ use silo_log::{LogWriter, Stream};
 
 use crate::InitSpec;
 use crate::protocol::{
-    CONTROL_FD, EVENT_EXIT, ErrorKind, ExitStatus, Frame, InitError, LOG_FD, METHOD_START,
-    Message, PROTOCOL_VERSION, Started, read_frame, write_frame,
+    CONTROL_FD, EVENT_EXIT, ErrorKind, ExitStatus, Frame, InitError, LOG_FD, METHOD_START, Message,
+    PROTOCOL_VERSION, Started, read_frame, write_frame,
 };
 
 /// How long the init waits for the server's start request.
@@ -81,16 +81,16 @@ impl Init {
             pid: getpid().as_raw(),
         });
         let (id, spec) = self.receive_start()?;
-        let log_file = self.log_file.take().ok_or_else(|| io::Error::other("log taken"))?;
+        let log_file = self
+            .log_file
+            .take()
+            .ok_or_else(|| io::Error::other("log taken"))?;
         let log = LogWriter::create(log_file, Path::new("<job log>"), spec.log_cap_bytes)
             .map_err(io::Error::other)?;
         let job = match start(&spec) {
             Ok(job) => job,
             Err(e) => {
-                self.send(Message::Response {
-                    id,
-                    result: Err(e),
-                });
+                self.send(Message::Response { id, result: Err(e) });
                 return Ok(());
             }
         };
@@ -163,7 +163,14 @@ fn start(spec: &InitSpec) -> Result<RunningCommand, InitError> {
     check_workdir(&spec.cwd)?;
 
     let argv = cstrings(spec.argv.iter().map(String::as_str))?;
-    let envp = cstrings(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().iter().map(String::as_str))?;
+    let envp = cstrings(
+        spec.env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str),
+    )?;
     let program = cstring(program.as_os_str().as_encoded_bytes())?;
     let cwd = cstring(spec.cwd.as_os_str().as_encoded_bytes())?;
 
@@ -174,7 +181,12 @@ fn start(spec: &InitSpec) -> Result<RunningCommand, InitError> {
     // Signals arrive through a signalfd; they stay blocked in the init and are unblocked
     // in the child before exec.
     let mut mask = SigSet::empty();
-    for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ] {
         mask.add(s);
     }
     mask.thread_block()
@@ -184,12 +196,17 @@ fn start(spec: &InitSpec) -> Result<RunningCommand, InitError> {
 
     // SAFETY: the init is single-threaded, so the child may do anything the parent could.
     match unsafe { fork() } {
-        Err(e) => Err(InitError::setup("fork", e, format!("cannot fork the command: {e}"))),
+        Err(e) => Err(InitError::setup(
+            "fork",
+            e,
+            format!("cannot fork the command: {e}"),
+        )),
         Ok(ForkResult::Child) => {
             drop(stdout_r);
             drop(stderr_r);
             drop(status_r);
-            let (step, errno) = exec_command(&program, &argv, &envp, &cwd, &mask, stdout_w, stderr_w);
+            let (step, errno) =
+                exec_command(&program, &argv, &envp, &cwd, &mask, stdout_w, stderr_w);
             let mut report = [0u8; 8];
             report[..4].copy_from_slice(&(step as u32).to_le_bytes());
             report[4..].copy_from_slice(&(errno as i32).to_le_bytes());
@@ -207,7 +224,9 @@ fn start(spec: &InitSpec) -> Result<RunningCommand, InitError> {
             if report.len() == 8 {
                 let _ = waitpid(child, None);
                 let step = u32::from_le_bytes([report[0], report[1], report[2], report[3]]);
-                let errno = Errno::from_raw(i32::from_le_bytes([report[4], report[5], report[6], report[7]]));
+                let errno = Errno::from_raw(i32::from_le_bytes([
+                    report[4], report[5], report[6], report[7],
+                ]));
                 return Err(exec_error(spec, step, errno));
             }
             Ok(RunningCommand {
@@ -243,9 +262,8 @@ fn exec_command(
     // forwards signals to.
     let _ = nix::unistd::setsid();
     // SAFETY: dup2 onto the standard descriptors of this (single-threaded) child.
-    let dup = unsafe {
-        libc::dup2(stdout.as_raw_fd(), 1) >= 0 && libc::dup2(stderr.as_raw_fd(), 2) >= 0
-    };
+    let dup =
+        unsafe { libc::dup2(stdout.as_raw_fd(), 1) >= 0 && libc::dup2(stderr.as_raw_fd(), 2) >= 0 };
     if !dup {
         return (STEP_FDS, Errno::last());
     }
@@ -266,9 +284,17 @@ fn exec_error(spec: &InitSpec, step: u32, errno: Errno) -> InitError {
         (STEP_CHDIR, e) => (
             ErrorKind::Setup,
             "chdir",
-            format!("cannot enter working directory {}: {}", spec.cwd.display(), e.desc()),
+            format!(
+                "cannot enter working directory {}: {}",
+                spec.cwd.display(),
+                e.desc()
+            ),
         ),
-        (STEP_EXEC, Errno::ENOENT) => (ErrorKind::Exec, "exec", format!("command not found: {program}")),
+        (STEP_EXEC, Errno::ENOENT) => (
+            ErrorKind::Exec,
+            "exec",
+            format!("command not found: {program}"),
+        ),
         (STEP_EXEC, Errno::EACCES) => (
             ErrorKind::Exec,
             "exec",
@@ -279,8 +305,16 @@ fn exec_error(spec: &InitSpec, step: u32, errno: Errno) -> InitError {
             "exec",
             format!("exec format error: {program} is not a program this system can run"),
         ),
-        (STEP_EXEC, e) => (ErrorKind::Exec, "exec", format!("cannot execute {program}: {}", e.desc())),
-        (_, e) => (ErrorKind::Setup, "stdio", format!("cannot prepare the command: {}", e.desc())),
+        (STEP_EXEC, e) => (
+            ErrorKind::Exec,
+            "exec",
+            format!("cannot execute {program}: {}", e.desc()),
+        ),
+        (_, e) => (
+            ErrorKind::Setup,
+            "stdio",
+            format!("cannot prepare the command: {}", e.desc()),
+        ),
     };
     InitError {
         kind,
@@ -339,14 +373,19 @@ fn check_workdir(cwd: &Path) -> Result<(), InitError> {
 
 /// Copies output to the log, reaps, forwards signals, until the command has ended and its
 /// output is drained. Returns the command's exit status.
-fn supervise(job: RunningCommand, mut log: LogWriter, mut control: Option<&mut UnixStream>) -> ExitStatus {
+fn supervise(
+    job: RunningCommand,
+    mut log: LogWriter,
+    mut control: Option<&mut UnixStream>,
+) -> ExitStatus {
     let RunningCommand {
         child,
         stdout,
         stderr,
         signals,
     } = job;
-    let mut outputs: Vec<(OwnedFd, Stream)> = vec![(stdout, Stream::Stdout), (stderr, Stream::Stderr)];
+    let mut outputs: Vec<(OwnedFd, Stream)> =
+        vec![(stdout, Stream::Stdout), (stderr, Stream::Stderr)];
     let mut buf = vec![0u8; READ_CHUNK];
     let mut status: Option<ExitStatus> = None;
     let mut log_failed = false;
@@ -424,7 +463,10 @@ fn supervise(job: RunningCommand, mut log: LogWriter, mut control: Option<&mut U
     } else {
         // Not PID 1 (debugging by hand): take only what is already in the pipes.
         for (fd, stream) in &outputs {
-            let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
+            let _ = nix::fcntl::fcntl(
+                fd,
+                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+            );
             while copy_once(fd.as_fd(), *stream, &mut buf, &mut log, &mut log_failed) {}
         }
     }
@@ -433,7 +475,13 @@ fn supervise(job: RunningCommand, mut log: LogWriter, mut control: Option<&mut U
 }
 
 /// Reads once from an output pipe into the log. Returns false at end of file.
-fn copy_once(fd: std::os::fd::BorrowedFd<'_>, stream: Stream, buf: &mut [u8], log: &mut LogWriter, failed: &mut bool) -> bool {
+fn copy_once(
+    fd: std::os::fd::BorrowedFd<'_>,
+    stream: Stream,
+    buf: &mut [u8],
+    log: &mut LogWriter,
+    failed: &mut bool,
+) -> bool {
     loop {
         match nix::unistd::read(fd, buf) {
             Ok(0) => return false,

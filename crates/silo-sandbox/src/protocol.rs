@@ -209,7 +209,11 @@ mod tests {
             }),
             Frame::new(Message::Response {
                 id: 7,
-                result: Err(InitError::setup("chdir", nix::errno::Errno::ENOENT, "no".into())),
+                result: Err(InitError::setup(
+                    "chdir",
+                    nix::errno::Errno::ENOENT,
+                    "no".into(),
+                )),
             }),
             Frame::new(Message::Event {
                 name: EVENT_EXIT.into(),
@@ -236,7 +240,8 @@ mod tests {
 
     #[test]
     fn the_wire_form_names_version_kind_and_body() {
-        let text = String::from_utf8(Frame::new(Message::Hello { pid: 1 }).encode()[4..].to_vec()).unwrap();
+        let text = String::from_utf8(Frame::new(Message::Hello { pid: 1 }).encode()[4..].to_vec())
+            .unwrap();
         assert_eq!(text, r#"{"version":1,"kind":"hello","body":{"pid":1}}"#);
     }
 }

@@ -66,7 +66,10 @@ struct CloneArgs {
 /// log as fd 4.
 pub fn spawn_init(req: &SpawnRequest<'_>) -> io::Result<InitProcess> {
     let (server_end, child_end) = UnixStream::pair()?;
-    let devnull = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
+    let devnull = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
     // Move every descriptor the child will dup2 above the target numbers, so that no
     // dup2 in the child overwrites a source it still needs.
     let child_end = dup_above(child_end.as_raw_fd(), 10)?;

@@ -43,7 +43,12 @@ pub fn root_or_skip() -> bool {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("the isolation tests need root, and CI=true does not allow skipping them");
     }
-    eprintln!("SKIPPED: needs root (the isolation tests build real namespaces and mounts)");
+    // Straight to the process's stderr: eprintln! would be captured and hidden by the test
+    // harness when the test passes.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: needs root (the isolation tests build real namespaces and mounts)"
+    );
     false
 }
 
@@ -173,7 +178,11 @@ pub fn expect_absent(path: impl AsRef<Path>) -> Check {
 
 /// Fails with `message` unless `condition` holds.
 pub fn ensure(condition: bool, message: impl Into<String>) -> Check {
-    if condition { Ok(()) } else { Err(message.into()) }
+    if condition {
+        Ok(())
+    } else {
+        Err(message.into())
+    }
 }
 
 /// The host directories one sandbox uses: an empty root directory and a work directory,
@@ -185,7 +194,7 @@ pub struct HostDirs {
 }
 
 impl HostDirs {
-    pub fn new() -> HostDirs {
+    pub fn create() -> HostDirs {
         let dir = tempfile::Builder::new()
             .prefix("silo-isolation-")
             .tempdir()
@@ -228,7 +237,10 @@ impl HostDirs {
             panic!("{e}");
         }
         assert!(leaked.is_empty(), "mounts left on the host: {leaked:?}");
-        assert_eq!(root_entries, 0, "the root directory is not empty on the host");
+        assert_eq!(
+            root_entries, 0,
+            "the root directory is not empty on the host"
+        );
         removed.expect("removing the test's directories from the host");
     }
 }

@@ -12,9 +12,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
-use harness::{
-    Check, HostDirs, JOB_UID, ensure, in_child, in_namespaces, root_or_skip,
-};
+use harness::{Check, HostDirs, JOB_UID, ensure, in_child, in_namespaces, root_or_skip};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sched::{CloneFlags, unshare};
@@ -119,8 +117,7 @@ fn a_dropped_command_runs_as_the_requested_user_with_no_capabilities() {
     let outcome = in_namespaces(|| {
         let filter = compiled()?;
         in_child(|| {
-            drop_privileges(&identity(JOB_UID, JOB_UID + 1), &filter)
-                .map_err(|e| e.to_string())?;
+            drop_privileges(&identity(JOB_UID, JOB_UID + 1), &filter).map_err(|e| e.to_string())?;
             let uids = nix::unistd::getresuid().map_err(|e| e.to_string())?;
             ensure(
                 [uids.real, uids.effective, uids.saved]
@@ -182,11 +179,8 @@ fn uid_0_gets_no_capability_back_by_exec() {
     }
     let outcome = in_namespaces(|| {
         let filter = compiled()?;
-        let (code, status) = run_program(
-            &identity(0, 0),
-            &filter,
-            &["/bin/cat", "/proc/self/status"],
-        )?;
+        let (code, status) =
+            run_program(&identity(0, 0), &filter, &["/bin/cat", "/proc/self/status"])?;
         ensure(code == 0, format!("cat exited {code}"))?;
         expect_status_field(&status, "Uid", "0\t0\t0\t0")?;
         expect_no_capabilities(&status)?;
@@ -220,50 +214,149 @@ fn the_filter_refuses_each_listed_call_with_eperm_even_for_root() {
             let nowhere = s(c"/nonexistent-silo");
             let bad_fd = usize::MAX; // -1
             let mut calls: Vec<(&str, libc::c_long, [usize; 6])> = vec![
-                ("mount", libc::SYS_mount, [s(c"none"), s(c"/tmp"), s(c"tmpfs"), 0, 0, 0]),
+                (
+                    "mount",
+                    libc::SYS_mount,
+                    [s(c"none"), s(c"/tmp"), s(c"tmpfs"), 0, 0, 0],
+                ),
                 ("umount2", libc::SYS_umount2, [nowhere, 0, 0, 0, 0, 0]),
-                ("pivot_root", libc::SYS_pivot_root, [nowhere, nowhere, 0, 0, 0, 0]),
+                (
+                    "pivot_root",
+                    libc::SYS_pivot_root,
+                    [nowhere, nowhere, 0, 0, 0, 0],
+                ),
                 ("swapon", libc::SYS_swapon, [nowhere, 0, 0, 0, 0, 0]),
                 ("swapoff", libc::SYS_swapoff, [nowhere, 0, 0, 0, 0, 0]),
                 // Wrong magic numbers: even without the filter this reboots nothing.
                 ("reboot", libc::SYS_reboot, [0, 0, 0, 0, 0, 0]),
                 ("kexec_load", libc::SYS_kexec_load, [0, 1000, 0, 0, 0, 0]),
-                ("kexec_file_load", libc::SYS_kexec_file_load, [bad_fd, bad_fd, 0, 0, 0, 0]),
-                ("init_module", libc::SYS_init_module, [0, 0, s(c""), 0, 0, 0]),
-                ("finit_module", libc::SYS_finit_module, [bad_fd, s(c""), 0, 0, 0, 0]),
-                ("delete_module", libc::SYS_delete_module, [s(c"silo_no_such_module"), libc::O_NONBLOCK as usize, 0, 0, 0, 0]),
+                (
+                    "kexec_file_load",
+                    libc::SYS_kexec_file_load,
+                    [bad_fd, bad_fd, 0, 0, 0, 0],
+                ),
+                (
+                    "init_module",
+                    libc::SYS_init_module,
+                    [0, 0, s(c""), 0, 0, 0],
+                ),
+                (
+                    "finit_module",
+                    libc::SYS_finit_module,
+                    [bad_fd, s(c""), 0, 0, 0, 0],
+                ),
+                (
+                    "delete_module",
+                    libc::SYS_delete_module,
+                    [
+                        s(c"silo_no_such_module"),
+                        libc::O_NONBLOCK as usize,
+                        0,
+                        0,
+                        0,
+                        0,
+                    ],
+                ),
                 ("acct", libc::SYS_acct, [nowhere, 0, 0, 0, 0, 0]),
                 ("quotactl", libc::SYS_quotactl, [0, 0, 0, 0, 0, 0]),
-                ("quotactl_fd", libc::SYS_quotactl_fd, [bad_fd, 0, 0, 0, 0, 0]),
+                (
+                    "quotactl_fd",
+                    libc::SYS_quotactl_fd,
+                    [bad_fd, 0, 0, 0, 0, 0],
+                ),
                 ("syslog", libc::SYS_syslog, [10, 0, 0, 0, 0, 0]),
-                ("lookup_dcookie", libc::SYS_lookup_dcookie, [0, 0, 0, 0, 0, 0]),
+                (
+                    "lookup_dcookie",
+                    libc::SYS_lookup_dcookie,
+                    [0, 0, 0, 0, 0, 0],
+                ),
                 ("bpf", libc::SYS_bpf, [0xffff, 0, 0, 0, 0, 0]),
-                ("perf_event_open", libc::SYS_perf_event_open, [0, 0, bad_fd, bad_fd, 0, 0]),
-                ("userfaultfd", libc::SYS_userfaultfd, [libc::O_CLOEXEC as usize, 0, 0, 0, 0, 0]),
-                ("keyctl", libc::SYS_keyctl, [0, (-2isize) as usize, 0, 0, 0, 0]),
+                (
+                    "perf_event_open",
+                    libc::SYS_perf_event_open,
+                    [0, 0, bad_fd, bad_fd, 0, 0],
+                ),
+                (
+                    "userfaultfd",
+                    libc::SYS_userfaultfd,
+                    [libc::O_CLOEXEC as usize, 0, 0, 0, 0, 0],
+                ),
+                (
+                    "keyctl",
+                    libc::SYS_keyctl,
+                    [0, (-2isize) as usize, 0, 0, 0, 0],
+                ),
                 ("add_key", libc::SYS_add_key, [0, 0, 0, 0, 0, 0]),
                 ("request_key", libc::SYS_request_key, [0, 0, 0, 0, 0, 0]),
                 ("setns", libc::SYS_setns, [bad_fd, 0, 0, 0, 0, 0]),
-                ("open_by_handle_at", libc::SYS_open_by_handle_at, [bad_fd, 0, 0, 0, 0, 0]),
-                ("name_to_handle_at", libc::SYS_name_to_handle_at, [libc::AT_FDCWD as usize, s(c"/"), 0, 0, 0, 0]),
+                (
+                    "open_by_handle_at",
+                    libc::SYS_open_by_handle_at,
+                    [bad_fd, 0, 0, 0, 0, 0],
+                ),
+                (
+                    "name_to_handle_at",
+                    libc::SYS_name_to_handle_at,
+                    [libc::AT_FDCWD as usize, s(c"/"), 0, 0, 0, 0],
+                ),
                 ("settimeofday", libc::SYS_settimeofday, [0, 0, 0, 0, 0, 0]),
                 // CLOCK_MONOTONIC cannot be set: without the filter this fails with EINVAL.
-                ("clock_settime", libc::SYS_clock_settime, [libc::CLOCK_MONOTONIC as usize, zeroed, 0, 0, 0, 0]),
+                (
+                    "clock_settime",
+                    libc::SYS_clock_settime,
+                    [libc::CLOCK_MONOTONIC as usize, zeroed, 0, 0, 0, 0],
+                ),
                 // modes = 0: a read, even without the filter.
-                ("clock_adjtime", libc::SYS_clock_adjtime, [libc::CLOCK_REALTIME as usize, zeroed, 0, 0, 0, 0]),
+                (
+                    "clock_adjtime",
+                    libc::SYS_clock_adjtime,
+                    [libc::CLOCK_REALTIME as usize, zeroed, 0, 0, 0, 0],
+                ),
                 ("adjtimex", libc::SYS_adjtimex, [zeroed, 0, 0, 0, 0, 0]),
-                ("fsopen", libc::SYS_fsopen, [s(c"silo-no-such-fs"), 0, 0, 0, 0, 0]),
+                (
+                    "fsopen",
+                    libc::SYS_fsopen,
+                    [s(c"silo-no-such-fs"), 0, 0, 0, 0, 0],
+                ),
                 ("fsconfig", libc::SYS_fsconfig, [bad_fd, 0, 0, 0, 0, 0]),
                 ("fsmount", libc::SYS_fsmount, [bad_fd, 0, 0, 0, 0, 0]),
                 ("fspick", libc::SYS_fspick, [bad_fd, s(c""), 0, 0, 0, 0]),
-                ("move_mount", libc::SYS_move_mount, [bad_fd, s(c""), bad_fd, s(c""), 0, 0]),
-                ("open_tree", libc::SYS_open_tree, [bad_fd, s(c""), 0, 0, 0, 0]),
-                ("mount_setattr", libc::SYS_mount_setattr, [bad_fd, s(c""), 0, 0, 0, 0]),
-                ("unshare(CLONE_NEWUSER)", libc::SYS_unshare, [libc::CLONE_NEWUSER as usize, 0, 0, 0, 0, 0]),
+                (
+                    "move_mount",
+                    libc::SYS_move_mount,
+                    [bad_fd, s(c""), bad_fd, s(c""), 0, 0],
+                ),
+                (
+                    "open_tree",
+                    libc::SYS_open_tree,
+                    [bad_fd, s(c""), 0, 0, 0, 0],
+                ),
+                (
+                    "mount_setattr",
+                    libc::SYS_mount_setattr,
+                    [bad_fd, s(c""), 0, 0, 0, 0],
+                ),
+                (
+                    "unshare(CLONE_NEWUSER)",
+                    libc::SYS_unshare,
+                    [libc::CLONE_NEWUSER as usize, 0, 0, 0, 0, 0],
+                ),
                 // PID 1 here is the test's own stand-in for the init.
-                ("ptrace(PTRACE_ATTACH, 1)", libc::SYS_ptrace, [libc::PTRACE_ATTACH as usize, 1, 0, 0, 0, 0]),
-                ("process_vm_readv(1)", libc::SYS_process_vm_readv, [1, 0, 0, 0, 0, 0]),
-                ("process_vm_writev(1)", libc::SYS_process_vm_writev, [1, 0, 0, 0, 0, 0]),
+                (
+                    "ptrace(PTRACE_ATTACH, 1)",
+                    libc::SYS_ptrace,
+                    [libc::PTRACE_ATTACH as usize, 1, 0, 0, 0, 0],
+                ),
+                (
+                    "process_vm_readv(1)",
+                    libc::SYS_process_vm_readv,
+                    [1, 0, 0, 0, 0, 0],
+                ),
+                (
+                    "process_vm_writev(1)",
+                    libc::SYS_process_vm_writev,
+                    [1, 0, 0, 0, 0, 0],
+                ),
             ];
             #[cfg(target_arch = "x86_64")]
             calls.extend([
@@ -335,7 +428,14 @@ fn the_filter_still_allows_what_ordinary_programs_do() {
                 ForkResult::Parent { child } => {
                     let traced = raw(
                         libc::SYS_ptrace,
-                        [libc::PTRACE_ATTACH as usize, child.as_raw() as usize, 0, 0, 0, 0],
+                        [
+                            libc::PTRACE_ATTACH as usize,
+                            child.as_raw() as usize,
+                            0,
+                            0,
+                            0,
+                            0,
+                        ],
                     );
                     let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
                     let _ = waitpid(child, None);
@@ -393,7 +493,7 @@ fn a_real_program_runs_unprivileged_in_the_host_view() {
     if !root_or_skip() {
         return;
     }
-    let dirs = HostDirs::new();
+    let dirs = HostDirs::create();
     let iso = dirs.isolation(Rootfs::HostView);
     let outcome = in_namespaces(|| {
         enter(&iso).map_err(|e| e.to_string())?;
@@ -407,12 +507,23 @@ fn a_real_program_runs_unprivileged_in_the_host_view() {
         let (code, _) = run_program(
             &iso,
             &filter,
-            &["/bin/sh", "-c", "echo hello > /work/from-job && ! touch /usr/silo-escape 2>/dev/null"],
+            &[
+                "/bin/sh",
+                "-c",
+                "echo hello > /work/from-job && ! touch /usr/silo-escape 2>/dev/null",
+            ],
         )?;
         ensure(code == 0, format!("the shell exited {code}"))
     });
-    let written = fs::metadata(dirs.work.join("from-job"))
-        .map(|m| (m.uid(), fs::read(dirs.work.join("from-job")).unwrap_or_default()));
+    let written = fs::metadata(dirs.work.join("from-job")).map(|m| {
+        (
+            m.uid(),
+            fs::read(dirs.work.join("from-job")).unwrap_or_default(),
+        )
+    });
     dirs.finish(outcome);
-    assert_eq!(written.expect("/work/from-job on the host"), (JOB_UID, b"hello\n".to_vec()));
+    assert_eq!(
+        written.expect("/work/from-job on the host"),
+        (JOB_UID, b"hello\n".to_vec())
+    );
 }

@@ -26,7 +26,9 @@ pub fn authorize<T>(request: &Request<T>, access: Access, what: &str) -> Result<
         .extensions()
         .get::<Caller>()
         .and_then(|c| c.identity.clone())
-        .ok_or_else(|| Status::permission_denied("no verified client certificate on this connection"))?;
+        .ok_or_else(|| {
+            Status::permission_denied("no verified client certificate on this connection")
+        })?;
     match (identity.role, access) {
         (Some(Role::Admin), _) | (Some(Role::Viewer), Access::Read) => Ok(identity.common_name),
         (Some(Role::Viewer), Access::Write) => Err(Status::permission_denied(format!(

@@ -10,7 +10,11 @@ use silo_tls::{CertPaths, Role};
 use crate::ServerError;
 
 /// Writes (or refreshes, when the address changed) one client configuration per role.
-pub fn write_client_configs(state: &Path, certs: &CertPaths, addr: SocketAddr) -> Result<Vec<PathBuf>, ServerError> {
+pub fn write_client_configs(
+    state: &Path,
+    certs: &CertPaths,
+    addr: SocketAddr,
+) -> Result<Vec<PathBuf>, ServerError> {
     let connect = match addr {
         SocketAddr::V4(a) if a.ip().is_unspecified() => format!("127.0.0.1:{}", a.port()),
         SocketAddr::V6(a) if a.ip().is_unspecified() => format!("[::1]:{}", a.port()),

@@ -41,6 +41,10 @@ pub struct ServerArgs {
     /// Grace period between SIGTERM and SIGKILL when a job does not set one.
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     pub stop_grace: Duration,
+    /// Name of silo's cgroup subtree under each cgroup hierarchy (jobs live in
+    /// `<name>/jobs/<id>`, the server in `<name>/server`).
+    #[arg(long, default_value = "silo")]
+    pub cgroup_name: String,
     /// Largest total size of one job's uploads.
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     pub upload_limit: u64,
@@ -51,8 +55,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size like 64M or 1GiB"))?;
-    let shift = match unit.to_ascii_lowercase().trim_end_matches('b').trim_end_matches('i') {
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 64M or 1GiB"))?;
+    let shift = match unit
+        .to_ascii_lowercase()
+        .trim_end_matches('b')
+        .trim_end_matches('i')
+    {
         "" => 0,
         "k" => 10,
         "m" => 20,
@@ -114,6 +124,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         &silo_tls::read_pem_file(&certs.server_key())?,
     )?;
 
+    let cgroups = open_cgroups(&args.cgroup_name);
     let store = store::Store::open(&state.join("silo.db")).await?;
     let settings = JobSettings {
         jobs_dir: state.join("jobs"),
@@ -125,6 +136,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
             memory_bytes: physical_memory(),
             upload_bytes: args.upload_limit,
         },
+        cgroups,
     };
     let jobs = JobManager::start(store, settings, exe.into()).await?;
 
@@ -166,8 +178,35 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         .add_service(api)
         .serve_with_incoming_shutdown(listener::incoming(listener, tls), shutdown())
         .await?;
-    tracing::info!("silo server stopped; running jobs keep running and are adopted on the next start");
+    tracing::info!(
+        "silo server stopped; running jobs keep running and are adopted on the next start"
+    );
     Ok(())
+}
+
+/// Detects the cgroup layout, logs it, and opens silo's subtree with the server in its own
+/// leaf. Without usable cgroups the server still runs jobs, but refuses limits.
+fn open_cgroups(name: &str) -> Option<std::sync::Arc<silo_cgroup::CgroupRoot>> {
+    let layout = match silo_cgroup::detect() {
+        Ok(layout) => layout,
+        Err(e) => {
+            tracing::warn!("no cgroups: resource limits are refused ({e})");
+            return None;
+        }
+    };
+    tracing::info!("cgroup layout: {layout}");
+    let root = match silo_cgroup::CgroupRoot::open(layout, name) {
+        Ok(root) => root,
+        Err(e) => {
+            tracing::warn!("cannot set up silo's cgroups, resource limits are refused: {e}");
+            return None;
+        }
+    };
+    if let Err(e) = root.enter_server_leaf() {
+        tracing::warn!("cannot move the server into its own cgroup: {e}");
+    }
+    tracing::info!("job limits available here: {}", root.available());
+    Some(std::sync::Arc::new(root))
 }
 
 async fn shutdown() {

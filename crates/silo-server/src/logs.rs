@@ -52,8 +52,15 @@ impl LogWatcher {
     }
 
     /// Bumps `progress` whenever the file at `path` is written, until [`Self::unwatch`].
-    pub fn watch(&self, path: &Path, progress: watch::Sender<u64>) -> std::io::Result<WatchDescriptor> {
-        let mut w = self.watches.lock().map_err(|_| std::io::Error::other("poisoned"))?;
+    pub fn watch(
+        &self,
+        path: &Path,
+        progress: watch::Sender<u64>,
+    ) -> std::io::Result<WatchDescriptor> {
+        let mut w = self
+            .watches
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?;
         let wd = w.add(path, WatchMask::MODIFY)?;
         if let Ok(mut m) = self.senders.lock() {
             m.insert(wd.clone(), progress);

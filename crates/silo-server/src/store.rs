@@ -7,9 +7,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use prost::Message;
-use silo_proto::v1::{JobSpec, JobState};
+use silo_proto::v1::{JobSpec, JobState, Usage};
 use sqlx::Row;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
 
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +71,8 @@ pub struct JobRow {
     pub ended_at: Option<i64>,
     /// The init process while the job runs: pid and start time (clock ticks after boot).
     pub init: Option<(i32, u64)>,
+    /// Resource usage when the job ended.
+    pub usage: Option<Usage>,
 }
 
 /// The job store.
@@ -77,7 +82,7 @@ pub struct Store {
 }
 
 const COLUMNS: &str = "id, name, owner, spec, uploads, state, reason, exit_code, signal, \
-                       created_at, started_at, ended_at, init_pid, init_start";
+                       created_at, started_at, ended_at, init_pid, init_start, usage";
 
 impl Store {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
@@ -100,7 +105,7 @@ impl Store {
     /// Stores a new job.
     pub async fn insert(&self, job: &JobRow) -> Result<(), StoreError> {
         sqlx::query(&format!(
-            "INSERT INTO jobs ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO jobs ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
         .bind(&job.id)
         .bind(&job.spec.name)
@@ -116,6 +121,7 @@ impl Store {
         .bind(job.ended_at)
         .bind(job.init.map(|(pid, _)| pid))
         .bind(job.init.map(|(_, start)| start as i64))
+        .bind(job.usage.as_ref().map(Message::encode_to_vec))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -125,7 +131,7 @@ impl Store {
     pub async fn update(&self, job: &JobRow) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE jobs SET state = ?, reason = ?, exit_code = ?, signal = ?, started_at = ?, \
-             ended_at = ?, init_pid = ?, init_start = ? WHERE id = ?",
+             ended_at = ?, init_pid = ?, init_start = ?, usage = ? WHERE id = ?",
         )
         .bind(job.state as i32)
         .bind(&job.reason)
@@ -135,6 +141,7 @@ impl Store {
         .bind(job.ended_at)
         .bind(job.init.map(|(pid, _)| pid))
         .bind(job.init.map(|(_, start)| start as i64))
+        .bind(job.usage.as_ref().map(Message::encode_to_vec))
         .bind(&job.id)
         .execute(&self.pool)
         .await?;
@@ -159,20 +166,22 @@ impl Store {
         }
         let prefix_lower = prefix.to_ascii_lowercase();
         // The range [prefix, prefix + 'g') holds exactly the hex ids that start with it.
-        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM jobs WHERE id >= ? AND id < ? LIMIT 2")
-            .bind(&prefix_lower)
-            .bind(format!("{prefix_lower}g"))
-            .fetch_all(&self.pool)
-            .await?;
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM jobs WHERE id >= ? AND id < ? LIMIT 2")
+                .bind(&prefix_lower)
+                .bind(format!("{prefix_lower}g"))
+                .fetch_all(&self.pool)
+                .await?;
         match ids.len() {
             0 => Err(StoreError::NotFound(prefix.to_owned())),
             1 => Ok(ids.into_iter().next().unwrap_or_default()),
             _ => {
-                let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE id >= ? AND id < ?")
-                    .bind(&prefix_lower)
-                    .bind(format!("{prefix_lower}g"))
-                    .fetch_one(&self.pool)
-                    .await?;
+                let count: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE id >= ? AND id < ?")
+                        .bind(&prefix_lower)
+                        .bind(format!("{prefix_lower}g"))
+                        .fetch_one(&self.pool)
+                        .await?;
                 Err(StoreError::Ambiguous {
                     prefix: prefix.to_owned(),
                     count: count as usize,
@@ -218,7 +227,9 @@ impl Store {
 
     /// Number of jobs stored.
     pub async fn count(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM jobs").fetch_one(&self.pool).await?)
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM jobs")
+            .fetch_one(&self.pool)
+            .await?)
     }
 }
 
@@ -235,6 +246,13 @@ fn decode(row: &SqliteRow) -> Result<JobRow, StoreError> {
     let uploads: String = row.try_get("uploads")?;
     let init_pid: Option<i32> = row.try_get("init_pid")?;
     let init_start: Option<i64> = row.try_get("init_start")?;
+    let usage: Option<Vec<u8>> = row.try_get("usage")?;
+    let usage = match usage {
+        Some(bytes) => {
+            Some(Usage::decode(bytes.as_slice()).map_err(|e| corrupt(format!("usage: {e}")))?)
+        }
+        None => None,
+    };
     Ok(JobRow {
         spec,
         owner: row.try_get("owner")?,
@@ -247,6 +265,7 @@ fn decode(row: &SqliteRow) -> Result<JobRow, StoreError> {
         started_at: row.try_get("started_at")?,
         ended_at: row.try_get("ended_at")?,
         init: init_pid.zip(init_start.map(|s| s as u64)),
+        usage,
         id,
     })
 }
@@ -273,6 +292,7 @@ mod tests {
             started_at: None,
             ended_at: None,
             init: Some((42, 1234)),
+            usage: None,
         }
     }
 
@@ -286,6 +306,11 @@ mod tests {
         j.state = JobState::Completed;
         j.exit_code = Some(0);
         j.init = None;
+        j.usage = Some(Usage {
+            cpu_usec: Some(5),
+            oom_kills: Some(0),
+            ..Default::default()
+        });
         store.update(&j).await.unwrap();
         drop(store);
         let store = Store::open(&path).await.unwrap();
@@ -296,24 +321,57 @@ mod tests {
     async fn prefixes_resolve_uniquely_or_say_why_not() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("silo.db")).await.unwrap();
-        store.insert(&job("aa11", 1, JobState::Completed)).await.unwrap();
-        store.insert(&job("aa22", 2, JobState::Failed)).await.unwrap();
+        store
+            .insert(&job("aa11", 1, JobState::Completed))
+            .await
+            .unwrap();
+        store
+            .insert(&job("aa22", 2, JobState::Failed))
+            .await
+            .unwrap();
         assert_eq!(store.resolve("aa1").await.unwrap(), "aa11");
         assert_eq!(store.resolve("AA2").await.unwrap(), "aa22");
-        assert!(matches!(store.resolve("aa").await, Err(StoreError::Ambiguous { count: 2, .. })));
-        assert!(matches!(store.resolve("b").await, Err(StoreError::NotFound(_))));
-        assert!(matches!(store.resolve("a%").await, Err(StoreError::NotFound(_))));
-        assert!(matches!(store.resolve("").await, Err(StoreError::NotFound(_))));
+        assert!(matches!(
+            store.resolve("aa").await,
+            Err(StoreError::Ambiguous { count: 2, .. })
+        ));
+        assert!(matches!(
+            store.resolve("b").await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            store.resolve("a%").await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            store.resolve("").await,
+            Err(StoreError::NotFound(_))
+        ));
     }
 
     #[tokio::test]
     async fn list_is_newest_first_and_filters_by_state() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("silo.db")).await.unwrap();
-        store.insert(&job("01", 1, JobState::Completed)).await.unwrap();
-        store.insert(&job("02", 2, JobState::Running)).await.unwrap();
-        store.insert(&job("03", 3, JobState::Completed)).await.unwrap();
-        let all: Vec<_> = store.list(&[], 10).await.unwrap().into_iter().map(|j| j.id).collect();
+        store
+            .insert(&job("01", 1, JobState::Completed))
+            .await
+            .unwrap();
+        store
+            .insert(&job("02", 2, JobState::Running))
+            .await
+            .unwrap();
+        store
+            .insert(&job("03", 3, JobState::Completed))
+            .await
+            .unwrap();
+        let all: Vec<_> = store
+            .list(&[], 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| j.id)
+            .collect();
         assert_eq!(all, ["03", "02", "01"]);
         let done: Vec<_> = store
             .list(&[JobState::Completed], 1)

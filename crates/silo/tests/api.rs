@@ -27,7 +27,11 @@ async fn a_job_runs_to_completion_and_its_output_and_exit_are_kept() {
     assert_eq!(stdout_of(&mut c, &job.id).await, b"hello\n");
     // Not following: the whole history, then the end.
     let mut s = c
-        .stream_logs(StreamLogsRequest { id: job.id[..8].into(), from_sequence: 0, follow: false })
+        .stream_logs(StreamLogsRequest {
+            id: job.id[..8].into(),
+            from_sequence: 0,
+            follow: false,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -73,7 +77,12 @@ async fn failures_to_start_are_failed_jobs_with_a_clear_reason() {
     let job = c
         .run_job(RunJobRequest {
             spec: Some(spec(&["./data.txt"])),
-            uploads: vec![Upload { path: "data.txt".into(), content: b"x".to_vec(), mode: 0o644, directory: false }],
+            uploads: vec![Upload {
+                path: "data.txt".into(),
+                content: b"x".to_vec(),
+                mode: 0o644,
+                directory: false,
+            }],
         })
         .await
         .unwrap()
@@ -128,7 +137,11 @@ async fn stop_ends_everything_the_job_started_even_daemons() {
     let mut c = server.admin().await;
     let job = run(
         &mut c,
-        &["sh", "-c", "(setsid sh -c 'sleep 987651' &); trap '' TERM; sleep 987652"],
+        &[
+            "sh",
+            "-c",
+            "(setsid sh -c 'sleep 987651' &); trap '' TERM; sleep 987652",
+        ],
     )
     .await;
     assert_eq!(job.state(), JobState::Running);
@@ -138,13 +151,20 @@ async fn stop_ends_everything_the_job_started_even_daemons() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let stopped = c
-        .stop_job(StopJobRequest { id: job.id.clone(), grace_ms: 200 })
+        .stop_job(StopJobRequest {
+            id: job.id.clone(),
+            grace_ms: 200,
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(stopped.state(), JobState::Stopped);
     assert_eq!(stopped.reason, "stopped by request");
-    assert_eq!(stopped.signal, Some(9), "SIGTERM was ignored, so SIGKILL ended it");
+    assert_eq!(
+        stopped.signal,
+        Some(9),
+        "SIGTERM was ignored, so SIGKILL ended it"
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(processes_with("98765"), 0, "something survived the stop");
 }
@@ -159,7 +179,10 @@ async fn stop_with_a_cooperative_command_reports_sigterm() {
     let job = run(&mut c, &["sleep", "30"]).await;
     let t0 = Instant::now();
     let stopped = c
-        .stop_job(StopJobRequest { id: job.id[..8].into(), grace_ms: 0 })
+        .stop_job(StopJobRequest {
+            id: job.id[..8].into(),
+            grace_ms: 0,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -179,8 +202,16 @@ async fn uploads_land_in_the_work_directory() {
         .run_job(RunJobRequest {
             spec: Some(spec(&["sh", "-c", "cat data/in.txt && ./data/run.sh"])),
             uploads: vec![
-                Upload { path: "data".into(), directory: true, ..Default::default() },
-                Upload { path: "data/in.txt".into(), content: b"uploaded\n".to_vec(), ..Default::default() },
+                Upload {
+                    path: "data".into(),
+                    directory: true,
+                    ..Default::default()
+                },
+                Upload {
+                    path: "data/in.txt".into(),
+                    content: b"uploaded\n".to_vec(),
+                    ..Default::default()
+                },
                 Upload {
                     path: "data/run.sh".into(),
                     content: b"#!/bin/sh\necho script ran\n".to_vec(),
@@ -206,7 +237,10 @@ async fn env_and_workdir_reach_the_command() {
     let server = TestServer::start();
     let mut c = server.admin().await;
     let mut s = spec(&["sh", "-c", "echo $GREETING; pwd"]);
-    s.env.push(EnvVar { name: "GREETING".into(), value: "hi there".into() });
+    s.env.push(EnvVar {
+        name: "GREETING".into(),
+        value: "hi there".into(),
+    });
     let job = run_spec(&mut c, s).await;
     wait_end(&mut c, &job.id).await;
     let out = String::from_utf8(stdout_of(&mut c, &job.id).await).unwrap();
@@ -224,10 +258,21 @@ async fn list_get_and_delete() {
     let a = run(&mut c, &["true"]).await;
     wait_end(&mut c, &a.id).await;
     let b = run(&mut c, &["sleep", "30"]).await;
-    let list = c.list_jobs(ListJobsRequest::default()).await.unwrap().into_inner().jobs;
-    assert_eq!(list.iter().map(|j| j.id.clone()).collect::<Vec<_>>(), [b.id.clone(), a.id.clone()]);
+    let list = c
+        .list_jobs(ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert_eq!(
+        list.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
+        [b.id.clone(), a.id.clone()]
+    );
     let running = c
-        .list_jobs(ListJobsRequest { states: vec![JobState::Running as i32], limit: 0 })
+        .list_jobs(ListJobsRequest {
+            states: vec![JobState::Running as i32],
+            limit: 0,
+        })
         .await
         .unwrap()
         .into_inner()
@@ -235,12 +280,25 @@ async fn list_get_and_delete() {
     assert_eq!(running.len(), 1);
     assert_eq!(running[0].id, b.id);
 
-    let err = c.delete_job(DeleteJobRequest { id: b.id.clone() }).await.unwrap_err();
+    let err = c
+        .delete_job(DeleteJobRequest { id: b.id.clone() })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
-    c.stop_job(StopJobRequest { id: b.id.clone(), grace_ms: 0 }).await.unwrap();
-    c.delete_job(DeleteJobRequest { id: b.id.clone() }).await.unwrap();
+    c.stop_job(StopJobRequest {
+        id: b.id.clone(),
+        grace_ms: 0,
+    })
+    .await
+    .unwrap();
+    c.delete_job(DeleteJobRequest { id: b.id.clone() })
+        .await
+        .unwrap();
     assert!(!server.state().join("jobs").join(&b.id).exists());
-    let err = c.get_job(silo_proto::v1::GetJobRequest { id: b.id.clone() }).await.unwrap_err();
+    let err = c
+        .get_job(silo_proto::v1::GetJobRequest { id: b.id.clone() })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     assert_eq!(err.message(), format!("job {} not found", b.id));
 }
@@ -254,13 +312,25 @@ async fn bad_requests_are_refused_and_change_nothing() {
     let mut c = server.admin().await;
     let nul = spec(&["echo", "a\0b"]);
     let mut bad_env = spec(&["true"]);
-    bad_env.env.push(EnvVar { name: "A=B".into(), value: "x".into() });
+    bad_env.env.push(EnvVar {
+        name: "A=B".into(),
+        value: "x".into(),
+    });
     let mut zero_mem = spec(&["true"]);
-    zero_mem.limits = Some(Limits { memory_bytes: Some(0), ..Default::default() });
+    zero_mem.limits = Some(Limits {
+        memory_bytes: Some(0),
+        ..Default::default()
+    });
     let mut huge_cpu = spec(&["true"]);
-    huge_cpu.limits = Some(Limits { cpu_percent: Some(1_000_000), ..Default::default() });
+    huge_cpu.limits = Some(Limits {
+        cpu_percent: Some(1_000_000),
+        ..Default::default()
+    });
     let mut zero_pids = spec(&["true"]);
-    zero_pids.limits = Some(Limits { pids: Some(0), ..Default::default() });
+    zero_pids.limits = Some(Limits {
+        pids: Some(0),
+        ..Default::default()
+    });
     let cases = vec![
         (spec(&[]), vec![], "command is empty"),
         (nul, vec![], "NUL"),
@@ -268,23 +338,48 @@ async fn bad_requests_are_refused_and_change_nothing() {
         (zero_mem, vec![], "too small"),
         (huge_cpu, vec![], "more than this host"),
         (zero_pids, vec![], "positive"),
-        (spec(&["true"]), vec![Upload { path: "../x".into(), ..Default::default() }], "escapes"),
-        (spec(&["true"]), vec![Upload { path: "/etc/x".into(), ..Default::default() }], "absolute"),
+        (
+            spec(&["true"]),
+            vec![Upload {
+                path: "../x".into(),
+                ..Default::default()
+            }],
+            "escapes",
+        ),
+        (
+            spec(&["true"]),
+            vec![Upload {
+                path: "/etc/x".into(),
+                ..Default::default()
+            }],
+            "absolute",
+        ),
     ];
     for (s, uploads, want) in cases {
         let err = c
-            .run_job(RunJobRequest { spec: Some(s.clone()), uploads })
+            .run_job(RunJobRequest {
+                spec: Some(s.clone()),
+                uploads,
+            })
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{s:?}");
         assert!(err.message().contains(want), "{s:?}: {}", err.message());
     }
-    let list = c.list_jobs(ListJobsRequest::default()).await.unwrap().into_inner().jobs;
+    let list = c
+        .list_jobs(ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
     assert!(list.is_empty(), "a refused request left a job: {list:?}");
     let jobs_dir = server.state().join("jobs");
     assert_eq!(std::fs::read_dir(jobs_dir).unwrap().count(), 0);
     for id in ["ffffffff", "zz", ""] {
-        let err = c.get_job(silo_proto::v1::GetJobRequest { id: id.into() }).await.unwrap_err();
+        let err = c
+            .get_job(silo_proto::v1::GetJobRequest { id: id.into() })
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::NotFound, "{id:?}");
     }
 }
@@ -301,18 +396,39 @@ async fn viewers_read_and_only_admins_change() {
     wait_end(&mut admin, &job.id).await;
 
     let err = viewer
-        .run_job(RunJobRequest { spec: Some(spec(&["true"])), uploads: vec![] })
+        .run_job(RunJobRequest {
+            spec: Some(spec(&["true"])),
+            uploads: vec![],
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     assert!(err.message().contains("viewer"), "{}", err.message());
-    let err = viewer.stop_job(StopJobRequest { id: job.id.clone(), grace_ms: 0 }).await.unwrap_err();
+    let err = viewer
+        .stop_job(StopJobRequest {
+            id: job.id.clone(),
+            grace_ms: 0,
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    let err = viewer.delete_job(DeleteJobRequest { id: job.id.clone() }).await.unwrap_err();
+    let err = viewer
+        .delete_job(DeleteJobRequest { id: job.id.clone() })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
 
     assert_eq!(get(&mut viewer, &job.id).await.id, job.id);
-    assert_eq!(viewer.list_jobs(ListJobsRequest::default()).await.unwrap().into_inner().jobs.len(), 1);
+    assert_eq!(
+        viewer
+            .list_jobs(ListJobsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .jobs
+            .len(),
+        1
+    );
     assert_eq!(stdout_of(&mut viewer, &job.id).await, b"x\n");
     wait_end(&mut viewer, &job.id).await;
 }
@@ -335,7 +451,10 @@ async fn clients_without_a_valid_certificate_or_tls13_are_refused() {
         &std::fs::read(other.path().join("admin-key.pem")).unwrap(),
     )
     .unwrap();
-    assert!(call_fails(&server.addr, foreign).await, "foreign CA accepted");
+    assert!(
+        call_fails(&server.addr, foreign).await,
+        "foreign CA accepted"
+    );
 
     // No client certificate at all.
     let mut roots = rustls::RootCertStore::empty();
@@ -349,7 +468,10 @@ async fn clients_without_a_valid_certificate_or_tls13_are_refused() {
         .with_root_certificates(roots.clone())
         .with_no_client_auth();
     anonymous.alpn_protocols = vec![b"h2".to_vec()];
-    assert!(call_fails(&server.addr, std::sync::Arc::new(anonymous)).await, "anonymous client accepted");
+    assert!(
+        call_fails(&server.addr, std::sync::Arc::new(anonymous)).await,
+        "anonymous client accepted"
+    );
 
     // A TLS 1.2 client with a valid certificate.
     use rustls_pki_types::pem::PemObject;
@@ -365,11 +487,16 @@ async fn clients_without_a_valid_certificate_or_tls13_are_refused() {
         .with_client_auth_cert(cert, key)
         .unwrap();
     tls12.alpn_protocols = vec![b"h2".to_vec()];
-    assert!(call_fails(&server.addr, std::sync::Arc::new(tls12)).await, "TLS 1.2 accepted");
+    assert!(
+        call_fails(&server.addr, std::sync::Arc::new(tls12)).await,
+        "TLS 1.2 accepted"
+    );
 }
 
 async fn call_fails(addr: &str, config: std::sync::Arc<rustls::ClientConfig>) -> bool {
-    let Ok(channel) = connect(addr, config).await else { return true };
+    let Ok(channel) = connect(addr, config).await else {
+        return true;
+    };
     let mut c = silo_proto::v1::job_service_client::JobServiceClient::new(channel);
     c.list_jobs(ListJobsRequest::default()).await.is_err()
 }
@@ -383,11 +510,19 @@ async fn past_the_job_cap_run_is_resource_exhausted() {
     let mut c = server.admin().await;
     let a = run(&mut c, &["sleep", "30"]).await;
     let err = c
-        .run_job(RunJobRequest { spec: Some(spec(&["true"])), uploads: vec![] })
+        .run_job(RunJobRequest {
+            spec: Some(spec(&["true"])),
+            uploads: vec![],
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted);
-    c.stop_job(StopJobRequest { id: a.id, grace_ms: 0 }).await.unwrap();
+    c.stop_job(StopJobRequest {
+        id: a.id,
+        grace_ms: 0,
+    })
+    .await
+    .unwrap();
     let b = run(&mut c, &["true"]).await;
     wait_end(&mut c, &b.id).await;
 }
@@ -403,7 +538,11 @@ async fn output_past_the_log_cap_ends_with_a_truncation_record() {
     let end = wait_end(&mut c, &job.id).await;
     assert_eq!(end.state(), JobState::Completed);
     let mut s = c
-        .stream_logs(StreamLogsRequest { id: job.id.clone(), from_sequence: 0, follow: true })
+        .stream_logs(StreamLogsRequest {
+            id: job.id.clone(),
+            from_sequence: 0,
+            follow: true,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -414,7 +553,11 @@ async fn output_past_the_log_cap_ends_with_a_truncation_record() {
     let last = records.last().unwrap();
     assert_eq!(last.stream(), LogStream::System);
     assert!(String::from_utf8_lossy(&last.data).contains("truncated"));
-    let kept: usize = records.iter().filter(|r| r.stream() == LogStream::Stdout).map(|r| r.data.len()).sum();
+    let kept: usize = records
+        .iter()
+        .filter(|r| r.stream() == LogStream::Stdout)
+        .map(|r| r.data.len())
+        .sum();
     assert!(kept < 4096, "{kept}");
 }
 
@@ -437,7 +580,11 @@ async fn jobs_survive_a_server_restart_and_running_ones_are_adopted() {
     assert_eq!(stdout_of(&mut c, &done.id).await, b"before\n");
 
     let adopted = get(&mut c, &running.id).await;
-    assert_eq!(adopted.state(), JobState::Running, "not adopted: {adopted:?}");
+    assert_eq!(
+        adopted.state(),
+        JobState::Running,
+        "not adopted: {adopted:?}"
+    );
     let end = wait_end(&mut c, &running.id).await;
     assert_eq!(end.state(), JobState::Completed, "{end:?}");
     assert_eq!(stdout_of(&mut c, &running.id).await, b"start\nend\n");
@@ -469,7 +616,11 @@ async fn every_reader_sees_every_line_once_in_order_whenever_it_attaches() {
     let mut next = 0;
     for _ in 0..2 {
         let mut s = client
-            .stream_logs(StreamLogsRequest { id: job.id.clone(), from_sequence: next, follow: true })
+            .stream_logs(StreamLogsRequest {
+                id: job.id.clone(),
+                from_sequence: next,
+                follow: true,
+            })
             .await
             .unwrap()
             .into_inner();
@@ -487,7 +638,11 @@ async fn every_reader_sees_every_line_once_in_order_whenever_it_attaches() {
         }
     }
     let mut s = client
-        .stream_logs(StreamLogsRequest { id: job.id.clone(), from_sequence: next, follow: true })
+        .stream_logs(StreamLogsRequest {
+            id: job.id.clone(),
+            from_sequence: next,
+            follow: true,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -498,13 +653,18 @@ async fn every_reader_sees_every_line_once_in_order_whenever_it_attaches() {
             seen.extend(r.data);
         }
     }
-    let expected: Vec<u8> = (1..=LINES).flat_map(|n| format!("{n}\n").into_bytes()).collect();
+    let expected: Vec<u8> = (1..=LINES)
+        .flat_map(|n| format!("{n}\n").into_bytes())
+        .collect();
     assert_eq!(seen.len(), expected.len());
     assert!(seen == expected, "the resumed reader's output differs");
     for r in readers {
         let (i, out) = r.await.unwrap();
         assert_eq!(out.len(), expected.len(), "reader {i}");
-        assert!(out == expected, "reader {i} saw lines out of order, twice or not at all");
+        assert!(
+            out == expected,
+            "reader {i} saw lines out of order, twice or not at all"
+        );
     }
     assert_eq!(wait_end(&mut c, &job.id).await.state(), JobState::Completed);
 }

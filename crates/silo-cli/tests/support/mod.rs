@@ -11,7 +11,7 @@ use silo_proto::v1::job_service_server::{JobService, JobServiceServer};
 use silo_proto::v1::{
     DeleteJobRequest, DeleteJobResponse, GetJobRequest, Job, JobSpec, JobState, ListJobsRequest,
     ListJobsResponse, LogChunk, LogRecord, LogStream, RunJobRequest, StopJobRequest,
-    StreamLogsRequest, WatchJobRequest,
+    StreamLogsRequest, StreamStatsRequest, Usage, WatchJobRequest,
 };
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -256,6 +256,15 @@ impl JobService for Fake {
         let (sender, receiver) = tokio::sync::mpsc::channel(4);
         let _ = sender.try_send(Ok(LogChunk { records }));
         Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+
+    type StreamStatsStream = ReceiverStream<Result<Usage, Status>>;
+
+    async fn stream_stats(
+        &self,
+        _: Request<StreamStatsRequest>,
+    ) -> Result<Response<Self::StreamStatsStream>, Status> {
+        Err(Status::unimplemented("the fake has no statistics"))
     }
 
     type WatchJobStream = ReceiverStream<Result<Job, Status>>;

@@ -70,7 +70,15 @@ pub(super) fn drop_bounding_set() -> Result<(), InitError> {
 /// Sets and locks [`SECUREBITS`]. Needs CAP_SETPCAP.
 pub(super) fn lock_securebits() -> Result<(), InitError> {
     // SAFETY: PR_SET_SECUREBITS takes an integer and touches no memory of ours.
-    if unsafe { libc::prctl(libc::PR_SET_SECUREBITS, SECUREBITS as libc::c_ulong, 0, 0, 0) } != 0
+    if unsafe {
+        libc::prctl(
+            libc::PR_SET_SECUREBITS,
+            SECUREBITS as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    } != 0
     {
         return Err(fail(
             "securebits",
@@ -107,13 +115,7 @@ pub(super) fn clear_all() -> Result<(), InitError> {
     let data = [CapData::default(); 2];
     // SAFETY: capset reads one header and, for version 3, two data structs; both pointers
     // are to live values of exactly those layouts.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_capset,
-            &header as *const CapHeader,
-            data.as_ptr(),
-        )
-    };
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) };
     if rc != 0 {
         return Err(fail(
             "drop_capabilities",

@@ -19,6 +19,5 @@ pub(super) fn become_user(uid: u32, gid: u32) -> Result<(), InitError> {
     })?;
     setresgid(g, g, g)
         .map_err(|e| fail("setresgid", e, format_args!("set the group ids to {gid}")))?;
-    setresuid(u, u, u)
-        .map_err(|e| fail("setresuid", e, format_args!("set the user ids to {uid}")))
+    setresuid(u, u, u).map_err(|e| fail("setresuid", e, format_args!("set the user ids to {uid}")))
 }

@@ -21,7 +21,13 @@ const NOBODY: u32 = 65534;
 
 /// Host files copied as they are, when present: name resolution and the dynamic loader's
 /// cache.
-const HOST_FILES: &[&str] = &["resolv.conf", "services", "protocols", "ld.so.cache", "ld.so.conf"];
+const HOST_FILES: &[&str] = &[
+    "resolv.conf",
+    "services",
+    "protocols",
+    "ld.so.cache",
+    "ld.so.conf",
+];
 
 /// Host directories copied one level deep, when present: the loader's extra paths and
 /// Debian's alternatives (symlinks such as /etc/alternatives/awk that /usr/bin/awk goes
@@ -44,12 +50,41 @@ rpc: files
 pub(super) fn generate(root: &Path, iso: &Isolation) -> Result<(), InitError> {
     let etc = root.join("etc");
     mkdir("write_etc", &etc, 0o755)?;
-    write_file("write_etc", &etc.join("passwd"), passwd(iso.uid, iso.gid).as_bytes(), 0o644)?;
-    write_file("write_etc", &etc.join("group"), group(iso.gid).as_bytes(), 0o644)?;
-    write_file("write_etc", &etc.join("hosts"), hosts(&iso.hostname).as_bytes(), 0o644)?;
-    write_file("write_etc", &etc.join("hostname"), format!("{}\n", iso.hostname).as_bytes(), 0o644)?;
-    write_file("write_etc", &etc.join("nsswitch.conf"), NSSWITCH.as_bytes(), 0o644)?;
-    super::mounts::symlink("write_etc", Path::new("/proc/self/mounts"), &etc.join("mtab"))?;
+    write_file(
+        "write_etc",
+        &etc.join("passwd"),
+        passwd(iso.uid, iso.gid).as_bytes(),
+        0o644,
+    )?;
+    write_file(
+        "write_etc",
+        &etc.join("group"),
+        group(iso.gid).as_bytes(),
+        0o644,
+    )?;
+    write_file(
+        "write_etc",
+        &etc.join("hosts"),
+        hosts(&iso.hostname).as_bytes(),
+        0o644,
+    )?;
+    write_file(
+        "write_etc",
+        &etc.join("hostname"),
+        format!("{}\n", iso.hostname).as_bytes(),
+        0o644,
+    )?;
+    write_file(
+        "write_etc",
+        &etc.join("nsswitch.conf"),
+        NSSWITCH.as_bytes(),
+        0o644,
+    )?;
+    super::mounts::symlink(
+        "write_etc",
+        Path::new("/proc/self/mounts"),
+        &etc.join("mtab"),
+    )?;
     copy_localtime(&etc)?;
     for name in HOST_FILES {
         copy_if_present(&Path::new("/etc").join(name), &etc.join(name))?;
@@ -79,10 +114,14 @@ pub(super) fn generate(root: &Path, iso: &Isolation) -> Result<(), InitError> {
 pub(super) fn passwd(uid: u32, gid: u32) -> String {
     let mut out = String::from("root:x:0:0:root:/work:/bin/sh\n");
     if uid != 0 {
-        out.push_str(&format!("{JOB_USER}:x:{uid}:{gid}:silo job:/work:/bin/sh\n"));
+        out.push_str(&format!(
+            "{JOB_USER}:x:{uid}:{gid}:silo job:/work:/bin/sh\n"
+        ));
     }
     if uid != NOBODY {
-        out.push_str(&format!("nobody:x:{NOBODY}:{NOBODY}:nobody:/nonexistent:/usr/sbin/nologin\n"));
+        out.push_str(&format!(
+            "nobody:x:{NOBODY}:{NOBODY}:nobody:/nonexistent:/usr/sbin/nologin\n"
+        ));
     }
     out
 }

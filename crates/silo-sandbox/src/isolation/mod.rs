@@ -76,7 +76,8 @@ pub fn compile_seccomp() -> Result<SyscallFilter, InitError> {
 /// installed last.
 ///
 /// Called in the forked child right before `execve`. A uid of 0 is allowed and still ends
-/// without capabilities.
+/// without capabilities. Allocates nothing unless it fails; on failure the child should
+/// report the error and exit, never exec.
 pub fn drop_privileges(iso: &Isolation, filter: &SyscallFilter) -> Result<(), InitError> {
     // Dropping the bounding set and setting securebits need CAP_SETPCAP, so they go first,
     // while the process still has every capability.
@@ -90,8 +91,13 @@ pub fn drop_privileges(iso: &Isolation, filter: &SyscallFilter) -> Result<(), In
 
 /// Sets the hostname of the job's (new) uts namespace.
 fn set_hostname(name: &str) -> Result<(), InitError> {
-    nix::unistd::sethostname(name)
-        .map_err(|e| fail("sethostname", e, format_args!("set the hostname to {name:?}")))
+    nix::unistd::sethostname(name).map_err(|e| {
+        fail(
+            "sethostname",
+            e,
+            format_args!("set the hostname to {name:?}"),
+        )
+    })
 }
 
 /// A setup error whose message reads "cannot {what}: {errno text}".

@@ -18,7 +18,8 @@ use crate::protocol::InitError;
 /// `MS_PRIVATE` cuts both directions; `MS_SLAVE` would cut only the first and keep showing the
 /// job whatever the host mounts later, which a job has no business seeing. pivot_root(2) also
 /// refuses (EINVAL) when the new root's parent mount or the current root is shared.
-/// See mount_namespaces(7), "Shared subtrees".
+/// See mount_namespaces(7), "Shared subtrees":
+/// https://man7.org/linux/man-pages/man7/mount_namespaces.7.html
 pub(super) fn make_private() -> Result<(), InitError> {
     mount(
         None::<&str>,
@@ -27,7 +28,13 @@ pub(super) fn make_private() -> Result<(), InitError> {
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     )
-    .map_err(|e| fail("mount_propagation", e, format_args!("make the mounts under / private")))
+    .map_err(|e| {
+        fail(
+            "mount_propagation",
+            e,
+            format_args!("make the mounts under / private"),
+        )
+    })
 }
 
 /// Mounts a new filesystem of `fstype` (proc, sysfs, devpts, tmpfs) on `target`.
@@ -39,7 +46,11 @@ pub(super) fn mount_fs(
     options: Option<&str>,
 ) -> Result<(), InitError> {
     mount(Some(fstype), target, Some(fstype), flags, options).map_err(|e| {
-        fail(step, e, format_args!("mount {fstype} on {}", target.display()))
+        fail(
+            step,
+            e,
+            format_args!("mount {fstype} on {}", target.display()),
+        )
     })
 }
 

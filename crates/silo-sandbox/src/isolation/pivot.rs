@@ -37,7 +37,10 @@ pub(super) fn pivot_into(root: &Path) -> Result<(), InitError> {
         fail(
             "pivot_root",
             e,
-            format_args!("detach the host's root after pivot_root into {}", root.display()),
+            format_args!(
+                "detach the host's root after pivot_root into {}",
+                root.display()
+            ),
         )
     })?;
     chdir("/").map_err(|e| fail("pivot_root", e, format_args!("change directory to /")))

@@ -119,7 +119,7 @@ impl SyscallFilter {
 
     /// Installs the filter in the calling thread, for it and every process it execs or
     /// forks from now on; it cannot be removed. Sets no_new_privs first (which a filter
-    /// needs without CAP_SYS_ADMIN). Allocates nothing.
+    /// needs without CAP_SYS_ADMIN). Allocates nothing unless it fails.
     pub fn install(&self) -> Result<(), InitError> {
         for program in [&self.refusals, &self.abi_guard] {
             seccompiler::apply_filter(program).map_err(|e| {
@@ -157,13 +157,13 @@ fn compile_refusals() -> Result<BpfProgram, InitError> {
     let new_user = libc::CLONE_NEWUSER as u64;
 
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
-        REFUSED.iter().map(|&nr| (nr as i64, Vec::new())).collect();
+        REFUSED.iter().map(|&nr| (nr, Vec::new())).collect();
     // A user namespace would hand the job a fresh set of capabilities over it. The other
     // namespace flags need CAP_SYS_ADMIN, which the job does not have, and CLONE_FILES and
     // the like stay allowed.
     for nr in [libc::SYS_unshare, libc::SYS_clone] {
         rules.insert(
-            nr as i64,
+            nr,
             vec![when(0, SeccompCmpOp::MaskedEq(new_user), new_user)?],
         );
     }
@@ -171,12 +171,9 @@ fn compile_refusals() -> Result<BpfProgram, InitError> {
     // the init (pids are resolved in the caller's namespace). Tracing it or reading its
     // memory is refused here; debuggers still work on the job's own processes. (The kernel
     // would refuse too: the init holds capabilities the job lacks.)
-    rules.insert(
-        libc::SYS_ptrace as i64,
-        vec![when(1, SeccompCmpOp::Eq, 1)?],
-    );
+    rules.insert(libc::SYS_ptrace, vec![when(1, SeccompCmpOp::Eq, 1)?]);
     for nr in [libc::SYS_process_vm_readv, libc::SYS_process_vm_writev] {
-        rules.insert(nr as i64, vec![when(0, SeccompCmpOp::Eq, 1)?]);
+        rules.insert(nr, vec![when(0, SeccompCmpOp::Eq, 1)?]);
     }
 
     let filter = SeccompFilter::new(
@@ -388,8 +385,8 @@ mod tests {
             assert_eq!(verdict(&call(nr, &[libc::CLONE_FILES as u64])), ALLOW);
         }
         // What glibc's fork() passes.
-        let fork_flags = (libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID) as u64
-            | libc::SIGCHLD as u64;
+        let fork_flags =
+            (libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID) as u64 | libc::SIGCHLD as u64;
         assert_eq!(verdict(&call(libc::SYS_clone, &[fork_flags])), ALLOW);
     }
 

@@ -7,6 +7,9 @@ use std::time::Duration;
 use silo_proto::v1::JobState;
 use tokio::sync::watch;
 
+use silo_cgroup::JobCgroup;
+use silo_proto::v1::Usage;
+
 use crate::store::JobRow;
 
 /// Why the server is ending a job.
@@ -29,6 +32,8 @@ pub struct LiveJob {
     /// The init process, once spawned.
     pidfd: Mutex<Option<OwnedFd>>,
     stop: Mutex<Option<StopCause>>,
+    /// The job's cgroup, where the host has cgroups.
+    cgroup: Mutex<Option<JobCgroup>>,
 }
 
 /// Whether a job in `state` has ended.
@@ -48,6 +53,7 @@ impl LiveJob {
             progress: watch::Sender::new(0),
             pidfd: Mutex::new(None),
             stop: Mutex::new(None),
+            cgroup: Mutex::new(None),
         }
     }
 
@@ -67,6 +73,36 @@ impl LiveJob {
     pub fn set_pidfd(&self, fd: OwnedFd) {
         if let Ok(mut g) = self.pidfd.lock() {
             *g = Some(fd);
+        }
+    }
+
+    /// Gives the job its cgroup.
+    pub fn set_cgroup(&self, cgroup: JobCgroup) {
+        if let Ok(mut g) = self.cgroup.lock() {
+            *g = Some(cgroup);
+        }
+    }
+
+    /// Takes the job's cgroup (at the job's end).
+    pub fn take_cgroup(&self) -> Option<JobCgroup> {
+        self.cgroup.lock().ok()?.take()
+    }
+
+    /// The job's resource usage now, when it has a cgroup.
+    pub fn usage(&self) -> Option<Usage> {
+        let g = self.cgroup.lock().ok()?;
+        let usage = g.as_ref()?.usage().ok()?;
+        Some(super::resources::usage_to_proto(usage))
+    }
+
+    /// Kills every process in the job's cgroup (blocking until it is empty).
+    fn kill_cgroup(&self) {
+        if let Ok(g) = self.cgroup.lock() {
+            if let Some(cg) = g.as_ref() {
+                if let Err(e) = cg.kill_all() {
+                    tracing::warn!(job = %self.id, "cannot kill the job's cgroup: {e}");
+                }
+            }
         }
     }
 
@@ -98,10 +134,15 @@ impl LiveJob {
         let job = self.clone();
         tokio::spawn(async move {
             let mut rx = job.row.subscribe();
-            let ended = tokio::time::timeout(grace, rx.wait_for(|r| is_terminal(r.state))).await;
-            if ended.is_err() {
-                // SIGKILL to the init ends every process of the job's pid namespace.
+            let ended = tokio::time::timeout(grace, rx.wait_for(|r| is_terminal(r.state)))
+                .await
+                .is_ok();
+            if !ended {
+                // SIGKILL to the init ends every process of the job's pid namespace, and
+                // killing the cgroup ends anything that got out of it.
                 job.signal(libc::SIGKILL);
+                let job = job.clone();
+                let _ = tokio::task::spawn_blocking(move || job.kill_cgroup()).await;
             }
         });
     }
@@ -109,7 +150,10 @@ impl LiveJob {
     /// Waits until the job has ended and returns its final row.
     pub async fn ended(&self) -> JobRow {
         let mut rx = self.row.subscribe();
-        let result = rx.wait_for(|r| is_terminal(r.state)).await.map(|r| r.clone());
+        let result = rx
+            .wait_for(|r| is_terminal(r.state))
+            .await
+            .map(|r| r.clone());
         match result {
             Ok(row) => row,
             Err(_) => self.row.borrow().clone(),

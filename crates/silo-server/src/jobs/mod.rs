@@ -3,6 +3,7 @@
 
 pub mod live;
 mod reconcile;
+mod resources;
 mod supervisor;
 pub mod uploads;
 pub mod validate;
@@ -36,6 +37,8 @@ pub struct JobSettings {
     pub default_grace: Duration,
     /// Upper bounds for requests.
     pub bounds: Bounds,
+    /// Where job cgroups live; `None` on a host without cgroups (limits are then refused).
+    pub cgroups: Option<Arc<silo_cgroup::CgroupRoot>>,
 }
 
 /// Why a job operation failed; each maps to one gRPC status.
@@ -50,6 +53,9 @@ pub enum JobError {
     /// Too many jobs at once.
     #[error("the server is running its maximum of {0} jobs; try again when one has ended")]
     Busy(usize),
+    /// This host cannot do what the job asks (a controller is missing).
+    #[error("{0}")]
+    Unsupported(String),
     /// The job has not ended yet.
     #[error("job {0} is still running; stop it first")]
     StillRunning(String),
@@ -84,10 +90,19 @@ pub fn now_micros() -> i64 {
 impl JobManager {
     /// A manager over `store`, re-executing `exe` for each job. Reconciles jobs left by a
     /// previous server before returning.
-    pub async fn start(store: Store, settings: JobSettings, exe: OwnedFd) -> Result<JobManager, JobError> {
-        std::fs::create_dir_all(&settings.jobs_dir)
-            .map_err(|e| JobError::Host(format!("cannot create {}: {e}", settings.jobs_dir.display())))?;
-        let logs = LogWatcher::start().map_err(|e| JobError::Host(format!("cannot start inotify: {e}")))?;
+    pub async fn start(
+        store: Store,
+        settings: JobSettings,
+        exe: OwnedFd,
+    ) -> Result<JobManager, JobError> {
+        std::fs::create_dir_all(&settings.jobs_dir).map_err(|e| {
+            JobError::Host(format!(
+                "cannot create {}: {e}",
+                settings.jobs_dir.display()
+            ))
+        })?;
+        let logs = LogWatcher::start()
+            .map_err(|e| JobError::Host(format!("cannot start inotify: {e}")))?;
         let manager = JobManager {
             inner: Arc::new(Inner {
                 store,
@@ -98,6 +113,7 @@ impl JobManager {
             }),
         };
         manager.reconcile().await?;
+        manager.remove_stray_cgroups().await;
         Ok(manager)
     }
 
@@ -126,7 +142,12 @@ impl JobManager {
     }
 
     /// Validates and starts a job; answers once its command runs or has failed to start.
-    pub async fn run(&self, spec: JobSpec, uploads: Vec<Upload>, owner: String) -> Result<JobRow, JobError> {
+    pub async fn run(
+        &self,
+        spec: JobSpec,
+        uploads: Vec<Upload>,
+        owner: String,
+    ) -> Result<JobRow, JobError> {
         let s = &self.inner.settings;
         validate::check_request(&spec, &uploads, &s.bounds)?;
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -143,10 +164,15 @@ impl JobManager {
             started_at: None,
             ended_at: None,
             init: None,
+            usage: None,
         };
         let live = Arc::new(LiveJob::new(row));
         {
-            let mut map = self.inner.live.lock().map_err(|_| JobError::Host("job table poisoned".into()))?;
+            let mut map = self
+                .inner
+                .live
+                .lock()
+                .map_err(|_| JobError::Host("job table poisoned".into()))?;
             if map.len() >= s.max_jobs {
                 return Err(JobError::Busy(s.max_jobs));
             }
@@ -181,7 +207,8 @@ impl JobManager {
             JobError::Host(format!("cannot {what} {}: {e}", path.display()))
         };
         std::fs::create_dir_all(&work).map_err(|e| host("create", &work, e))?;
-        let written = uploads::write_uploads(&work, uploads).map_err(|e| host("write uploads into", &work, e))?;
+        let written = uploads::write_uploads(&work, uploads)
+            .map_err(|e| host("write uploads into", &work, e))?;
         let log_path = dir.join("log");
         let log = OpenOptions::new()
             .create_new(true)
@@ -189,30 +216,89 @@ impl JobManager {
             .mode(0o600)
             .open(&log_path)
             .map_err(|e| host("create", &log_path, e))?;
+        let cgroup = self.create_cgroup(&id, live.row.borrow().spec.limits.as_ref(), &work)?;
         let row = live.update(|r| r.uploads = written);
-        self.inner.store.insert(&row).await?;
+        if let Err(e) = self.inner.store.insert(&row).await {
+            if let Some(cg) = cgroup {
+                let _ = cg.remove();
+            }
+            return Err(e.into());
+        }
 
         let spawned = spawn_init(&SpawnRequest {
             exe: self.inner.exe.as_fd(),
             log: log.as_fd(),
-            cgroup: None,
+            cgroup: cgroup.as_ref().and_then(|cg| cg.clone_into_fd()),
             namespaces: Namespaces { network: true },
         });
-        let init = match spawned {
-            Ok(init) => init,
-            Err(e) => {
-                let reason = format!("cannot start the job's init process: {e}");
-                self.finish(live, JobState::Failed, reason, None, None).await;
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                let _ = tx.send(());
-                return Ok(rx);
-            }
-        };
         drop(log);
+        let joined = match (&spawned, &cgroup) {
+            // The init waits for its start request, so it is in every hierarchy before
+            // the command runs.
+            (Ok(init), Some(cg))
+                if cg.needs_add_pid_after_clone() || cg.clone_into_fd().is_none() =>
+            {
+                cg.add_pid(nix::unistd::Pid::from_raw(init.pid))
+                    .map_err(|e| format!("cannot put the job into its cgroup: {e}"))
+            }
+            _ => Ok(()),
+        };
+        if let Some(cg) = cgroup {
+            live.set_cgroup(cg);
+        }
+        let failure = match (&spawned, joined) {
+            (Err(e), _) => Some(format!("cannot start the job's init process: {e}")),
+            (Ok(_), Err(e)) => Some(e),
+            (Ok(_), Ok(())) => None,
+        };
+        if let Some(reason) = failure {
+            if let Ok(init) = &spawned {
+                let _ = silo_sandbox::spawn::signal(init.pidfd.as_fd(), libc::SIGKILL);
+            }
+            self.finish(live, JobState::Failed, reason, None, None)
+                .await;
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let _ = tx.send(());
+            return Ok(rx);
+        }
+        let Ok(init) = spawned else {
+            return Err(JobError::Host("the init vanished".into()));
+        };
         let (tx, rx) = tokio::sync::oneshot::channel();
         let init_spec = self.init_spec(&live.row.borrow());
-        tokio::spawn(supervisor::supervise(self.clone(), live.clone(), init, init_spec, tx));
+        tokio::spawn(supervisor::supervise(
+            self.clone(),
+            live.clone(),
+            init,
+            init_spec,
+            tx,
+        ));
         Ok(rx)
+    }
+
+    /// The job's cgroup with its limits written, or `None` on a host without cgroups
+    /// (where asking for a limit is FailedPrecondition).
+    fn create_cgroup(
+        &self,
+        id: &str,
+        limits: Option<&silo_proto::v1::Limits>,
+        work: &Path,
+    ) -> Result<Option<silo_cgroup::JobCgroup>, JobError> {
+        let Some(root) = &self.inner.settings.cgroups else {
+            if resources::any_limit(limits) {
+                return Err(JobError::Unsupported(
+                    "cannot limit resources here: this host has no usable cgroups".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        let wanted = resources::cgroup_limits(limits, work)?;
+        let cg = root.create_job(id).map_err(resources::cgroup_error)?;
+        if let Err(e) = cg.apply(&wanted) {
+            let _ = cg.remove();
+            return Err(resources::cgroup_error(e));
+        }
+        Ok(Some(cg))
     }
 
     fn init_spec(&self, row: &JobRow) -> silo_sandbox::InitSpec {
@@ -223,7 +309,10 @@ impl JobManager {
             work.join(&row.spec.workdir)
         };
         let mut env: Vec<(String, String)> = vec![
-            ("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()),
+            (
+                "PATH".into(),
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            ),
             ("HOME".into(), cwd.display().to_string()),
             ("SILO_JOB_ID".into(), row.id.clone()),
         ];
@@ -250,19 +339,55 @@ impl JobManager {
         exit_code: Option<i32>,
         signal: Option<i32>,
     ) {
-        let row = live.update(|r| {
-            r.state = state;
-            r.reason = reason;
-            r.exit_code = exit_code;
-            r.signal = signal;
-            r.ended_at = Some(now_micros());
-            r.init = None;
-        });
+        let mut reason = reason;
+        let mut usage = None;
+        if let Some(cg) = live.take_cgroup() {
+            let id = live.id.clone();
+            usage = tokio::task::spawn_blocking(move || {
+                // Nothing of the job outlives it, then the final counters, then the cgroup goes.
+                if let Err(e) = cg.kill_all() {
+                    tracing::warn!(job = %id, "cannot kill what is left in the job's cgroup: {e}");
+                }
+                let usage = cg.usage().ok().map(resources::usage_to_proto);
+                if let Err(e) = cg.remove() {
+                    tracing::warn!(job = %id, "cannot remove the job's cgroup: {e}");
+                }
+                usage
+            })
+            .await
+            .ok()
+            .flatten();
+        }
+        let oom = usage.as_ref().and_then(|u| u.oom_kills).unwrap_or(0) > 0;
+        if oom && state != JobState::Completed && state != JobState::Stopped {
+            let limit = live
+                .row
+                .borrow()
+                .spec
+                .limits
+                .as_ref()
+                .and_then(|l| l.memory_bytes);
+            reason = match limit {
+                Some(bytes) => format!("out of memory (limit {})", resources::human_bytes(bytes)),
+                None => "out of memory".into(),
+            };
+        }
+        let mut row = live.row.borrow().clone();
+        row.usage = usage.or(row.usage.take());
+        row.state = state;
+        row.reason = reason;
+        row.exit_code = exit_code;
+        row.signal = signal;
+        row.ended_at = Some(now_micros());
+        row.init = None;
+        // Stored and its slot released before anyone is told: whoever sees the end can
+        // read it back and start the next job.
         if let Err(e) = self.inner.store.update(&row).await {
             tracing::error!(job = %row.id, "cannot record the job's end: {e}");
         }
         self.forget(&row.id);
         tracing::info!(job = %row.id, state = ?state, reason = %row.reason, "job ended");
+        live.update(|r| *r = row);
     }
 
     fn forget(&self, id: &str) {
@@ -275,7 +400,9 @@ impl JobManager {
     pub async fn get(&self, prefix: &str) -> Result<JobRow, JobError> {
         let id = self.inner.store.resolve(prefix).await?;
         if let Some(live) = self.live(&id) {
-            return Ok(live.row.borrow().clone());
+            let mut row = live.row.borrow().clone();
+            row.usage = live.usage();
+            return Ok(row);
         }
         Ok(self.inner.store.get(&id).await?)
     }
@@ -317,7 +444,12 @@ impl JobManager {
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(JobError::Host(format!("cannot remove {}: {e}", dir.display()))),
+            Err(e) => {
+                return Err(JobError::Host(format!(
+                    "cannot remove {}: {e}",
+                    dir.display()
+                )));
+            }
         }
         self.inner.store.delete(&id).await?;
         Ok(id)

@@ -38,6 +38,9 @@ impl JobManager {
                 }
                 None => {
                     let live = Arc::new(LiveJob::new(row.clone()));
+                    if let Some(cg) = self.open_cgroup(&row.id) {
+                        live.set_cgroup(cg);
+                    }
                     let (state, reason, code, signal) = match read_exit(&self.log_path(&row.id)) {
                         Some(exit) => final_state(None, Some(exit), None),
                         None => (JobState::Failed, "server restarted".into(), None, None),
@@ -50,10 +53,46 @@ impl JobManager {
         Ok(())
     }
 
+    /// The cgroup a previous server created for job `id`, if it is still there.
+    fn open_cgroup(&self, id: &str) -> Option<silo_cgroup::JobCgroup> {
+        self.inner.settings.cgroups.as_ref()?.open_job(id).ok()
+    }
+
+    /// Kills and removes job cgroups that belong to no running job (left by a crash).
+    pub(super) async fn remove_stray_cgroups(&self) {
+        let Some(root) = self.inner.settings.cgroups.clone() else {
+            return;
+        };
+        let live: Vec<String> = self
+            .inner
+            .live
+            .lock()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        let _ = tokio::task::spawn_blocking(move || {
+            for id in root.leftover_jobs().unwrap_or_default() {
+                if live.contains(&id) {
+                    continue;
+                }
+                if let Ok(cg) = root.open_job(&id) {
+                    tracing::info!(job = %id, "removing a job cgroup left by an earlier server");
+                    let _ = cg.kill_all();
+                    if let Err(e) = cg.remove() {
+                        tracing::warn!(job = %id, "cannot remove a stray job cgroup: {e}");
+                    }
+                }
+            }
+        })
+        .await;
+    }
+
     /// Tracks a running job whose init is no longer our child: waits for it to exit, then
     /// reads the exit from the log the init wrote.
     fn adopt(&self, row: JobRow, pidfd: std::os::fd::OwnedFd) -> Result<(), JobError> {
         let live = Arc::new(LiveJob::new(row));
+        if let Some(cg) = self.open_cgroup(&live.id) {
+            live.set_cgroup(cg);
+        }
         if let Ok(dup) = pidfd.try_clone() {
             live.set_pidfd(dup);
         }

@@ -33,7 +33,11 @@ pub async fn supervise(
     spec: InitSpec,
     started: oneshot::Sender<()>,
 ) {
-    let InitProcess { pid, pidfd, control } = init;
+    let InitProcess {
+        pid,
+        pidfd,
+        control,
+    } = init;
     let pidfd = match pidfd.try_clone() {
         Ok(dup) => {
             live.set_pidfd(dup);
@@ -42,9 +46,16 @@ pub async fn supervise(
         Err(_) => pidfd,
     };
     let log_path = manager.log_path(&live.id);
-    let watch = manager.inner.logs.watch(&log_path, live.progress.clone()).ok();
+    let watch = manager
+        .inner
+        .logs
+        .watch(&log_path, live.progress.clone())
+        .ok();
 
-    let mut control = match control.set_nonblocking(true).and_then(|()| UnixStream::from_std(control)) {
+    let mut control = match control
+        .set_nonblocking(true)
+        .and_then(|()| UnixStream::from_std(control))
+    {
         Ok(c) => Some(c),
         Err(e) => {
             tracing::error!(job = %live.id, "cannot use the control socket: {e}");
@@ -71,7 +82,11 @@ pub async fn supervise(
                     let _ = tx.send(());
                 }
                 if row.spec.timeout_ms > 0 {
-                    arm_timeout(&live, Duration::from_millis(row.spec.timeout_ms), manager.grace_of(&row));
+                    arm_timeout(
+                        &live,
+                        Duration::from_millis(row.spec.timeout_ms),
+                        manager.grace_of(&row),
+                    );
                 }
                 exit = wait_exit(c).await;
             }
@@ -125,11 +140,17 @@ async fn start(control: &mut UnixStream, spec: &InitSpec) -> Result<Started, Ini
         .await
         .map_err(|_| timeout_error("the job's init did not start the command in time"))??;
     match response.message {
-        Message::Response { id: 1, result: Ok(v) } => {
-            serde_json::from_value(v).map_err(|e| InitError::protocol(e.to_string()))
-        }
-        Message::Response { id: 1, result: Err(e) } => Err(e),
-        other => Err(InitError::protocol(format!("unexpected answer from the job's init: {other:?}"))),
+        Message::Response {
+            id: 1,
+            result: Ok(v),
+        } => serde_json::from_value(v).map_err(|e| InitError::protocol(e.to_string())),
+        Message::Response {
+            id: 1,
+            result: Err(e),
+        } => Err(e),
+        other => Err(InitError::protocol(format!(
+            "unexpected answer from the job's init: {other:?}"
+        ))),
     }
 }
 
@@ -150,7 +171,9 @@ async fn read_frame(control: &mut UnixStream) -> Result<Frame, InitError> {
         .map_err(|_| InitError::protocol("the job's init exited during setup"))?;
     let len = u32::from_le_bytes(len) as usize;
     if len > MAX_FRAME {
-        return Err(InitError::protocol(format!("init protocol frame of {len} bytes is too large")));
+        return Err(InitError::protocol(format!(
+            "init protocol frame of {len} bytes is too large"
+        )));
     }
     let mut body = vec![0u8; len];
     control
@@ -202,8 +225,10 @@ fn arm_timeout(live: &Arc<LiveJob>, after: Duration, grace: Duration) {
     let live = live.clone();
     tokio::spawn(async move {
         let mut rx = live.row.subscribe();
-        let ended = tokio::time::timeout(after, rx.wait_for(|r| super::live::is_terminal(r.state))).await;
-        if ended.is_err() {
+        let ended = tokio::time::timeout(after, rx.wait_for(|r| super::live::is_terminal(r.state)))
+            .await
+            .is_ok();
+        if !ended {
             live.begin_stop(StopCause::Timeout(after), grace);
         }
     });
@@ -232,7 +257,12 @@ pub fn final_state(
         ),
         None => match (code, signal) {
             (Some(0), _) => (JobState::Completed, String::new(), code, signal),
-            (Some(c), _) => (JobState::Failed, format!("exited with code {c}"), code, signal),
+            (Some(c), _) => (
+                JobState::Failed,
+                format!("exited with code {c}"),
+                code,
+                signal,
+            ),
             (None, Some(s)) if exit.is_some() => (
                 JobState::Failed,
                 format!("killed by signal {}", signal_name(s)),

@@ -26,7 +26,10 @@ pub fn write_uploads(work_dir: &Path, uploads: &[Upload]) -> io::Result<Vec<Stri
             u.mode & 0o7777 & !0o6000
         };
         if let Some(parent) = target.parent() {
-            DirBuilder::new().recursive(true).mode(0o755).create(parent)?;
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(parent)?;
         }
         if u.directory {
             match DirBuilder::new().mode(mode).create(&target) {

@@ -68,7 +68,10 @@ fn check_spec(spec: &JobSpec, bounds: &Bounds) -> Result<(), Invalid> {
             )));
         }
         no_nul(&format!("environment variable {:?}", var.name), &var.name)?;
-        no_nul(&format!("the value of environment variable {}", var.name), &var.value)?;
+        no_nul(
+            &format!("the value of environment variable {}", var.name),
+            &var.value,
+        )?;
     }
     no_nul("the working directory", &spec.workdir)?;
     no_nul("the job name", &spec.name)?;
@@ -195,7 +198,11 @@ fn check_uploads(uploads: &[Upload], bounds: &Bounds) -> Result<(), Invalid> {
     let mut seen = std::collections::HashSet::new();
     for u in uploads {
         check_upload_path(&u.path)?;
-        if !seen.insert(Path::new(&u.path).components().collect::<std::path::PathBuf>()) {
+        if !seen.insert(
+            Path::new(&u.path)
+                .components()
+                .collect::<std::path::PathBuf>(),
+        ) {
             return Err(invalid(format!("upload path {} appears twice", u.path)));
         }
         total += u.content.len() as u64;
@@ -264,15 +271,69 @@ mod tests {
     #[test]
     fn limits_must_be_positive_and_fit_the_host() {
         let cases: Vec<(Limits, &str)> = vec![
-            (Limits { cpu_percent: Some(0), ..Default::default() }, "positive"),
-            (Limits { cpu_percent: Some(201), ..Default::default() }, "more than this host"),
-            (Limits { memory_bytes: Some(0), ..Default::default() }, "too small"),
-            (Limits { memory_bytes: Some(1 << 50), ..Default::default() }, "more than this host"),
-            (Limits { pids: Some(0), ..Default::default() }, "positive"),
-            (Limits { io_bps: Some(0), ..Default::default() }, "positive"),
-            (Limits { cpus: Some("3".into()), ..Default::default() }, "does not exist"),
-            (Limits { cpus: Some("1-0".into()), ..Default::default() }, "not a CPU list"),
-            (Limits { cpus: Some("a".into()), ..Default::default() }, "not a CPU list"),
+            (
+                Limits {
+                    cpu_percent: Some(0),
+                    ..Default::default()
+                },
+                "positive",
+            ),
+            (
+                Limits {
+                    cpu_percent: Some(201),
+                    ..Default::default()
+                },
+                "more than this host",
+            ),
+            (
+                Limits {
+                    memory_bytes: Some(0),
+                    ..Default::default()
+                },
+                "too small",
+            ),
+            (
+                Limits {
+                    memory_bytes: Some(1 << 50),
+                    ..Default::default()
+                },
+                "more than this host",
+            ),
+            (
+                Limits {
+                    pids: Some(0),
+                    ..Default::default()
+                },
+                "positive",
+            ),
+            (
+                Limits {
+                    io_bps: Some(0),
+                    ..Default::default()
+                },
+                "positive",
+            ),
+            (
+                Limits {
+                    cpus: Some("3".into()),
+                    ..Default::default()
+                },
+                "does not exist",
+            ),
+            (
+                Limits {
+                    cpus: Some("1-0".into()),
+                    ..Default::default()
+                },
+                "not a CPU list",
+            ),
+            (
+                Limits {
+                    cpus: Some("a".into()),
+                    ..Default::default()
+                },
+                "not a CPU list",
+            ),
         ];
         for (limits, want) in cases {
             let mut s = spec(&["true"]);
@@ -298,7 +359,10 @@ mod tests {
                 path: bad.into(),
                 ..Default::default()
             };
-            assert!(check_request(&spec(&["true"]), &[up], &bounds()).is_err(), "{bad:?}");
+            assert!(
+                check_request(&spec(&["true"]), &[up], &bounds()).is_err(),
+                "{bad:?}"
+            );
         }
         let ok = Upload {
             path: "dir/./file.txt".into(),

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use silo_proto::v1::job_service_client::JobServiceClient;
-use silo_proto::v1::{GetJobRequest, Job, JobSpec, JobState, LogStream, RunJobRequest, StreamLogsRequest, WatchJobRequest};
+use silo_proto::v1::{
+    GetJobRequest, Job, JobSpec, JobState, LogStream, RunJobRequest, StreamLogsRequest,
+    WatchJobRequest,
+};
 use tonic::transport::{Channel, Endpoint, Uri};
 
 /// True when the tests may run: root on Linux. Otherwise says so loudly, and under
@@ -40,6 +43,8 @@ pub struct TestServer {
     child: Option<Child>,
     pub addr: String,
     extra: Vec<String>,
+    /// This server's own cgroup subtree, so parallel tests never touch each other's jobs.
+    pub cgroup_name: String,
 }
 
 impl TestServer {
@@ -48,12 +53,18 @@ impl TestServer {
     }
 
     pub fn start_with(extra: &[&str]) -> TestServer {
-        let dir = tempfile::Builder::new().prefix("silo-e2e-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("silo-e2e-")
+            .tempdir()
+            .unwrap();
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut s = TestServer {
             dir,
             child: None,
             addr: String::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            cgroup_name: format!("silo-test-{}-{n}", std::process::id()),
         };
         s.launch();
         s
@@ -84,6 +95,8 @@ impl TestServer {
             .arg("127.0.0.1:0")
             .arg("--state-dir")
             .arg(self.state())
+            .arg("--cgroup-name")
+            .arg(&self.cgroup_name)
             .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -102,7 +115,11 @@ impl TestServer {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("silo server exited with {status}:\n{}", self.server_log());
             }
-            assert!(Instant::now() < deadline, "server did not start:\n{}", self.server_log());
+            assert!(
+                Instant::now() < deadline,
+                "server did not start:\n{}",
+                self.server_log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -123,7 +140,9 @@ impl TestServer {
     /// The CLI, configured as admin.
     pub fn cli(&self) -> assert_cmd::Command {
         let mut c = assert_cmd::Command::new(silo_bin());
-        c.env("SILO_CONFIG", self.admin_config()).env_remove("CI").timeout(Duration::from_secs(60));
+        c.env("SILO_CONFIG", self.admin_config())
+            .env_remove("CI")
+            .timeout(Duration::from_secs(60));
         c
     }
 
@@ -140,7 +159,10 @@ impl TestServer {
 
     pub async fn client(&self, role: &str) -> JobServiceClient<Channel> {
         let c = self.certs();
-        let (cert, key) = (c.join(format!("{role}.pem")), c.join(format!("{role}-key.pem")));
+        let (cert, key) = (
+            c.join(format!("{role}.pem")),
+            c.join(format!("{role}-key.pem")),
+        );
         let config = silo_tls::client_config(
             &std::fs::read(c.join("ca.pem")).unwrap(),
             &std::fs::read(cert).unwrap(),
@@ -165,6 +187,58 @@ impl Drop for TestServer {
             let _ = child.wait();
         }
         kill_inits_under(self.state());
+        remove_cgroup_tree(&self.cgroup_name);
+    }
+}
+
+/// Every directory of this server's cgroup subtree, in each hierarchy.
+pub fn cgroup_dirs(name: &str) -> Vec<PathBuf> {
+    let mut roots = Vec::new();
+    for entry in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let dir = entry.path().join(name);
+        if dir.is_dir() {
+            roots.push(dir);
+        }
+    }
+    let own = Path::new("/sys/fs/cgroup").join(name);
+    if own.is_dir() && !roots.contains(&own) {
+        roots.push(own);
+    }
+    roots
+}
+
+/// Job cgroups (`<name>/jobs/<id>`) that exist now, in any hierarchy.
+pub fn job_cgroups(name: &str) -> Vec<PathBuf> {
+    cgroup_dirs(name)
+        .into_iter()
+        .flat_map(|d| {
+            std::fs::read_dir(d.join("jobs"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+        })
+        .filter(|p| p.is_dir())
+        .collect()
+}
+
+/// Removes a test server's cgroup subtree, deepest directories first.
+fn remove_cgroup_tree(name: &str) {
+    for root in cgroup_dirs(name) {
+        for job in std::fs::read_dir(root.join("jobs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = std::fs::remove_dir(job.path());
+        }
+        let _ = std::fs::remove_dir(root.join("jobs"));
+        let _ = std::fs::remove_dir(root.join("server"));
+        let _ = std::fs::remove_dir(&root);
     }
 }
 
@@ -172,9 +246,17 @@ impl Drop for TestServer {
 /// its whole pid namespace).
 fn kill_children_of(pid: u32) {
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { continue };
-        let ppid: u32 = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let ppid: u32 = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
         if ppid == pid {
             if let Ok(child) = entry.file_name().to_string_lossy().parse::<i32>() {
                 // SAFETY: kill has no memory-safety preconditions.
@@ -188,7 +270,9 @@ fn kill_children_of(pid: u32) {
 /// those whose log (fd 4) lies in the state directory.
 fn kill_inits_under(state: &Path) {
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
         let log = std::fs::read_link(format!("/proc/{pid}/fd/4"));
         if log.is_ok_and(|p| p.starts_with(state)) {
             // SAFETY: kill has no memory-safety preconditions.
@@ -203,7 +287,10 @@ unsafe extern "C" {
 }
 
 /// A tonic channel over mutual TLS with `config`.
-pub async fn connect(addr: &str, config: Arc<rustls::ClientConfig>) -> Result<Channel, tonic::transport::Error> {
+pub async fn connect(
+    addr: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<Channel, tonic::transport::Error> {
     let addr = addr.to_string();
     let connector = tokio_rustls::TlsConnector::from(config);
     Endpoint::from_shared(format!("http://{addr}"))
@@ -215,8 +302,10 @@ pub async fn connect(addr: &str, config: Arc<rustls::ClientConfig>) -> Result<Ch
                 let tcp = tokio::net::TcpStream::connect(&addr).await?;
                 tcp.set_nodelay(true)?;
                 let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(&addr);
-                let name = rustls_pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_string())
-                    .map_err(std::io::Error::other)?;
+                let name = rustls_pki_types::ServerName::try_from(
+                    host.trim_matches(['[', ']']).to_string(),
+                )
+                .map_err(std::io::Error::other)?;
                 let tls = connector.connect(name, tcp).await?;
                 Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
             }
@@ -269,7 +358,11 @@ pub async fn wait_end(client: &mut JobServiceClient<Channel>, id: &str) -> Job {
 }
 
 pub async fn get(client: &mut JobServiceClient<Channel>, id: &str) -> Job {
-    client.get_job(GetJobRequest { id: id.into() }).await.unwrap().into_inner()
+    client
+        .get_job(GetJobRequest { id: id.into() })
+        .await
+        .unwrap()
+        .into_inner()
 }
 
 /// All stdout bytes of a job, following until it ends.

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# silo's benchmark: builds release, starts a throw-away `silo server` on 127.0.0.1, measures
+# it and its peers in the same run, and prints one table. Run as root.
+#
+#   bench/run.sh            full run (200 launches, 512 MiB of logs, 1,000 jobs)
+#   bench/run.sh --quick    fast check (30 launches, 64 MiB of logs, 100 jobs)
+#
+# Progress goes to stderr; only the table goes to stdout. See bench/README.md.
+set -euo pipefail
+
+RUNS=200 LOG_BYTES=512MiB JOBS=1000 MODE=full
+case "${1:-}" in
+    --quick) RUNS=30 LOG_BYTES=64MiB JOBS=100 MODE=quick ;;
+    "") ;;
+    *) echo "usage: $0 [--quick]" >&2; exit 2 ;;
+esac
+[[ $EUID -eq 0 ]] || { echo "bench/run.sh must run as root (silo server, unshare, crun)" >&2; exit 1; }
+
+note() { echo "bench: $*" >&2; }
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+note "building release"
+cargo build --release -q -p silo -p silo-bench >&2
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+SILO=$TARGET/release/silo
+BENCH=$TARGET/release/silo-bench
+
+# Peers. hyperfine is not needed: silo-bench times every peer with the same loop.
+missing=()
+command -v bwrap >/dev/null || missing+=(bubblewrap)
+command -v crun >/dev/null || missing+=(crun)
+if [[ ${#missing[@]} -gt 0 ]] && command -v apt-get >/dev/null; then
+    note "installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2 \
+        || note "could not install ${missing[*]}; their rows will say so"
+fi
+
+WORK=$(mktemp -d /tmp/silo-bench.XXXXXX)
+STATE=$WORK/state
+RESULTS=$WORK/results.jsonl
+CONFIG=$STATE/client-admin.toml
+SERVER=
+CRUN_ID=silo-bench-$$
+
+cleanup() {
+    if [[ -n $SERVER ]] && kill -0 "$SERVER" 2>/dev/null; then
+        # The jobs' init processes are the server's children; killing an init ends its
+        # whole pid namespace.
+        for child in $(ps -o pid= --ppid "$SERVER" 2>/dev/null); do kill -9 "$child" 2>/dev/null || true; done
+        kill -TERM "$SERVER" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$SERVER" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$SERVER" 2>/dev/null || true
+        wait "$SERVER" 2>/dev/null || true
+    fi
+    command -v crun >/dev/null && crun delete -f "$CRUN_ID" >/dev/null 2>&1 || true
+    # Never recurse into a mount (a job's leftover bind of a host directory).
+    if grep -q " $WORK" /proc/self/mountinfo; then
+        note "mounts left under $WORK; not removing it"
+    else
+        rm -rf "$WORK"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A row that could not be measured, and why (no quotes or backslashes in REASON).
+skip() { printf '{"name":"%s","error":"%s"}\n' "$1" "$2" >>"$RESULTS"; note "$1: $2"; }
+# Runs one measurement; its JSON line (result or error) goes to the results.
+measure() { note "$1"; shift; "$BENCH" "$@" >>"$RESULTS" || true; }
+
+note "starting silo server (state in $STATE)"
+mkdir -p "$STATE"
+"$SILO" server --listen 127.0.0.1:0 --state-dir "$STATE" >"$WORK/server.log" 2>&1 &
+SERVER=$!
+for _ in $(seq 300); do
+    grep -qs '^address' "$CONFIG" && break
+    kill -0 "$SERVER" 2>/dev/null || { cat "$WORK/server.log" >&2; echo "silo server exited" >&2; exit 1; }
+    sleep 0.1
+done
+grep -qs '^address' "$CONFIG" || { cat "$WORK/server.log" >&2; echo "silo server did not start in 30 s" >&2; exit 1; }
+sleep 0.5 # let it settle before reading its idle memory
+
+# Memory first, while the server is still idle.
+measure "memory: idle RSS, then $JOBS jobs" memory --config "$CONFIG" --pid "$SERVER" --jobs "$JOBS"
+measure "fork/exec of /bin/true" fork-exec --runs "$RUNS"
+measure "launch" launch --config "$CONFIG" --runs "$RUNS"
+measure "launch with limits" launch --config "$CONFIG" --runs "$RUNS" --memory 64M --cpu 50 --pids 64
+measure "logs: $LOG_BYTES through StreamLogs" logs --config "$CONFIG" --bytes "$LOG_BYTES"
+measure "pipe: $LOG_BYTES through dd | cat" pipe --bytes "$LOG_BYTES"
+
+# Isolated launch of /bin/true by the sandboxes silo is compared with.
+measure "unshare" exec --name unshare --runs "$RUNS" -- unshare --pid --fork --mount --uts --ipc --net true
+if command -v bwrap >/dev/null; then
+    measure "bwrap" exec --name bwrap --runs "$RUNS" -- bwrap --unshare-all --ro-bind / / true
+else
+    skip bwrap "bwrap (bubblewrap) is not installed and apt-get could not install it"
+fi
+if command -v crun >/dev/null; then
+    # crun's default bundle (crun spec), running /bin/true without a terminal. Its rootfs is
+    # a read-only bind of / made inside a private mount namespace, where the unified cgroup
+    # mount of a hybrid host is also hidden (crun refuses hybrid); the host is untouched.
+    BUNDLE=$WORK/bundle
+    mkdir -p "$BUNDLE/rootfs"
+    (cd "$BUNDLE" && crun spec)
+    sed -i 's/"terminal": true/"terminal": false/; s/^\(\s*\)"sh"$/\1"\/bin\/true"/' "$BUNDLE/config.json"
+    if grep -q '"/bin/true"' "$BUNDLE/config.json" && grep -q '"terminal": false' "$BUNDLE/config.json"; then
+        note "crun"
+        unshare --mount --propagation private sh -c '
+            umount /sys/fs/cgroup/unified 2>/dev/null
+            mount --bind / "$1/rootfs" && mount -o remount,bind,ro "$1/rootfs" || exit 1
+            shift; exec "$@"' \
+            sh "$BUNDLE" "$BENCH" exec --name crun --runs "$RUNS" -- crun run --bundle "$BUNDLE" "$CRUN_ID" \
+            >>"$RESULTS" || true
+        grep -q '"name":"crun"' "$RESULTS" || skip crun "could not bind / as the bundle rootfs in a private mount namespace"
+    else
+        skip crun "crun spec did not produce the expected default config.json"
+    fi
+else
+    skip crun "crun is not installed and apt-get could not install it"
+fi
+
+CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || true)
+"$BENCH" report "$RESULTS" \
+    --title "silo benchmark ($MODE, $(date -u +%Y-%m-%dT%H:%MZ)) on $(nproc) cores, ${CPU:-unknown cpu}, Linux $(uname -r); p50/p95 in ms"

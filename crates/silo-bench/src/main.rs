@@ -1,0 +1,253 @@
+//! `silo-bench`: measurements of a running silo server and of its peers, each subcommand
+//! printing one JSON line; `report` turns those lines into the table of bench/run.sh.
+
+mod client;
+mod measure;
+mod report;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+#[command(about = "silo benchmarks; every measurement prints one JSON line")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone, Copy)]
+struct Runs {
+    /// Timed runs.
+    #[arg(long, default_value_t = 200)]
+    runs: usize,
+    /// Untimed runs first.
+    #[arg(long, default_value_t = 10)]
+    warmup: usize,
+}
+
+#[derive(Args)]
+struct Server {
+    /// The client configuration `silo server` wrote (`<state-dir>/client-admin.toml`).
+    #[arg(long)]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// RunJob of /bin/true, then WatchJob until it ended, on one warm connection.
+    Launch {
+        #[command(flatten)]
+        server: Server,
+        #[command(flatten)]
+        runs: Runs,
+        /// Memory limit (64M = 64 MiB).
+        #[arg(long, value_parser = parse_size)]
+        memory: Option<u64>,
+        /// CPU limit, percent of one core.
+        #[arg(long)]
+        cpu: Option<u32>,
+        /// Process limit.
+        #[arg(long)]
+        pids: Option<u32>,
+    },
+    /// A job writes BYTES zeros to stdout; StreamLogs(follow) reads them and drops them.
+    Logs {
+        #[command(flatten)]
+        server: Server,
+        #[arg(long, default_value = "512MiB", value_parser = parse_size)]
+        bytes: u64,
+        /// Measure this many times and report the median.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
+    /// The peer of `logs`: `dd if=/dev/zero bs=64K | cat >/dev/null` of the same size.
+    Pipe {
+        #[arg(long, default_value = "512MiB", value_parser = parse_size)]
+        bytes: u64,
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
+    /// Plain fork/exec + wait of /bin/true from Rust (std::process::Command).
+    ForkExec {
+        #[command(flatten)]
+        runs: Runs,
+    },
+    /// Spawn + wait of any command, named NAME in the output (for the isolated-launch peers).
+    Exec {
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        runs: Runs,
+        #[arg(trailing_var_arg = true, required = true)]
+        command: Vec<String>,
+    },
+    /// The server's RSS (VmRSS) idle, and its growth over JOBS finished jobs, with silo.db's.
+    Memory {
+        #[command(flatten)]
+        server: Server,
+        /// The server's process id.
+        #[arg(long)]
+        pid: u32,
+        #[arg(long, default_value_t = 1000)]
+        jobs: usize,
+        /// Where silo.db lies; default: the directory of --config.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Reads the JSON lines of the other subcommands and prints one table.
+    Report {
+        /// The JSON-lines file.
+        results: PathBuf,
+        /// A line printed above the table (e.g. the machine).
+        #[arg(long)]
+        title: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Report { results, title } = &cli.command {
+        return match report::print(results, title.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("silo-bench report: {err:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let (mut line, outcome) = run(cli.command);
+    let code = match outcome {
+        Ok(fields) => {
+            merge(&mut line, fields);
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            line["error"] = json!(format!("{err:#}"));
+            ExitCode::FAILURE
+        }
+    };
+    println!("{line}");
+    code
+}
+
+/// The line's identity (which measurement) and the measurement itself; a failure is
+/// printed as the identity with an `error`, so the report can say why a row is missing.
+fn run(command: Command) -> (Value, Result<Value>) {
+    let rt = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting tokio")
+    };
+    match command {
+        Command::Launch {
+            server,
+            runs,
+            memory,
+            cpu,
+            pids,
+        } => {
+            let limits = silo_proto::v1::Limits {
+                memory_bytes: memory,
+                cpu_percent: cpu,
+                pids,
+                ..Default::default()
+            };
+            let limited = memory.is_some() || cpu.is_some() || pids.is_some();
+            let name = if limited { "launch+limits" } else { "launch" };
+            let id =
+                json!({"name": name, "memory_bytes": memory, "cpu_percent": cpu, "pids": pids});
+            let out = rt().and_then(|rt| {
+                rt.block_on(measure::launch(
+                    &server.config,
+                    runs.runs,
+                    runs.warmup,
+                    limits,
+                ))
+            });
+            (id, out)
+        }
+        Command::Logs {
+            server,
+            bytes,
+            repeat,
+        } => (
+            json!({"name": "logs"}),
+            rt().and_then(|rt| rt.block_on(measure::logs(&server.config, bytes, repeat))),
+        ),
+        Command::Pipe { bytes, repeat } => (json!({"name": "pipe"}), measure::pipe(bytes, repeat)),
+        Command::ForkExec { runs } => (
+            json!({"name": "fork/exec"}),
+            measure::exec(&["/bin/true".to_string()], runs.runs, runs.warmup),
+        ),
+        Command::Exec {
+            name,
+            runs,
+            command,
+        } => {
+            let id = json!({"name": name, "command": command.join(" ")});
+            (id, measure::exec(&command, runs.runs, runs.warmup))
+        }
+        Command::Memory {
+            server,
+            pid,
+            jobs,
+            state_dir,
+        } => {
+            let dir = state_dir
+                .unwrap_or_else(|| server.config.parent().unwrap_or(".".as_ref()).to_path_buf());
+            (
+                json!({"name": "memory"}),
+                rt().and_then(|rt| rt.block_on(measure::memory(&server.config, pid, jobs, &dir))),
+            )
+        }
+        Command::Report { .. } => unreachable!("handled in main"),
+    }
+}
+
+fn merge(into: &mut Value, from: Value) {
+    if let (Some(into), Value::Object(from)) = (into.as_object_mut(), from) {
+        into.extend(from);
+    }
+}
+
+/// `536870912`, `64K`, `64M`, `512MiB`, `1G`: binary units (K = 1024).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(digits);
+    let num: u64 = num.parse().map_err(|_| format!("not a size: {s:?}"))?;
+    let shift = match unit
+        .trim()
+        .to_ascii_lowercase()
+        .trim_end_matches("ib")
+        .trim_end_matches('b')
+    {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        _ => return Err(format!("unknown unit in {s:?} (use K, M or G)")),
+    };
+    num.checked_mul(1 << shift)
+        .ok_or_else(|| format!("size too large: {s:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("536870912"), Ok(536870912));
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("64KB"), Ok(64 << 10));
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("M").is_err());
+    }
+}

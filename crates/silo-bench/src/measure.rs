@@ -1,0 +1,266 @@
+//! The measurements. Each returns the JSON fields of its result line.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::{Value, json};
+use silo_proto::v1::job_service_client::JobServiceClient;
+use silo_proto::v1::{
+    DeleteJobRequest, JobSpec, JobState, Limits, LogStream, RunJobRequest, StreamLogsRequest,
+    WatchJobRequest,
+};
+use tonic::transport::Channel;
+
+use crate::client;
+
+type Client = JobServiceClient<Channel>;
+
+/// p50, p95 (nearest rank) and mean of `samples`, in milliseconds.
+pub fn latency(mut samples: Vec<Duration>) -> Value {
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let rank = |q: f64| {
+        ms(samples[((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1])
+    };
+    let mean = samples.iter().map(|d| ms(*d)).sum::<f64>() / samples.len() as f64;
+    json!({
+        "runs": samples.len(),
+        "p50_ms": round(rank(0.50)),
+        "p95_ms": round(rank(0.95)),
+        "mean_ms": round(mean),
+    })
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn spec(command: &[&str], limits: Option<Limits>) -> JobSpec {
+    JobSpec {
+        command: command.iter().map(|s| s.to_string()).collect(),
+        limits,
+        ..Default::default()
+    }
+}
+
+/// Starts the job and waits through WatchJob for its end; fails unless it COMPLETED.
+async fn run_to_end(client: &mut Client, spec: JobSpec) -> Result<String> {
+    let job = client
+        .run_job(RunJobRequest {
+            spec: Some(spec),
+            uploads: vec![],
+        })
+        .await?
+        .into_inner();
+    if job.state() == JobState::Failed {
+        bail!("job failed to start: {}", job.reason);
+    }
+    let mut stream = client
+        .watch_job(WatchJobRequest { id: job.id.clone() })
+        .await?
+        .into_inner();
+    let mut last = job;
+    while let Some(update) = stream.message().await? {
+        last = update;
+    }
+    ensure!(
+        last.state() == JobState::Completed,
+        "job {} ended {:?} ({})",
+        last.id,
+        last.state(),
+        last.reason
+    );
+    Ok(last.id)
+}
+
+/// Launch latency: RunJob → job ended, `warmup` untimed runs then `runs` timed ones, all
+/// on one connection.
+pub async fn launch(config: &Path, runs: usize, warmup: usize, limits: Limits) -> Result<Value> {
+    ensure!(runs > 0, "--runs must be positive");
+    let mut client = client::connect(config).await?;
+    let spec = spec(&["/bin/true"], Some(limits));
+    let mut samples = Vec::with_capacity(runs);
+    for i in 0..warmup + runs {
+        let start = Instant::now();
+        run_to_end(&mut client, spec.clone()).await?;
+        if i >= warmup {
+            samples.push(start.elapsed());
+        }
+    }
+    Ok(latency(samples))
+}
+
+/// Log throughput: `head -c BYTES /dev/zero` as a job, streamed with follow from RunJob to
+/// the stream's end; the median of `repeat` runs. Each job is deleted afterwards.
+pub async fn logs(config: &Path, bytes: u64, repeat: usize) -> Result<Value> {
+    let mut client = client::connect(config).await?;
+    let count = bytes.to_string();
+    let mut rates = Vec::new();
+    for _ in 0..repeat.max(1) {
+        let start = Instant::now();
+        let job = client
+            .run_job(RunJobRequest {
+                spec: Some(spec(&["head", "-c", &count, "/dev/zero"], None)),
+                uploads: vec![],
+            })
+            .await?
+            .into_inner();
+        ensure!(
+            job.state() != JobState::Failed,
+            "job failed to start: {}",
+            job.reason
+        );
+        let mut stream = client
+            .stream_logs(StreamLogsRequest {
+                id: job.id.clone(),
+                from_sequence: 0,
+                follow: true,
+            })
+            .await?
+            .into_inner();
+        let mut got = 0u64;
+        while let Some(chunk) = stream.message().await? {
+            for record in chunk.records {
+                if record.stream() == LogStream::Stdout {
+                    got += record.data.len() as u64;
+                }
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        ensure!(got == bytes, "streamed {got} bytes of {bytes}");
+        rates.push(bytes as f64 / 1e6 / secs);
+        // The 512 MiB log has done its job; give the disk back (a still-running job
+        // cannot be deleted, so wait for its end first).
+        let mut watch = client
+            .watch_job(WatchJobRequest { id: job.id.clone() })
+            .await?
+            .into_inner();
+        while watch.message().await?.is_some() {}
+        client.delete_job(DeleteJobRequest { id: job.id }).await?;
+    }
+    Ok(rate_fields(bytes, rates))
+}
+
+fn rate_fields(bytes: u64, mut rates: Vec<f64>) -> Value {
+    rates.sort_by(f64::total_cmp);
+    json!({
+        "bytes": bytes,
+        "mb_s": round(rates[rates.len() / 2]),
+        "all_mb_s": rates.iter().map(|r| round(*r)).collect::<Vec<_>>(),
+    })
+}
+
+/// The pipe peer of `logs`: `dd if=/dev/zero bs=64K count=N | cat >/dev/null`, timed as a
+/// whole (both ends have finished); the median of `repeat` runs.
+pub fn pipe(bytes: u64, repeat: usize) -> Result<Value> {
+    let script = format!(
+        "dd if=/dev/zero bs=64K count={} status=none | cat >/dev/null",
+        bytes / 65536
+    );
+    let mut rates = Vec::new();
+    for _ in 0..repeat.max(1) {
+        let start = Instant::now();
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .status()
+            .context("running sh")?;
+        ensure!(status.success(), "`{script}` failed: {status}");
+        rates.push((bytes / 65536 * 65536) as f64 / 1e6 / start.elapsed().as_secs_f64());
+    }
+    Ok(rate_fields(bytes, rates))
+}
+
+/// Spawn + wait of `command` (stdio to /dev/null), `warmup` untimed then `runs` timed. A
+/// command that fails once fails the measurement, with its stderr as the reason.
+pub fn exec(command: &[String], runs: usize, warmup: usize) -> Result<Value> {
+    ensure!(runs > 0, "--runs must be positive");
+    let (program, args) = command.split_first().context("no command")?;
+    let check = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {program}"))?;
+    if !check.status.success() {
+        let stderr = String::from_utf8_lossy(&check.stderr);
+        bail!(
+            "{program} failed ({}): {}",
+            check.status,
+            stderr.trim().replace('\n', "; ")
+        );
+    }
+    let mut samples = Vec::with_capacity(runs);
+    for i in 0..warmup + runs {
+        let start = Instant::now();
+        let status = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        let took = start.elapsed();
+        ensure!(status.success(), "{program} failed on run {i}: {status}");
+        if i >= warmup {
+            samples.push(took);
+        }
+    }
+    Ok(latency(samples))
+}
+
+/// The server's resident memory, from /proc/PID/status, in KiB.
+fn rss_kib(pid: u32) -> Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("no VmRSS in {path}"))
+}
+
+/// silo.db and its write-ahead log, in bytes.
+fn db_bytes(state_dir: &Path) -> u64 {
+    ["silo.db", "silo.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(state_dir.join(f)).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Idle RSS (before this command sent anything), then the growth of RSS and of the store
+/// over `jobs` finished /bin/true jobs (after 10 warm-up jobs), scaled to 1,000 jobs.
+pub async fn memory(config: &Path, pid: u32, jobs: usize, state_dir: &Path) -> Result<Value> {
+    ensure!(jobs > 0, "--jobs must be positive");
+    ensure!(
+        state_dir.join("silo.db").exists(),
+        "no silo.db in {}",
+        state_dir.display()
+    );
+    let idle = rss_kib(pid)?;
+    let mut client = client::connect(config).await?;
+    for _ in 0..10 {
+        run_to_end(&mut client, spec(&["/bin/true"], None)).await?;
+    }
+    // Let the server settle (its writes of the last job's end) before the baseline.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (rss0, db0) = (rss_kib(pid)?, db_bytes(state_dir));
+    for _ in 0..jobs {
+        run_to_end(&mut client, spec(&["/bin/true"], None)).await?;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (rss1, db1) = (rss_kib(pid)?, db_bytes(state_dir));
+    let per_1000 =
+        |before: u64, after: u64| round((after as f64 - before as f64) * 1000.0 / jobs as f64);
+    Ok(json!({
+        "jobs": jobs,
+        "idle_rss_kib": idle,
+        "rss_before_kib": rss0,
+        "rss_after_kib": rss1,
+        "rss_growth_per_1000_kib": per_1000(rss0, rss1),
+        "db_before_bytes": db0,
+        "db_after_bytes": db1,
+        "db_growth_per_1000_bytes": per_1000(db0, db1),
+    }))
+}

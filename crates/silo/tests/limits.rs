@@ -1,0 +1,203 @@
+//! Resource limits on the real kernel of this host (cgroup v1 or hybrid here; v2 is
+//! covered in the VM test): each limit is enforced and measured.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use silo_proto::v1::{JobSpec, JobState, Limits, StopJobRequest};
+
+fn limited(cmd: &[&str], limits: Limits) -> JobSpec {
+    let mut s = spec(cmd);
+    s.limits = Some(limits);
+    s
+}
+
+#[tokio::test]
+async fn a_memory_hog_is_oom_killed_and_reported() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let mut c = server.admin().await;
+    let job = run_spec(
+        &mut c,
+        limited(
+            &["dd", "if=/dev/zero", "of=/dev/null", "bs=128M", "count=1"],
+            Limits {
+                memory_bytes: Some(32 << 20),
+                ..Default::default()
+            },
+        ),
+    )
+    .await;
+    let end = wait_end(&mut c, &job.id).await;
+    assert_eq!(end.state(), JobState::Failed, "{end:?}");
+    assert_eq!(end.reason, "out of memory (limit 32 MiB)");
+    let usage = end.usage.unwrap();
+    assert!(usage.oom_kills.unwrap() >= 1, "{usage:?}");
+    assert!(usage.memory_peak_bytes.unwrap() <= 33 << 20, "{usage:?}");
+    assert!(job_cgroups(&server.cgroup_name).is_empty());
+}
+
+#[tokio::test]
+async fn a_fork_bomb_stops_at_the_pid_limit_and_the_job_can_still_be_stopped() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let mut c = server.admin().await;
+    let job = run_spec(
+        &mut c,
+        limited(
+            &["sh", "-c", "while :; do sleep 60 & done"],
+            Limits {
+                pids: Some(16),
+                ..Default::default()
+            },
+        ),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let usage = get(&mut c, &job.id).await.usage.unwrap_or_default();
+        if usage.pids_refused.unwrap_or(0) > 0 {
+            assert!(usage.pids_current.unwrap() <= 16, "{usage:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no fork was refused: {usage:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let t0 = Instant::now();
+    let stopped = c
+        .stop_job(StopJobRequest {
+            id: job.id.clone(),
+            grace_ms: 100,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(t0.elapsed() < Duration::from_secs(3));
+    assert_eq!(stopped.state(), JobState::Stopped);
+    assert!(stopped.usage.unwrap().pids_refused.unwrap() > 0);
+    assert!(job_cgroups(&server.cgroup_name).is_empty());
+}
+
+#[tokio::test]
+async fn half_a_cpu_is_half_a_cpu() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let mut c = server.admin().await;
+    let mut s = limited(
+        &["sh", "-c", "while :; do :; done"],
+        Limits {
+            cpu_percent: Some(50),
+            ..Default::default()
+        },
+    );
+    s.timeout_ms = 3000;
+    let job = run_spec(&mut c, s).await;
+    let end = wait_end(&mut c, &job.id).await;
+    let wall = (ts(&end.ended_at) - ts(&end.started_at)) as f64;
+    let cpu = end.usage.unwrap().cpu_usec.unwrap() as f64;
+    let share = cpu / wall;
+    assert!(
+        (0.35..=0.65).contains(&share),
+        "got {:.0}% of a core",
+        share * 100.0
+    );
+}
+
+fn ts(t: &Option<prost_types::Timestamp>) -> i64 {
+    let t = t.as_ref().unwrap();
+    t.seconds * 1_000_000 + i64::from(t.nanos) / 1000
+}
+
+#[tokio::test]
+async fn cpus_pin_the_job() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let mut c = server.admin().await;
+    let job = run_spec(
+        &mut c,
+        limited(
+            &["sh", "-c", "grep Cpus_allowed_list /proc/self/status"],
+            Limits {
+                cpus: Some("0".into()),
+                ..Default::default()
+            },
+        ),
+    )
+    .await;
+    wait_end(&mut c, &job.id).await;
+    let out = String::from_utf8(stdout_of(&mut c, &job.id).await).unwrap();
+    assert_eq!(out.split_whitespace().last(), Some("0"), "{out}");
+}
+
+#[tokio::test]
+async fn io_bandwidth_is_throttled_on_the_work_directory_disk() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let mut c = server.admin().await;
+    let job = run_spec(
+        &mut c,
+        limited(
+            &[
+                "dd",
+                "if=/dev/zero",
+                "of=out",
+                "bs=1M",
+                "count=20",
+                "oflag=direct",
+            ],
+            Limits {
+                io_bps: Some(10 << 20),
+                ..Default::default()
+            },
+        ),
+    )
+    .await;
+    let end = wait_end(&mut c, &job.id).await;
+    assert_eq!(end.state(), JobState::Completed, "{end:?}");
+    let secs = (ts(&end.ended_at) - ts(&end.started_at)) as f64 / 1e6;
+    let rate = 20.0 / secs;
+    assert!((7.0..=13.0).contains(&rate), "wrote at {rate:.1} MiB/s");
+    let usage = end.usage.unwrap();
+    assert!(usage.io_write_bytes.unwrap_or(0) >= 20 << 20, "{usage:?}");
+}
+
+#[tokio::test]
+async fn no_cgroup_is_left_after_many_jobs() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let mut c = server.admin().await;
+    for _ in 0..50 {
+        let job = run_spec(
+            &mut c,
+            limited(
+                &["true"],
+                Limits {
+                    memory_bytes: Some(64 << 20),
+                    pids: Some(64),
+                    ..Default::default()
+                },
+            ),
+        )
+        .await;
+        wait_end(&mut c, &job.id).await;
+    }
+    assert!(
+        job_cgroups(&server.cgroup_name).is_empty(),
+        "{:?}",
+        job_cgroups(&server.cgroup_name)
+    );
+}
