@@ -47,6 +47,8 @@ pub enum JobCommand {
     Status(StatusArgs),
     /// Print a job's output
     Logs(LogsArgs),
+    /// Show a job's resource usage (cpu, memory, io, processes); -f updates every second
+    Stats(StatsArgs),
     /// Stop a job: SIGTERM, a grace period, then SIGKILL to everything it started
     Stop(StopArgs),
     /// Delete a finished job, its output and its files
@@ -100,6 +102,15 @@ pub struct RunArgs {
     /// Time between SIGTERM and SIGKILL when the job is stopped (default: 100ms)
     #[arg(long, value_name = "DURATION", value_parser = grace_arg, allow_hyphen_values = true)]
     pub grace: Option<u64>,
+
+    /// Run the command as UID (and GID; default: the same number). Default: the server's
+    /// job user. Even uid 0 runs without capabilities
+    #[arg(long, value_name = "UID[:GID]", value_parser = user_arg)]
+    pub user: Option<(u32, Option<u32>)>,
+
+    /// The job's network: `none` (only loopback, the default) or `host` (the host's network)
+    #[arg(long, value_name = "MODE", value_parser = ["none", "host"])]
+    pub network: Option<String>,
 
     /// Copy a file or directory into the job's work directory under its base name.
     /// Symbolic links inside a directory must be relative and stay inside it. Repeatable
@@ -196,6 +207,22 @@ pub struct StatusArgs {
     pub id: String,
 
     /// Print the job as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `silo job stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// The job's id or any unique prefix of it
+    #[arg(value_name = "ID", value_parser = job_id)]
+    pub id: String,
+
+    /// Keep printing the usage once a second until the job ends
+    #[arg(short, long)]
+    pub follow: bool,
+
+    /// Print each sample as a JSON object on its own line
     #[arg(long)]
     pub json: bool,
 }
@@ -489,5 +516,20 @@ mod tests {
             list.state,
             [StateArg::Running, StateArg::Failed, StateArg::Stopped]
         );
+    }
+}
+
+/// Parses `UID` or `UID:GID` (numbers).
+fn user_arg(value: &str) -> Result<(u32, Option<u32>), String> {
+    let bad = || format!("{value:?} is not UID or UID:GID (numbers, below 4294967295)");
+    let number = |s: &str| {
+        s.parse::<u32>()
+            .ok()
+            .filter(|n| *n != u32::MAX)
+            .ok_or_else(bad)
+    };
+    match value.split_once(':') {
+        Some((uid, gid)) => Ok((number(uid)?, Some(number(gid)?))),
+        None => Ok((number(value)?, None)),
     }
 }

@@ -53,6 +53,7 @@ pub fn run(global: GlobalOptions, command: ClientCommand) -> anyhow::Result<i32>
             JobCommand::List(args) => commands::list::list(&global, args).await,
             JobCommand::Status(args) => commands::status::status(&global, args).await,
             JobCommand::Logs(args) => commands::logs::logs(&global, args).await,
+            JobCommand::Stats(args) => commands::stats::stats(&global, args).await,
             JobCommand::Stop(args) => commands::stop::stop(&global, args).await,
             JobCommand::Delete(args) => commands::delete::delete(&global, args).await,
         }

@@ -37,7 +37,7 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use serde::Serialize;
-use silo_proto::v1::{Job, LogRecord, LogStream};
+use silo_proto::v1::{Job, LogRecord, LogStream, Usage};
 
 use crate::format::{job_state, state_name, system_time};
 
@@ -62,6 +62,41 @@ pub struct JobView {
     stop_grace_ms: Option<u64>,
     limits: LimitsView,
     uploads: Vec<String>,
+    usage: Option<UsageView>,
+}
+
+/// Resource usage as printed by `--json`; counters this host cannot measure are null.
+#[derive(Debug, Serialize)]
+pub struct UsageView {
+    cpu_usec: Option<u64>,
+    cpu_user_usec: Option<u64>,
+    cpu_system_usec: Option<u64>,
+    cpu_throttled_usec: Option<u64>,
+    memory_current_bytes: Option<u64>,
+    memory_peak_bytes: Option<u64>,
+    oom_kills: Option<u64>,
+    io_read_bytes: Option<u64>,
+    io_write_bytes: Option<u64>,
+    pids_current: Option<u64>,
+    pids_refused: Option<u64>,
+}
+
+impl From<&Usage> for UsageView {
+    fn from(u: &Usage) -> Self {
+        UsageView {
+            cpu_usec: u.cpu_usec,
+            cpu_user_usec: u.cpu_user_usec,
+            cpu_system_usec: u.cpu_system_usec,
+            cpu_throttled_usec: u.cpu_throttled_usec,
+            memory_current_bytes: u.memory_current_bytes,
+            memory_peak_bytes: u.memory_peak_bytes,
+            oom_kills: u.oom_kills,
+            io_read_bytes: u.io_read_bytes,
+            io_write_bytes: u.io_write_bytes,
+            pids_current: u.pids_current,
+            pids_refused: u.pids_refused,
+        }
+    }
 }
 
 /// Resource limits as printed by `--json`; unset limits are null.
@@ -125,6 +160,7 @@ impl From<&Job> for JobView {
                 pids: limits.pids,
             },
             uploads: job.uploads.clone(),
+            usage: job.usage.as_ref().map(UsageView::from),
         }
     }
 }

@@ -23,11 +23,12 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, getpid};
 use silo_log::{LogWriter, Stream};
 
-use crate::InitSpec;
+use crate::isolation::{self, SyscallFilter};
 use crate::protocol::{
     CONTROL_FD, EVENT_EXIT, ErrorKind, ExitStatus, Frame, InitError, LOG_FD, METHOD_START, Message,
     PROTOCOL_VERSION, Started, read_frame, write_frame,
 };
+use crate::{InitSpec, Isolation};
 
 /// How long the init waits for the server's start request.
 const START_DEADLINE: Duration = Duration::from_secs(10);
@@ -159,6 +160,15 @@ fn start(spec: &InitSpec) -> Result<RunningCommand, InitError> {
     if spec.argv.is_empty() {
         return Err(InitError::protocol("the job has no command"));
     }
+    // The sandbox first, so that the program and the work directory are looked up in
+    // the job's own root.
+    let sandbox = match &spec.isolation {
+        Some(iso) => {
+            isolation::enter(iso)?;
+            Some((iso, isolation::compile_seccomp()?))
+        }
+        None => None,
+    };
     let program = resolve_program(&spec.argv[0], &spec.env)?;
     check_workdir(&spec.cwd)?;
 
@@ -205,8 +215,16 @@ fn start(spec: &InitSpec) -> Result<RunningCommand, InitError> {
             drop(stdout_r);
             drop(stderr_r);
             drop(status_r);
-            let (step, errno) =
-                exec_command(&program, &argv, &envp, &cwd, &mask, stdout_w, stderr_w);
+            let (step, errno) = exec_command(
+                &program,
+                &argv,
+                &envp,
+                &cwd,
+                &mask,
+                sandbox.as_ref(),
+                stdout_w,
+                stderr_w,
+            );
             let mut report = [0u8; 8];
             report[..4].copy_from_slice(&(step as u32).to_le_bytes());
             report[4..].copy_from_slice(&(errno as i32).to_le_bytes());
@@ -243,6 +261,7 @@ const STEP_FDS: u32 = 1;
 const STEP_CHDIR: u32 = 2;
 const STEP_EXEC: u32 = 3;
 const STEP_SIGNALS: u32 = 4;
+const STEP_PRIVILEGES: u32 = 5;
 
 /// In the forked child: wire up stdio, enter the work dir, exec. Returns only on failure,
 /// with the step that failed and its errno.
@@ -252,6 +271,7 @@ fn exec_command(
     envp: &[CString],
     cwd: &CString,
     mask: &SigSet,
+    sandbox: Option<&(&Isolation, SyscallFilter)>,
     stdout: OwnedFd,
     stderr: OwnedFd,
 ) -> (u32, Errno) {
@@ -271,6 +291,15 @@ fn exec_command(
     drop(stderr);
     if let Err(e) = nix::unistd::chdir(cwd.as_c_str()) {
         return (STEP_CHDIR, e);
+    }
+    // Last before exec: the command's user, no capabilities, no_new_privs, seccomp.
+    if let Some((iso, filter)) = sandbox {
+        if let Err(e) = isolation::drop_privileges(iso, filter) {
+            return (
+                STEP_PRIVILEGES,
+                Errno::from_raw(e.errno.unwrap_or(libc::EPERM)),
+            );
+        }
     }
     match nix::unistd::execve(program, argv, envp) {
         Err(e) => (STEP_EXEC, e),

@@ -45,6 +45,15 @@ pub struct ServerArgs {
     /// `<name>/jobs/<id>`, the server in `<name>/server`).
     #[arg(long, default_value = "silo")]
     pub cgroup_name: String,
+    /// The user jobs run as unless they ask for another (`--user`).
+    #[arg(long, default_value_t = 65534)]
+    pub job_uid: u32,
+    /// The group jobs run as unless they ask for another.
+    #[arg(long, default_value_t = 65534)]
+    pub job_gid: u32,
+    /// Size of each job's /tmp (and /dev/shm) tmpfs.
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    pub tmp_size: u64,
     /// Largest total size of one job's uploads.
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     pub upload_limit: u64,
@@ -137,6 +146,8 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
             upload_bytes: args.upload_limit,
         },
         cgroups,
+        job_user: (args.job_uid, args.job_gid),
+        tmp_size_bytes: args.tmp_size,
     };
     let jobs = JobManager::start(store, settings, exe.into()).await?;
 

@@ -38,7 +38,7 @@ fn main() {
         Command::Client(command) => match silo_cli::run(cli.global, command) {
             Ok(code) => code,
             Err(e) => {
-                eprintln!("silo: {e:#}");
+                silo_cli::report_error(&e);
                 1
             }
         },

@@ -5,5 +5,6 @@ pub mod delete;
 pub mod list;
 pub mod logs;
 pub mod run;
+pub mod stats;
 pub mod status;
 pub mod stop;

@@ -1,6 +1,8 @@
 //! `silo job run`: start a job, show its output live, and end with its exit status.
 
-use silo_proto::v1::{EnvVar, Job, JobSpec, JobState, Limits, RunJobRequest, StopJobRequest};
+use silo_proto::v1::{
+    EnvVar, Job, JobNetwork, JobSpec, JobState, Limits, RunJobRequest, StopJobRequest,
+};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::{GlobalOptions, RunArgs};
@@ -71,6 +73,13 @@ pub fn build_request(args: &RunArgs) -> anyhow::Result<RunJobRequest> {
             name: args.name.clone().unwrap_or_default(),
             limits: (limits != Limits::default()).then_some(limits),
             stop_grace_ms: args.grace.unwrap_or(0),
+            uid: args.user.map(|(uid, _)| uid),
+            gid: args.user.and_then(|(_, gid)| gid),
+            network: match args.network.as_deref() {
+                Some("host") => JobNetwork::Host as i32,
+                Some(_) => JobNetwork::None as i32,
+                None => JobNetwork::Unspecified as i32,
+            },
         }),
         uploads,
     })

@@ -93,6 +93,12 @@ pub fn render_status(job: &Job, now: SystemTime) -> String {
         ("timeout", millis(spec.timeout_ms)),
         ("grace", millis(spec.stop_grace_ms)),
         ("uploads", list(job.uploads.clone())),
+        (
+            "usage",
+            job.usage
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), crate::format::usage_text),
+        ),
     ];
     let width = lines.iter().map(|(key, _)| key.len()).max().unwrap_or(0) + 1;
     let mut out = String::new();
@@ -170,6 +176,7 @@ limits:   cpu=50% memory=64M
 timeout:  5.0s
 grace:    -
 uploads:  data, data/x
+usage:    -
 ";
         assert_eq!(render_status(&job, now), expected);
     }

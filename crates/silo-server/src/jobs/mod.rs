@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use silo_proto::v1::{JobSpec, JobState, Upload};
+use silo_proto::v1::{JobNetwork, JobSpec, JobState, Upload};
 use silo_sandbox::spawn::{Namespaces, SpawnRequest, spawn_init};
 
 use crate::logs::LogWatcher;
@@ -39,6 +39,10 @@ pub struct JobSettings {
     pub bounds: Bounds,
     /// Where job cgroups live; `None` on a host without cgroups (limits are then refused).
     pub cgroups: Option<Arc<silo_cgroup::CgroupRoot>>,
+    /// The uid and gid jobs run as by default.
+    pub job_user: (u32, u32),
+    /// Size of each job's /tmp.
+    pub tmp_size_bytes: u64,
 }
 
 /// Why a job operation failed; each maps to one gRPC status.
@@ -207,8 +211,12 @@ impl JobManager {
             JobError::Host(format!("cannot {what} {}: {e}", path.display()))
         };
         std::fs::create_dir_all(&work).map_err(|e| host("create", &work, e))?;
+        let root = dir.join("root");
+        std::fs::create_dir(&root).map_err(|e| host("create", &root, e))?;
         let written = uploads::write_uploads(&work, uploads)
             .map_err(|e| host("write uploads into", &work, e))?;
+        let (uid, gid) = self.job_user(&live.row.borrow().spec);
+        uploads::chown_tree(&work, uid, gid).map_err(|e| host("hand over", &work, e))?;
         let log_path = dir.join("log");
         let log = OpenOptions::new()
             .create_new(true)
@@ -229,7 +237,9 @@ impl JobManager {
             exe: self.inner.exe.as_fd(),
             log: log.as_fd(),
             cgroup: cgroup.as_ref().and_then(|cg| cg.clone_into_fd()),
-            namespaces: Namespaces { network: true },
+            namespaces: Namespaces {
+                network: live.row.borrow().spec.network() != JobNetwork::Host,
+            },
         });
         drop(log);
         let joined = match (&spawned, &cgroup) {
@@ -301,32 +311,53 @@ impl JobManager {
         Ok(Some(cg))
     }
 
+    /// The uid and gid a job runs as.
+    fn job_user(&self, spec: &JobSpec) -> (u32, u32) {
+        let (uid, gid) = self.inner.settings.job_user;
+        match (spec.uid, spec.gid) {
+            (Some(u), Some(g)) => (u, g),
+            (Some(u), None) => (u, u),
+            (None, Some(g)) => (uid, g),
+            (None, None) => (uid, gid),
+        }
+    }
+
     fn init_spec(&self, row: &JobRow) -> silo_sandbox::InitSpec {
-        let work = self.job_dir(&row.id).join("work");
-        let cwd = if row.spec.workdir.is_empty() {
-            work
-        } else {
-            work.join(&row.spec.workdir)
-        };
+        let dir = self.job_dir(&row.id);
+        // Inside the job, the work directory is /work.
+        let cwd = Path::new("/work").join(&row.spec.workdir);
         let mut env: Vec<(String, String)> = vec![
             (
                 "PATH".into(),
                 "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
             ),
-            ("HOME".into(), cwd.display().to_string()),
+            ("HOME".into(), "/work".into()),
             ("SILO_JOB_ID".into(), row.id.clone()),
         ];
         for var in &row.spec.env {
             env.retain(|(k, _)| k != &var.name);
             env.push((var.name.clone(), var.value.clone()));
         }
+        let (uid, gid) = self.job_user(&row.spec);
         silo_sandbox::InitSpec {
             job_id: row.id.clone(),
             argv: row.spec.command.clone(),
             env,
             cwd,
             log_cap_bytes: self.inner.settings.log_cap_bytes,
-            isolation: None,
+            isolation: Some(silo_sandbox::Isolation {
+                hostname: row.id[..8.min(row.id.len())].to_owned(),
+                root_dir: dir.join("root"),
+                work_dir: dir.join("work"),
+                rootfs: silo_sandbox::Rootfs::HostView,
+                uid,
+                gid,
+                network: match row.spec.network() {
+                    JobNetwork::Host => silo_sandbox::Network::Host,
+                    JobNetwork::None | JobNetwork::Unspecified => silo_sandbox::Network::None,
+                },
+                tmp_size_bytes: self.inner.settings.tmp_size_bytes,
+            }),
         }
     }
 

@@ -51,6 +51,20 @@ pub fn write_uploads(work_dir: &Path, uploads: &[Upload]) -> io::Result<Vec<Stri
     Ok(written)
 }
 
+/// Gives `dir` and everything below it to `uid`:`gid`, never following a symlink.
+pub fn chown_tree(dir: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            chown_tree(&entry.path(), uid, gid)?;
+        } else {
+            std::os::unix::fs::lchown(entry.path(), Some(uid), Some(gid))?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

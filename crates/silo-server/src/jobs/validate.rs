@@ -87,6 +87,14 @@ fn check_spec(spec: &JobSpec, bounds: &Bounds) -> Result<(), Invalid> {
     if let Some(limits) = &spec.limits {
         check_limits(limits, bounds)?;
     }
+    if spec.uid == Some(u32::MAX) || spec.gid == Some(u32::MAX) {
+        return Err(invalid(
+            "uid and gid 4294967295 are reserved (they mean \"no user\")",
+        ));
+    }
+    if silo_proto::v1::JobNetwork::try_from(spec.network).is_err() {
+        return Err(invalid(format!("unknown network mode {}", spec.network)));
+    }
     Ok(())
 }
 
