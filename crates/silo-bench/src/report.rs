@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
+use comfy_table::{ContentArrangement, Table, presets};
 use serde_json::Value;
 
 /// The result lines by name; a later line of the same name wins.
@@ -113,11 +113,6 @@ pub fn print(path: &Path, title: Option<&str>) -> Result<()> {
             r.met,
         ]);
     }
-    for i in [2, 4, 5] {
-        if let Some(column) = table.column_mut(i) {
-            column.set_cell_alignment(CellAlignment::Right);
-        }
-    }
     if let Some(title) = title {
         println!("{title}");
     }
@@ -141,7 +136,7 @@ fn rows(r: &Results) -> Vec<Row> {
         rows.push(Row {
             section: "launch",
             what: format!(
-                "/bin/true, RunJob→ended, {label} ({} runs)",
+                "/bin/true, RunJob -> ended, {label} ({} runs)",
                 r.runs("launch")
             ),
             silo: text(&launch, |v| ms(pick(v))),
@@ -212,9 +207,9 @@ fn rows(r: &Results) -> Vec<Row> {
         .map(|(l, p)| l / p);
     rows.push(Row {
         section: "logs",
-        what: format!("{mib:.0} MiB stdout, StreamLogs follow → discard"),
+        what: format!("{mib:.0} MiB stdout, StreamLogs follow, discarded"),
         silo: text(&logs, |v| format!("{v:.0} MB/s")),
-        peer: "dd bs=64K | cat".into(),
+        peer: "dd bs=64K piped to cat".into(),
         peer_value: text(&pipe, |v| format!("{v:.0} MB/s")),
         compare: ratio.map_or("-".into(), |x| format!("{x:.2}x")),
         target: "at least 0.5x",

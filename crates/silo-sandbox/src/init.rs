@@ -45,6 +45,8 @@ pub fn run() -> ! {
     // SAFETY: as above.
     let log = unsafe { File::from_raw_fd(LOG_FD) };
     close_other_fds();
+    // The job's `ps` shows its PID 1 as silo-init, not as the server's binary name.
+    let _ = nix::sys::prctl::set_name(c"silo-init");
     let code = match Init::new(control, log).and_then(Init::run) {
         Ok(()) => 0,
         Err(e) => {
