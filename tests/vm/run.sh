@@ -12,7 +12,9 @@
 #   4  no result: the VM timed out, crashed or never got to the checks
 #   2  usage
 # Environment: SILO_VM_TIMEOUT (host deadline in s, default 300), SILO_VM_MEM (MiB, default
-# 512), SILO_VM_LOG (keep the console log there), SILO_VM_APPEND (more kernel arguments).
+# 512), SILO_VM_CPU (QEMU -cpu model, default max), SILO_VM_LOG (keep the console log there),
+# SILO_VM_APPEND (more kernel arguments), SILO_VM_GUEST_TEST (another guest script to run
+# instead of tests/vm/guest-test.sh, for working on the harness).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -53,8 +55,8 @@ log="${SILO_VM_LOG:-$work/console.log}"
 t0=$(date +%s%N)
 ms_since() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 
-"$here/build-initramfs.sh" "$bin" "$work/initramfs.cpio.gz"
-say "initramfs $(du -h "$work/initramfs.cpio.gz" | cut -f1) built in $(ms_since "$t0") ms;" \
+"$here/build-initramfs.sh" "$bin" "$work/initramfs.cpio"
+say "initramfs $(du -h "$work/initramfs.cpio" | cut -f1) built in $(ms_since "$t0") ms;" \
     "kernel $(cat "$(silo_vm_cache_dir)/kernel-package")"
 
 t_boot=$(date +%s%N)
@@ -62,9 +64,9 @@ t_boot=$(date +%s%N)
 # a guest panic (e.g. /init dying) end QEMU at once.
 # -nodefaults: no NIC (its option ROM costs boot time under TCG), no VGA; the serial port,
 # the console, is the one device we add.
-"$qemu" -accel tcg -cpu max -smp 2 -m "$mem" \
+"$qemu" -accel tcg -cpu "${SILO_VM_CPU:-max}" -smp 2 -m "$mem" \
     -nodefaults -no-user-config -nographic -no-reboot -monitor none -serial "file:$log" \
-    -kernel "$kernel" -initrd "$work/initramfs.cpio.gz" \
+    -kernel "$kernel" -initrd "$work/initramfs.cpio" \
     -append "console=ttyS0 panic=-1 quiet mitigations=off ${SILO_VM_APPEND:-}" \
     </dev/null &
 qpid=$!

@@ -27,8 +27,6 @@ missing=()
 silo_vm_qemu >/dev/null || missing+=(qemu-system-x86)
 silo_vm_busybox >/dev/null || missing+=(busybox-static)
 command -v cpio >/dev/null || missing+=(cpio)
-# gzip compresses the initramfs; it is essential on Debian, but say so if it is not there.
-command -v gzip >/dev/null || missing+=(gzip)
 have_kernel=0
 [ -s "$kernel" ] && [ -s "$cache/kernel-package" ] && have_kernel=1
 

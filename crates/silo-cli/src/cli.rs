@@ -39,7 +39,7 @@ pub enum ClientCommand {
 pub enum JobCommand {
     /// Run a command as a job, stream its output, and exit with its exit code
     #[command(after_long_help = RUN_AFTER_HELP)]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List jobs, newest first
     #[command(alias = "ls")]
     List(ListArgs),

@@ -49,7 +49,7 @@ pub fn run(global: GlobalOptions, command: ClientCommand) -> anyhow::Result<i32>
         .map_err(|err| anyhow::anyhow!("cannot start the client runtime: {err}"))?;
     runtime.block_on(async {
         match job {
-            JobCommand::Run(args) => commands::run::run(&global, args).await,
+            JobCommand::Run(args) => commands::run::run(&global, *args).await,
             JobCommand::List(args) => commands::list::list(&global, args).await,
             JobCommand::Status(args) => commands::status::status(&global, args).await,
             JobCommand::Logs(args) => commands::logs::logs(&global, args).await,

@@ -71,8 +71,10 @@ impl Init {
     }
 
     fn send(&mut self, message: Message) {
-        if let Some(c) = self.control.as_mut() {
-            if write_frame(c, &Frame::new(message)).is_err() {
+        if let Some(c) = self.control.as_mut()
+            && write_frame(c, &Frame::new(message)).is_err()
+        {
+            {
                 // The server is gone; the job goes on without it.
                 self.control = None;
             }
@@ -218,17 +220,19 @@ fn start(spec: &InitSpec) -> Result<RunningCommand, InitError> {
             drop(stderr_r);
             drop(status_r);
             let (step, errno) = exec_command(
-                &program,
-                &argv,
-                &envp,
-                &cwd,
+                &CommandLine {
+                    program,
+                    argv,
+                    envp,
+                    cwd,
+                },
                 &mask,
                 sandbox.as_ref(),
                 stdout_w,
                 stderr_w,
             );
             let mut report = [0u8; 8];
-            report[..4].copy_from_slice(&(step as u32).to_le_bytes());
+            report[..4].copy_from_slice(&step.to_le_bytes());
             report[4..].copy_from_slice(&(errno as i32).to_le_bytes());
             let mut w = File::from(status_w);
             let _ = w.write_all(&report);
@@ -265,18 +269,29 @@ const STEP_EXEC: u32 = 3;
 const STEP_SIGNALS: u32 = 4;
 const STEP_PRIVILEGES: u32 = 5;
 
+/// The command to exec, prepared before the fork.
+struct CommandLine {
+    program: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    cwd: CString,
+}
+
 /// In the forked child: wire up stdio, enter the work dir, exec. Returns only on failure,
 /// with the step that failed and its errno.
 fn exec_command(
-    program: &CString,
-    argv: &[CString],
-    envp: &[CString],
-    cwd: &CString,
+    cmd: &CommandLine,
     mask: &SigSet,
     sandbox: Option<&(&Isolation, SyscallFilter)>,
     stdout: OwnedFd,
     stderr: OwnedFd,
 ) -> (u32, Errno) {
+    let CommandLine {
+        program,
+        argv,
+        envp,
+        cwd,
+    } = cmd;
     if let Err(e) = mask.thread_unblock() {
         return (STEP_SIGNALS, e);
     }
@@ -295,8 +310,10 @@ fn exec_command(
         return (STEP_CHDIR, e);
     }
     // Last before exec: the command's user, no capabilities, no_new_privs, seccomp.
-    if let Some((iso, filter)) = sandbox {
-        if let Err(e) = isolation::drop_privileges(iso, filter) {
+    if let Some((iso, filter)) = sandbox
+        && let Err(e) = isolation::drop_privileges(iso, filter)
+    {
+        {
             return (
                 STEP_PRIVILEGES,
                 Errno::from_raw(e.errno.unwrap_or(libc::EPERM)),
@@ -467,8 +484,8 @@ fn supervise(
                 }
             }
         }
-        if control_ready {
-            if let Some(c) = control.as_deref_mut() {
+        if control_ready && let Some(c) = control.as_deref_mut() {
+            {
                 match read_frame(c) {
                     Ok(Some(frame)) => answer_unknown(c, frame),
                     // The server went away: the job goes on, its output still reaches the log.
