@@ -1,5 +1,6 @@
 //! The measurements. Each returns the JSON fields of its result line.
 
+use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -46,7 +47,8 @@ fn spec(command: &[&str], limits: Option<Limits>) -> JobSpec {
 }
 
 /// Starts the job and waits through WatchJob for its end; fails unless it COMPLETED.
-async fn run_to_end(client: &mut Client, spec: JobSpec) -> Result<String> {
+/// Returns when RunJob answered.
+async fn run_to_end(client: &mut Client, spec: JobSpec) -> Result<Instant> {
     let job = client
         .run_job(RunJobRequest {
             spec: Some(spec),
@@ -54,6 +56,7 @@ async fn run_to_end(client: &mut Client, spec: JobSpec) -> Result<String> {
         })
         .await?
         .into_inner();
+    let answered = Instant::now();
     if job.state() == JobState::Failed {
         bail!("job failed to start: {}", job.reason);
     }
@@ -72,24 +75,28 @@ async fn run_to_end(client: &mut Client, spec: JobSpec) -> Result<String> {
         last.state(),
         last.reason
     );
-    Ok(last.id)
+    Ok(answered)
 }
 
 /// Launch latency: RunJob → job ended, `warmup` untimed runs then `runs` timed ones, all
-/// on one connection.
+/// on one connection. Also the latency of RunJob's answer alone, for diagnosis.
 pub async fn launch(config: &Path, runs: usize, warmup: usize, limits: Limits) -> Result<Value> {
     ensure!(runs > 0, "--runs must be positive");
     let mut client = client::connect(config).await?;
     let spec = spec(&["/bin/true"], Some(limits));
-    let mut samples = Vec::with_capacity(runs);
+    let (mut samples, mut answers) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
     for i in 0..warmup + runs {
         let start = Instant::now();
-        run_to_end(&mut client, spec.clone()).await?;
+        let answered = run_to_end(&mut client, spec.clone()).await?;
         if i >= warmup {
             samples.push(start.elapsed());
+            answers.push(answered - start);
         }
     }
-    Ok(latency(samples))
+    let mut fields = latency(samples);
+    // Where the time goes: RunJob's answer (the command runs) vs. the end observed.
+    fields["run_job_answer"] = latency(answers);
+    Ok(fields)
 }
 
 /// Log throughput: `head -c BYTES /dev/zero` as a job, streamed with follow from RunJob to
@@ -220,13 +227,46 @@ fn rss_kib(pid: u32) -> Result<u64> {
         .with_context(|| format!("no VmRSS in {path}"))
 }
 
-/// silo.db and its write-ahead log, in bytes.
-fn db_bytes(state_dir: &Path) -> u64 {
-    ["silo.db", "silo.db-wal"]
-        .iter()
-        .filter_map(|f| std::fs::metadata(state_dir.join(f)).ok())
-        .map(|m| m.len())
-        .sum()
+/// The store's size as SQLite sees it: the page count after the last commit, whether that
+/// commit is already in silo.db or still only in its write-ahead log, times the page size.
+/// (The files' sizes mislead: the WAL grows to about 4 MB, is checkpointed, then reused.)
+fn db_bytes(state_dir: &Path) -> Result<u64> {
+    let path = state_dir.join("silo.db");
+    let mut head = [0u8; 100];
+    let mut file =
+        std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    file.read_exact(&mut head)?;
+    ensure!(
+        head.starts_with(b"SQLite format 3\0"),
+        "{} is not a SQLite database",
+        path.display()
+    );
+    let page = match u16::from_be_bytes([head[16], head[17]]) {
+        1 => 65536,
+        n => u64::from(n),
+    };
+    let mut pages = file.metadata()?.len() / page;
+    // WAL: a 32-byte header (salts at 16..24), then frames of a 24-byte header (page number,
+    // database size in pages for a commit frame else 0, the salts, checksums) and a page.
+    // Frames whose salts differ are left from before the WAL was last reset.
+    let wal = std::fs::read(state_dir.join("silo.db-wal")).unwrap_or_default();
+    let be32 = |at: usize| {
+        u64::from(u32::from_be_bytes([
+            wal[at],
+            wal[at + 1],
+            wal[at + 2],
+            wal[at + 3],
+        ]))
+    };
+    let frame = 24 + page as usize;
+    let mut at = 32;
+    while at + frame <= wal.len() && wal[at + 8..at + 16] == wal[16..24] {
+        if be32(at + 4) != 0 {
+            pages = be32(at + 4);
+        }
+        at += frame;
+    }
+    Ok(pages * page)
 }
 
 /// Idle RSS (before this command sent anything), then the growth of RSS and of the store
@@ -245,12 +285,12 @@ pub async fn memory(config: &Path, pid: u32, jobs: usize, state_dir: &Path) -> R
     }
     // Let the server settle (its writes of the last job's end) before the baseline.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let (rss0, db0) = (rss_kib(pid)?, db_bytes(state_dir));
+    let (rss0, db0) = (rss_kib(pid)?, db_bytes(state_dir)?);
     for _ in 0..jobs {
         run_to_end(&mut client, spec(&["/bin/true"], None)).await?;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let (rss1, db1) = (rss_kib(pid)?, db_bytes(state_dir));
+    let (rss1, db1) = (rss_kib(pid)?, db_bytes(state_dir)?);
     let per_1000 =
         |before: u64, after: u64| round((after as f64 - before as f64) * 1000.0 / jobs as f64);
     Ok(json!({

@@ -389,6 +389,21 @@ fn no_nul(what: &'static str) -> impl Fn(&str) -> Result<String, String> + Clone
     }
 }
 
+/// Parses `UID` or `UID:GID` (numbers).
+fn user_arg(value: &str) -> Result<(u32, Option<u32>), String> {
+    let bad = || format!("{value:?} is not UID or UID:GID (numbers, below 4294967295)");
+    let number = |s: &str| {
+        s.parse::<u32>()
+            .ok()
+            .filter(|n| *n != u32::MAX)
+            .ok_or_else(bad)
+    };
+    match value.split_once(':') {
+        Some((uid, gid)) => Ok((number(uid)?, Some(number(gid)?))),
+        None => Ok((number(value)?, None)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -409,7 +424,7 @@ mod tests {
 
     fn run_args(args: &[&str]) -> RunArgs {
         match parse(args).unwrap().command {
-            ClientCommand::Job(JobCommand::Run(run)) => run,
+            ClientCommand::Job(JobCommand::Run(run)) => *run,
             other => panic!("{other:?}"),
         }
     }
@@ -516,20 +531,5 @@ mod tests {
             list.state,
             [StateArg::Running, StateArg::Failed, StateArg::Stopped]
         );
-    }
-}
-
-/// Parses `UID` or `UID:GID` (numbers).
-fn user_arg(value: &str) -> Result<(u32, Option<u32>), String> {
-    let bad = || format!("{value:?} is not UID or UID:GID (numbers, below 4294967295)");
-    let number = |s: &str| {
-        s.parse::<u32>()
-            .ok()
-            .filter(|n| *n != u32::MAX)
-            .ok_or_else(bad)
-    };
-    match value.split_once(':') {
-        Some((uid, gid)) => Ok((number(uid)?, Some(number(gid)?))),
-        None => Ok((number(value)?, None)),
     }
 }

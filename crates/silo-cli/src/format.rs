@@ -198,6 +198,50 @@ pub fn format_size(bytes: u64) -> String {
     bytes.to_string()
 }
 
+/// Resource usage in one line: `cpu=1.2s memory=12M (peak 20M) io=read 0B write 10M
+/// pids=3 throttled=0.5s oom_kills=0`; counters this host cannot measure are left out.
+pub fn usage_text(u: &silo_proto::v1::Usage) -> String {
+    let secs = |usec: u64| format_elapsed(Duration::from_micros(usec));
+    let mut parts = Vec::new();
+    if let Some(cpu) = u.cpu_usec {
+        parts.push(format!("cpu={}", secs(cpu)));
+    }
+    match (u.memory_current_bytes, u.memory_peak_bytes) {
+        (Some(now), Some(peak)) => parts.push(format!(
+            "memory={} (peak {})",
+            format_size(now),
+            format_size(peak)
+        )),
+        (Some(now), None) => parts.push(format!("memory={}", format_size(now))),
+        (None, Some(peak)) => parts.push(format!("memory_peak={}", format_size(peak))),
+        (None, None) => {}
+    }
+    if u.io_read_bytes.is_some() || u.io_write_bytes.is_some() {
+        parts.push(format!(
+            "io=read {} write {}",
+            format_size(u.io_read_bytes.unwrap_or(0)),
+            format_size(u.io_write_bytes.unwrap_or(0))
+        ));
+    }
+    if let Some(pids) = u.pids_current {
+        parts.push(format!("pids={pids}"));
+    }
+    if let Some(refused) = u.pids_refused.filter(|n| *n > 0) {
+        parts.push(format!("forks_refused={refused}"));
+    }
+    if let Some(throttled) = u.cpu_throttled_usec.filter(|n| *n > 0) {
+        parts.push(format!("throttled={}", secs(throttled)));
+    }
+    if let Some(oom) = u.oom_kills {
+        parts.push(format!("oom_kills={oom}"));
+    }
+    if parts.is_empty() {
+        "-".to_owned()
+    } else {
+        parts.join(" ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,49 +318,5 @@ mod tests {
         assert_eq!(format_size(64 << 20), "64M");
         assert_eq!(format_size(1536 << 10), "1536K");
         assert_eq!(format_size(100), "100");
-    }
-}
-
-/// Resource usage in one line: `cpu=1.2s memory=12M (peak 20M) io=read 0B write 10M
-/// pids=3 throttled=0.5s oom_kills=0`; counters this host cannot measure are left out.
-pub fn usage_text(u: &silo_proto::v1::Usage) -> String {
-    let secs = |usec: u64| format_elapsed(Duration::from_micros(usec));
-    let mut parts = Vec::new();
-    if let Some(cpu) = u.cpu_usec {
-        parts.push(format!("cpu={}", secs(cpu)));
-    }
-    match (u.memory_current_bytes, u.memory_peak_bytes) {
-        (Some(now), Some(peak)) => parts.push(format!(
-            "memory={} (peak {})",
-            format_size(now),
-            format_size(peak)
-        )),
-        (Some(now), None) => parts.push(format!("memory={}", format_size(now))),
-        (None, Some(peak)) => parts.push(format!("memory_peak={}", format_size(peak))),
-        (None, None) => {}
-    }
-    if u.io_read_bytes.is_some() || u.io_write_bytes.is_some() {
-        parts.push(format!(
-            "io=read {} write {}",
-            format_size(u.io_read_bytes.unwrap_or(0)),
-            format_size(u.io_write_bytes.unwrap_or(0))
-        ));
-    }
-    if let Some(pids) = u.pids_current {
-        parts.push(format!("pids={pids}"));
-    }
-    if let Some(refused) = u.pids_refused.filter(|n| *n > 0) {
-        parts.push(format!("forks_refused={refused}"));
-    }
-    if let Some(throttled) = u.cpu_throttled_usec.filter(|n| *n > 0) {
-        parts.push(format!("throttled={}", secs(throttled)));
-    }
-    if let Some(oom) = u.oom_kills {
-        parts.push(format!("oom_kills={oom}"));
-    }
-    if parts.is_empty() {
-        "-".to_owned()
-    } else {
-        parts.join(" ")
     }
 }

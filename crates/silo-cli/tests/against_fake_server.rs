@@ -51,6 +51,8 @@ fn run_args(command: &[&str]) -> RunArgs {
         memory: None,
         io_bps: None,
         pids: None,
+        user: None,
+        network: None,
         command: command.iter().map(|s| s.to_string()).collect(),
     }
 }
@@ -62,7 +64,9 @@ fn job(config: &Path, command: JobCommand) -> anyhow::Result<i32> {
 #[test]
 fn run_exits_with_the_jobs_exit_status() {
     let setup = setup();
-    let run = |command: &[&str]| job(&setup.config, JobCommand::Run(run_args(command))).unwrap();
+    let run = |command: &[&str]| {
+        job(&setup.config, JobCommand::Run(Box::new(run_args(command)))).unwrap()
+    };
     assert_eq!(run(&["true"]), 0);
     assert_eq!(run(&["exit3"]), 3);
     assert_eq!(run(&["killed"]), 137);
@@ -77,7 +81,10 @@ fn run_sends_the_spec_and_uploads() {
     let mut args = run_args(&["cat", "input.txt"]);
     args.upload = vec![files.path().join("input.txt")];
     args.memory = Some(64 << 20);
-    assert_eq!(job(&setup.config, JobCommand::Run(args)).unwrap(), 0);
+    assert_eq!(
+        job(&setup.config, JobCommand::Run(Box::new(args))).unwrap(),
+        0
+    );
     let calls = setup.server.calls.lock().unwrap();
     let request = calls.runs.last().unwrap();
     assert_eq!(request.uploads.len(), 1);
@@ -92,10 +99,16 @@ fn detached_run_returns_at_once_and_reports_a_failed_start() {
     let setup = setup();
     let mut args = run_args(&["sleep", "100"]);
     args.detach = true;
-    assert_eq!(job(&setup.config, JobCommand::Run(args)).unwrap(), 0);
+    assert_eq!(
+        job(&setup.config, JobCommand::Run(Box::new(args))).unwrap(),
+        0
+    );
     let mut args = run_args(&["nosuch"]);
     args.detach = true;
-    assert_eq!(job(&setup.config, JobCommand::Run(args)).unwrap(), 127);
+    assert_eq!(
+        job(&setup.config, JobCommand::Run(Box::new(args))).unwrap(),
+        127
+    );
 }
 
 #[test]

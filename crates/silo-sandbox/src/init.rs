@@ -74,10 +74,8 @@ impl Init {
         if let Some(c) = self.control.as_mut()
             && write_frame(c, &Frame::new(message)).is_err()
         {
-            {
-                // The server is gone; the job goes on without it.
-                self.control = None;
-            }
+            // The server is gone; the job goes on without it.
+            self.control = None;
         }
     }
 
@@ -313,12 +311,10 @@ fn exec_command(
     if let Some((iso, filter)) = sandbox
         && let Err(e) = isolation::drop_privileges(iso, filter)
     {
-        {
-            return (
-                STEP_PRIVILEGES,
-                Errno::from_raw(e.errno.unwrap_or(libc::EPERM)),
-            );
-        }
+        return (
+            STEP_PRIVILEGES,
+            Errno::from_raw(e.errno.unwrap_or(libc::EPERM)),
+        );
     }
     match nix::unistd::execve(program, argv, envp) {
         Err(e) => (STEP_EXEC, e),
@@ -485,12 +481,10 @@ fn supervise(
             }
         }
         if control_ready && let Some(c) = control.as_deref_mut() {
-            {
-                match read_frame(c) {
-                    Ok(Some(frame)) => answer_unknown(c, frame),
-                    // The server went away: the job goes on, its output still reaches the log.
-                    _ => control = None,
-                }
+            match read_frame(c) {
+                Ok(Some(frame)) => answer_unknown(c, frame),
+                // The server went away: the job goes on, its output still reaches the log.
+                _ => control = None,
             }
         }
     }

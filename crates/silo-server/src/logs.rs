@@ -38,10 +38,10 @@ impl LogWatcher {
         tokio::spawn(async move {
             while let Some(event) = events.next().await {
                 let Ok(event) = event else { continue };
-                if let Ok(map) = routes.lock() {
-                    if let Some(tx) = map.get(&event.wd) {
-                        tx.send_modify(|g| *g += 1);
-                    }
+                if let Ok(map) = routes.lock()
+                    && let Some(tx) = map.get(&event.wd)
+                {
+                    tx.send_modify(|g| *g += 1);
                 }
             }
         });

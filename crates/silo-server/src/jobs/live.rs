@@ -97,12 +97,11 @@ impl LiveJob {
 
     /// Kills every process in the job's cgroup (blocking until it is empty).
     fn kill_cgroup(&self) {
-        if let Ok(g) = self.cgroup.lock() {
-            if let Some(cg) = g.as_ref() {
-                if let Err(e) = cg.kill_all() {
-                    tracing::warn!(job = %self.id, "cannot kill the job's cgroup: {e}");
-                }
-            }
+        if let Ok(g) = self.cgroup.lock()
+            && let Some(cg) = g.as_ref()
+            && let Err(e) = cg.kill_all()
+        {
+            tracing::warn!(job = %self.id, "cannot kill the job's cgroup: {e}");
         }
     }
 
@@ -113,22 +112,21 @@ impl LiveJob {
 
     /// Sends `signal` to the job's init (which forwards SIGTERM to the command).
     pub fn signal(&self, signal: i32) {
-        if let Ok(g) = self.pidfd.lock() {
-            if let Some(fd) = g.as_ref() {
-                if let Err(e) = silo_sandbox::spawn::signal(fd.as_fd(), signal) {
-                    tracing::warn!(job = %self.id, "cannot signal the job's init: {e}");
-                }
-            }
+        if let Ok(g) = self.pidfd.lock()
+            && let Some(fd) = g.as_ref()
+            && let Err(e) = silo_sandbox::spawn::signal(fd.as_fd(), signal)
+        {
+            tracing::warn!(job = %self.id, "cannot signal the job's init: {e}");
         }
     }
 
     /// Starts stopping the job: SIGTERM now, SIGKILL to the whole job after `grace`
     /// unless it has ended by then. The first cause given is the one reported.
     pub fn begin_stop(self: &std::sync::Arc<Self>, cause: StopCause, grace: Duration) {
-        if let Ok(mut g) = self.stop.lock() {
-            if g.is_none() {
-                *g = Some(cause);
-            }
+        if let Ok(mut g) = self.stop.lock()
+            && g.is_none()
+        {
+            *g = Some(cause);
         }
         self.signal(libc::SIGTERM);
         let job = self.clone();

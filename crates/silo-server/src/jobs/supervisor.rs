@@ -187,10 +187,10 @@ async fn read_frame(control: &mut UnixStream) -> Result<Frame, InitError> {
 async fn wait_exit(control: &mut UnixStream) -> Option<ExitStatus> {
     let mut exit = None;
     while let Ok(frame) = read_frame(control).await {
-        if let Message::Event { name, body } = frame.message {
-            if name == EVENT_EXIT {
-                exit = serde_json::from_value(body).ok();
-            }
+        if let Message::Event { name, body } = frame.message
+            && name == EVENT_EXIT
+        {
+            exit = serde_json::from_value(body).ok();
         }
     }
     exit

@@ -106,11 +106,11 @@ impl TestServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(text) = std::fs::read_to_string(self.admin_config()) {
-                if let Some(line) = text.lines().find(|l| l.starts_with("address")) {
-                    self.addr = line.split('"').nth(1).unwrap().to_string();
-                    return;
-                }
+            if let Ok(text) = std::fs::read_to_string(self.admin_config())
+                && let Some(line) = text.lines().find(|l| l.starts_with("address"))
+            {
+                self.addr = line.split('"').nth(1).unwrap().to_string();
+                return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("silo server exited with {status}:\n{}", self.server_log());
@@ -257,11 +257,11 @@ fn kill_children_of(pid: u32) {
             .nth(1)
             .and_then(|p| p.parse().ok())
             .unwrap_or(0);
-        if ppid == pid {
-            if let Ok(child) = entry.file_name().to_string_lossy().parse::<i32>() {
-                // SAFETY: kill has no memory-safety preconditions.
-                unsafe { libc_kill(child, 9) };
-            }
+        if ppid == pid
+            && let Ok(child) = entry.file_name().to_string_lossy().parse::<i32>()
+        {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc_kill(child, 9) };
         }
     }
 }
