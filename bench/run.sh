@@ -120,6 +120,7 @@ else
     skip crun "crun is not installed and apt-get could not install it"
 fi
 
+LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || true)
 "$BENCH" report "$RESULTS" \
-    --title "silo benchmark ($MODE, $(date -u +%Y-%m-%dT%H:%MZ)) on $(nproc) cores, ${CPU:-unknown cpu}, Linux $(uname -r); p50/p95 in ms"
+    --title "silo benchmark ($MODE, $(date -u +%Y-%m-%dT%H:%MZ)) on $(nproc) cores, ${CPU:-unknown cpu}, Linux $(uname -r), load average $LOAD"

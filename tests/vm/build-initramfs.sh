@@ -5,7 +5,8 @@
 #
 # It holds busybox-static (with a symlink per applet), BIN as /bin/silo (debug info
 # stripped: a debug build is ~170 MB, ~25 MB without it), the shared libraries BIN needs
-# (from ldd) and the dynamic loader, a minimal /etc, tests/vm/init as /init and
+# (from ldd) and the dynamic loader, the kernel's loop.ko, a minimal /etc, tests/vm/init as
+# /init and
 # tests/vm/guest-test.sh as /guest-test.sh. Root is not needed: the one device node the
 # kernel wants before /init runs (/dev/console) is written into the archive directly.
 set -euo pipefail
@@ -64,6 +65,13 @@ interp="$(readelf -l "$bin" 2>/dev/null | sed -n 's/.*Requesting program interpr
 if [ -n "$interp" ] && [ ! -e "$stage$interp" ]; then
     mkdir -p "$stage$(dirname "$interp")"
     cp -L "$interp" "$stage$interp"
+fi
+
+# loop.ko from the kernel package, when setup.sh saved it: the guest's state directory goes
+# on a loop device so that --io-bps has a block device to limit.
+if [ -s "$(silo_vm_cache_dir)/loop.ko" ]; then
+    mkdir -p "$stage/lib/modules"
+    cp "$(silo_vm_cache_dir)/loop.ko" "$stage/lib/modules/loop.ko"
 fi
 
 # A minimal /etc.

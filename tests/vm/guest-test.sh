@@ -11,6 +11,8 @@
 #   - a memory hog under --memory 32M ends FAILED with a reason that says "out of memory";
 #   - a fork bomb under --pids 16 stays at 16 processes, and the job can still be stopped;
 #   - a busy loop under --cpu 50 gets 50% +- 15% of one core over 3 s;
+#   - --io-bps 10M writes io.max on the device that holds the job's files (a loop device
+#     that /init set up), and an O_DIRECT write runs at 10 MiB/s +- 30%;
 #   - a job's cgroup is removed when it ends: none is left under silo/jobs at the end.
 # Each check prints "CHECK <name>: PASS|FAIL ...". Exits 0 when all pass; otherwise writes
 # the failed names to /tmp/silo-vm-failed and exits 1.
@@ -242,6 +244,37 @@ if id=$(start_job --cpu 50 --timeout 60s -- sh -c 'while :; do :; done; : silo_v
     wait_end "$id" 30 >/dev/null
 else
     fail cpu-50 "the busy loop did not start"
+fi
+
+# ---- io bandwidth 10 MiB/s ---------------------------------------------------------------
+# /init put the state directory on /dev/loop0 (ext2), so the job's files have a block device.
+# The job times its own O_DIRECT write of 20 MiB with /proc/uptime: 2 s at 10 MiB/s.
+if ! grep -q '^/dev/loop0 /var/lib/silo ' /proc/mounts; then
+    fail io-max "the state directory is not on a block device here (see /init's output)"
+    fail io-10m "the state directory is not on a block device here"
+elif id=$(start_job --io-bps 10M --timeout 90s -- sh -c \
+    'a=$(cut -d" " -f1 /proc/uptime); dd if=/dev/zero of=io.bin bs=1M count=20 oflag=direct 2>/dev/null; b=$(cut -d" " -f1 /proc/uptime); echo "io-window $a $b"; : silo_vm_io'); then
+    wait_state "$id" "running|completed|failed|stopped" 30 >/dev/null
+    dev=$(cat /sys/block/loop0/dev)
+    iomax=$(cat "$JOBS/$id/io.max" 2>/dev/null)
+    case "$iomax" in
+        *"$dev rbps=10485760 wbps=10485760"*) pass io-max "io.max = $iomax" ;;
+        *) fail io-max "io.max of $JOBS/$id = '${iomax:-missing}', want '$dev rbps=10485760 wbps=10485760 ...'" ;;
+    esac
+    st=$(wait_end "$id" 90)
+    window=$(silo job logs "$id" 2>/dev/null | sed -n 's/^io-window //p')
+    # MiB/s times 100: 20 MiB over the window.
+    rate=$(echo "$window" | awk '$2 > $1 { printf "%d\n", 2000 / ($2 - $1) }')
+    if [ "$st" != completed ] || [ -z "$rate" ]; then
+        fail io-10m "job state '$st', window '$window'"
+    elif [ "$rate" -ge 700 ] && [ "$rate" -le 1300 ]; then
+        pass io-10m "20 MiB written with O_DIRECT at $((rate / 100)).$((rate % 100 / 10)) MiB/s"
+    else
+        fail io-10m "20 MiB written with O_DIRECT at $((rate / 100)).$((rate % 100 / 10)) MiB/s, want 7..13"
+    fi
+else
+    fail io-max "the io job did not start"
+    fail io-10m "the io job did not start"
 fi
 
 # ---- nothing left behind -----------------------------------------------------------------

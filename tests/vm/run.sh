@@ -13,7 +13,8 @@
 #   2  usage
 # Environment: SILO_VM_TIMEOUT (host deadline in s, default 300), SILO_VM_MEM (MiB, default
 # 512), SILO_VM_CPU (QEMU -cpu model, default max), SILO_VM_LOG (keep the console log there),
-# SILO_VM_APPEND (more kernel arguments), SILO_VM_GUEST_TEST (another guest script to run
+# SILO_VM_APPEND (more kernel arguments; KEY=VALUE ones reach /init's environment, e.g.
+# SILO_VM_GUEST_TIMEOUT=120, the guest's own deadline), SILO_VM_GUEST_TEST (another guest script to run
 # instead of tests/vm/guest-test.sh, for working on the harness).
 set -euo pipefail
 
@@ -49,6 +50,10 @@ cleanup() {
     return 0
 }
 trap cleanup EXIT
+# Clean up (QEMU included) on these too; with SIGPIPE ignored, a closed stdout makes a
+# write fail, and set -e exits through the EXIT trap.
+trap 'exit 130' INT TERM HUP
+trap '' PIPE
 log="${SILO_VM_LOG:-$work/console.log}"
 : >"$log"
 

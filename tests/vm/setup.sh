@@ -1,7 +1,7 @@
 #!/bin/bash
 # Installs what the cgroup v2 VM test needs, idempotently: qemu-system-x86, busybox-static,
-# cpio (apt-get install, only what is missing), and a Debian cloud kernel (apt-get download,
-# extracted into a cache outside the repository; see lib.sh).
+# cpio (apt-get install, only what is missing), and a Debian cloud kernel (apt-get download;
+# its vmlinuz, config and loop.ko extracted into a cache outside the repository; lib.sh).
 #
 #   tests/vm/setup.sh           install what is missing (root; runs apt-get)
 #   tests/vm/setup.sh --check   install nothing; exit 0 when everything is there, else 1
@@ -28,7 +28,7 @@ silo_vm_qemu >/dev/null || missing+=(qemu-system-x86)
 silo_vm_busybox >/dev/null || missing+=(busybox-static)
 command -v cpio >/dev/null || missing+=(cpio)
 have_kernel=0
-[ -s "$kernel" ] && [ -s "$cache/kernel-package" ] && have_kernel=1
+[ -s "$kernel" ] && [ -s "$cache/loop.ko" ] && [ -s "$cache/kernel-package" ] && have_kernel=1
 
 if [ "$check_only" = 1 ]; then
     status=0
@@ -85,6 +85,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
         codename="$(. /etc/os-release && printf '%s' "${VERSION_CODENAME:-}")"
         tmp_apt="$(mktemp -d)"
         mkdir -p "$tmp_apt/lists/partial"
+        # Let apt's unprivileged downloader write there (else it warns and runs as root).
+        chmod 755 "$tmp_apt" "$tmp_apt/lists"
+        chown _apt "$tmp_apt/lists/partial" 2>/dev/null || true
         echo "deb http://deb.debian.org/debian ${codename}-backports main" >"$tmp_apt/sources.list"
         bpo=(-o "Dir::Etc::sourcelist=$tmp_apt/sources.list" -o "Dir::State::lists=$tmp_apt/lists")
         echo "silo-vm setup: qemu-utils $qemu_utils is from backports; qemu-system-x86 comes from ${codename}-backports too"
@@ -137,10 +140,15 @@ if [ "$have_kernel" = 0 ]; then
             exit 1
         fi
     done
+    # loop.ko (a module in this kernel, with no dependencies): the guest puts the state
+    # directory on a loop device so that --io-bps has a block device to limit.
+    loop_ko="$(ls "$work"/x/lib/modules/*/kernel/drivers/block/loop.ko | head -n 1)"
     cp "$vmlinuz" "$kernel.new"
     cp "$config" "$cache/config.new"
+    cp "$loop_ko" "$cache/loop.ko.new"
     mv "$kernel.new" "$kernel"
     mv "$cache/config.new" "$cache/config"
+    mv "$cache/loop.ko.new" "$cache/loop.ko"
     # Written last: its presence means the kernel beside it is complete.
     printf '%s\n' "$pkg" >"$cache/kernel-package"
     echo "silo-vm setup: kernel $pkg at $kernel"

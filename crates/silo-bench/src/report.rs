@@ -235,8 +235,8 @@ fn rows(r: &Results) -> Vec<Row> {
             mem("rss_growth_per_1000_kib", 1024.0, "MiB"),
         ),
         (
-            format!("silo.db growth per 1,000 jobs{jobs}"),
-            mem("db_growth_per_1000_bytes", 1048576.0, "MiB"),
+            format!("store (silo.db + WAL) growth per 1,000 jobs{jobs}"),
+            mem("db_growth_per_1000_bytes", 1024.0, "KiB"),
         ),
     ] {
         rows.push(Row {

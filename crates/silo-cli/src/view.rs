@@ -260,7 +260,8 @@ mod tests {
                 "timeout_ms": null, "stop_grace_ms": null,
                 "limits": {"cpu_percent": null, "cpus": null, "memory_bytes": 67108864,
                            "io_bps": null, "pids": null},
-                "uploads": ["src"]
+                "uploads": ["src"],
+                "usage": null
             })
         );
         assert!(!value.to_string().contains("secret"));

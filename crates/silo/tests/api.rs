@@ -140,7 +140,7 @@ async fn stop_ends_everything_the_job_started_even_daemons() {
         &[
             "sh",
             "-c",
-            "(setsid sh -c 'sleep 987651' &); trap '' TERM; sleep 987652",
+            "trap '' TERM; (setsid sh -c 'sleep 987651' &); sleep 987652",
         ],
     )
     .await;

@@ -51,7 +51,12 @@ async fn a_fork_bomb_stops_at_the_pid_limit_and_the_job_can_still_be_stopped() {
     let job = run_spec(
         &mut c,
         limited(
-            &["sh", "-c", "while :; do sleep 60 & done"],
+            // A shell gives up when a fork fails; this keeps forking.
+            &[
+                "python3",
+                "-c",
+                "import os, time\nwhile True:\n    try:\n        if os.fork() == 0:\n            time.sleep(60)\n            os._exit(0)\n    except OSError:\n        time.sleep(0.01)\n",
+            ],
             Limits {
                 pids: Some(16),
                 ..Default::default()
