@@ -27,11 +27,22 @@ pub struct GlobalOptions {
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
     /// Run jobs and look at them
-    #[command(subcommand)]
-    Job(JobCommand),
+    Job(JobArgs),
     /// Create certificates for silo's mutual TLS
     #[command(subcommand)]
     Certs(CertsCommand),
+}
+
+/// `silo job [--config FILE] [--server NAME] …`: the options that pick the server apply to
+/// every job command (and may stand before or after it).
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    /// Which server, and how to reach it.
+    #[command(flatten)]
+    pub global: GlobalOptions,
+    /// The job command.
+    #[command(subcommand)]
+    pub command: JobCommand,
 }
 
 /// `silo job …`.
@@ -412,8 +423,6 @@ mod tests {
 
     #[derive(Debug, Parser)]
     struct TestCli {
-        #[command(flatten)]
-        global: GlobalOptions,
         #[command(subcommand)]
         command: ClientCommand,
     }
@@ -424,7 +433,10 @@ mod tests {
 
     fn run_args(args: &[&str]) -> RunArgs {
         match parse(args).unwrap().command {
-            ClientCommand::Job(JobCommand::Run(run)) => *run,
+            ClientCommand::Job(JobArgs {
+                command: JobCommand::Run(run),
+                ..
+            }) => *run,
             other => panic!("{other:?}"),
         }
     }
@@ -470,8 +482,11 @@ mod tests {
     #[test]
     fn global_options_may_follow_the_subcommand() {
         let cli = parse(&["job", "list", "--server", "b", "--config", "/c.toml"]).unwrap();
-        assert_eq!(cli.global.server.as_deref(), Some("b"));
-        assert_eq!(cli.global.config, Some(PathBuf::from("/c.toml")));
+        let ClientCommand::Job(JobArgs { global, .. }) = cli.command else {
+            panic!("not a job command");
+        };
+        assert_eq!(global.server.as_deref(), Some("b"));
+        assert_eq!(global.config, Some(PathBuf::from("/c.toml")));
     }
 
     #[test]
@@ -524,7 +539,11 @@ mod tests {
             "stopped",
         ])
         .unwrap();
-        let ClientCommand::Job(JobCommand::List(list)) = cli.command else {
+        let ClientCommand::Job(JobArgs {
+            command: JobCommand::List(list),
+            ..
+        }) = cli.command
+        else {
             panic!("not list");
         };
         assert_eq!(

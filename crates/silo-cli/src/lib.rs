@@ -1,7 +1,7 @@
 //! silo's client: `silo job …` (run, list, status, logs, stop, delete) and
 //! `silo certs …`, speaking the job API over mutual TLS.
 //!
-//! The binary parses [`GlobalOptions`] and a [`ClientCommand`] with clap, calls [`run`],
+//! The binary parses a [`ClientCommand`] with clap, calls [`run`],
 //! and exits with the status it returns; on an error it prints it with [`report_error`]
 //! (`silo: <message>`) and exits 1.
 
@@ -21,7 +21,7 @@ pub mod uploads;
 mod view;
 
 pub use cli::{
-    CertsCommand, ClientCommand, DeleteArgs, EnvArg, GlobalOptions, InitArgs, IssueArgs,
+    CertsCommand, ClientCommand, DeleteArgs, EnvArg, GlobalOptions, InitArgs, IssueArgs, JobArgs,
     JobCommand, ListArgs, LogsArgs, RoleArg, RunArgs, StateArg, StatusArgs, StopArgs,
 };
 pub use exit::{
@@ -38,8 +38,11 @@ pub use output::{error_message, report_error};
 /// connection refused", "the server rejected this client's certificate …").
 ///
 /// Builds its own single-threaded tokio runtime; call it from outside any runtime.
-pub fn run(global: GlobalOptions, command: ClientCommand) -> anyhow::Result<i32> {
-    let job = match command {
+pub fn run(command: ClientCommand) -> anyhow::Result<i32> {
+    let JobArgs {
+        global,
+        command: job,
+    } = match command {
         ClientCommand::Certs(certs) => return commands::certs::certs(certs),
         ClientCommand::Job(job) => job,
     };

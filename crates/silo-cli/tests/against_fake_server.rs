@@ -58,7 +58,10 @@ fn run_args(command: &[&str]) -> RunArgs {
 }
 
 fn job(config: &Path, command: JobCommand) -> anyhow::Result<i32> {
-    silo_cli::run(global(config), ClientCommand::Job(command))
+    silo_cli::run(ClientCommand::Job(silo_cli::JobArgs {
+        global: global(config),
+        command,
+    }))
 }
 
 #[test]

@@ -12,8 +12,6 @@ use clap::{Parser, Subcommand};
     propagate_version = true
 )]
 struct Cli {
-    #[command(flatten)]
-    global: silo_cli::GlobalOptions,
     #[command(subcommand)]
     command: Command,
 }
@@ -35,7 +33,7 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Server(args) => run_server(args),
-        Command::Client(command) => match silo_cli::run(cli.global, command) {
+        Command::Client(command) => match silo_cli::run(command) {
             Ok(code) => code,
             Err(e) => {
                 silo_cli::report_error(&e);

@@ -163,7 +163,11 @@ mod tests {
 
     fn request(args: &[&str]) -> anyhow::Result<RunJobRequest> {
         let cli = TestCli::try_parse_from(["silo", "job", "run"].iter().chain(args))?;
-        let ClientCommand::Job(JobCommand::Run(run)) = cli.command else {
+        let ClientCommand::Job(crate::JobArgs {
+            command: JobCommand::Run(run),
+            ..
+        }) = cli.command
+        else {
             anyhow::bail!("not run");
         };
         build_request(&run)
