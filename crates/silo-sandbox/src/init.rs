@@ -162,7 +162,8 @@ fn start(spec: &InitSpec) -> Result<RunningCommand, InitError> {
     if spec.argv.is_empty() {
         return Err(InitError::protocol("the job has no command"));
     }
-    // The sandbox first, so that the program and the work directory are looked up in
+    join_cgroups(&spec.cgroup_dirs)?;
+    // The sandbox next, so that the program and the work directory are looked up in
     // the job's own root.
     let sandbox = match &spec.isolation {
         Some(iso) => {
@@ -366,6 +367,31 @@ fn exec_error(spec: &InitSpec, step: u32, errno: Errno) -> InitError {
         step: Some(step_name.into()),
         errno: Some(errno as i32),
     }
+}
+
+/// Moves the init into the job's v1 cgroups, then gives it a cgroup namespace rooted there
+/// (so the job sees its own cgroup as `/`). The init is single-threaded, so moving its
+/// thread (writing "0" to `tasks`) moves the process, without the global lock that a
+/// write to `cgroup.procs` from outside takes.
+fn join_cgroups(dirs: &[PathBuf]) -> Result<(), InitError> {
+    for dir in dirs {
+        let tasks = dir.join("tasks");
+        std::fs::write(&tasks, b"0").map_err(|e| {
+            let errno = Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+            InitError::setup(
+                "join_cgroup",
+                errno,
+                format!("cannot join the job's cgroup {}: {e}", dir.display()),
+            )
+        })?;
+    }
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(|e| {
+        InitError::setup(
+            "unshare",
+            e,
+            format!("cannot create the job's cgroup namespace: {e}"),
+        )
+    })
 }
 
 /// Finds the program like execvp does, with the job's PATH.

@@ -62,7 +62,8 @@ struct CloneArgs {
 }
 
 /// Starts the init: a re-execution of `req.exe` with `SILO_MODE=init` in new pid, mount,
-/// uts, ipc, cgroup (and network) namespaces, holding the control socket as fd 3 and the
+/// uts and ipc (and network) namespaces (the init makes its own cgroup namespace once it
+/// is in the job's cgroups), holding the control socket as fd 3 and the
 /// log as fd 4.
 pub fn spawn_init(req: &SpawnRequest<'_>) -> io::Result<InitProcess> {
     let (server_end, child_end) = UnixStream::pair()?;
@@ -87,8 +88,7 @@ pub fn spawn_init(req: &SpawnRequest<'_>) -> io::Result<InitProcess> {
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWUTS
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWCGROUP;
+        | libc::CLONE_NEWIPC;
     if req.namespaces.network {
         flags |= libc::CLONE_NEWNET;
     }

@@ -262,7 +262,7 @@ async fn setup_failures_name_their_cause_and_leave_nothing_behind() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let state = server.state().display().to_string();
     assert!(!mounts.contains(&state), "a job mount leaked onto the host");
-    assert!(job_cgroups(&server.cgroup_name).is_empty());
+    assert!(job_cgroups_after_cleanup(&server.cgroup_name).is_empty());
     for id in [&job.id, &job2.id] {
         let root = server.state().join("jobs").join(id).join("root");
         assert_eq!(

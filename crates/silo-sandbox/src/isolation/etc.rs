@@ -89,23 +89,16 @@ pub(super) fn generate(root: &Path, iso: &Isolation) -> Result<(), InitError> {
     for name in HOST_FILES {
         copy_if_present(&Path::new("/etc").join(name), &etc.join(name))?;
     }
+    // Directories are shown read-only rather than copied: /etc/alternatives alone holds
+    // hundreds of symlinks, and copying them cost milliseconds per job.
     for dir in HOST_DIRS {
         let host = Path::new("/etc").join(dir);
-        let Ok(entries) = fs::read_dir(&host) else {
+        if !host.is_dir() {
             continue;
-        };
-        mkdir("write_etc", &etc.join(dir), 0o755)?;
-        for entry in entries.flatten() {
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            let target = etc.join(dir).join(entry.file_name());
-            if kind.is_symlink() {
-                copy_symlink("write_etc", &entry.path(), &target)?;
-            } else if kind.is_file() {
-                copy_if_present(&entry.path(), &target)?;
-            }
         }
+        let target = etc.join(dir);
+        mkdir("write_etc", &target, 0o755)?;
+        super::mounts::bind("write_etc", &host, &target, super::rootfs::READ_ONLY)?;
     }
     Ok(())
 }

@@ -22,7 +22,7 @@ const HOST_SYSTEM_DIRS: &[&str] = &["usr", "bin", "sbin", "lib", "lib64", "lib32
 const SANDBOX_MOUNTS: &[&str] = &["proc", "sys", "dev", "tmp", "work"];
 
 /// Flags of every read-only view of system files.
-const READ_ONLY: MsFlags = MsFlags::MS_RDONLY
+pub(super) const READ_ONLY: MsFlags = MsFlags::MS_RDONLY
     .union(MsFlags::MS_NOSUID)
     .union(MsFlags::MS_NODEV);
 

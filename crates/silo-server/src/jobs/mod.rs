@@ -182,7 +182,10 @@ impl JobManager {
             }
             map.insert(id.clone(), live.clone());
         }
-        match self.prepare_and_spawn(&live, &uploads).await {
+        let t0 = std::time::Instant::now();
+        let prepared = self.prepare_and_spawn(&live, &uploads).await;
+        tracing::debug!(job = %id, elapsed = ?t0.elapsed(), "job prepared and init spawned");
+        match prepared {
             Ok(started) => {
                 // The supervisor reports once the command runs or has failed to start.
                 let _ = started.await;
@@ -233,6 +236,15 @@ impl JobManager {
             return Err(e.into());
         }
 
+        let cgroup_dirs: Vec<PathBuf> = cgroup
+            .as_ref()
+            .map(|cg| {
+                cg.legacy_dirs()
+                    .into_iter()
+                    .map(Path::to_path_buf)
+                    .collect()
+            })
+            .unwrap_or_default();
         let spawned = spawn_init(&SpawnRequest {
             exe: self.inner.exe.as_fd(),
             log: log.as_fd(),
@@ -242,40 +254,23 @@ impl JobManager {
             },
         });
         drop(log);
-        let joined = match (&spawned, &cgroup) {
-            // The init waits for its start request, so it is in every hierarchy before
-            // the command runs.
-            (Ok(init), Some(cg))
-                if cg.needs_add_pid_after_clone() || cg.clone_into_fd().is_none() =>
-            {
-                cg.add_pid(nix::unistd::Pid::from_raw(init.pid))
-                    .map_err(|e| format!("cannot put the job into its cgroup: {e}"))
-            }
-            _ => Ok(()),
-        };
         if let Some(cg) = cgroup {
             live.set_cgroup(cg);
         }
-        let failure = match (&spawned, joined) {
-            (Err(e), _) => Some(format!("cannot start the job's init process: {e}")),
-            (Ok(_), Err(e)) => Some(e),
-            (Ok(_), Ok(())) => None,
-        };
-        if let Some(reason) = failure {
-            if let Ok(init) = &spawned {
-                let _ = silo_sandbox::spawn::signal(init.pidfd.as_fd(), libc::SIGKILL);
+        let init = match spawned {
+            Ok(init) => init,
+            Err(e) => {
+                let reason = format!("cannot start the job's init process: {e}");
+                self.finish(live, JobState::Failed, reason, None, None)
+                    .await;
+                self.release_cgroup(live).await;
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let _ = tx.send(());
+                return Ok(rx);
             }
-            self.finish(live, JobState::Failed, reason, None, None)
-                .await;
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let _ = tx.send(());
-            return Ok(rx);
-        }
-        let Ok(init) = spawned else {
-            return Err(JobError::Host("the init vanished".into()));
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let init_spec = self.init_spec(&live.row.borrow());
+        let init_spec = self.init_spec(&live.row.borrow(), cgroup_dirs);
         tokio::spawn(supervisor::supervise(
             self.clone(),
             live.clone(),
@@ -322,7 +317,7 @@ impl JobManager {
         }
     }
 
-    fn init_spec(&self, row: &JobRow) -> silo_sandbox::InitSpec {
+    fn init_spec(&self, row: &JobRow, cgroup_dirs: Vec<PathBuf>) -> silo_sandbox::InitSpec {
         let dir = self.job_dir(&row.id);
         // Inside the job, the work directory is /work.
         let cwd = Path::new("/work").join(&row.spec.workdir);
@@ -345,6 +340,7 @@ impl JobManager {
             env,
             cwd,
             log_cap_bytes: self.inner.settings.log_cap_bytes,
+            cgroup_dirs,
             isolation: Some(silo_sandbox::Isolation {
                 hostname: row.id[..8.min(row.id.len())].to_owned(),
                 root_dir: dir.join("root"),
@@ -371,24 +367,7 @@ impl JobManager {
         signal: Option<i32>,
     ) {
         let mut reason = reason;
-        let mut usage = None;
-        if let Some(cg) = live.take_cgroup() {
-            let id = live.id.clone();
-            usage = tokio::task::spawn_blocking(move || {
-                // Nothing of the job outlives it, then the final counters, then the cgroup goes.
-                if let Err(e) = cg.kill_all() {
-                    tracing::warn!(job = %id, "cannot kill what is left in the job's cgroup: {e}");
-                }
-                let usage = cg.usage().ok().map(resources::usage_to_proto);
-                if let Err(e) = cg.remove() {
-                    tracing::warn!(job = %id, "cannot remove the job's cgroup: {e}");
-                }
-                usage
-            })
-            .await
-            .ok()
-            .flatten();
-        }
+        let usage = live.usage();
         let oom = usage.as_ref().and_then(|u| u.oom_kills).unwrap_or(0) > 0;
         if oom && state != JobState::Completed && state != JobState::Stopped {
             let limit = live
@@ -419,6 +398,22 @@ impl JobManager {
         self.forget(&row.id);
         tracing::info!(job = %row.id, state = ?state, reason = %row.reason, "job ended");
         live.update(|r| *r = row);
+    }
+
+    /// Kills whatever is left in the job's cgroup and removes it; called once the init
+    /// has exited.
+    async fn release_cgroup(&self, live: &Arc<LiveJob>) {
+        let Some(cg) = live.take_cgroup() else { return };
+        let id = live.id.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Err(e) = cg.kill_all() {
+                tracing::warn!(job = %id, "cannot kill what is left in the job's cgroup: {e}");
+            }
+            if let Err(e) = cg.remove() {
+                tracing::warn!(job = %id, "cannot remove the job's cgroup: {e}");
+            }
+        })
+        .await;
     }
 
     fn forget(&self, id: &str) {

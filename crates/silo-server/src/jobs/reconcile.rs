@@ -47,6 +47,7 @@ impl JobManager {
                     };
                     tracing::info!(job = %row.id, ?state, "ending a job left by the previous server");
                     self.finish(&live, state, reason, code, signal).await;
+                    self.release_cgroup(&live).await;
                 }
             }
         }
@@ -113,6 +114,7 @@ impl JobManager {
             let exit = read_exit(&log_path);
             let (state, reason, code, signal) = final_state(live.stop_cause(), exit, None);
             manager.finish(&live, state, reason, code, signal).await;
+            manager.release_cgroup(&live).await;
         });
         Ok(())
     }

@@ -33,6 +33,7 @@ pub async fn supervise(
     spec: InitSpec,
     started: oneshot::Sender<()>,
 ) {
+    let t0 = std::time::Instant::now();
     let InitProcess {
         pid,
         pidfd,
@@ -69,6 +70,7 @@ pub async fn supervise(
     if let Some(c) = control.as_mut() {
         match start(c, &spec).await {
             Ok(_) => {
+                tracing::debug!(job = %live.id, elapsed = ?t0.elapsed(), "command started");
                 let start_ticks = super::reconcile::process_start_ticks(pid);
                 let row = live.update(|r| {
                     r.state = JobState::Running;
@@ -89,6 +91,7 @@ pub async fn supervise(
                     );
                 }
                 exit = wait_exit(c).await;
+                tracing::debug!(job = %live.id, elapsed = ?t0.elapsed(), "init reported the exit");
             }
             Err(e) => {
                 start_error = Some(e.message);
@@ -101,15 +104,29 @@ pub async fn supervise(
     }
     drop(control);
 
+    // With an exit report, every process of the job is gone and its output is in the log:
+    // the job has ended, and is reported so before the init's own teardown (unmounting,
+    // leaving its namespaces) finishes. Without one, the init's wait status tells.
+    let mut ended = false;
+    if start_error.is_none() && exit.is_some() {
+        let (state, reason, code, signal) = final_state(live.stop_cause(), exit, None);
+        manager.finish(&live, state, reason, code, signal).await;
+        ended = true;
+    }
     let init_status = wait_reaped(pidfd).await;
+    tracing::debug!(job = %live.id, elapsed = ?t0.elapsed(), "init reaped");
     if let Some(wd) = watch {
         manager.inner.logs.unwatch(wd);
     }
-    let (state, reason, code, signal) = match start_error {
-        Some(reason) => (JobState::Failed, reason, None, None),
-        None => final_state(live.stop_cause(), exit, init_status),
-    };
-    manager.finish(&live, state, reason, code, signal).await;
+    if !ended {
+        let (state, reason, code, signal) = match start_error {
+            Some(reason) => (JobState::Failed, reason, None, None),
+            None => final_state(live.stop_cause(), exit, init_status),
+        };
+        manager.finish(&live, state, reason, code, signal).await;
+    }
+    manager.release_cgroup(&live).await;
+    tracing::debug!(job = %live.id, elapsed = ?t0.elapsed(), "job finished");
     if let Some(tx) = started.take() {
         let _ = tx.send(());
     }
@@ -117,9 +134,11 @@ pub async fn supervise(
 
 /// Hello, version check, start request, response.
 async fn start(control: &mut UnixStream, spec: &InitSpec) -> Result<Started, InitError> {
+    let t0 = std::time::Instant::now();
     let hello = tokio::time::timeout(HELLO_DEADLINE, read_frame(control))
         .await
         .map_err(|_| timeout_error("the job's init did not say hello in time"))??;
+    tracing::debug!(elapsed = ?t0.elapsed(), "init said hello");
     if hello.version != PROTOCOL_VERSION || !matches!(hello.message, Message::Hello { .. }) {
         return Err(InitError::protocol(format!(
             "the job's init speaks protocol {} ({:?}); this server speaks {PROTOCOL_VERSION}",
@@ -183,17 +202,16 @@ async fn read_frame(control: &mut UnixStream) -> Result<Frame, InitError> {
     Frame::decode(&body)
 }
 
-/// Reads frames until the init closes the socket; returns the exit it reported.
+/// Reads frames until the init reports the exit (or closes the socket without one).
 async fn wait_exit(control: &mut UnixStream) -> Option<ExitStatus> {
-    let mut exit = None;
     while let Ok(frame) = read_frame(control).await {
         if let Message::Event { name, body } = frame.message
             && name == EVENT_EXIT
         {
-            exit = serde_json::from_value(body).ok();
+            return serde_json::from_value(body).ok();
         }
     }
-    exit
+    None
 }
 
 /// Waits for the init process to exit and reaps it. Returns its wait status.

@@ -226,6 +226,18 @@ pub fn job_cgroups(name: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Waits (up to 5 s) until no job cgroup of this server is left; returns those left.
+pub fn job_cgroups_after_cleanup(name: &str) -> Vec<PathBuf> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = job_cgroups(name);
+        if left.is_empty() || Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Removes a test server's cgroup subtree, deepest directories first.
 fn remove_cgroup_tree(name: &str) {
     for root in cgroup_dirs(name) {
