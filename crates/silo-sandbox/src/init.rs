@@ -25,10 +25,10 @@ use silo_log::{LogWriter, Stream};
 
 use crate::isolation::{self, SyscallFilter};
 use crate::protocol::{
-    CONTROL_FD, EVENT_EXIT, ErrorKind, ExitStatus, Frame, InitError, LOG_FD, METHOD_START, Message,
-    PROTOCOL_VERSION, Started, read_frame, write_frame,
+    CONTROL_FD, EVENT_EXIT, ErrorKind, ExitStatus, Frame, InitError, LOG_FD, METHOD_PREPARE,
+    METHOD_START, Message, PROTOCOL_VERSION, Started, read_frame, write_frame,
 };
-use crate::{InitSpec, Isolation};
+use crate::{InitSpec, Isolation, SandboxBase};
 
 /// How long the init waits for the server's start request.
 const START_DEADLINE: Duration = Duration::from_secs(10);
@@ -83,14 +83,14 @@ impl Init {
         self.send(Message::Hello {
             pid: getpid().as_raw(),
         });
-        let (id, spec) = self.receive_start()?;
+        let (id, spec, prepared) = self.receive_start()?;
         let log_file = self
             .log_file
             .take()
             .ok_or_else(|| io::Error::other("log taken"))?;
         let log = LogWriter::create(log_file, Path::new("<job log>"), spec.log_cap_bytes)
             .map_err(io::Error::other)?;
-        let job = match start(&spec) {
+        let job = match start(&spec, prepared.as_ref()) {
             Ok(job) => job,
             Err(e) => {
                 self.send(Message::Response { id, result: Err(e) });
@@ -112,13 +112,44 @@ impl Init {
         Ok(())
     }
 
-    /// Waits (with a deadline) for the server's start request.
-    fn receive_start(&mut self) -> io::Result<(u64, InitSpec)> {
+    /// Waits for the server's start request. The first request must come within a
+    /// deadline; when it is a prepare request, the init builds the job-independent part of
+    /// the sandbox and then waits for the start without one (a ready init in the server's
+    /// pool). Returns the start request's id, the job, and what was prepared.
+    fn receive_start(&mut self) -> io::Result<(u64, InitSpec, Option<SandboxBase>)> {
+        let (id, method, params) = self.receive_request(Some(START_DEADLINE))?;
+        if method != METHOD_PREPARE {
+            let spec = self.parse_start(id, &method, params)?;
+            return Ok((id, spec, None));
+        }
+        let base: SandboxBase = match serde_json::from_value(params) {
+            Ok(base) => base,
+            Err(e) => return Err(self.refuse(id, format!("malformed sandbox: {e}"))),
+        };
+        if let Err(e) = isolation::prepare(&base) {
+            let message = e.message.clone();
+            self.send(Message::Response { id, result: Err(e) });
+            return Err(io::Error::other(message));
+        }
+        self.send(Message::Response {
+            id,
+            result: Ok(serde_json::Value::Null),
+        });
+        let (id, method, params) = self.receive_request(None)?;
+        let spec = self.parse_start(id, &method, params)?;
+        Ok((id, spec, Some(base)))
+    }
+
+    /// The next request from the server, waiting at most `deadline`.
+    fn receive_request(
+        &mut self,
+        deadline: Option<Duration>,
+    ) -> io::Result<(u64, String, serde_json::Value)> {
         let control = self
             .control
             .as_mut()
             .ok_or_else(|| io::Error::other("no control socket"))?;
-        control.set_read_timeout(Some(START_DEADLINE))?;
+        control.set_read_timeout(deadline)?;
         let frame = read_frame(control)?
             .ok_or_else(|| io::Error::other("server closed the control socket before start"))?;
         control.set_read_timeout(None)?;
@@ -129,23 +160,36 @@ impl Init {
             )));
         }
         match frame.message {
-            Message::Request { id, method, params } if method == METHOD_START => {
-                match serde_json::from_value::<InitSpec>(params) {
-                    Ok(spec) => Ok((id, spec)),
-                    Err(e) => {
-                        let err = InitError::protocol(format!("malformed job spec: {e}"));
-                        self.send(Message::Response {
-                            id,
-                            result: Err(err.clone()),
-                        });
-                        Err(io::Error::other(err.message))
-                    }
-                }
-            }
+            Message::Request { id, method, params } => Ok((id, method, params)),
             other => Err(io::Error::other(format!(
-                "expected a {METHOD_START} request, got {other:?}"
+                "expected a request, got {other:?}"
             ))),
         }
+    }
+
+    fn parse_start(
+        &mut self,
+        id: u64,
+        method: &str,
+        params: serde_json::Value,
+    ) -> io::Result<InitSpec> {
+        if method != METHOD_START {
+            return Err(self.refuse(
+                id,
+                format!("expected a {METHOD_START} request, got {method}"),
+            ));
+        }
+        serde_json::from_value::<InitSpec>(params)
+            .map_err(|e| self.refuse(id, format!("malformed job spec: {e}")))
+    }
+
+    /// Answers request `id` with a protocol error and returns it for the init to exit with.
+    fn refuse(&mut self, id: u64, message: String) -> io::Error {
+        self.send(Message::Response {
+            id,
+            result: Err(InitError::protocol(message.clone())),
+        });
+        io::Error::other(message)
     }
 }
 
@@ -158,19 +202,31 @@ struct RunningCommand {
 }
 
 /// Builds the sandbox and starts the command. Errors are typed for the server.
-fn start(spec: &InitSpec) -> Result<RunningCommand, InitError> {
+fn start(spec: &InitSpec, prepared: Option<&SandboxBase>) -> Result<RunningCommand, InitError> {
     if spec.argv.is_empty() {
         return Err(InitError::protocol("the job has no command"));
     }
+    // A ready init waited at a low priority; the job runs at the normal one.
+    // SAFETY: setpriority on this process only.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 0) };
     join_cgroups(&spec.cgroup_dirs)?;
     // The sandbox next, so that the program and the work directory are looked up in
     // the job's own root.
-    let sandbox = match &spec.isolation {
-        Some(iso) => {
+    let sandbox = match (&spec.isolation, prepared) {
+        (Some(iso), None) => {
             isolation::enter(iso)?;
             Some((iso, isolation::compile_seccomp()?))
         }
-        None => None,
+        (Some(iso), Some(base)) if iso.base() == *base => {
+            isolation::finish(iso)?;
+            Some((iso, isolation::compile_seccomp()?))
+        }
+        (Some(_), Some(_)) => {
+            return Err(InitError::protocol(
+                "the job's sandbox differs from the one this init prepared",
+            ));
+        }
+        (None, _) => None,
     };
     let program = resolve_program(&spec.argv[0], &spec.env)?;
     check_workdir(&spec.cwd)?;

@@ -12,4 +12,4 @@ pub mod protocol;
 pub mod spawn;
 mod spec;
 
-pub use spec::{InitSpec, Isolation, Network, Rootfs};
+pub use spec::{InitSpec, Isolation, Network, Rootfs, SandboxBase};

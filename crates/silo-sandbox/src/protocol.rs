@@ -23,6 +23,10 @@ pub const LOG_FD: i32 = 4;
 /// Largest frame either side accepts.
 pub const MAX_FRAME: usize = 16 << 20;
 
+/// Method: build the job-independent part of the sandbox described by a
+/// [`crate::SandboxBase`] and wait, without a deadline, for [`METHOD_START`]. Lets the
+/// server keep inits ready before jobs arrive. The result is `null`.
+pub const METHOD_PREPARE: &str = "sandbox.prepare";
 /// Method: start the job described by a [`crate::InitSpec`]; the result is a [`Started`].
 pub const METHOD_START: &str = "job.start";
 /// Event: the job's command has ended; the body is an [`ExitStatus`].

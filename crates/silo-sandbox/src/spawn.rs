@@ -32,6 +32,9 @@ pub struct SpawnRequest<'a> {
     pub cgroup: Option<BorrowedFd<'a>>,
     /// Namespaces to create.
     pub namespaces: Namespaces,
+    /// The init's nice value until it starts a job (it then returns to 0): a ready init
+    /// prepared in the background should not compete with running jobs for the CPU.
+    pub nice: i32,
 }
 
 /// A running init process, as the server sees it.
@@ -104,11 +107,12 @@ pub fn spawn_init(req: &SpawnRequest<'_>) -> io::Result<InitProcess> {
         args.cgroup = cg.as_raw_fd() as u64;
     }
     let exe = req.exe.as_raw_fd();
+    let nice = req.nice;
     let (child_fd, log_fd, null_fd) = (child_end.as_raw_fd(), log.as_raw_fd(), devnull.as_raw_fd());
 
     // SAFETY: clone3 with a correctly sized, initialised clone_args and no CLONE_VM: the
     // child gets a copy of the address space. In the child (ret == 0) only
-    // async-signal-safe system calls run (dup2, execveat, _exit) on values prepared above,
+    // async-signal-safe system calls run (setpriority, dup2, execveat, _exit) on values prepared above,
     // so no lock held by another server thread at the time of the clone is touched.
     let ret = unsafe {
         libc::syscall(
@@ -121,6 +125,9 @@ pub fn spawn_init(req: &SpawnRequest<'_>) -> io::Result<InitProcess> {
         // SAFETY: see above; this is the child and only calls async-signal-safe functions
         // before it either execs or exits.
         unsafe {
+            if nice != 0 {
+                libc::setpriority(libc::PRIO_PROCESS, 0, nice);
+            }
             if libc::dup2(null_fd, 0) < 0
                 || libc::dup2(null_fd, 1) < 0
                 || libc::dup2(child_fd, CONTROL_FD) < 0

@@ -49,6 +49,32 @@ pub struct Isolation {
     pub tmp_size_bytes: u64,
 }
 
+/// The part of a sandbox that does not depend on the job: what an init can build while it
+/// waits for one (see [`crate::protocol::METHOD_PREPARE`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SandboxBase {
+    /// See [`Isolation::root_dir`].
+    pub root_dir: PathBuf,
+    /// See [`Isolation::rootfs`].
+    pub rootfs: Rootfs,
+    /// See [`Isolation::network`].
+    pub network: Network,
+    /// See [`Isolation::tmp_size_bytes`].
+    pub tmp_size_bytes: u64,
+}
+
+impl Isolation {
+    /// The job-independent part of this sandbox.
+    pub fn base(&self) -> SandboxBase {
+        SandboxBase {
+            root_dir: self.root_dir.clone(),
+            rootfs: self.rootfs.clone(),
+            network: self.network,
+            tmp_size_bytes: self.tmp_size_bytes,
+        }
+    }
+}
+
 /// The job's root filesystem.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]

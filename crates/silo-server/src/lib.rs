@@ -54,6 +54,10 @@ pub struct ServerArgs {
     /// Size of each job's /tmp (and /dev/shm) tmpfs.
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     pub tmp_size: u64,
+    /// Inits kept ready, their sandbox prepared, so that a job starts without waiting for
+    /// one; 0 starts every job from scratch.
+    #[arg(long, default_value_t = 2)]
+    pub ready_inits: usize,
     /// Largest total size of one job's uploads.
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     pub upload_limit: u64,
@@ -148,6 +152,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         cgroups,
         job_user: (args.job_uid, args.job_gid),
         tmp_size_bytes: args.tmp_size,
+        ready_inits: args.ready_inits,
     };
     let jobs = JobManager::start(store, settings, exe.into()).await?;
 

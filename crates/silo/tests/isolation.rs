@@ -262,7 +262,7 @@ async fn setup_failures_name_their_cause_and_leave_nothing_behind() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let state = server.state().display().to_string();
     assert!(!mounts.contains(&state), "a job mount leaked onto the host");
-    assert!(job_cgroups_after_cleanup(&server.cgroup_name).is_empty());
+    assert!(job_cgroups_after_cleanup(&server.cgroup_name, &[&job.id, &job2.id]).is_empty());
     for id in [&job.id, &job2.id] {
         let root = server.state().join("jobs").join(id).join("root");
         assert_eq!(
@@ -274,11 +274,13 @@ async fn setup_failures_name_their_cause_and_leave_nothing_behind() {
     // No process of these jobs is left.
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         if let Ok(link) = std::fs::read_link(entry.path().join("fd/4")) {
-            assert!(
-                !link.starts_with(server.state()),
-                "a job process survived: {:?}",
-                entry.path()
-            );
+            for id in [&job.id, &job2.id] {
+                assert!(
+                    !link.starts_with(server.state().join("jobs").join(id)),
+                    "a job process survived: {:?}",
+                    entry.path()
+                );
+            }
         }
     }
 }

@@ -46,34 +46,11 @@ ethers: files
 rpc: files
 ";
 
-/// Writes /etc under `root`.
-pub(super) fn generate(root: &Path, iso: &Isolation) -> Result<(), InitError> {
+/// Writes the job-independent part of /etc under `root`: nsswitch, mtab, localtime, and
+/// the host's resolver and loader files.
+pub(super) fn generate_common(root: &Path) -> Result<(), InitError> {
     let etc = root.join("etc");
     mkdir("write_etc", &etc, 0o755)?;
-    write_file(
-        "write_etc",
-        &etc.join("passwd"),
-        passwd(iso.uid, iso.gid).as_bytes(),
-        0o644,
-    )?;
-    write_file(
-        "write_etc",
-        &etc.join("group"),
-        group(iso.gid).as_bytes(),
-        0o644,
-    )?;
-    write_file(
-        "write_etc",
-        &etc.join("hosts"),
-        hosts(&iso.hostname).as_bytes(),
-        0o644,
-    )?;
-    write_file(
-        "write_etc",
-        &etc.join("hostname"),
-        format!("{}\n", iso.hostname).as_bytes(),
-        0o644,
-    )?;
     write_file(
         "write_etc",
         &etc.join("nsswitch.conf"),
@@ -100,6 +77,37 @@ pub(super) fn generate(root: &Path, iso: &Isolation) -> Result<(), InitError> {
         mkdir("write_etc", &target, 0o755)?;
         super::mounts::bind("write_etc", &host, &target, super::rootfs::READ_ONLY)?;
     }
+    Ok(())
+}
+
+/// Writes the job's own files into the generated /etc: passwd and group with its user,
+/// hosts and hostname with its hostname.
+pub(super) fn generate_for_job(root: &Path, iso: &Isolation) -> Result<(), InitError> {
+    let etc = root.join("etc");
+    write_file(
+        "write_etc",
+        &etc.join("passwd"),
+        passwd(iso.uid, iso.gid).as_bytes(),
+        0o644,
+    )?;
+    write_file(
+        "write_etc",
+        &etc.join("group"),
+        group(iso.gid).as_bytes(),
+        0o644,
+    )?;
+    write_file(
+        "write_etc",
+        &etc.join("hosts"),
+        hosts(&iso.hostname).as_bytes(),
+        0o644,
+    )?;
+    write_file(
+        "write_etc",
+        &etc.join("hostname"),
+        format!("{}\n", iso.hostname).as_bytes(),
+        0o644,
+    )?;
     Ok(())
 }
 

@@ -30,7 +30,7 @@ use std::io;
 use nix::errno::Errno;
 
 use crate::protocol::InitError;
-use crate::{Isolation, Network};
+use crate::{Isolation, Network, SandboxBase};
 
 pub use seccomp::SyscallFilter;
 
@@ -52,12 +52,27 @@ pub use seccomp::SyscallFilter;
 /// On failure the process is left part-way; the init must report the error and exit, which
 /// tears the mount namespace and everything in it down.
 pub fn enter(iso: &Isolation) -> Result<(), InitError> {
+    prepare(&iso.base())?;
+    finish(iso)
+}
+
+/// The job-independent half of [`enter`]: private mount propagation, `lo` up, and the
+/// job's root assembled under [`SandboxBase::root_dir`] except for what belongs to the job
+/// (its /work, its user in /etc, its hostname). The root is still writable and not yet
+/// entered. An init can do this before its job is known.
+pub fn prepare(base: &SandboxBase) -> Result<(), InitError> {
     mounts::make_private()?;
-    set_hostname(&iso.hostname)?;
-    if iso.network == Network::None {
+    if base.network == Network::None {
         network::bring_up_loopback()?;
     }
-    rootfs::assemble(iso)?;
+    rootfs::assemble(base)
+}
+
+/// The job's half of [`enter`], after [`prepare`] with `iso.base()`: the hostname, the
+/// job's files in /etc, /work, then pivot_root into the root and seal it read-only.
+pub fn finish(iso: &Isolation) -> Result<(), InitError> {
+    set_hostname(&iso.hostname)?;
+    rootfs::add_job(iso)?;
     pivot::pivot_into(&iso.root_dir)?;
     pivot::seal_read_only()
 }

@@ -12,7 +12,7 @@ use nix::mount::MsFlags;
 use super::mounts::{bind, mkdir, mount_fs, symlink, touch};
 use super::{dev, errno_of, etc, fail, proc_mask};
 use crate::protocol::InitError;
-use crate::{Isolation, Rootfs};
+use crate::{Isolation, Rootfs, SandboxBase};
 
 /// The host's system directories a [`Rootfs::HostView`] shows, read-only, when present.
 const HOST_SYSTEM_DIRS: &[&str] = &["usr", "bin", "sbin", "lib", "lib64", "lib32", "libx32"];
@@ -26,9 +26,10 @@ pub(super) const READ_ONLY: MsFlags = MsFlags::MS_RDONLY
     .union(MsFlags::MS_NOSUID)
     .union(MsFlags::MS_NODEV);
 
-/// Builds the job's whole tree under `iso.root_dir`, ready for pivot_root.
-pub(super) fn assemble(iso: &Isolation) -> Result<(), InitError> {
-    let root = iso.root_dir.as_path();
+/// Builds the job-independent tree under `base.root_dir`: everything but /work and the
+/// job's own files in /etc ([`add_job`]).
+pub(super) fn assemble(base: &SandboxBase) -> Result<(), InitError> {
+    let root = base.root_dir.as_path();
     mount_fs(
         "mount_root",
         "tmpfs",
@@ -36,17 +37,26 @@ pub(super) fn assemble(iso: &Isolation) -> Result<(), InitError> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some("mode=0755,size=16m"),
     )?;
-    match &iso.rootfs {
+    match &base.rootfs {
         Rootfs::HostView => {
             show_host_system_dirs(root)?;
-            etc::generate(root, iso)?;
+            etc::generate_common(root)?;
         }
         Rootfs::Runtime { path } => show_runtime(path, root)?,
     }
     proc_mask::mount_proc(root)?;
     proc_mask::mount_sys(root)?;
-    dev::populate(root, iso.tmp_size_bytes)?;
-    mount_tmp(root, iso.tmp_size_bytes)?;
+    dev::populate(root, base.tmp_size_bytes)?;
+    mount_tmp(root, base.tmp_size_bytes)
+}
+
+/// Adds what belongs to the job to an assembled tree: its user, group and hostname in a
+/// generated /etc, and its work directory at /work.
+pub(super) fn add_job(iso: &Isolation) -> Result<(), InitError> {
+    let root = iso.root_dir.as_path();
+    if iso.rootfs == Rootfs::HostView {
+        etc::generate_for_job(root, iso)?;
+    }
     mount_work(root, &iso.work_dir)
 }
 

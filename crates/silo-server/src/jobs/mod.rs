@@ -2,6 +2,7 @@
 //! their end, and answers questions about them.
 
 pub mod live;
+mod ready;
 mod reconcile;
 mod resources;
 mod supervisor;
@@ -9,19 +10,17 @@ pub mod uploads;
 pub mod validate;
 
 use std::collections::HashMap;
-use std::fs::OpenOptions;
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use silo_proto::v1::{JobNetwork, JobSpec, JobState, Upload};
-use silo_sandbox::spawn::{Namespaces, SpawnRequest, spawn_init};
 
 use crate::logs::LogWatcher;
 use crate::store::{JobRow, Store, StoreError};
 use live::{LiveJob, StopCause, is_terminal};
+use ready::ReadyInit;
 use validate::{Bounds, Invalid};
 
 /// Settings of the job manager.
@@ -43,6 +42,8 @@ pub struct JobSettings {
     pub job_user: (u32, u32),
     /// Size of each job's /tmp.
     pub tmp_size_bytes: u64,
+    /// Inits kept ready (sandbox prepared) for the next jobs; 0 starts each job from scratch.
+    pub ready_inits: usize,
 }
 
 /// Why a job operation failed; each maps to one gRPC status.
@@ -81,6 +82,10 @@ struct Inner {
     exe: OwnedFd,
     live: Mutex<HashMap<String, Arc<LiveJob>>>,
     logs: Arc<LogWatcher>,
+    /// Inits ready for the next jobs.
+    pool: Mutex<Vec<ReadyInit>>,
+    /// Ready inits being prepared for the pool now.
+    refilling: std::sync::atomic::AtomicUsize,
 }
 
 /// Microseconds since the Unix epoch.
@@ -114,10 +119,14 @@ impl JobManager {
                 exe,
                 live: Mutex::default(),
                 logs,
+                pool: Mutex::default(),
+                refilling: Default::default(),
             }),
         };
         manager.reconcile().await?;
         manager.remove_stray_cgroups().await;
+        manager.remove_stray_dirs().await;
+        manager.refill();
         Ok(manager)
     }
 
@@ -154,7 +163,13 @@ impl JobManager {
     ) -> Result<JobRow, JobError> {
         let s = &self.inner.settings;
         validate::check_request(&spec, &uploads, &s.bounds)?;
-        let id = uuid::Uuid::new_v4().simple().to_string();
+        if self.running() >= s.max_jobs {
+            return Err(JobError::Busy(s.max_jobs));
+        }
+        let t0 = std::time::Instant::now();
+        let ready = self.take_ready(spec.network() != JobNetwork::Host).await?;
+        tracing::debug!(elapsed = ?t0.elapsed(), "ready init taken");
+        let id = ready.id.clone();
         let row = JobRow {
             id: id.clone(),
             spec,
@@ -167,76 +182,24 @@ impl JobManager {
             created_at: now_micros(),
             started_at: None,
             ended_at: None,
-            init: None,
+            // Stored with the job, so that a restarted server finds the init even if it
+            // crashed before recording the start.
+            init: reconcile::process_start_ticks(ready.pid).map(|t| (ready.pid, t)),
             usage: None,
         };
         let live = Arc::new(LiveJob::new(row));
-        {
-            let mut map = self
-                .inner
-                .live
-                .lock()
-                .map_err(|_| JobError::Host("job table poisoned".into()))?;
-            if map.len() >= s.max_jobs {
-                return Err(JobError::Busy(s.max_jobs));
-            }
+        if let Ok(mut map) = self.inner.live.lock() {
             map.insert(id.clone(), live.clone());
         }
-        let t0 = std::time::Instant::now();
-        let prepared = self.prepare_and_spawn(&live, &uploads).await;
-        tracing::debug!(job = %id, elapsed = ?t0.elapsed(), "job prepared and init spawned");
-        match prepared {
-            Ok(started) => {
-                // The supervisor reports once the command runs or has failed to start.
-                let _ = started.await;
-                Ok(live.row.borrow().clone())
-            }
-            Err(e) => {
-                // Nothing of the job stays behind: no row, no files, no slot.
-                self.forget(&id);
-                let _ = std::fs::remove_dir_all(self.job_dir(&id));
-                Err(e)
-            }
+        if let Err(e) = self.prepare_job(&live, &ready, &uploads).await {
+            // Nothing of the job stays behind: no row, no files, no cgroup, no slot.
+            self.forget(&id);
+            self.discard(&id, Some(ready.pidfd), ready.cgroup).await;
+            return Err(e);
         }
-    }
-
-    /// Creates the job's files and row and spawns its init; returns a receiver that fires
-    /// once the job runs or has failed to start.
-    async fn prepare_and_spawn(
-        &self,
-        live: &Arc<LiveJob>,
-        uploads: &[Upload],
-    ) -> Result<tokio::sync::oneshot::Receiver<()>, JobError> {
-        let id = live.id.clone();
-        let dir = self.job_dir(&id);
-        let work = dir.join("work");
-        let host = |what: &str, path: &Path, e: std::io::Error| {
-            JobError::Host(format!("cannot {what} {}: {e}", path.display()))
-        };
-        std::fs::create_dir_all(&work).map_err(|e| host("create", &work, e))?;
-        let root = dir.join("root");
-        std::fs::create_dir(&root).map_err(|e| host("create", &root, e))?;
-        let written = uploads::write_uploads(&work, uploads)
-            .map_err(|e| host("write uploads into", &work, e))?;
-        let (uid, gid) = self.job_user(&live.row.borrow().spec);
-        uploads::chown_tree(&work, uid, gid).map_err(|e| host("hand over", &work, e))?;
-        let log_path = dir.join("log");
-        let log = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .mode(0o600)
-            .open(&log_path)
-            .map_err(|e| host("create", &log_path, e))?;
-        let cgroup = self.create_cgroup(&id, live.row.borrow().spec.limits.as_ref(), &work)?;
-        let row = live.update(|r| r.uploads = written);
-        if let Err(e) = self.inner.store.insert(&row).await {
-            if let Some(cg) = cgroup {
-                let _ = cg.remove();
-            }
-            return Err(e.into());
-        }
-
-        let cgroup_dirs: Vec<PathBuf> = cgroup
+        tracing::debug!(elapsed = ?t0.elapsed(), "job prepared");
+        let cgroup_dirs: Vec<PathBuf> = ready
+            .cgroup
             .as_ref()
             .map(|cg| {
                 cg.legacy_dirs()
@@ -245,65 +208,54 @@ impl JobManager {
                     .collect()
             })
             .unwrap_or_default();
-        let spawned = spawn_init(&SpawnRequest {
-            exe: self.inner.exe.as_fd(),
-            log: log.as_fd(),
-            cgroup: cgroup.as_ref().and_then(|cg| cg.clone_into_fd()),
-            namespaces: Namespaces {
-                network: live.row.borrow().spec.network() != JobNetwork::Host,
-            },
-        });
-        drop(log);
-        if let Some(cg) = cgroup {
-            live.set_cgroup(cg);
-        }
-        let init = match spawned {
-            Ok(init) => init,
-            Err(e) => {
-                let reason = format!("cannot start the job's init process: {e}");
-                self.finish(live, JobState::Failed, reason, None, None)
-                    .await;
-                self.release_cgroup(live).await;
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                let _ = tx.send(());
-                return Ok(rx);
-            }
-        };
-        let (tx, rx) = tokio::sync::oneshot::channel();
         let init_spec = self.init_spec(&live.row.borrow(), cgroup_dirs);
+        let (tx, started) = tokio::sync::oneshot::channel();
         tokio::spawn(supervisor::supervise(
             self.clone(),
             live.clone(),
-            init,
+            ready,
             init_spec,
             tx,
         ));
-        Ok(rx)
+        // The supervisor reports once the command runs or has failed to start.
+        let _ = started.await;
+        tracing::debug!(elapsed = ?t0.elapsed(), "job started");
+        Ok(live.row.borrow().clone())
     }
 
-    /// The job's cgroup with its limits written, or `None` on a host without cgroups
-    /// (where asking for a limit is FailedPrecondition).
-    fn create_cgroup(
+    /// Gives a ready init's job its files (work directory, uploads), its limits and its
+    /// row in the store.
+    async fn prepare_job(
         &self,
-        id: &str,
-        limits: Option<&silo_proto::v1::Limits>,
-        work: &Path,
-    ) -> Result<Option<silo_cgroup::JobCgroup>, JobError> {
-        let Some(root) = &self.inner.settings.cgroups else {
-            if resources::any_limit(limits) {
+        live: &Arc<LiveJob>,
+        ready: &ReadyInit,
+        uploads: &[Upload],
+    ) -> Result<(), JobError> {
+        let work = self.job_dir(&live.id).join("work");
+        let host = |what: &str, path: &Path, e: std::io::Error| {
+            JobError::Host(format!("cannot {what} {}: {e}", path.display()))
+        };
+        std::fs::create_dir(&work).map_err(|e| host("create", &work, e))?;
+        let written = uploads::write_uploads(&work, uploads)
+            .map_err(|e| host("write uploads into", &work, e))?;
+        let (uid, gid) = self.job_user(&live.row.borrow().spec);
+        uploads::chown_tree(&work, uid, gid).map_err(|e| host("hand over", &work, e))?;
+        let limits = live.row.borrow().spec.limits.clone();
+        match &ready.cgroup {
+            Some(cg) => {
+                let wanted = resources::cgroup_limits(limits.as_ref(), &work)?;
+                cg.apply(&wanted).map_err(resources::cgroup_error)?;
+            }
+            None if resources::any_limit(limits.as_ref()) => {
                 return Err(JobError::Unsupported(
                     "cannot limit resources here: this host has no usable cgroups".into(),
                 ));
             }
-            return Ok(None);
-        };
-        let wanted = resources::cgroup_limits(limits, work)?;
-        let cg = root.create_job(id).map_err(resources::cgroup_error)?;
-        if let Err(e) = cg.apply(&wanted) {
-            let _ = cg.remove();
-            return Err(resources::cgroup_error(e));
+            None => {}
         }
-        Ok(Some(cg))
+        let row = live.update(|r| r.uploads = written);
+        self.inner.store.insert(&row).await?;
+        Ok(())
     }
 
     /// The uid and gid a job runs as.
@@ -435,7 +387,14 @@ impl JobManager {
 
     /// Jobs newest first.
     pub async fn list(&self, states: &[JobState], limit: u32) -> Result<Vec<JobRow>, JobError> {
-        Ok(self.inner.store.list(states, limit).await?)
+        let mut rows = self.inner.store.list(states, limit).await?;
+        // A live job's state in memory is ahead of the store by at most one write.
+        for row in &mut rows {
+            if let Some(live) = self.live(&row.id) {
+                *row = live.row.borrow().clone();
+            }
+        }
+        Ok(rows)
     }
 
     /// Stops a job and waits for its end. A job that has already ended is returned as is.

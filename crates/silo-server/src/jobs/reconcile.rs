@@ -87,9 +87,32 @@ impl JobManager {
         .await;
     }
 
+    /// Removes job directories that have no job in the store: those of ready inits of an
+    /// earlier server, which never got a job.
+    pub(super) async fn remove_stray_dirs(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.inner.settings.jobs_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.len() != 32 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                continue;
+            }
+            if let Err(crate::store::StoreError::NotFound(_)) = self.inner.store.get(&name).await {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+
     /// Tracks a running job whose init is no longer our child: waits for it to exit, then
     /// reads the exit from the log the init wrote.
-    fn adopt(&self, row: JobRow, pidfd: std::os::fd::OwnedFd) -> Result<(), JobError> {
+    fn adopt(&self, mut row: JobRow, pidfd: std::os::fd::OwnedFd) -> Result<(), JobError> {
+        // Its init outlived the server, so it was given its job: the job runs (a crash
+        // between storing the job and recording its start leaves it STARTING).
+        if row.state == silo_proto::v1::JobState::Starting {
+            row.state = silo_proto::v1::JobState::Running;
+            row.started_at = Some(super::now_micros());
+        }
         let live = Arc::new(LiveJob::new(row));
         if let Some(cg) = self.open_cgroup(&live.id) {
             live.set_cgroup(cg);

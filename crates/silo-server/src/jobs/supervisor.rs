@@ -7,20 +7,18 @@ use std::time::Duration;
 use silo_proto::v1::JobState;
 use silo_sandbox::InitSpec;
 use silo_sandbox::protocol::{
-    EVENT_EXIT, ExitStatus, Frame, InitError, MAX_FRAME, METHOD_START, Message, PROTOCOL_VERSION,
-    Started,
+    EVENT_EXIT, ExitStatus, Frame, InitError, MAX_FRAME, METHOD_START, Message, Started,
 };
-use silo_sandbox::spawn::{InitProcess, try_reap};
+use silo_sandbox::spawn::try_reap;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 
 use super::live::{LiveJob, StopCause};
+use super::ready::ReadyInit;
 use super::{JobManager, now_micros};
 
-/// How long a new init has to say hello.
-const HELLO_DEADLINE: Duration = Duration::from_secs(5);
 /// How long the init has to set up and start the command.
 const START_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -29,16 +27,21 @@ const START_DEADLINE: Duration = Duration::from_secs(30);
 pub async fn supervise(
     manager: JobManager,
     live: Arc<LiveJob>,
-    init: InitProcess,
+    ready: ReadyInit,
     spec: InitSpec,
     started: oneshot::Sender<()>,
 ) {
     let t0 = std::time::Instant::now();
-    let InitProcess {
+    let ReadyInit {
         pid,
         pidfd,
         control,
-    } = init;
+        cgroup,
+        ..
+    } = ready;
+    if let Some(cg) = cgroup {
+        live.set_cgroup(cg);
+    }
     let pidfd = match pidfd.try_clone() {
         Ok(dup) => {
             live.set_pidfd(dup);
@@ -52,21 +55,14 @@ pub async fn supervise(
         .logs
         .watch(&log_path, live.progress.clone())
         .ok();
-
-    let mut control = match control
-        .set_nonblocking(true)
-        .and_then(|()| UnixStream::from_std(control))
-    {
-        Ok(c) => Some(c),
-        Err(e) => {
-            tracing::error!(job = %live.id, "cannot use the control socket: {e}");
-            None
-        }
-    };
+    let mut control = Some(control);
     let mut started = Some(started);
     let mut exit: Option<ExitStatus> = None;
     let mut start_error: Option<String> = None;
 
+    // A ready init waited at a low priority; it must wake for its job at the normal one.
+    // SAFETY: setpriority on our own child, which is not reaped yet (its pid is its own).
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, 0) };
     if let Some(c) = control.as_mut() {
         match start(c, &spec).await {
             Ok(_) => {
@@ -77,11 +73,13 @@ pub async fn supervise(
                     r.started_at = Some(now_micros());
                     r.init = start_ticks.map(|t| (pid, t));
                 });
-                if let Err(e) = manager.inner.store.update(&row).await {
-                    tracing::error!(job = %live.id, "cannot record that the job runs: {e}");
-                }
+                // The caller learns at once; readers of a live job see it in memory, and
+                // the store follows (before anything else of this job is stored).
                 if let Some(tx) = started.take() {
                     let _ = tx.send(());
+                }
+                if let Err(e) = manager.inner.store.update(&row).await {
+                    tracing::error!(job = %live.id, "cannot record that the job runs: {e}");
                 }
                 if row.spec.timeout_ms > 0 {
                     arm_timeout(
@@ -132,22 +130,11 @@ pub async fn supervise(
     }
 }
 
-/// Hello, version check, start request, response.
+/// The start request and its response.
 async fn start(control: &mut UnixStream, spec: &InitSpec) -> Result<Started, InitError> {
-    let t0 = std::time::Instant::now();
-    let hello = tokio::time::timeout(HELLO_DEADLINE, read_frame(control))
-        .await
-        .map_err(|_| timeout_error("the job's init did not say hello in time"))??;
-    tracing::debug!(elapsed = ?t0.elapsed(), "init said hello");
-    if hello.version != PROTOCOL_VERSION || !matches!(hello.message, Message::Hello { .. }) {
-        return Err(InitError::protocol(format!(
-            "the job's init speaks protocol {} ({:?}); this server speaks {PROTOCOL_VERSION}",
-            hello.version, hello.message
-        )));
-    }
     let params = serde_json::to_value(spec).map_err(|e| InitError::protocol(e.to_string()))?;
     let request = Frame::new(Message::Request {
-        id: 1,
+        id: 2,
         method: METHOD_START.into(),
         params,
     });
@@ -160,11 +147,11 @@ async fn start(control: &mut UnixStream, spec: &InitSpec) -> Result<Started, Ini
         .map_err(|_| timeout_error("the job's init did not start the command in time"))??;
     match response.message {
         Message::Response {
-            id: 1,
+            id: 2,
             result: Ok(v),
         } => serde_json::from_value(v).map_err(|e| InitError::protocol(e.to_string())),
         Message::Response {
-            id: 1,
+            id: 2,
             result: Err(e),
         } => Err(e),
         other => Err(InitError::protocol(format!(
@@ -173,7 +160,7 @@ async fn start(control: &mut UnixStream, spec: &InitSpec) -> Result<Started, Ini
     }
 }
 
-fn timeout_error(message: &str) -> InitError {
+pub(super) fn timeout_error(message: &str) -> InitError {
     InitError {
         kind: silo_sandbox::protocol::ErrorKind::Timeout,
         message: message.into(),
@@ -182,7 +169,7 @@ fn timeout_error(message: &str) -> InitError {
     }
 }
 
-async fn read_frame(control: &mut UnixStream) -> Result<Frame, InitError> {
+pub(super) async fn read_frame(control: &mut UnixStream) -> Result<Frame, InitError> {
     let mut len = [0u8; 4];
     control
         .read_exact(&mut len)
@@ -215,7 +202,7 @@ async fn wait_exit(control: &mut UnixStream) -> Option<ExitStatus> {
 }
 
 /// Waits for the init process to exit and reaps it. Returns its wait status.
-async fn wait_reaped(pidfd: std::os::fd::OwnedFd) -> Option<(Option<i32>, Option<i32>)> {
+pub(super) async fn wait_reaped(pidfd: std::os::fd::OwnedFd) -> Option<(Option<i32>, Option<i32>)> {
     let Ok(fd) = watch_pidfd(pidfd) else {
         return None;
     };

@@ -226,11 +226,15 @@ pub fn job_cgroups(name: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Waits (up to 5 s) until no job cgroup of this server is left; returns those left.
-pub fn job_cgroups_after_cleanup(name: &str) -> Vec<PathBuf> {
+/// Waits (up to 5 s) until none of the jobs `ids` has a cgroup left; returns those left.
+/// (Other cgroups under `jobs/` belong to the server's ready inits.)
+pub fn job_cgroups_after_cleanup(name: &str, ids: &[&str]) -> Vec<PathBuf> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let left = job_cgroups(name);
+        let left: Vec<PathBuf> = job_cgroups(name)
+            .into_iter()
+            .filter(|p| p.file_name().is_some_and(|n| ids.iter().any(|id| n == *id)))
+            .collect();
         if left.is_empty() || Instant::now() > deadline {
             return left;
         }

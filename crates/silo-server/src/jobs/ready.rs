@@ -1,0 +1,254 @@
+//! Inits that are ready before their job arrives.
+//!
+//! Starting a sandbox has a part that does not depend on the job: creating the cgroup,
+//! cloning the init into its namespaces, re-executing the binary, and assembling the
+//! job-independent part of the root filesystem. [`JobManager::spawn_ready`] does all of
+//! that and stops at the init protocol's `sandbox.prepare`; the job then only needs its
+//! own files, its limits and `job.start`. The manager keeps a few such inits in a pool so
+//! that a job's launch pays only for what is its own. Each ready init already owns the id
+//! its job will get: its cgroup and directory are made under that id.
+
+use std::fs::OpenOptions;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use silo_sandbox::protocol::{Frame, InitError, METHOD_PREPARE, Message, PROTOCOL_VERSION};
+use silo_sandbox::spawn::{Namespaces, SpawnRequest, spawn_init};
+use silo_sandbox::{Network, Rootfs, SandboxBase};
+use tokio::io::AsyncWriteExt;
+use tokio::net::UnixStream;
+
+use super::supervisor::{read_frame, timeout_error};
+use super::{JobError, JobManager, resources};
+
+/// The nice value of inits prepared for the pool while they prepare and wait.
+const READY_NICE: i32 = 10;
+/// How long a new init has to say hello.
+const HELLO_DEADLINE: Duration = Duration::from_secs(5);
+/// How long an init has to prepare its sandbox.
+const PREPARE_DEADLINE: Duration = Duration::from_secs(30);
+
+/// An init that has prepared its sandbox and waits for its job's `job.start`.
+pub struct ReadyInit {
+    /// The id its job gets.
+    pub id: String,
+    /// Its pid in the server's pid namespace.
+    pub pid: i32,
+    /// For signalling and reaping it.
+    pub pidfd: OwnedFd,
+    /// The server's end of its control socket.
+    pub control: UnixStream,
+    /// Its job's cgroup, without limits yet.
+    pub cgroup: Option<silo_cgroup::JobCgroup>,
+    /// Whether it has a private network namespace (else it shares the host's).
+    pub private_network: bool,
+}
+
+impl JobManager {
+    /// Creates a job's cgroup and directory under a new id, starts its init and has it
+    /// prepare the job-independent part of the sandbox. Leaves nothing behind on failure.
+    pub(super) async fn spawn_ready(
+        &self,
+        private_network: bool,
+        nice: i32,
+    ) -> Result<ReadyInit, JobError> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let dir = self.job_dir(&id);
+        let root = dir.join("root");
+        let created = std::fs::create_dir_all(&root)
+            .and_then(|()| {
+                OpenOptions::new()
+                    .create_new(true)
+                    .append(true)
+                    .mode(0o600)
+                    .open(dir.join("log"))
+            })
+            .map_err(|e| JobError::Host(format!("cannot create {}: {e}", dir.display())));
+        let log = match created {
+            Ok(log) => log,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        let cgroup = match &self.inner.settings.cgroups {
+            Some(root) => match root.create_job(&id) {
+                Ok(cg) => Some(cg),
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return Err(resources::cgroup_error(e));
+                }
+            },
+            None => None,
+        };
+        let spawned = spawn_init(&SpawnRequest {
+            exe: self.inner.exe.as_fd(),
+            log: log.as_fd(),
+            cgroup: cgroup.as_ref().and_then(|cg| cg.clone_into_fd()),
+            namespaces: Namespaces {
+                network: private_network,
+            },
+            nice,
+        });
+        drop(log);
+        let init = match spawned {
+            Ok(init) => init,
+            Err(e) => {
+                self.discard(&id, None, cgroup).await;
+                return Err(JobError::Host(format!(
+                    "cannot start a job's init process: {e}"
+                )));
+            }
+        };
+        let control = init
+            .control
+            .set_nonblocking(true)
+            .and_then(|()| UnixStream::from_std(init.control));
+        let base = SandboxBase {
+            root_dir: root,
+            rootfs: Rootfs::HostView,
+            network: if private_network {
+                Network::None
+            } else {
+                Network::Host
+            },
+            tmp_size_bytes: self.inner.settings.tmp_size_bytes,
+        };
+        let prepared = match control {
+            Ok(mut control) => prepare(&mut control, &base).await.map(|()| control),
+            Err(e) => Err(InitError::protocol(format!(
+                "cannot use the control socket: {e}"
+            ))),
+        };
+        match prepared {
+            Ok(control) => Ok(ReadyInit {
+                id,
+                pid: init.pid,
+                pidfd: init.pidfd,
+                control,
+                cgroup,
+                private_network,
+            }),
+            Err(e) => {
+                self.discard(&id, Some(init.pidfd), cgroup).await;
+                Err(JobError::Host(format!(
+                    "cannot prepare a job's sandbox: {}",
+                    e.message
+                )))
+            }
+        }
+    }
+
+    /// Ends a ready init that will get no job, and removes its cgroup and directory.
+    pub(super) async fn discard(
+        &self,
+        id: &str,
+        pidfd: Option<OwnedFd>,
+        cgroup: Option<silo_cgroup::JobCgroup>,
+    ) {
+        if let Some(pidfd) = pidfd {
+            let _ = silo_sandbox::spawn::signal(pidfd.as_fd(), libc::SIGKILL);
+            super::supervisor::wait_reaped(pidfd).await;
+        }
+        if let Some(cg) = cgroup {
+            let _ = tokio::task::spawn_blocking(move || {
+                let _ = cg.kill_all();
+                let _ = cg.remove();
+            })
+            .await;
+        }
+        let _ = std::fs::remove_dir_all(self.job_dir(id));
+    }
+
+    /// A ready init for a job, from the pool when there is one that fits, else a new one.
+    pub(super) async fn take_ready(&self, private_network: bool) -> Result<ReadyInit, JobError> {
+        let pooled = self.inner.pool.lock().ok().and_then(|mut pool| {
+            let i = pool
+                .iter()
+                .position(|r| r.private_network == private_network)?;
+            Some(pool.swap_remove(i))
+        });
+        if pooled.is_some() {
+            self.refill();
+        }
+        match pooled {
+            Some(ready) => Ok(ready),
+            None => self.spawn_ready(private_network, 0).await,
+        }
+    }
+
+    /// Tops the pool up to its size in the background (inits with a private network).
+    pub(super) fn refill(&self) {
+        let manager = self.clone();
+        tokio::spawn(async move {
+            let target = manager.inner.settings.ready_inits;
+            loop {
+                let have = manager
+                    .inner
+                    .pool
+                    .lock()
+                    .map(|p| p.len())
+                    .unwrap_or(usize::MAX);
+                let pending = manager.inner.refilling.fetch_add(1, Ordering::SeqCst);
+                if have + pending >= target {
+                    manager.inner.refilling.fetch_sub(1, Ordering::SeqCst);
+                    return;
+                }
+                let ready = manager.spawn_ready(true, READY_NICE).await;
+                manager.inner.refilling.fetch_sub(1, Ordering::SeqCst);
+                match ready {
+                    Ok(ready) => {
+                        if let Ok(mut pool) = manager.inner.pool.lock() {
+                            pool.push(ready);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("cannot prepare a ready init: {e}");
+                        return;
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Hello, version check, `sandbox.prepare`, its answer.
+async fn prepare(control: &mut UnixStream, base: &SandboxBase) -> Result<(), InitError> {
+    let hello = tokio::time::timeout(HELLO_DEADLINE, read_frame(control))
+        .await
+        .map_err(|_| timeout_error("the job's init did not say hello in time"))??;
+    if hello.version != PROTOCOL_VERSION || !matches!(hello.message, Message::Hello { .. }) {
+        return Err(InitError::protocol(format!(
+            "the job's init speaks protocol {} ({:?}); this server speaks {PROTOCOL_VERSION}",
+            hello.version, hello.message
+        )));
+    }
+    let params = serde_json::to_value(base).map_err(|e| InitError::protocol(e.to_string()))?;
+    let request = Frame::new(Message::Request {
+        id: 1,
+        method: METHOD_PREPARE.into(),
+        params,
+    });
+    control
+        .write_all(&request.encode())
+        .await
+        .map_err(|e| InitError::protocol(format!("cannot talk to the job's init: {e}")))?;
+    let response = tokio::time::timeout(PREPARE_DEADLINE, read_frame(control))
+        .await
+        .map_err(|_| timeout_error("the job's init did not prepare its sandbox in time"))??;
+    match response.message {
+        Message::Response {
+            id: 1,
+            result: Ok(_),
+        } => Ok(()),
+        Message::Response {
+            id: 1,
+            result: Err(e),
+        } => Err(e),
+        other => Err(InitError::protocol(format!(
+            "unexpected answer from the job's init: {other:?}"
+        ))),
+    }
+}
