@@ -41,10 +41,11 @@ pub struct ServerArgs {
     /// Grace period between SIGTERM and SIGKILL when a job does not set one.
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     pub stop_grace: Duration,
-    /// Name of silo's cgroup subtree under each cgroup hierarchy (jobs live in
-    /// `<name>/jobs/<id>`, the server in `<name>/server`).
-    #[arg(long, default_value = "silo")]
-    pub cgroup_name: String,
+    /// silo's cgroup subtree under each cgroup hierarchy (jobs live in `<name>/jobs/<id>`,
+    /// the server in `<name>/server`). Default: `silo`, or, when systemd started the
+    /// server on cgroup v2 (with Delegate=yes), the service's own cgroup.
+    #[arg(long)]
+    pub cgroup_name: Option<String>,
     /// The user jobs run as unless they ask for another (`--user`).
     #[arg(long, default_value_t = 65534)]
     pub job_uid: u32,
@@ -54,6 +55,27 @@ pub struct ServerArgs {
     /// Size of each job's /tmp (and /dev/shm) tmpfs.
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     pub tmp_size: u64,
+    /// Memory limit for jobs that set none.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub default_memory: Option<u64>,
+    /// CPU limit (percent of one core) for jobs that set none.
+    #[arg(long, value_name = "PERCENT")]
+    pub default_cpu: Option<u32>,
+    /// Process limit for jobs that set none.
+    #[arg(long, value_name = "N")]
+    pub default_pids: Option<u32>,
+    /// The largest memory limit a job may ask for (default: the host's memory).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_memory: Option<u64>,
+    /// The largest CPU limit a job may ask for, percent of one core (default: all cores).
+    #[arg(long, value_name = "PERCENT")]
+    pub max_cpu: Option<u32>,
+    /// The largest process limit a job may ask for.
+    #[arg(long, value_name = "N")]
+    pub max_pids: Option<u32>,
+    /// The largest io bandwidth a job may ask for, bytes per second.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_io_bps: Option<u64>,
     /// Inits kept ready, their sandbox prepared, so that a job starts without waiting for
     /// one; 0 starts every job from scratch.
     #[arg(long, default_value_t = 2)]
@@ -137,7 +159,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         &silo_tls::read_pem_file(&certs.server_key())?,
     )?;
 
-    let cgroups = open_cgroups(&args.cgroup_name);
+    let cgroups = open_cgroups(args.cgroup_name.as_deref());
     let store = store::Store::open(&state.join("silo.db")).await?;
     let settings = JobSettings {
         jobs_dir: state.join("jobs"),
@@ -148,12 +170,28 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
             cpus: online_cpus(),
             memory_bytes: physical_memory(),
             upload_bytes: args.upload_limit,
+            max: silo_proto::v1::Limits {
+                cpu_percent: args.max_cpu,
+                cpus: None,
+                memory_bytes: args.max_memory,
+                io_bps: args.max_io_bps,
+                pids: args.max_pids,
+            },
+            defaults: silo_proto::v1::Limits {
+                cpu_percent: args.default_cpu,
+                cpus: None,
+                memory_bytes: args.default_memory,
+                io_bps: None,
+                pids: args.default_pids,
+            },
         },
         cgroups,
         job_user: (args.job_uid, args.job_gid),
         tmp_size_bytes: args.tmp_size,
         ready_inits: args.ready_inits,
     };
+    jobs::validate::check_limits(&settings.bounds.defaults, &settings.bounds)
+        .map_err(|e| ServerError::Host(format!("the server's default limits are invalid: {e}")))?;
     let jobs = JobManager::start(store, settings, exe.into()).await?;
 
     let listener = TcpListener::bind(args.listen)
@@ -202,7 +240,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
 
 /// Detects the cgroup layout, logs it, and opens silo's subtree with the server in its own
 /// leaf. Without usable cgroups the server still runs jobs, but refuses limits.
-fn open_cgroups(name: &str) -> Option<std::sync::Arc<silo_cgroup::CgroupRoot>> {
+fn open_cgroups(name: Option<&str>) -> Option<std::sync::Arc<silo_cgroup::CgroupRoot>> {
     let layout = match silo_cgroup::detect() {
         Ok(layout) => layout,
         Err(e) => {
@@ -211,7 +249,12 @@ fn open_cgroups(name: &str) -> Option<std::sync::Arc<silo_cgroup::CgroupRoot>> {
         }
     };
     tracing::info!("cgroup layout: {layout}");
-    let root = match silo_cgroup::CgroupRoot::open(layout, name) {
+    let name = match name {
+        Some(name) => name.to_owned(),
+        None => delegated_cgroup(&layout).unwrap_or_else(|| "silo".to_owned()),
+    };
+    tracing::info!("silo's cgroups: {name}/server and {name}/jobs/<id>");
+    let root = match silo_cgroup::CgroupRoot::open(layout, &name) {
         Ok(root) => root,
         Err(e) => {
             tracing::warn!("cannot set up silo's cgroups, resource limits are refused: {e}");
@@ -223,6 +266,19 @@ fn open_cgroups(name: &str) -> Option<std::sync::Arc<silo_cgroup::CgroupRoot>> {
     }
     tracing::info!("job limits available here: {}", root.available());
     Some(std::sync::Arc::new(root))
+}
+
+/// The cgroup systemd gave this service, when systemd started it on cgroup v2: with
+/// `Delegate=yes` the subtree is the server's to manage, and anything outside it is not.
+fn delegated_cgroup(layout: &silo_cgroup::CgroupLayout) -> Option<String> {
+    if !matches!(layout, silo_cgroup::CgroupLayout::Unified { .. }) {
+        return None;
+    }
+    std::env::var_os("INVOCATION_ID")?;
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = own.lines().find_map(|l| l.strip_prefix("0::"))?.trim();
+    let path = path.trim_start_matches('/');
+    (!path.is_empty()).then(|| path.to_owned())
 }
 
 async fn shutdown() {

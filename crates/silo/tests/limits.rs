@@ -206,3 +206,31 @@ async fn no_cgroup_is_left_after_many_jobs() {
     let left = job_cgroups_after_cleanup(&server.cgroup_name, &ids);
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[tokio::test]
+async fn server_maximums_refuse_and_defaults_fill_in() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start_with(&["--max-memory", "128M", "--default-pids", "100"]);
+    let mut c = server.admin().await;
+    let err = c
+        .run_job(silo_proto::v1::RunJobRequest {
+            spec: Some(limited(
+                &["true"],
+                Limits {
+                    memory_bytes: Some(256 << 20),
+                    ..Default::default()
+                },
+            )),
+            uploads: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("maximum"), "{}", err.message());
+    let job = run(&mut c, &["true"]).await;
+    assert_eq!(job.spec.unwrap().limits.unwrap().pids, Some(100));
+    let end = wait_end(&mut c, &job.id).await;
+    assert_eq!(end.state(), JobState::Completed);
+}

@@ -162,6 +162,8 @@ impl JobManager {
         owner: String,
     ) -> Result<JobRow, JobError> {
         let s = &self.inner.settings;
+        let mut spec = spec;
+        s.bounds.apply_defaults(&mut spec.limits);
         validate::check_request(&spec, &uploads, &s.bounds)?;
         if self.running() >= s.max_jobs {
             return Err(JobError::Busy(s.max_jobs));

@@ -13,6 +13,26 @@ pub struct Bounds {
     pub memory_bytes: u64,
     /// Largest total size of a job's uploads.
     pub upload_bytes: u64,
+    /// The server's maximum for each limit (`--max-*`); a request above is refused.
+    pub max: Limits,
+    /// The server's default for each limit (`--default-*`), for jobs that set none.
+    pub defaults: Limits,
+}
+
+impl Bounds {
+    /// Fills each limit the job left unset with the server's default.
+    pub fn apply_defaults(&self, limits: &mut Option<Limits>) {
+        let d = &self.defaults;
+        if d == &Limits::default() {
+            return;
+        }
+        let l = limits.get_or_insert_with(Limits::default);
+        l.cpu_percent = l.cpu_percent.or(d.cpu_percent);
+        l.cpus = l.cpus.take().or_else(|| d.cpus.clone());
+        l.memory_bytes = l.memory_bytes.or(d.memory_bytes);
+        l.io_bps = l.io_bps.or(d.io_bps);
+        l.pids = l.pids.or(d.pids);
+    }
 }
 
 /// The longest timeout accepted: a year.
@@ -144,6 +164,36 @@ pub fn check_limits(l: &Limits, bounds: &Bounds) -> Result<(), Invalid> {
             return Err(invalid(format!("--pids {pids} is more than {MAX_PIDS}")));
         }
     }
+    check_maximums(l, &bounds.max)
+}
+
+/// Each limit at most the server's maximum for it.
+fn check_maximums(l: &Limits, max: &Limits) -> Result<(), Invalid> {
+    let above = |flag: &str, asked: String, most: String| {
+        Err(invalid(format!(
+            "{flag} {asked} is above this server's maximum of {most}"
+        )))
+    };
+    if let (Some(a), Some(m)) = (l.cpu_percent, max.cpu_percent)
+        && a > m
+    {
+        return above("--cpu", format!("{a}%"), format!("{m}%"));
+    }
+    if let (Some(a), Some(m)) = (l.memory_bytes, max.memory_bytes)
+        && a > m
+    {
+        return above("--memory", format!("{a} bytes"), format!("{m} bytes"));
+    }
+    if let (Some(a), Some(m)) = (l.io_bps, max.io_bps)
+        && a > m
+    {
+        return above("--io-bps", format!("{a} bytes/s"), format!("{m} bytes/s"));
+    }
+    if let (Some(a), Some(m)) = (l.pids, max.pids)
+        && a > m
+    {
+        return above("--pids", a.to_string(), m.to_string());
+    }
     Ok(())
 }
 
@@ -234,6 +284,8 @@ mod tests {
             cpus: 2,
             memory_bytes: 8 << 30,
             upload_bytes: 1 << 20,
+            max: Limits::default(),
+            defaults: Limits::default(),
         }
     }
 
@@ -358,6 +410,35 @@ mod tests {
             pids: Some(64),
         });
         assert!(check_request(&s, &[], &bounds()).is_ok());
+    }
+
+    #[test]
+    fn server_maximums_refuse_and_defaults_fill_in() {
+        let mut b = bounds();
+        b.max = Limits {
+            memory_bytes: Some(1 << 30),
+            pids: Some(100),
+            ..Default::default()
+        };
+        b.defaults = Limits {
+            memory_bytes: Some(256 << 20),
+            ..Default::default()
+        };
+        let mut s = spec(&["true"]);
+        s.limits = Some(Limits {
+            memory_bytes: Some(2 << 30),
+            ..Default::default()
+        });
+        let e = check_request(&s, &[], &b).unwrap_err().0;
+        assert!(e.contains("above this server's maximum"), "{e}");
+        s.limits = Some(Limits {
+            pids: Some(50),
+            ..Default::default()
+        });
+        b.apply_defaults(&mut s.limits);
+        let l = s.limits.clone().unwrap();
+        assert_eq!((l.memory_bytes, l.pids), (Some(256 << 20), Some(50)));
+        assert!(check_request(&s, &[], &b).is_ok());
     }
 
     #[test]
