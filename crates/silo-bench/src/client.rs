@@ -59,7 +59,10 @@ async fn channel(addr: &str, config: Arc<rustls::ClientConfig>) -> Result<Channe
     }
     let addr = addr.to_string();
     let connector = tokio_rustls::TlsConnector::from(config);
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?;
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
+        .initial_stream_window_size(Some(16 << 20))
+        .initial_connection_window_size(Some(32 << 20))
+        .tcp_nodelay(true);
     let channel = endpoint
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let addr = addr.clone();

@@ -273,7 +273,7 @@ mod tests {
             sequence: 7,
             timestamp_unix_nanos: 1_700_000_000_123_456_789,
             stream: LogStream::Stderr as i32,
-            data: data.to_vec(),
+            data: data.to_vec().into(),
         };
         let text = serde_json::to_value(LogRecordView::from(&record(b"hi\n"))).unwrap();
         assert_eq!(

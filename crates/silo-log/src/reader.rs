@@ -15,7 +15,6 @@ pub struct LogReader {
     path: PathBuf,
     offset: u64,
     next_sequence: u64,
-    buf: Vec<u8>,
 }
 
 impl LogReader {
@@ -44,7 +43,6 @@ impl LogReader {
             path: path.to_owned(),
             offset: MAGIC.len() as u64,
             next_sequence: 0,
-            buf: Vec::new(),
         })
     }
 
@@ -74,19 +72,17 @@ impl LogReader {
     /// least one when one is complete). An empty result means nothing new yet.
     pub fn read_batch(&mut self, max_bytes: usize) -> Result<Vec<Record>, LogError> {
         let want = max_bytes.max(HEADER_LEN);
-        if self.buf.len() < want {
-            self.buf.resize(want, 0);
-        }
-        let mut n =
-            read_full_at(&self.file, &mut self.buf[..want], self.offset).map_err(|e| self.io(e))?;
-        let mut records = Vec::new();
+        // A fresh buffer per batch: the records returned are slices of it, not copies.
+        let mut buf = vec![0u8; want];
+        let mut n = read_full_at(&self.file, &mut buf, self.offset).map_err(|e| self.io(e))?;
+        let mut spans = Vec::new();
         let mut pos = 0usize;
         loop {
             if n - pos < HEADER_LEN {
                 break;
             }
             let mut header = [0u8; HEADER_LEN];
-            header.copy_from_slice(&self.buf[pos..pos + HEADER_LEN]);
+            header.copy_from_slice(&buf[pos..pos + HEADER_LEN]);
             let (seq, ts, stream, len) = decode_header(&header);
             self.check_sequence(seq)?;
             let stream = Stream::from_byte(stream).ok_or_else(|| LogError::Corrupt {
@@ -96,10 +92,10 @@ impl LogReader {
             })?;
             let end = pos + HEADER_LEN + len as usize;
             if end > n {
-                if records.is_empty() && n == want {
+                if spans.is_empty() && n == want {
                     // A single record larger than the batch: read exactly that record.
-                    self.buf.resize(self.buf.len().max(end), 0);
-                    let got = read_full_at(&self.file, &mut self.buf[..end], self.offset)
+                    buf.resize(end, 0);
+                    let got = read_full_at(&self.file, &mut buf[..end], self.offset)
                         .map_err(|e| self.io(e))?;
                     if got < end {
                         break;
@@ -109,17 +105,22 @@ impl LogReader {
                 }
                 break;
             }
-            records.push(Record {
-                sequence: seq,
-                timestamp_unix_nanos: ts,
-                stream,
-                data: self.buf[pos + HEADER_LEN..end].to_vec(),
-            });
+            spans.push((seq, ts, stream, pos + HEADER_LEN, end));
             self.offset += (end - pos) as u64;
             self.next_sequence += 1;
             pos = end;
         }
-        Ok(records)
+        buf.truncate(pos);
+        let buf = bytes::Bytes::from(buf);
+        Ok(spans
+            .into_iter()
+            .map(|(sequence, ts, stream, start, end)| Record {
+                sequence,
+                timestamp_unix_nanos: ts,
+                stream,
+                data: buf.slice(start..end),
+            })
+            .collect())
     }
 
     fn check_sequence(&self, seq: u64) -> Result<(), LogError> {
@@ -195,7 +196,7 @@ mod tests {
         assert_eq!(seen.len(), 1000);
         for (i, rec) in seen.iter().enumerate() {
             assert_eq!(rec.sequence, i as u64);
-            assert_eq!(rec.data, format!("line {i}\n").as_bytes());
+            assert_eq!(&rec.data[..], format!("line {i}\n").as_bytes());
         }
     }
 
@@ -219,7 +220,7 @@ mod tests {
         f.write_all(b"abc").unwrap();
         let got = r.read_batch(1 << 16).unwrap();
         assert_eq!(got.len(), 1);
-        assert_eq!(got[0].data, b"abc");
+        assert_eq!(&got[0].data[..], b"abc");
         assert!(rec_len > HEADER_LEN);
     }
 
@@ -233,8 +234,8 @@ mod tests {
         let mut r = LogReader::open(&path).unwrap();
         let got = r.read_batch(1024).unwrap();
         assert_eq!(got.len(), 1);
-        assert_eq!(got[0].data, big);
-        assert_eq!(r.read_batch(1024).unwrap()[0].data, b"x");
+        assert_eq!(&got[0].data[..], &big[..]);
+        assert_eq!(&r.read_batch(1024).unwrap()[0].data[..], b"x");
     }
 
     #[test]
@@ -248,7 +249,7 @@ mod tests {
         assert!(r.seek_to(42).unwrap());
         let got = r.read_batch(1 << 16).unwrap();
         assert_eq!(got.first().unwrap().sequence, 42);
-        assert_eq!(got.first().unwrap().data, [42]);
+        assert_eq!(&got.first().unwrap().data[..], [42]);
         assert_eq!(got.len(), 8);
         let mut r = LogReader::open(&path).unwrap();
         assert!(!r.seek_to(99).unwrap());
@@ -286,7 +287,7 @@ mod tests {
             loop {
                 let b = r.read_batch(batch).unwrap();
                 if b.is_empty() { break; }
-                got.extend(b.into_iter().map(|r| r.data));
+                got.extend(b.into_iter().map(|r| r.data.to_vec()));
             }
             proptest::prop_assert_eq!(got, chunks);
         }

@@ -42,8 +42,8 @@ pub struct Record {
     pub timestamp_unix_nanos: i64,
     /// Which stream the bytes came from.
     pub stream: Stream,
-    /// The bytes, exactly as the command wrote them.
-    pub data: Vec<u8>,
+    /// The bytes, exactly as the command wrote them (a slice of the reader's buffer).
+    pub data: bytes::Bytes,
 }
 
 pub(crate) fn encode_header(seq: u64, ts: i64, stream: Stream, len: u32) -> [u8; HEADER_LEN] {

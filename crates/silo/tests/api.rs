@@ -39,7 +39,7 @@ async fn a_job_runs_to_completion_and_its_output_and_exit_are_kept() {
     while let Some(chunk) = s.message().await.unwrap() {
         streams.extend(chunk.records.iter().map(|r| (r.stream(), r.data.clone())));
     }
-    assert!(streams.contains(&(LogStream::Stderr, b"oops\n".to_vec())));
+    assert!(streams.contains(&(LogStream::Stderr, bytes_of(b"oops\n"))));
 }
 
 #[tokio::test]
@@ -674,4 +674,8 @@ async fn every_reader_sees_every_line_once_in_order_whenever_it_attaches() {
         );
     }
     assert_eq!(wait_end(&mut c, &job.id).await.state(), JobState::Completed);
+}
+
+fn bytes_of(b: &[u8]) -> tonic::codegen::Bytes {
+    tonic::codegen::Bytes::copy_from_slice(b)
 }

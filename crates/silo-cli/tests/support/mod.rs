@@ -243,7 +243,7 @@ impl JobService for Fake {
             sequence,
             timestamp_unix_nanos: 1_700_000_000_000_000_000,
             stream: stream as i32,
-            data: data.as_bytes().to_vec(),
+            data: data.as_bytes().to_vec().into(),
         };
         let records: Vec<LogRecord> = [
             record(0, LogStream::Stdout, "fake stdout\n"),
