@@ -86,6 +86,7 @@ measure "memory: idle RSS, then $JOBS jobs" memory --config "$CONFIG" --pid "$SE
 measure "fork/exec of /bin/true" fork-exec --runs "$RUNS"
 measure "launch" launch --config "$CONFIG" --runs "$RUNS"
 measure "launch with limits" launch --config "$CONFIG" --runs "$RUNS" --memory 64M --cpu 50 --pids 64
+measure "cgroup create + limits + remove" cgroup --runs "$RUNS"
 measure "logs: $LOG_BYTES through StreamLogs" logs --config "$CONFIG" --bytes "$LOG_BYTES"
 measure "pipe: $LOG_BYTES through dd | cat" pipe --bytes "$LOG_BYTES"
 

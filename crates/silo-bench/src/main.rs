@@ -1,6 +1,7 @@
 //! `silo-bench`: measurements of a running silo server and of its peers, each subcommand
 //! printing one JSON line; `report` turns those lines into the table of bench/run.sh.
 
+mod cgroup;
 mod client;
 mod measure;
 mod report;
@@ -63,6 +64,11 @@ enum Command {
         /// Measure this many times and report the median.
         #[arg(long, default_value_t = 3)]
         repeat: usize,
+    },
+    /// A job's cgroup: create, write limits (64 MiB, 50% cpu, 64 pids), remove (root).
+    Cgroup {
+        #[command(flatten)]
+        runs: Runs,
     },
     /// The peer of `logs`: `dd if=/dev/zero bs=64K | cat >/dev/null` of the same size.
     Pipe {
@@ -180,6 +186,10 @@ fn run(command: Command) -> (Value, Result<Value>) {
             rt().and_then(|rt| rt.block_on(measure::logs(&server.config, bytes, repeat))),
         ),
         Command::Pipe { bytes, repeat } => (json!({"name": "pipe"}), measure::pipe(bytes, repeat)),
+        Command::Cgroup { runs } => (
+            json!({"name": "cgroup"}),
+            cgroup::cost(runs.runs, runs.warmup),
+        ),
         Command::ForkExec { runs } => (
             json!({"name": "fork/exec"}),
             measure::exec(&["/bin/true".to_string()], runs.runs, runs.warmup),

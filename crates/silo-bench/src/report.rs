@@ -193,6 +193,32 @@ fn rows(r: &Results) -> Vec<Row> {
         });
     }
 
+    // A job's cgroup on its own.
+    let cg = r.latency("cgroup");
+    let layout = r
+        .get("cgroup")
+        .ok()
+        .and_then(|v| v.get("layout"))
+        .and_then(Value::as_str)
+        .map(|l| l.split(' ').next().unwrap_or(l).to_owned())
+        .unwrap_or_default();
+    let parts = r.get("cgroup").ok().map(|v| {
+        format!(
+            "create {} + limits {} + remove {} ms",
+            v["create_p50_ms"], v["limits_p50_ms"], v["remove_p50_ms"]
+        )
+    });
+    rows.push(Row {
+        section: "limits",
+        what: format!("job cgroup create + limits + remove ({layout}), p50 / p95"),
+        silo: text(&cg, |v| format!("{} / {}", ms(v.0), ms(v.1))),
+        peer: "-".into(),
+        peer_value: parts.unwrap_or_else(|| "-".into()),
+        compare: "-".into(),
+        target: "",
+        met: verdict(None),
+    });
+
     // Log throughput.
     let logs = r.num("logs", "mb_s");
     let pipe = r.num("pipe", "mb_s");

@@ -679,3 +679,31 @@ async fn every_reader_sees_every_line_once_in_order_whenever_it_attaches() {
 fn bytes_of(b: &[u8]) -> tonic::codegen::Bytes {
     tonic::codegen::Bytes::copy_from_slice(b)
 }
+
+#[tokio::test]
+async fn the_standard_health_service_answers_over_mutual_tls() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let c = server.state().join("certs");
+    let config = silo_tls::client_config(
+        &std::fs::read(c.join("ca.pem")).unwrap(),
+        &std::fs::read(c.join("viewer.pem")).unwrap(),
+        &std::fs::read(c.join("viewer-key.pem")).unwrap(),
+    )
+    .unwrap();
+    let channel = connect(&server.addr, config).await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "silo.v1.JobService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        status.status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+}
