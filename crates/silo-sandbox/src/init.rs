@@ -28,7 +28,7 @@ use crate::protocol::{
     CONTROL_FD, EVENT_EXIT, ErrorKind, ExitStatus, Frame, InitError, LOG_FD, METHOD_PREPARE,
     METHOD_START, Message, PROTOCOL_VERSION, Started, read_frame, write_frame,
 };
-use crate::{InitSpec, Isolation, SandboxBase};
+use crate::{InitSpec, Isolation, Prepare, SandboxBase};
 
 /// How long the init waits for the server's start request.
 const START_DEADLINE: Duration = Duration::from_secs(10);
@@ -122,11 +122,14 @@ impl Init {
             let spec = self.parse_start(id, &method, params)?;
             return Ok((id, spec, None));
         }
-        let base: SandboxBase = match serde_json::from_value(params) {
-            Ok(base) => base,
+        let Prepare {
+            sandbox: base,
+            cgroup_dirs,
+        } = match serde_json::from_value(params) {
+            Ok(prepare) => prepare,
             Err(e) => return Err(self.refuse(id, format!("malformed sandbox: {e}"))),
         };
-        if let Err(e) = isolation::prepare(&base) {
+        if let Err(e) = join_cgroups(&cgroup_dirs).and_then(|()| isolation::prepare(&base)) {
             let message = e.message.clone();
             self.send(Message::Response { id, result: Err(e) });
             return Err(io::Error::other(message));
@@ -209,7 +212,9 @@ fn start(spec: &InitSpec, prepared: Option<&SandboxBase>) -> Result<RunningComma
     // A ready init waited at a low priority; the job runs at the normal one.
     // SAFETY: setpriority on this process only.
     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 0) };
-    join_cgroups(&spec.cgroup_dirs)?;
+    if prepared.is_none() {
+        join_cgroups(&spec.cgroup_dirs)?;
+    }
     // The sandbox next, so that the program and the work directory are looked up in
     // the job's own root.
     let sandbox = match (&spec.isolation, prepared) {

@@ -12,4 +12,4 @@ pub mod protocol;
 pub mod spawn;
 mod spec;
 
-pub use spec::{InitSpec, Isolation, Network, Rootfs, SandboxBase};
+pub use spec::{InitSpec, Isolation, Network, Prepare, Rootfs, SandboxBase};

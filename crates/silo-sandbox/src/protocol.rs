@@ -23,8 +23,8 @@ pub const LOG_FD: i32 = 4;
 /// Largest frame either side accepts.
 pub const MAX_FRAME: usize = 16 << 20;
 
-/// Method: build the job-independent part of the sandbox described by a
-/// [`crate::SandboxBase`] and wait, without a deadline, for [`METHOD_START`]. Lets the
+/// Method: join the job's cgroups and build the job-independent part of the sandbox, as
+/// described by a [`crate::Prepare`], and wait, without a deadline, for [`METHOD_START`]. Lets the
 /// server keep inits ready before jobs arrive. The result is `null`.
 pub const METHOD_PREPARE: &str = "sandbox.prepare";
 /// Method: start the job described by a [`crate::InitSpec`]; the result is a [`Started`].

@@ -63,6 +63,17 @@ pub struct SandboxBase {
     pub tmp_size_bytes: u64,
 }
 
+/// The parameters of [`crate::protocol::METHOD_PREPARE`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Prepare {
+    /// The sandbox to prepare.
+    pub sandbox: SandboxBase,
+    /// The cgroup v1 directories of the job this init will run; it joins them now (see
+    /// [`InitSpec::cgroup_dirs`]).
+    #[serde(default)]
+    pub cgroup_dirs: Vec<PathBuf>,
+}
+
 impl Isolation {
     /// The job-independent part of this sandbox.
     pub fn base(&self) -> SandboxBase {

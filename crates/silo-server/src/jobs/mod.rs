@@ -151,7 +151,11 @@ impl JobManager {
 
     /// Number of jobs starting or running.
     pub fn running(&self) -> usize {
-        self.inner.live.lock().map(|m| m.len()).unwrap_or(0)
+        self.inner
+            .live
+            .lock()
+            .map(|m| m.values().filter(|j| !j.has_ended()).count())
+            .unwrap_or(0)
     }
 
     /// Validates and starts a job; answers once its command runs or has failed to start.
@@ -200,17 +204,7 @@ impl JobManager {
             return Err(e);
         }
         tracing::debug!(elapsed = ?t0.elapsed(), "job prepared");
-        let cgroup_dirs: Vec<PathBuf> = ready
-            .cgroup
-            .as_ref()
-            .map(|cg| {
-                cg.legacy_dirs()
-                    .into_iter()
-                    .map(Path::to_path_buf)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let init_spec = self.init_spec(&live.row.borrow(), cgroup_dirs);
+        let init_spec = self.init_spec(&live.row.borrow());
         let (tx, started) = tokio::sync::oneshot::channel();
         tokio::spawn(supervisor::supervise(
             self.clone(),
@@ -271,7 +265,7 @@ impl JobManager {
         }
     }
 
-    fn init_spec(&self, row: &JobRow, cgroup_dirs: Vec<PathBuf>) -> silo_sandbox::InitSpec {
+    fn init_spec(&self, row: &JobRow) -> silo_sandbox::InitSpec {
         let dir = self.job_dir(&row.id);
         // Inside the job, the work directory is /work.
         let cwd = Path::new("/work").join(&row.spec.workdir);
@@ -294,7 +288,8 @@ impl JobManager {
             env,
             cwd,
             log_cap_bytes: self.inner.settings.log_cap_bytes,
-            cgroup_dirs,
+            // The ready init joined its job's cgroups when it prepared.
+            cgroup_dirs: Vec::new(),
             isolation: Some(silo_sandbox::Isolation {
                 hostname: row.id[..8.min(row.id.len())].to_owned(),
                 root_dir: dir.join("root"),
@@ -344,14 +339,14 @@ impl JobManager {
         row.signal = signal;
         row.ended_at = Some(now_micros());
         row.init = None;
-        // Stored and its slot released before anyone is told: whoever sees the end can
-        // read it back and start the next job.
+        // Told at once; the job stays in the live table (where GetJob and ListJobs read
+        // it) until the store has it too. An ended job no longer takes a slot.
+        live.update(|r| *r = row.clone());
         if let Err(e) = self.inner.store.update(&row).await {
             tracing::error!(job = %row.id, "cannot record the job's end: {e}");
         }
         self.forget(&row.id);
         tracing::info!(job = %row.id, state = ?state, reason = %row.reason, "job ended");
-        live.update(|r| *r = row);
     }
 
     /// Kills whatever is left in the job's cgroup and removes it; called once the init
@@ -381,7 +376,9 @@ impl JobManager {
         let id = self.inner.store.resolve(prefix).await?;
         if let Some(live) = self.live(&id) {
             let mut row = live.row.borrow().clone();
-            row.usage = live.usage();
+            if !live.has_ended() {
+                row.usage = live.usage();
+            }
             return Ok(row);
         }
         Ok(self.inner.store.get(&id).await?)
@@ -420,11 +417,11 @@ impl JobManager {
     /// Removes an ended job, its log and its files.
     pub async fn delete(&self, prefix: &str) -> Result<String, JobError> {
         let id = self.inner.store.resolve(prefix).await?;
-        if self.live(&id).is_some() {
-            return Err(JobError::StillRunning(id));
-        }
-        let row = self.inner.store.get(&id).await?;
-        if !is_terminal(row.state) {
+        let state = match self.live(&id) {
+            Some(live) => live.row.borrow().state,
+            None => self.inner.store.get(&id).await?.state,
+        };
+        if !is_terminal(state) {
             return Err(JobError::StillRunning(id));
         }
         let dir = self.job_dir(&id);

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use silo_sandbox::protocol::{Frame, InitError, METHOD_PREPARE, Message, PROTOCOL_VERSION};
 use silo_sandbox::spawn::{Namespaces, SpawnRequest, spawn_init};
-use silo_sandbox::{Network, Rootfs, SandboxBase};
+use silo_sandbox::{Network, Prepare, Rootfs, SandboxBase};
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 
@@ -116,8 +116,21 @@ impl JobManager {
             },
             tmp_size_bytes: self.inner.settings.tmp_size_bytes,
         };
+        let cgroup_dirs = cgroup
+            .as_ref()
+            .map(|cg| {
+                cg.legacy_dirs()
+                    .into_iter()
+                    .map(|d| d.to_path_buf())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let params = Prepare {
+            sandbox: base,
+            cgroup_dirs,
+        };
         let prepared = match control {
-            Ok(mut control) => prepare(&mut control, &base).await.map(|()| control),
+            Ok(mut control) => prepare(&mut control, &params).await.map(|()| control),
             Err(e) => Err(InitError::protocol(format!(
                 "cannot use the control socket: {e}"
             ))),
@@ -215,7 +228,7 @@ impl JobManager {
 }
 
 /// Hello, version check, `sandbox.prepare`, its answer.
-async fn prepare(control: &mut UnixStream, base: &SandboxBase) -> Result<(), InitError> {
+async fn prepare(control: &mut UnixStream, base: &Prepare) -> Result<(), InitError> {
     let hello = tokio::time::timeout(HELLO_DEADLINE, read_frame(control))
         .await
         .map_err(|_| timeout_error("the job's init did not say hello in time"))??;
