@@ -51,6 +51,10 @@ cleanup() {
         kill -TERM "$SERVER" 2>/dev/null || true
         for _ in $(seq 50); do kill -0 "$SERVER" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$SERVER" 2>/dev/null || true
+        # Its cgroup subtree, deepest first (only empty directories can go).
+        for root in /sys/fs/cgroup/"$CGROUP_NAME" /sys/fs/cgroup/*/"$CGROUP_NAME"; do
+            [[ -d $root ]] && { find "$root" -depth -type d -exec rmdir {} + 2>/dev/null || true; }
+        done
         wait "$SERVER" 2>/dev/null || true
     fi
     command -v crun >/dev/null && crun delete -f "$CRUN_ID" >/dev/null 2>&1 || true
@@ -71,7 +75,10 @@ measure() { note "$1"; shift; "$BENCH" "$@" >>"$RESULTS" || true; }
 
 note "starting silo server (state in $STATE)"
 mkdir -p "$STATE"
-"$SILO" server --listen 127.0.0.1:0 --state-dir "$STATE" >"$WORK/server.log" 2>&1 &
+# Its own cgroup subtree: never the one of a silo server that may run on this host.
+CGROUP_NAME=silo-bench-server-$$
+"$SILO" server --listen 127.0.0.1:0 --state-dir "$STATE" --cgroup-name "$CGROUP_NAME" \
+    >"$WORK/server.log" 2>&1 &
 SERVER=$!
 for _ in $(seq 300); do
     grep -qs '^address' "$CONFIG" && break

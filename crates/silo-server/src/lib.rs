@@ -221,7 +221,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     let max_message = usize::try_from(args.upload_limit)
         .unwrap_or(usize::MAX)
         .saturating_add(16 << 20);
-    let api = JobServiceServer::new(service::JobApi::new(jobs))
+    let api = JobServiceServer::new(service::JobApi::new(jobs.clone()))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(64 << 20);
 
@@ -232,6 +232,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         .add_service(api)
         .serve_with_incoming_shutdown(listener::incoming(listener, tls), shutdown())
         .await?;
+    jobs.drain_pool().await;
     tracing::info!(
         "silo server stopped; running jobs keep running and are adopted on the next start"
     );

@@ -192,6 +192,21 @@ impl JobManager {
         }
     }
 
+    /// Ends the pool's ready inits and removes their cgroups and directories (at shutdown;
+    /// running jobs are left alone and adopted by the next server).
+    pub async fn drain_pool(&self) {
+        let pool: Vec<ReadyInit> = self
+            .inner
+            .pool
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default();
+        for ready in pool {
+            self.discard(&ready.id, Some(ready.pidfd), ready.cgroup)
+                .await;
+        }
+    }
+
     /// Tops the pool up to its size in the background (inits with a private network).
     pub(super) fn refill(&self) {
         let manager = self.clone();

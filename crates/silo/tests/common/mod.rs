@@ -242,19 +242,27 @@ pub fn job_cgroups_after_cleanup(name: &str, ids: &[&str]) -> Vec<PathBuf> {
     }
 }
 
-/// Removes a test server's cgroup subtree, deepest directories first.
+/// Removes a test server's cgroup subtree, deepest directories first, retrying while
+/// the last killed processes leave it (up to 5 s).
 fn remove_cgroup_tree(name: &str) {
-    for root in cgroup_dirs(name) {
-        for job in std::fs::read_dir(root.join("jobs"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let _ = std::fs::remove_dir(job.path());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        for root in cgroup_dirs(name) {
+            for job in std::fs::read_dir(root.join("jobs"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let _ = std::fs::remove_dir(job.path());
+            }
+            let _ = std::fs::remove_dir(root.join("jobs"));
+            let _ = std::fs::remove_dir(root.join("server"));
+            let _ = std::fs::remove_dir(&root);
         }
-        let _ = std::fs::remove_dir(root.join("jobs"));
-        let _ = std::fs::remove_dir(root.join("server"));
-        let _ = std::fs::remove_dir(&root);
+        if cgroup_dirs(name).is_empty() || Instant::now() > deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -282,18 +290,28 @@ fn kill_children_of(pid: u32) {
     }
 }
 
-/// SIGKILL init processes that an earlier server of this state dir left (after a crash):
-/// those whose log (fd 4) lies in the state directory.
+/// SIGKILL the init processes of this state dir (jobs left running by a crash, ready
+/// inits): those whose log (fd 4) lies in it. Waits (up to 5 s) until they are gone, so
+/// that their cgroups can be removed.
 fn kill_inits_under(state: &Path) {
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let log = std::fs::read_link(format!("/proc/{pid}/fd/4"));
-        if log.is_ok_and(|p| p.starts_with(state)) {
-            // SAFETY: kill has no memory-safety preconditions.
-            unsafe { libc_kill(pid, 9) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut alive = 0;
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let log = std::fs::read_link(format!("/proc/{pid}/fd/4"));
+            if log.is_ok_and(|p| p.starts_with(state)) {
+                alive += 1;
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe { libc_kill(pid, 9) };
+            }
         }
+        if alive == 0 || Instant::now() > deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
