@@ -282,6 +282,21 @@ fn the_filter_refuses_each_listed_call_with_eperm_even_for_root() {
                     [libc::O_CLOEXEC as usize, 0, 0, 0, 0, 0],
                 ),
                 (
+                    "io_uring_setup",
+                    libc::SYS_io_uring_setup,
+                    [0, 0, 0, 0, 0, 0],
+                ),
+                (
+                    "io_uring_enter",
+                    libc::SYS_io_uring_enter,
+                    [bad_fd, 0, 0, 0, 0, 0],
+                ),
+                (
+                    "io_uring_register",
+                    libc::SYS_io_uring_register,
+                    [bad_fd, 0, 0, 0, 0, 0],
+                ),
+                (
                     "keyctl",
                     libc::SYS_keyctl,
                     [0, (-2isize) as usize, 0, 0, 0, 0],

@@ -72,6 +72,11 @@ const REFUSED: &[libc::c_long] = &[
     libc::SYS_bpf,
     libc::SYS_perf_event_open,
     libc::SYS_userfaultfd,
+    // io_uring reaches much of the kernel around this filter, and has been a steady source
+    // of exploits; runtimes fall back to plain system calls when it is refused.
+    libc::SYS_io_uring_setup,
+    libc::SYS_io_uring_enter,
+    libc::SYS_io_uring_register,
     // The kernel keyring is not namespaced.
     libc::SYS_keyctl,
     libc::SYS_add_key,
