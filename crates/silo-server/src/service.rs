@@ -154,12 +154,7 @@ impl JobService for JobApi {
     ) -> Result<Response<Self::StreamLogsStream>, Status> {
         authorize(&request, Access::Read, "StreamLogs")?;
         let req = request.into_inner();
-        let id = self
-            .jobs
-            .store()
-            .resolve(&req.id)
-            .await
-            .map_err(JobError::from)?;
+        let id = self.jobs.resolve(&req.id).await?;
         let live = self.jobs.live(&id);
         let path = self.jobs.log_path(&id);
         let (tx, rx) = mpsc::channel(4);
@@ -180,12 +175,7 @@ impl JobService for JobApi {
         request: Request<WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
         authorize(&request, Access::Read, "WatchJob")?;
-        let id = self
-            .jobs
-            .store()
-            .resolve(&request.get_ref().id)
-            .await
-            .map_err(JobError::from)?;
+        let id = self.jobs.resolve(&request.get_ref().id).await?;
         let (tx, rx) = mpsc::channel(16);
         match self.jobs.live(&id) {
             Some(live) => {
@@ -219,12 +209,7 @@ impl JobService for JobApi {
     ) -> Result<Response<Self::StreamStatsStream>, Status> {
         authorize(&request, Access::Read, "StreamStats")?;
         let req = request.into_inner();
-        let id = self
-            .jobs
-            .store()
-            .resolve(&req.id)
-            .await
-            .map_err(JobError::from)?;
+        let id = self.jobs.resolve(&req.id).await?;
         let (tx, rx) = mpsc::channel(4);
         let jobs = self.jobs.clone();
         tokio::spawn(async move {

@@ -130,11 +130,6 @@ impl JobManager {
         Ok(manager)
     }
 
-    /// The store behind the manager.
-    pub fn store(&self) -> &Store {
-        &self.inner.store
-    }
-
     fn job_dir(&self, id: &str) -> PathBuf {
         self.inner.settings.jobs_dir.join(id)
     }
@@ -369,6 +364,11 @@ impl JobManager {
         if let Ok(mut map) = self.inner.live.lock() {
             map.remove(id);
         }
+    }
+
+    /// The full id of the job with this id or unique id prefix.
+    pub async fn resolve(&self, prefix: &str) -> Result<String, JobError> {
+        Ok(self.inner.store.resolve(prefix).await?)
     }
 
     /// The job with this id or unique id prefix.
