@@ -10,9 +10,9 @@ use silo_proto::v1::{JobSpec, JobState, Limits, StopJobRequest};
 
 /// These tests measure cpu time and disk bandwidth: they run one at a time, so that they
 /// do not compete with each other on a small machine.
-fn measuring_alone() -> std::sync::MutexGuard<'static, ()> {
-    static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    ALONE.lock().unwrap_or_else(|e| e.into_inner())
+async fn measuring_alone() -> tokio::sync::MutexGuard<'static, ()> {
+    static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    ALONE.lock().await
 }
 
 fn limited(cmd: &[&str], limits: Limits) -> JobSpec {
@@ -23,7 +23,7 @@ fn limited(cmd: &[&str], limits: Limits) -> JobSpec {
 
 #[tokio::test]
 async fn a_memory_hog_is_oom_killed_and_reported() {
-    let _alone = measuring_alone();
+    let _alone = measuring_alone().await;
     if !privileged() {
         return;
     }
@@ -51,7 +51,7 @@ async fn a_memory_hog_is_oom_killed_and_reported() {
 
 #[tokio::test]
 async fn a_fork_bomb_stops_at_the_pid_limit_and_the_job_can_still_be_stopped() {
-    let _alone = measuring_alone();
+    let _alone = measuring_alone().await;
     if !privileged() {
         return;
     }
@@ -100,7 +100,7 @@ async fn a_fork_bomb_stops_at_the_pid_limit_and_the_job_can_still_be_stopped() {
 
 #[tokio::test]
 async fn half_a_cpu_is_half_a_cpu() {
-    let _alone = measuring_alone();
+    let _alone = measuring_alone().await;
     if !privileged() {
         return;
     }
@@ -133,7 +133,7 @@ fn ts(t: &Option<prost_types::Timestamp>) -> i64 {
 
 #[tokio::test]
 async fn cpus_pin_the_job() {
-    let _alone = measuring_alone();
+    let _alone = measuring_alone().await;
     if !privileged() {
         return;
     }
@@ -157,7 +157,7 @@ async fn cpus_pin_the_job() {
 
 #[tokio::test]
 async fn io_bandwidth_is_throttled_on_the_work_directory_disk() {
-    let _alone = measuring_alone();
+    let _alone = measuring_alone().await;
     if !privileged() {
         return;
     }
@@ -192,7 +192,7 @@ async fn io_bandwidth_is_throttled_on_the_work_directory_disk() {
 
 #[tokio::test]
 async fn no_cgroup_is_left_after_many_jobs() {
-    let _alone = measuring_alone();
+    let _alone = measuring_alone().await;
     if !privileged() {
         return;
     }
@@ -222,7 +222,7 @@ async fn no_cgroup_is_left_after_many_jobs() {
 
 #[tokio::test]
 async fn server_maximums_refuse_and_defaults_fill_in() {
-    let _alone = measuring_alone();
+    let _alone = measuring_alone().await;
     if !privileged() {
         return;
     }
