@@ -134,6 +134,13 @@ async fn stop_job(mut session: Session, id: String) {
 /// Prints all output of the job, then waits for its final state and returns its exit
 /// status, saying why when it did not exit by itself.
 async fn follow_to_end(session: Session, id: &str) -> anyhow::Result<i32> {
+    // The job's final state is watched while its output streams, so that the exit status
+    // is at hand the moment the output ends (no extra round trip).
+    let ended = {
+        let mut session = session.clone();
+        let id = id.to_owned();
+        tokio::spawn(async move { session.wait_for_end(&id).await })
+    };
     let mut cursor = LogCursor::new(session.clone(), id, 0, true);
     let mut writer = RecordWriter::new(false);
     while let Some(records) = cursor.next_records().await? {
@@ -141,7 +148,10 @@ async fn follow_to_end(session: Session, id: &str) -> anyhow::Result<i32> {
             return write_failure(&err);
         }
     }
-    let job = session.clone().wait_for_end(id).await?;
+    let job = match ended.await {
+        Ok(job) => job?,
+        Err(_) => session.clone().wait_for_end(id).await?,
+    };
     if let Some(message) = end_message(&job) {
         say(message);
     }
