@@ -260,3 +260,36 @@ fn viewers_can_read_but_not_run_and_issued_certificates_work() {
         .failure()
         .stderr(predicate::str::contains("bob has role viewer"));
 }
+
+#[test]
+fn certs_init_makes_a_fresh_set_and_never_overwrites_one() {
+    let out = tempfile::tempdir().unwrap();
+    let silo = || {
+        let mut c = assert_cmd::Command::new(silo_bin());
+        c.env_remove("SILO_CONFIG");
+        c
+    };
+    silo()
+        .args(["certs", "init", "--out"])
+        .arg(out.path())
+        .assert()
+        .success();
+    for name in ["ca", "server", "admin", "viewer"] {
+        assert!(
+            out.path().join(format!("{name}.pem")).is_file(),
+            "{name}.pem"
+        );
+        assert!(
+            out.path().join(format!("{name}-key.pem")).is_file(),
+            "{name}-key.pem"
+        );
+    }
+    let ca_before = std::fs::read(out.path().join("ca.pem")).unwrap();
+    silo()
+        .args(["certs", "init", "--out"])
+        .arg(out.path())
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("exists"));
+    assert_eq!(std::fs::read(out.path().join("ca.pem")).unwrap(), ca_before);
+}
