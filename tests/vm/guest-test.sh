@@ -119,6 +119,11 @@ check_eq server-cgroup "server's cgroup" "$(cat /proc/$server/cgroup)" "0::/silo
 got=$(timeout 60 silo job run -- echo hello-from-job 2>&1)
 check_eq job-runs "output of 'echo hello-from-job'" "$got" "hello-from-job"
 
+# The job's init lives inside the job's cgroup: the smallest memory limit the server accepts
+# (4 MiB) must still leave room for it and a shell.
+got=$(silo job run --memory 4M -- sh -c 'echo small-ok' 2>&1)
+check_eq small-memory "output of a job under --memory 4M" "$got" "small-ok"
+
 # ---- limits are written where the contract says ----------------------------------------
 if id=$(start_job --memory 64M --cpu 50 --pids 64 --cpus 0 -- sh -c 'sleep 30; : silo_vm_limits'); then
     log "limits job $id"

@@ -41,8 +41,8 @@ const MAX_TIMEOUT_MS: u64 = 365 * 24 * 3600 * 1000;
 const MAX_PIDS: u32 = 4_194_304;
 /// Most bytes per second a job may ask for: 1 TiB/s.
 const MAX_IO_BPS: u64 = 1 << 40;
-/// Smallest memory limit that can start a process at all.
-const MIN_MEMORY: u64 = 1 << 20;
+/// Smallest memory limit accepted: the job's init lives inside the limit too.
+const MIN_MEMORY: u64 = 4 << 20;
 /// Most upload entries in one job.
 const MAX_UPLOADS: usize = 100_000;
 
@@ -138,7 +138,7 @@ pub fn check_limits(l: &Limits, bounds: &Bounds) -> Result<(), Invalid> {
     if let Some(mem) = l.memory_bytes {
         if mem < MIN_MEMORY {
             return Err(invalid(format!(
-                "--memory {mem} bytes is too small: the least is 1 MiB"
+                "--memory {mem} bytes is too small: the least is 4 MiB (the job's init runs inside the limit too)"
             )));
         }
         if mem > bounds.memory_bytes {
