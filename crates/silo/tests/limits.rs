@@ -191,33 +191,46 @@ async fn io_bandwidth_is_throttled_on_the_work_directory_disk() {
 }
 
 #[tokio::test]
-async fn no_cgroup_is_left_after_many_jobs() {
+async fn no_cgroup_is_left_after_a_thousand_jobs() {
     let _alone = measuring_alone().await;
     if !privileged() {
         return;
     }
     let server = TestServer::start();
-    let mut c = server.admin().await;
-    let mut ids = Vec::new();
-    for _ in 0..50 {
-        let job = run_spec(
-            &mut c,
-            limited(
-                &["true"],
-                Limits {
-                    memory_bytes: Some(64 << 20),
-                    pids: Some(64),
-                    ..Default::default()
-                },
-            ),
-        )
-        .await;
-        wait_end(&mut c, &job.id).await;
-        ids.push(job.id);
+    // Eight clients, 125 jobs each, one after another.
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let mut c = server.admin().await;
+        clients.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for _ in 0..125 {
+                let job = run_spec(
+                    &mut c,
+                    limited(
+                        &["true"],
+                        Limits {
+                            memory_bytes: Some(64 << 20),
+                            pids: Some(64),
+                            ..Default::default()
+                        },
+                    ),
+                )
+                .await;
+                let end = wait_end(&mut c, &job.id).await;
+                assert_eq!(end.state(), JobState::Completed, "{end:?}");
+                ids.push(job.id);
+            }
+            ids
+        }));
     }
+    let mut ids = Vec::new();
+    for c in clients {
+        ids.extend(c.await.unwrap());
+    }
+    assert_eq!(ids.len(), 1000);
     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
     let left = job_cgroups_after_cleanup(&server.cgroup_name, &ids);
-    assert!(left.is_empty(), "{left:?}");
+    assert!(left.is_empty(), "{} job cgroups left: {left:?}", left.len());
 }
 
 #[tokio::test]
