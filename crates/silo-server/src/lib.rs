@@ -135,6 +135,12 @@ fn host(what: &str, path: &std::path::Path, e: std::io::Error) -> ServerError {
 
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(ServerError::Host(
+            "silo server must run as root: it creates namespaces, mounts and cgroups for its jobs"
+                .into(),
+        ));
+    }
     let state = &args.state_dir;
     std::fs::create_dir_all(state).map_err(|e| host("create state directory", state, e))?;
     // The binary jobs run: opened once, so replacing the file later changes no job.
