@@ -368,12 +368,17 @@ impl JobManager {
 
     /// The full id of the job with this id or unique id prefix.
     pub async fn resolve(&self, prefix: &str) -> Result<String, JobError> {
+        // A live job named by its full id needs no trip to the store (the common case of a
+        // client that just started the job and now watches it).
+        if self.live(prefix).is_some() {
+            return Ok(prefix.to_owned());
+        }
         Ok(self.inner.store.resolve(prefix).await?)
     }
 
     /// The job with this id or unique id prefix.
     pub async fn get(&self, prefix: &str) -> Result<JobRow, JobError> {
-        let id = self.inner.store.resolve(prefix).await?;
+        let id = self.resolve(prefix).await?;
         if let Some(live) = self.live(&id) {
             let mut row = live.row.borrow().clone();
             if !live.has_ended() {
@@ -398,7 +403,7 @@ impl JobManager {
 
     /// Stops a job and waits for its end. A job that has already ended is returned as is.
     pub async fn stop(&self, prefix: &str, grace: Option<Duration>) -> Result<JobRow, JobError> {
-        let id = self.inner.store.resolve(prefix).await?;
+        let id = self.resolve(prefix).await?;
         let Some(live) = self.live(&id) else {
             return Ok(self.inner.store.get(&id).await?);
         };
@@ -416,7 +421,7 @@ impl JobManager {
 
     /// Removes an ended job, its log and its files.
     pub async fn delete(&self, prefix: &str) -> Result<String, JobError> {
-        let id = self.inner.store.resolve(prefix).await?;
+        let id = self.resolve(prefix).await?;
         let state = match self.live(&id) {
             Some(live) => live.row.borrow().state,
             None => self.inner.store.get(&id).await?.state,
