@@ -209,11 +209,10 @@ fn start(spec: &InitSpec, prepared: Option<&SandboxBase>) -> Result<RunningComma
     if spec.argv.is_empty() {
         return Err(InitError::protocol("the job has no command"));
     }
-    // A ready init waited at a low priority; the job runs at the normal one.
-    // SAFETY: setpriority on this process only.
-    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 0) };
+    // Without a prepare step (an init run by hand) there are no cgroups to join, but the
+    // job still gets its own cgroup namespace.
     if prepared.is_none() {
-        join_cgroups(&spec.cgroup_dirs)?;
+        join_cgroups(&[])?;
     }
     // The sandbox next, so that the program and the work directory are looked up in
     // the job's own root.

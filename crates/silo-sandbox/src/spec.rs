@@ -18,11 +18,6 @@ pub struct InitSpec {
     pub cwd: PathBuf,
     /// Bytes of output kept in the log before the rest is dropped.
     pub log_cap_bytes: u64,
-    /// cgroup v1 directories the init joins (writing its own thread to each `tasks`) before
-    /// anything else, so the command starts inside the job's cgroups. Empty on cgroup v2,
-    /// where the server clones the init straight into the job's cgroup.
-    #[serde(default)]
-    pub cgroup_dirs: Vec<PathBuf>,
     /// The sandbox to build before the command starts; `None` runs the command in the
     /// init's own view of the system (namespaces only).
     pub isolation: Option<Isolation>,
@@ -68,8 +63,9 @@ pub struct SandboxBase {
 pub struct Prepare {
     /// The sandbox to prepare.
     pub sandbox: SandboxBase,
-    /// The cgroup v1 directories of the job this init will run; it joins them now (see
-    /// [`InitSpec::cgroup_dirs`]).
+    /// The cgroup v1 directories of the job this init will run. The init joins them now,
+    /// writing its own thread to each `tasks` (on cgroup v2 the server cloned it straight
+    /// into the job's cgroup), so the command starts inside them.
     #[serde(default)]
     pub cgroup_dirs: Vec<PathBuf>,
 }

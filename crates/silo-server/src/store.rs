@@ -224,13 +224,6 @@ impl Store {
             .await?;
         Ok(())
     }
-
-    /// Number of jobs stored.
-    pub async fn count(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM jobs")
-            .fetch_one(&self.pool)
-            .await?)
-    }
 }
 
 fn decode(row: &SqliteRow) -> Result<JobRow, StoreError> {

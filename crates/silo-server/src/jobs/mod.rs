@@ -283,8 +283,6 @@ impl JobManager {
             env,
             cwd,
             log_cap_bytes: self.inner.settings.log_cap_bytes,
-            // The ready init joined its job's cgroups when it prepared.
-            cgroup_dirs: Vec::new(),
             isolation: Some(silo_sandbox::Isolation {
                 hostname: row.id[..8.min(row.id.len())].to_owned(),
                 root_dir: dir.join("root"),
