@@ -44,6 +44,11 @@ pub fn run() -> ! {
     let control = unsafe { UnixStream::from_raw_fd(CONTROL_FD) };
     // SAFETY: as above.
     let log = unsafe { File::from_raw_fd(LOG_FD) };
+    // Both were placed by dup2, which clears close-on-exec; the job's command must never
+    // hold either (with them it could forge its exit or its log).
+    let cloexec = || nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC);
+    let _ = nix::fcntl::fcntl(&control, cloexec());
+    let _ = nix::fcntl::fcntl(&log, cloexec());
     close_other_fds();
     // The job's `ps` shows its PID 1 as silo-init, not as the server's binary name.
     let _ = nix::sys::prctl::set_name(c"silo-init");
@@ -250,6 +255,13 @@ fn start(spec: &InitSpec, prepared: Option<&SandboxBase>) -> Result<RunningComma
     let (stdout_r, stdout_w) = pipe("stdout")?;
     let (stderr_r, stderr_w) = pipe("stderr")?;
     let (status_r, status_w) = pipe("exec status")?;
+    // With a user namespace of its own, the command's process says when it has made one
+    // and waits for the init to map its ids.
+    let host_id = sandbox.as_ref().and_then(|(iso, _)| iso.host_id);
+    let handshake = match host_id {
+        Some(_) => Some((pipe("user namespace")?, pipe("user namespace")?)),
+        None => None,
+    };
 
     // Signals arrive through a signalfd; they stay blocked in the init and are unblocked
     // in the child before exec.
@@ -278,6 +290,7 @@ fn start(spec: &InitSpec, prepared: Option<&SandboxBase>) -> Result<RunningComma
             drop(stdout_r);
             drop(stderr_r);
             drop(status_r);
+            let handshake = handshake.map(|((_, made_w), (go_r, _))| (made_w, go_r));
             let (step, errno) = exec_command(
                 &CommandLine {
                     program,
@@ -287,6 +300,7 @@ fn start(spec: &InitSpec, prepared: Option<&SandboxBase>) -> Result<RunningComma
                 },
                 &mask,
                 sandbox.as_ref(),
+                handshake,
                 stdout_w,
                 stderr_w,
             );
@@ -302,6 +316,26 @@ fn start(spec: &InitSpec, prepared: Option<&SandboxBase>) -> Result<RunningComma
             drop(stdout_w);
             drop(stderr_w);
             drop(status_w);
+            // The child's ends are dropped first, so that a child that died early reads as
+            // an end of file, not as a wait for ever.
+            let handshake = handshake.map(|((made_r, _), (_, go_w))| (made_r, go_w));
+            if let (Some((made_r, go_w)), Some(host), Some((iso, _))) =
+                (handshake, host_id, sandbox.as_ref())
+            {
+                // No byte means the child failed before its namespace existed; its report
+                // follows on the status pipe.
+                let mut made = [0u8; 1];
+                if matches!(File::from(made_r).read(&mut made), Ok(1)) {
+                    if let Err(e) =
+                        isolation::user_namespace::map_ids(child, iso.uid, iso.gid, host)
+                    {
+                        let _ = kill(child, Signal::SIGKILL);
+                        let _ = waitpid(child, None);
+                        return Err(e);
+                    }
+                    let _ = File::from(go_w).write_all(&[1]);
+                }
+            }
             let mut report = Vec::new();
             let _ = File::from(status_r).read_to_end(&mut report);
             if report.len() == 8 {
@@ -327,6 +361,7 @@ const STEP_CHDIR: u32 = 2;
 const STEP_EXEC: u32 = 3;
 const STEP_SIGNALS: u32 = 4;
 const STEP_PRIVILEGES: u32 = 5;
+const STEP_USER_NAMESPACE: u32 = 6;
 
 /// The command to exec, prepared before the fork.
 struct CommandLine {
@@ -336,12 +371,14 @@ struct CommandLine {
     cwd: CString,
 }
 
-/// In the forked child: wire up stdio, enter the work dir, exec. Returns only on failure,
-/// with the step that failed and its errno.
+/// In the forked child: wire up stdio, enter its own user namespace (with `handshake`: the
+/// pipe to say it is made, the pipe to wait on for the ids), enter the work dir, exec.
+/// Returns only on failure, with the step that failed and its errno.
 fn exec_command(
     cmd: &CommandLine,
     mask: &SigSet,
     sandbox: Option<&(&Isolation, SyscallFilter)>,
+    handshake: Option<(OwnedFd, OwnedFd)>,
     stdout: OwnedFd,
     stderr: OwnedFd,
 ) -> (u32, Errno) {
@@ -365,6 +402,32 @@ fn exec_command(
     }
     drop(stdout);
     drop(stderr);
+    // The command holds exactly stdin, stdout and stderr: whatever else this process has
+    // open (the control socket, the log, the signalfd, the exec-status pipe) closes at exec,
+    // even a descriptor someone forgot to mark.
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on descriptors.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    } < 0
+    {
+        return (STEP_FDS, Errno::last());
+    }
+    if let Some((made, go)) = handshake {
+        if let Err(e) = isolation::user_namespace::unshare() {
+            return (STEP_USER_NAMESPACE, e);
+        }
+        let mut byte = [0u8; 1];
+        if File::from(made).write_all(&[1]).is_err()
+            || !matches!(File::from(go).read(&mut byte), Ok(1))
+        {
+            return (STEP_USER_NAMESPACE, Errno::EPIPE);
+        }
+    }
     if let Err(e) = nix::unistd::chdir(cwd.as_c_str()) {
         return (STEP_CHDIR, e);
     }
@@ -414,6 +477,14 @@ fn exec_error(spec: &InitSpec, step: u32, errno: Errno) -> InitError {
             ErrorKind::Exec,
             "exec",
             format!("cannot execute {program}: {}", e.desc()),
+        ),
+        (STEP_USER_NAMESPACE, e) => (
+            ErrorKind::Setup,
+            "user_namespace",
+            format!(
+                "cannot give the command its own user namespace: {}",
+                e.desc()
+            ),
         ),
         (_, e) => (
             ErrorKind::Setup,

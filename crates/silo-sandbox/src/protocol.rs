@@ -20,8 +20,14 @@ pub const CONTROL_FD: i32 = 3;
 /// The descriptor number of the job's log file (opened for appending) in the init process.
 pub const LOG_FD: i32 = 4;
 
-/// Largest frame either side accepts.
+/// Largest frame the init accepts from the server (a start request carries the job's
+/// whole command line and environment).
 pub const MAX_FRAME: usize = 16 << 20;
+
+/// Largest frame the server accepts from an init. An init only says hello, answers and
+/// reports an exit, all far smaller; anything larger is a broken or subverted init, and
+/// reading it must not cost the server more than this.
+pub const MAX_INIT_FRAME: usize = 64 << 10;
 
 /// Method: join the job's cgroups and build the job-independent part of the sandbox, as
 /// described by a [`crate::Prepare`], and wait, without a deadline, for [`METHOD_START`]. Lets the

@@ -112,7 +112,7 @@ pub fn spawn_init(req: &SpawnRequest<'_>) -> io::Result<InitProcess> {
 
     // SAFETY: clone3 with a correctly sized, initialised clone_args and no CLONE_VM: the
     // child gets a copy of the address space. In the child (ret == 0) only
-    // async-signal-safe system calls run (setpriority, dup2, execveat, _exit) on values prepared above,
+    // async-signal-safe system calls run (setsid, setpriority, dup2, execveat, _exit) on values prepared above,
     // so no lock held by another server thread at the time of the clone is touched.
     let ret = unsafe {
         libc::syscall(
@@ -125,6 +125,9 @@ pub fn spawn_init(req: &SpawnRequest<'_>) -> io::Result<InitProcess> {
         // SAFETY: see above; this is the child and only calls async-signal-safe functions
         // before it either execs or exits.
         unsafe {
+            // Its own session: nothing in the job shares the server's session (and so its
+            // autogroup, which uid 0 could renice through /proc/1/autogroup).
+            libc::setsid();
             if nice != 0 {
                 libc::setpriority(libc::PRIO_PROCESS, 0, nice);
             }

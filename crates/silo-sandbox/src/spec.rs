@@ -38,6 +38,14 @@ pub struct Isolation {
     pub uid: u32,
     /// The group the command runs as.
     pub gid: u32,
+    /// The host uid (and gid) this job's identity maps to. When set, the command runs in a
+    /// user namespace of its own in which [`Isolation::uid`] and [`Isolation::gid`] are
+    /// the only ids, mapped to this host id: what is per user on the host (inotify
+    /// instances, ptrace and /proc access, the process count) is then per job, and uid 0
+    /// in the job is nobody on the host. `None` runs the command in the host's user
+    /// namespace as `uid`.
+    #[serde(default)]
+    pub host_id: Option<u32>,
     /// The job's network.
     pub network: Network,
     /// Size of the job's `/tmp` tmpfs in bytes.

@@ -220,6 +220,7 @@ impl HostDirs {
             rootfs,
             uid: JOB_UID,
             gid: JOB_UID,
+            host_id: None,
             network: Network::None,
             tmp_size_bytes: 8 << 20,
         }

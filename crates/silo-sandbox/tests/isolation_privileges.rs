@@ -34,6 +34,7 @@ fn identity(uid: u32, gid: u32) -> Isolation {
         rootfs: Rootfs::HostView,
         uid,
         gid,
+        host_id: None,
         network: Network::None,
         tmp_size_bytes: 0,
     }

@@ -46,11 +46,13 @@ pub struct ServerArgs {
     /// server on cgroup v2 (with Delegate=yes), the service's own cgroup.
     #[arg(long)]
     pub cgroup_name: Option<String>,
-    /// The user jobs run as unless they ask for another (`--user`).
-    #[arg(long, default_value_t = 65534)]
+    /// The user jobs run as unless they ask for another (`--user`), inside the job's user
+    /// namespace (outside it, every job is its own host id: see --host-ids). Not 65534: a
+    /// host file of an id the job does not map (root's /usr) shows as owned by 65534.
+    #[arg(long, default_value_t = 1000)]
     pub job_uid: u32,
     /// The group jobs run as unless they ask for another.
-    #[arg(long, default_value_t = 65534)]
+    #[arg(long, default_value_t = 1000)]
     pub job_gid: u32,
     /// Size of each job's /tmp (and /dev/shm) tmpfs.
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
@@ -80,6 +82,11 @@ pub struct ServerArgs {
     /// one; 0 starts every job from scratch.
     #[arg(long, default_value_t = 2)]
     pub ready_inits: usize,
+    /// The host uids (and gids) jobs run as, `FIRST:COUNT`: each job's user, root
+    /// included, is one host id of this range, held by no other live job. Keep the range
+    /// free of real users, and give each server on a host its own.
+    #[arg(long, default_value = "2000000000:65536", value_parser = jobs::parse_host_ids)]
+    pub host_ids: (u32, u32),
     /// Largest total size of one job's uploads.
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     pub upload_limit: u64,
@@ -143,6 +150,9 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     }
     let state = &args.state_dir;
     std::fs::create_dir_all(state).map_err(|e| host("create state directory", state, e))?;
+    // Root only: below it are the jobs' files, and what a job wrote (a setuid program, its
+    // environment in a file) must be out of every host user's reach.
+    restrict_to_root(state).map_err(|e| host("restrict to root", state, e))?;
     // The binary jobs run: opened once, so replacing the file later changes no job.
     let exe = std::fs::File::open("/proc/self/exe")
         .map_err(|e| host("open", std::path::Path::new("/proc/self/exe"), e))?;
@@ -195,6 +205,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         job_user: (args.job_uid, args.job_gid),
         tmp_size_bytes: args.tmp_size,
         ready_inits: args.ready_inits,
+        host_ids: args.host_ids,
     };
     jobs::validate::check_limits(&settings.bounds.defaults, &settings.bounds)
         .map_err(|e| ServerError::Host(format!("the server's default limits are invalid: {e}")))?;
@@ -243,6 +254,13 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         "silo server stopped; running jobs keep running and are adopted on the next start"
     );
     Ok(())
+}
+
+/// Makes `dir` reachable by root only (mode 0700), as every directory silo keeps jobs'
+/// files in must be.
+pub fn restrict_to_root(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
 /// Detects the cgroup layout, logs it, and opens silo's subtree with the server in its own

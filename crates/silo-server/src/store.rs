@@ -73,6 +73,8 @@ pub struct JobRow {
     pub init: Option<(i32, u64)>,
     /// Resource usage when the job ended.
     pub usage: Option<Usage>,
+    /// The host uid and gid its user namespace maps its user to.
+    pub host_id: Option<u32>,
 }
 
 /// The job store.
@@ -82,7 +84,7 @@ pub struct Store {
 }
 
 const COLUMNS: &str = "id, name, owner, spec, uploads, state, reason, exit_code, signal, \
-                       created_at, started_at, ended_at, init_pid, init_start, usage";
+                       created_at, started_at, ended_at, init_pid, init_start, usage, host_id";
 
 impl Store {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
@@ -105,7 +107,7 @@ impl Store {
     /// Stores a new job.
     pub async fn insert(&self, job: &JobRow) -> Result<(), StoreError> {
         sqlx::query(&format!(
-            "INSERT INTO jobs ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO jobs ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
         .bind(&job.id)
         .bind(&job.spec.name)
@@ -122,6 +124,7 @@ impl Store {
         .bind(job.init.map(|(pid, _)| pid))
         .bind(job.init.map(|(_, start)| start as i64))
         .bind(job.usage.as_ref().map(Message::encode_to_vec))
+        .bind(job.host_id.map(i64::from))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -259,6 +262,9 @@ fn decode(row: &SqliteRow) -> Result<JobRow, StoreError> {
         ended_at: row.try_get("ended_at")?,
         init: init_pid.zip(init_start.map(|s| s as u64)),
         usage,
+        host_id: row
+            .try_get::<Option<i64>, _>("host_id")?
+            .and_then(|h| u32::try_from(h).ok()),
         id,
     })
 }
@@ -286,6 +292,7 @@ mod tests {
             ended_at: None,
             init: Some((42, 1234)),
             usage: None,
+            host_id: None,
         }
     }
 

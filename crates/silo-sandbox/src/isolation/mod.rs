@@ -23,6 +23,7 @@ mod pivot;
 mod proc_mask;
 mod rootfs;
 mod seccomp;
+pub mod user_namespace;
 
 use std::fmt;
 use std::io;

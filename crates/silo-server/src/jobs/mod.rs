@@ -1,6 +1,8 @@
 //! The job manager: accepts jobs, starts them through the init protocol, tracks them to
 //! their end, and answers questions about them.
 
+mod host_ids;
+pub use host_ids::parse_range as parse_host_ids;
 pub mod live;
 mod ready;
 mod reconcile;
@@ -44,6 +46,8 @@ pub struct JobSettings {
     pub tmp_size_bytes: u64,
     /// Inits kept ready (sandbox prepared) for the next jobs; 0 starts each job from scratch.
     pub ready_inits: usize,
+    /// The host ids jobs' users map to, `(first, count)`: one per live job.
+    pub host_ids: (u32, u32),
 }
 
 /// Why a job operation failed; each maps to one gRPC status.
@@ -86,6 +90,8 @@ struct Inner {
     pool: Mutex<Vec<ReadyInit>>,
     /// Ready inits being prepared for the pool now.
     refilling: std::sync::atomic::AtomicUsize,
+    /// Which host ids live jobs hold.
+    host_ids: host_ids::HostIds,
 }
 
 /// Microseconds since the Unix epoch.
@@ -104,14 +110,17 @@ impl JobManager {
         settings: JobSettings,
         exe: OwnedFd,
     ) -> Result<JobManager, JobError> {
-        std::fs::create_dir_all(&settings.jobs_dir).map_err(|e| {
-            JobError::Host(format!(
-                "cannot create {}: {e}",
-                settings.jobs_dir.display()
-            ))
-        })?;
+        std::fs::create_dir_all(&settings.jobs_dir)
+            .and_then(|()| crate::restrict_to_root(&settings.jobs_dir))
+            .map_err(|e| {
+                JobError::Host(format!(
+                    "cannot create {}: {e}",
+                    settings.jobs_dir.display()
+                ))
+            })?;
         let logs = LogWatcher::start()
             .map_err(|e| JobError::Host(format!("cannot start inotify: {e}")))?;
+        let host_ids = host_ids::HostIds::new(settings.host_ids.0, settings.host_ids.1);
         let manager = JobManager {
             inner: Arc::new(Inner {
                 store,
@@ -121,6 +130,7 @@ impl JobManager {
                 logs,
                 pool: Mutex::default(),
                 refilling: Default::default(),
+                host_ids,
             }),
         };
         manager.reconcile().await?;
@@ -168,7 +178,18 @@ impl JobManager {
             return Err(JobError::Busy(s.max_jobs));
         }
         let t0 = std::time::Instant::now();
-        let ready = self.take_ready(spec.network() != JobNetwork::Host).await?;
+        let Some(host_id) = self.inner.host_ids.take() else {
+            return Err(JobError::Host(
+                "every host id of the server's range (--host-ids) is held by a live job".into(),
+            ));
+        };
+        let ready = match self.take_ready(spec.network() != JobNetwork::Host).await {
+            Ok(ready) => ready,
+            Err(e) => {
+                self.inner.host_ids.give_back(host_id);
+                return Err(e);
+            }
+        };
         tracing::debug!(elapsed = ?t0.elapsed(), "ready init taken");
         let id = ready.id.clone();
         let row = JobRow {
@@ -187,6 +208,7 @@ impl JobManager {
             // crashed before recording the start.
             init: reconcile::process_start_ticks(ready.pid).map(|t| (ready.pid, t)),
             usage: None,
+            host_id: Some(host_id),
         };
         let live = Arc::new(LiveJob::new(row));
         if let Ok(mut map) = self.inner.live.lock() {
@@ -196,6 +218,7 @@ impl JobManager {
             // Nothing of the job stays behind: no row, no files, no cgroup, no slot.
             self.forget(&id);
             self.discard(&id, Some(ready.pidfd), ready.cgroup).await;
+            self.give_back_host_id(&live);
             return Err(e);
         }
         tracing::debug!(elapsed = ?t0.elapsed(), "job prepared");
@@ -229,8 +252,10 @@ impl JobManager {
         std::fs::create_dir(&work).map_err(|e| host("create", &work, e))?;
         let written = uploads::write_uploads(&work, uploads)
             .map_err(|e| host("write uploads into", &work, e))?;
-        let (uid, gid) = self.job_user(&live.row.borrow().spec);
-        uploads::chown_tree(&work, uid, gid).map_err(|e| host("hand over", &work, e))?;
+        // The job's user is its host id outside its user namespace.
+        if let Some(id) = live.row.borrow().host_id {
+            uploads::chown_tree(&work, id, id).map_err(|e| host("hand over", &work, e))?;
+        }
         let limits = live.row.borrow().spec.limits.clone();
         match &ready.cgroup {
             Some(cg) => {
@@ -290,6 +315,7 @@ impl JobManager {
                 rootfs: silo_sandbox::Rootfs::HostView,
                 uid,
                 gid,
+                host_id: row.host_id,
                 network: match row.spec.network() {
                     JobNetwork::Host => silo_sandbox::Network::Host,
                     JobNetwork::None | JobNetwork::Unspecified => silo_sandbox::Network::None,
@@ -356,6 +382,13 @@ impl JobManager {
             }
         })
         .await;
+    }
+
+    /// Gives the job's host id back; only once nothing of the job can run any more.
+    fn give_back_host_id(&self, live: &LiveJob) {
+        if let Some(id) = live.row.borrow().host_id {
+            self.inner.host_ids.give_back(id);
+        }
     }
 
     fn forget(&self, id: &str) {

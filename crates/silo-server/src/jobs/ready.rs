@@ -10,7 +10,7 @@
 
 use std::fs::OpenOptions;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -57,7 +57,10 @@ impl JobManager {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let dir = self.job_dir(&id);
         let root = dir.join("root");
-        let created = std::fs::create_dir_all(&root)
+        let created = std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .and_then(|()| std::fs::create_dir(&root))
             .and_then(|()| {
                 OpenOptions::new()
                     .create_new(true)

@@ -113,6 +113,9 @@ impl JobManager {
             row.state = silo_proto::v1::JobState::Running;
             row.started_at = Some(super::now_micros());
         }
+        if let Some(id) = row.host_id {
+            self.inner.host_ids.hold(id);
+        }
         let live = Arc::new(LiveJob::new(row));
         if let Some(cg) = self.open_cgroup(&live.id) {
             live.set_cgroup(cg);
@@ -138,6 +141,7 @@ impl JobManager {
             let (state, reason, code, signal) = final_state(live.stop_cause(), exit, None);
             manager.finish(&live, state, reason, code, signal).await;
             manager.release_cgroup(&live).await;
+            manager.give_back_host_id(&live);
         });
         Ok(())
     }

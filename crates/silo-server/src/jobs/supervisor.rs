@@ -7,7 +7,7 @@ use std::time::Duration;
 use silo_proto::v1::JobState;
 use silo_sandbox::InitSpec;
 use silo_sandbox::protocol::{
-    EVENT_EXIT, ExitStatus, Frame, InitError, MAX_FRAME, METHOD_START, Message, Started,
+    EVENT_EXIT, ExitStatus, Frame, InitError, MAX_INIT_FRAME, METHOD_START, Message, Started,
 };
 use silo_sandbox::spawn::try_reap;
 use tokio::io::unix::AsyncFd;
@@ -57,7 +57,7 @@ pub async fn supervise(
         .ok();
     let mut control = Some(control);
     let mut started = Some(started);
-    let mut exit: Option<ExitStatus> = None;
+    let mut report: Result<Option<ExitStatus>, InitError> = Ok(None);
     let mut start_error: Option<String> = None;
 
     // A ready init waited at a low priority; it must wake for its job at the normal one.
@@ -88,7 +88,7 @@ pub async fn supervise(
                         manager.grace_of(&row),
                     );
                 }
-                exit = wait_exit(c).await;
+                report = wait_exit(c).await;
                 tracing::debug!(job = %live.id, elapsed = ?t0.elapsed(), "init reported the exit");
             }
             Err(e) => {
@@ -101,29 +101,34 @@ pub async fn supervise(
         start_error = Some("cannot talk to the job's init process".into());
     }
     drop(control);
-
-    // With an exit report, every process of the job is gone and its output is in the log:
-    // the job has ended, and is reported so before the init's own teardown (unmounting,
-    // leaving its namespaces) finishes. Without one, the init's wait status tells.
-    let mut ended = false;
-    if start_error.is_none() && exit.is_some() {
-        let (state, reason, code, signal) = final_state(live.stop_cause(), exit, None);
-        manager.finish(&live, state, reason, code, signal).await;
-        ended = true;
+    if let Err(e) = &report {
+        // Only silo's own init writes to the control socket; a frame it would never send
+        // means the init is broken or subverted, and nothing it says is believed.
+        tracing::warn!(job = %live.id, "killing the job: {}", e.message);
+        live.signal(libc::SIGKILL);
     }
+
+    // An exit report is believed only together with the init's own end: the init exits
+    // once every process of the job is gone and its output is in the log, so a report
+    // from anything else (or a report followed by more life) changes nothing.
     let init_status = wait_reaped(pidfd).await;
     tracing::debug!(job = %live.id, elapsed = ?t0.elapsed(), "init reaped");
     if let Some(wd) = watch {
         manager.inner.logs.unwatch(wd);
     }
-    if !ended {
-        let (state, reason, code, signal) = match start_error {
-            Some(reason) => (JobState::Failed, reason, None, None),
-            None => final_state(live.stop_cause(), exit, init_status),
-        };
-        manager.finish(&live, state, reason, code, signal).await;
-    }
+    let (state, reason, code, signal) = match (start_error, report) {
+        (Some(reason), _) => (JobState::Failed, reason, None, None),
+        (None, Err(e)) => (
+            JobState::Failed,
+            format!("the job was killed: {}", e.message),
+            None,
+            Some(libc::SIGKILL),
+        ),
+        (None, Ok(exit)) => final_state(live.stop_cause(), exit, init_status),
+    };
+    manager.finish(&live, state, reason, code, signal).await;
     manager.release_cgroup(&live).await;
+    manager.give_back_host_id(&live);
     tracing::debug!(job = %live.id, elapsed = ?t0.elapsed(), "job finished");
     if let Some(tx) = started.take() {
         let _ = tx.send(());
@@ -175,10 +180,15 @@ pub(super) async fn read_frame(control: &mut UnixStream) -> Result<Frame, InitEr
         .read_exact(&mut len)
         .await
         .map_err(|_| InitError::protocol("the job's init exited during setup"))?;
+    read_body(control, len).await
+}
+
+/// The rest of a frame whose length prefix was `len`.
+async fn read_body(control: &mut UnixStream, len: [u8; 4]) -> Result<Frame, InitError> {
     let len = u32::from_le_bytes(len) as usize;
-    if len > MAX_FRAME {
+    if len > MAX_INIT_FRAME {
         return Err(InitError::protocol(format!(
-            "init protocol frame of {len} bytes is too large"
+            "the job's init sent a frame of {len} bytes (the limit is {MAX_INIT_FRAME})"
         )));
     }
     let mut body = vec![0u8; len];
@@ -189,16 +199,25 @@ pub(super) async fn read_frame(control: &mut UnixStream) -> Result<Frame, InitEr
     Frame::decode(&body)
 }
 
-/// Reads frames until the init reports the exit (or closes the socket without one).
-async fn wait_exit(control: &mut UnixStream) -> Option<ExitStatus> {
-    while let Ok(frame) = read_frame(control).await {
+/// Reads frames until the init reports the exit: `Ok(None)` when the socket closes without
+/// a report (the init was killed), an error for a frame the init would never send
+/// (oversized, malformed, or an exit report that does not parse).
+async fn wait_exit(control: &mut UnixStream) -> Result<Option<ExitStatus>, InitError> {
+    loop {
+        let mut len = [0u8; 4];
+        match control.read_exact(&mut len).await {
+            Ok(_) => {}
+            Err(_) => return Ok(None),
+        }
+        let frame = read_body(control, len).await?;
         if let Message::Event { name, body } = frame.message
             && name == EVENT_EXIT
         {
-            return serde_json::from_value(body).ok();
+            return serde_json::from_value(body).map(Some).map_err(|e| {
+                InitError::protocol(format!("the job's init sent a malformed exit report: {e}"))
+            });
         }
     }
-    None
 }
 
 /// Waits for the init process to exit and reaps it. Returns its wait status.

@@ -97,6 +97,7 @@ impl TestServer {
             .arg(self.state())
             .arg("--cgroup-name")
             .arg(&self.cgroup_name)
+            .args(self.own_host_ids())
             .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -122,6 +123,22 @@ impl TestServer {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// A range of host ids no other test server of this run uses (unless the test chose
+    /// one), so that per-user kernel limits one test exhausts never reach another's jobs.
+    fn own_host_ids(&self) -> Vec<String> {
+        if self.extra.iter().any(|a| a == "--host-ids") {
+            return Vec::new();
+        }
+        let n: u32 = self
+            .cgroup_name
+            .rsplit('-')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let first = 2_000_000_000 + ((std::process::id() % 2048) * 32 + n % 32) * 1024;
+        vec!["--host-ids".into(), format!("{first}:1024")]
     }
 
     pub fn server_log(&self) -> String {
@@ -419,4 +436,37 @@ pub async fn stdout_of(client: &mut JobServiceClient<Channel>, id: &str) -> Vec<
         }
     }
     out
+}
+
+/// Runs `script` with `sh -c` in a job and returns (final job, stdout, stderr).
+pub async fn sh(c: &mut JobServiceClient<Channel>, script: &str) -> (Job, String, String) {
+    sh_spec(c, spec(&["sh", "-c", script])).await
+}
+
+pub async fn sh_spec(c: &mut JobServiceClient<Channel>, s: JobSpec) -> (Job, String, String) {
+    let job = run_spec(c, s).await;
+    let end = wait_end(c, &job.id).await;
+    let mut stream = c
+        .stream_logs(StreamLogsRequest {
+            id: job.id.clone(),
+            from_sequence: 0,
+            follow: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    while let Some(chunk) = stream.message().await.unwrap() {
+        for r in chunk.records {
+            match r.stream() {
+                LogStream::Stdout => out.extend(r.data),
+                _ => err.extend(r.data),
+            }
+        }
+    }
+    (
+        end,
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+    )
 }

@@ -1,0 +1,50 @@
+//! The command's own user namespace: one id inside, one host id outside.
+//!
+//! The init (root in the host's user namespace) forks the command; the command's process
+//! creates a user namespace with `unshare(CLONE_NEWUSER)` and waits; the init writes the
+//! namespace's maps, `UID HOST 1` and `GID HOST 1`, and lets it go on to drop every
+//! privilege and exec. Only the init can write these maps: writing an id other than one's
+//! own needs CAP_SETUID/CAP_SETGID in the parent namespace, which the command never has.
+//! See user_namespaces(7), "User and group ID mappings".
+//!
+//! The job's mount, pid, network and ipc namespaces stay owned by the host's user
+//! namespace, so the capabilities the command holds for a moment in its new namespace give
+//! it nothing over them; it drops them all before exec anyway.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+
+use nix::errno::Errno;
+use nix::unistd::Pid;
+
+use super::{errno_of, fail};
+use crate::protocol::InitError;
+
+/// In the command's process: moves it into a new user namespace, in which it holds every
+/// capability until it drops them. Its ids are unmapped until [`map_ids`] runs.
+pub fn unshare() -> Result<(), Errno> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER)
+}
+
+/// In the init: maps `uid` and `gid` of `child`'s (new) user namespace to the host id
+/// `host`. Nothing else is mapped, so every other host id shows as the overflow id 65534
+/// inside.
+pub fn map_ids(child: Pid, uid: u32, gid: u32, host: u32) -> Result<(), InitError> {
+    for (file, inside) in [("uid_map", uid), ("gid_map", gid)] {
+        let path = format!("/proc/{child}/{file}");
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(format!("{inside} {host} 1\n").as_bytes()))
+            .map_err(|e| {
+                fail(
+                    "user_namespace",
+                    errno_of(&e),
+                    format_args!(
+                        "map id {inside} of the job's user namespace to host id {host} in {path}"
+                    ),
+                )
+            })?;
+    }
+    Ok(())
+}
