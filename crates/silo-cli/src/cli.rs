@@ -148,6 +148,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", value_parser = pids_arg, allow_hyphen_values = true)]
     pub pids: Option<u32>,
 
+    /// Size of the job's /work, a filesystem of its own (10G); full, it answers ENOSPC
+    #[arg(long, value_name = "SIZE", value_parser = size_arg, allow_hyphen_values = true)]
+    pub disk: Option<u64>,
+
     /// The command and its arguments (put them after `--`)
     #[arg(
         value_name = "CMD",

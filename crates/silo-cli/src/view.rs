@@ -12,7 +12,7 @@
 //!   "command": ["make", "-j4"], "workdir": "", "env": ["CC"],
 //!   "timeout_ms": null, "stop_grace_ms": null,
 //!   "limits": {"cpu_percent": null, "cpus": null, "memory_bytes": 67108864,
-//!              "io_bps": null, "pids": null},
+//!              "io_bps": null, "pids": null, "disk_bytes": null},
 //!   "uploads": ["src", "src/main.c"]
 //! }
 //! ```
@@ -107,6 +107,7 @@ struct LimitsView {
     memory_bytes: Option<u64>,
     io_bps: Option<u64>,
     pids: Option<u32>,
+    disk_bytes: Option<u64>,
 }
 
 fn set<T: PartialEq + Default>(value: T) -> Option<T> {
@@ -158,6 +159,7 @@ impl From<&Job> for JobView {
                 memory_bytes: limits.memory_bytes,
                 io_bps: limits.io_bps,
                 pids: limits.pids,
+                disk_bytes: limits.disk_bytes,
             },
             uploads: job.uploads.clone(),
             usage: job.usage.as_ref().map(UsageView::from),
@@ -259,7 +261,7 @@ mod tests {
                 "command": ["make", "-j4"], "workdir": "", "env": ["TOKEN"],
                 "timeout_ms": null, "stop_grace_ms": null,
                 "limits": {"cpu_percent": null, "cpus": null, "memory_bytes": 67108864,
-                           "io_bps": null, "pids": null},
+                           "io_bps": null, "pids": null, "disk_bytes": null},
                 "uploads": ["src"],
                 "usage": null
             })

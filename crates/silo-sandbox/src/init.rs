@@ -417,8 +417,10 @@ fn exec_command(
     {
         return (STEP_FDS, Errno::last());
     }
-    if let Some((made, go)) = handshake {
-        if let Err(e) = isolation::user_namespace::unshare() {
+    if let (Some((made, go)), Some((iso, _))) = (handshake, sandbox)
+        && let Some(host) = iso.host_id
+    {
+        if let Err(e) = isolation::user_namespace::unshare(host) {
             return (STEP_USER_NAMESPACE, e);
         }
         let mut byte = [0u8; 1];

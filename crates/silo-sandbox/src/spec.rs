@@ -30,8 +30,13 @@ pub struct Isolation {
     pub hostname: String,
     /// An empty host directory, owned by the server, where the job's root is assembled.
     pub root_dir: PathBuf,
-    /// The job's work directory on the host; it appears writable at `/work`.
+    /// The job's work directory on the host; it appears writable at `/work` unless the job
+    /// has a [`Isolation::work_disk`].
     pub work_dir: PathBuf,
+    /// An ext4 image that becomes the job's `/work`, a filesystem of its own (see
+    /// [`SandboxBase::work_disk`]).
+    #[serde(default)]
+    pub work_disk: Option<PathBuf>,
     /// What the job's root filesystem is made of.
     pub rootfs: Rootfs,
     /// The user the command runs as.
@@ -50,6 +55,9 @@ pub struct Isolation {
     pub network: Network,
     /// Size of the job's `/tmp` tmpfs in bytes.
     pub tmp_size_bytes: u64,
+    /// Files (inodes) the job's `/tmp` and `/dev/shm` may each hold.
+    #[serde(default = "default_tmp_inodes")]
+    pub tmp_inodes: u64,
 }
 
 /// The part of a sandbox that does not depend on the job: what an init can build while it
@@ -64,6 +72,20 @@ pub struct SandboxBase {
     pub network: Network,
     /// See [`Isolation::tmp_size_bytes`].
     pub tmp_size_bytes: u64,
+    /// See [`Isolation::tmp_inodes`].
+    #[serde(default = "default_tmp_inodes")]
+    pub tmp_inodes: u64,
+    /// An ext4 image (made by the server, empty) mounted at `/work` while the sandbox is
+    /// prepared; the job's files are written into the mounted filesystem afterwards.
+    #[serde(default)]
+    pub work_disk: Option<PathBuf>,
+}
+
+/// Inodes of a job's /tmp when the server does not say.
+pub const DEFAULT_TMP_INODES: u64 = 65536;
+
+fn default_tmp_inodes() -> u64 {
+    DEFAULT_TMP_INODES
 }
 
 /// The parameters of [`crate::protocol::METHOD_PREPARE`].
@@ -86,6 +108,8 @@ impl Isolation {
             rootfs: self.rootfs.clone(),
             network: self.network,
             tmp_size_bytes: self.tmp_size_bytes,
+            tmp_inodes: self.tmp_inodes,
+            work_disk: self.work_disk.clone(),
         }
     }
 }

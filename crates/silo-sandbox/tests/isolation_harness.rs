@@ -217,12 +217,14 @@ impl HostDirs {
             hostname: HOSTNAME.into(),
             root_dir: self.root.clone(),
             work_dir: self.work.clone(),
+            work_disk: None,
             rootfs,
             uid: JOB_UID,
             gid: JOB_UID,
             host_id: None,
             network: Network::None,
             tmp_size_bytes: 8 << 20,
+            tmp_inodes: 1024,
         }
     }
 

@@ -31,12 +31,14 @@ fn identity(uid: u32, gid: u32) -> Isolation {
         hostname: harness::HOSTNAME.into(),
         root_dir: PathBuf::from("/nonexistent"),
         work_dir: PathBuf::from("/nonexistent"),
+        work_disk: None,
         rootfs: Rootfs::HostView,
         uid,
         gid,
         host_id: None,
         network: Network::None,
         tmp_size_bytes: 0,
+        tmp_inodes: 16,
     }
 }
 
@@ -373,6 +375,14 @@ fn the_filter_refuses_each_listed_call_with_eperm_even_for_root() {
                     libc::SYS_process_vm_writev,
                     [1, 0, 0, 0, 0, 0],
                 ),
+                // Of the caller itself (pid 0), with nothing to move: succeeds unfiltered.
+                ("migrate_pages", libc::SYS_migrate_pages, [0, 0, 0, 0, 0, 0]),
+                ("move_pages", libc::SYS_move_pages, [0, 0, 0, 0, 0, 0]),
+                (
+                    "personality(READ_IMPLIES_EXEC)",
+                    libc::SYS_personality,
+                    [libc::READ_IMPLIES_EXEC as usize, 0, 0, 0, 0, 0],
+                ),
             ];
             #[cfg(target_arch = "x86_64")]
             calls.extend([
@@ -464,6 +474,219 @@ fn the_filter_still_allows_what_ordinary_programs_do() {
             fs::read_to_string("/proc/self/status")
                 .map(drop)
                 .map_err(|e| e.to_string())
+        })
+    });
+    outcome.unwrap();
+}
+
+/// Opens a socket (or, with `pair`, a socket pair) of `family` through the raw system call,
+/// so that the high half of the family argument reaches the kernel as given; closes what it
+/// opened and returns the errno, or None if it succeeded.
+fn open_socket(pair: bool, family: u64, kind: libc::c_int) -> Option<Errno> {
+    let mut fds = [-1 as libc::c_int; 2];
+    let kind = (kind | libc::SOCK_CLOEXEC) as usize;
+    let failed = if pair {
+        raw(
+            libc::SYS_socketpair,
+            [family as usize, kind, 0, fds.as_mut_ptr() as usize, 0, 0],
+        )
+    } else {
+        // SAFETY: socket takes integers only.
+        let fd = unsafe { libc::syscall(libc::SYS_socket, family as usize, kind, 0usize) };
+        fds[0] = fd as libc::c_int;
+        (fd == -1).then(Errno::last)
+    };
+    for fd in fds.into_iter().filter(|&fd| fd >= 0) {
+        // SAFETY: `fd` was just opened here and is not used after.
+        unsafe { libc::close(fd) };
+    }
+    failed
+}
+
+#[test]
+fn sockets_of_other_families_are_refused_with_eafnosupport_even_for_root() {
+    if !root_or_skip() {
+        return;
+    }
+    let outcome = in_namespaces(|| {
+        let filter = compiled()?;
+        // Root keeps CAP_NET_RAW here: without the filter AF_PACKET would open.
+        in_child(|| {
+            filter.install().map_err(|e| e.to_string())?;
+            let high = 1u64 << 32;
+            let refused = [
+                (
+                    "socket(AF_VSOCK)",
+                    false,
+                    libc::AF_VSOCK as u64,
+                    libc::SOCK_STREAM,
+                ),
+                (
+                    "socket(AF_PACKET)",
+                    false,
+                    libc::AF_PACKET as u64,
+                    libc::SOCK_RAW,
+                ),
+                (
+                    "socket(AF_ALG)",
+                    false,
+                    libc::AF_ALG as u64,
+                    libc::SOCK_SEQPACKET,
+                ),
+                ("socket(AF_KEY)", false, libc::AF_KEY as u64, libc::SOCK_RAW),
+                (
+                    "socket(AF_PACKET with high bits set)",
+                    false,
+                    high | libc::AF_PACKET as u64,
+                    libc::SOCK_RAW,
+                ),
+                (
+                    "socketpair(AF_PACKET)",
+                    true,
+                    libc::AF_PACKET as u64,
+                    libc::SOCK_RAW,
+                ),
+            ];
+            let wrong: Vec<String> = refused
+                .iter()
+                .filter_map(
+                    |&(name, pair, family, kind)| match open_socket(pair, family, kind) {
+                        Some(Errno::EAFNOSUPPORT) => None,
+                        other => Some(format!("{name}: {other:?}")),
+                    },
+                )
+                .collect();
+            ensure(
+                wrong.is_empty(),
+                format!("not refused with EAFNOSUPPORT: {wrong:?}"),
+            )
+        })
+    });
+    outcome.unwrap();
+}
+
+#[test]
+fn unix_inet_inet6_and_netlink_sockets_still_open() {
+    if !root_or_skip() {
+        return;
+    }
+    let outcome = in_namespaces(|| {
+        let filter = compiled()?;
+        in_child(|| {
+            filter.install().map_err(|e| e.to_string())?;
+            let high = 1u64 << 32;
+            let allowed = [
+                (
+                    "socket(AF_UNIX)",
+                    false,
+                    libc::AF_UNIX as u64,
+                    libc::SOCK_STREAM,
+                ),
+                (
+                    "socket(AF_INET)",
+                    false,
+                    libc::AF_INET as u64,
+                    libc::SOCK_STREAM,
+                ),
+                (
+                    "socket(AF_INET, UDP)",
+                    false,
+                    libc::AF_INET as u64,
+                    libc::SOCK_DGRAM,
+                ),
+                (
+                    "socket(AF_INET6)",
+                    false,
+                    libc::AF_INET6 as u64,
+                    libc::SOCK_STREAM,
+                ),
+                (
+                    "socket(AF_NETLINK)",
+                    false,
+                    libc::AF_NETLINK as u64,
+                    libc::SOCK_RAW,
+                ),
+                // The kernel reads an int: this is AF_INET.
+                (
+                    "socket(AF_INET with high bits set)",
+                    false,
+                    high | libc::AF_INET as u64,
+                    libc::SOCK_STREAM,
+                ),
+                (
+                    "socketpair(AF_UNIX)",
+                    true,
+                    libc::AF_UNIX as u64,
+                    libc::SOCK_STREAM,
+                ),
+            ];
+            let wrong: Vec<String> = allowed
+                .iter()
+                .filter_map(|&(name, pair, family, kind)| {
+                    open_socket(pair, family, kind).map(|e| format!("{name}: {e}"))
+                })
+                .collect();
+            ensure(wrong.is_empty(), format!("refused: {wrong:?}"))
+        })
+    });
+    outcome.unwrap();
+}
+
+#[test]
+fn kernel_aio_is_answered_enosys() {
+    if !root_or_skip() {
+        return;
+    }
+    let outcome = in_namespaces(|| {
+        let filter = compiled()?;
+        in_child(|| {
+            filter.install().map_err(|e| e.to_string())?;
+            let mut context: libc::c_ulong = 0;
+            let setup = raw(
+                libc::SYS_io_setup,
+                [1, &raw mut context as usize, 0, 0, 0, 0],
+            );
+            ensure(
+                setup == Some(Errno::ENOSYS),
+                format!("io_setup: {setup:?}, context {context:#x}"),
+            )?;
+            let bad_context = usize::MAX;
+            let submit = raw(libc::SYS_io_submit, [bad_context, 0, 0, 0, 0, 0]);
+            ensure(
+                submit == Some(Errno::ENOSYS),
+                format!("io_submit: {submit:?}"),
+            )
+        })
+    });
+    outcome.unwrap();
+}
+
+#[test]
+fn only_dockers_personas_can_be_set() {
+    if !root_or_skip() {
+        return;
+    }
+    let outcome = in_namespaces(|| {
+        let filter = compiled()?;
+        in_child(|| {
+            filter.install().map_err(|e| e.to_string())?;
+            let personality = |persona: usize| {
+                // SAFETY: personality takes an integer only.
+                let rc = unsafe { libc::syscall(libc::SYS_personality, persona) };
+                if rc == -1 { Err(Errno::last()) } else { Ok(rc) }
+            };
+            let refused = personality(libc::READ_IMPLIES_EXEC as usize);
+            ensure(
+                refused == Err(Errno::EPERM),
+                format!("personality(READ_IMPLIES_EXEC): {refused:?}"),
+            )?;
+            let current = personality(0xffff_ffff);
+            ensure(
+                current == Ok(0),
+                format!("personality(0xffffffff): {current:?}"),
+            )?;
+            let set = personality(0);
+            ensure(set == Ok(0), format!("personality(PER_LINUX): {set:?}"))
         })
     });
     outcome.unwrap();

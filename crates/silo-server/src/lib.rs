@@ -57,15 +57,28 @@ pub struct ServerArgs {
     /// Size of each job's /tmp (and /dev/shm) tmpfs.
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     pub tmp_size: u64,
+    /// Files (inodes) each job's /tmp and /dev/shm may hold.
+    #[arg(long, default_value_t = silo_sandbox::DEFAULT_TMP_INODES)]
+    pub tmp_inodes: u64,
     /// Memory limit for jobs that set none.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub default_memory: Option<u64>,
     /// CPU limit (percent of one core) for jobs that set none.
     #[arg(long, value_name = "PERCENT")]
     pub default_cpu: Option<u32>,
-    /// Process limit for jobs that set none.
-    #[arg(long, value_name = "N")]
-    pub default_pids: Option<u32>,
+    /// Process (and thread) limit for jobs that set none: a fork bomb stops there.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    pub default_pids: u32,
+    /// Size of /work for jobs that set none (`--disk`): each job's work directory is an ext4
+    /// filesystem of its own of this size (a sparse image, allocated as the job writes;
+    /// needs mkfs.ext4 and loop devices). 0 keeps work directories as plain directories on
+    /// the state directory's filesystem, bounded by nothing.
+    #[arg(long, value_name = "SIZE", default_value = "10GiB", value_parser = parse_size)]
+    pub default_disk: u64,
+    /// The largest /work a job may ask for (default: the free space of the state
+    /// directory's filesystem at start, or --default-disk if that is more).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_disk: Option<u64>,
     /// The largest memory limit a job may ask for (default: the host's memory).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_memory: Option<u64>,
@@ -134,6 +147,9 @@ pub enum ServerError {
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// silo's cgroup subtree is another server's ([`silo_cgroup::CgroupError::InUse`]).
+    #[error(transparent)]
+    Cgroups(silo_cgroup::CgroupError),
 }
 
 fn host(what: &str, path: &std::path::Path, e: std::io::Error) -> ServerError {
@@ -175,7 +191,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         &silo_tls::read_pem_file(&certs.server_key())?,
     )?;
 
-    let cgroups = open_cgroups(args.cgroup_name.as_deref());
+    let cgroups = open_cgroups(args.cgroup_name.as_deref())?;
     let store = store::Store::open(&state.join("silo.db")).await?;
     let settings = JobSettings {
         jobs_dir: state.join("jobs"),
@@ -192,21 +208,37 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
                 memory_bytes: args.max_memory,
                 io_bps: args.max_io_bps,
                 pids: args.max_pids,
+                // Images are sparse: a default above the free space is the operator's call.
+                disk_bytes: Some(
+                    args.max_disk
+                        .unwrap_or_else(|| free_space(state).max(args.default_disk)),
+                ),
             },
             defaults: silo_proto::v1::Limits {
                 cpu_percent: args.default_cpu,
                 cpus: None,
                 memory_bytes: args.default_memory,
                 io_bps: None,
-                pids: args.default_pids,
+                pids: Some(args.default_pids),
+                disk_bytes: (args.default_disk > 0).then_some(args.default_disk),
             },
         },
         cgroups,
         job_user: (args.job_uid, args.job_gid),
         tmp_size_bytes: args.tmp_size,
+        tmp_inodes: args.tmp_inodes,
         ready_inits: args.ready_inits,
         host_ids: args.host_ids,
     };
+    if args.default_disk > 0 {
+        check_disk_support()?;
+    }
+    if (args.host_ids.1 as usize) < args.max_jobs {
+        return Err(ServerError::Host(format!(
+            "--host-ids has {} ids but --max-jobs is {}: every live job needs an id of its own",
+            args.host_ids.1, args.max_jobs
+        )));
+    }
     jobs::validate::check_limits(&settings.bounds.defaults, &settings.bounds)
         .map_err(|e| ServerError::Host(format!("the server's default limits are invalid: {e}")))?;
     let jobs = JobManager::start(store, settings, exe.into()).await?;
@@ -264,13 +296,17 @@ pub fn restrict_to_root(dir: &std::path::Path) -> std::io::Result<()> {
 }
 
 /// Detects the cgroup layout, logs it, and opens silo's subtree with the server in its own
-/// leaf. Without usable cgroups the server still runs jobs, but refuses limits.
-fn open_cgroups(name: Option<&str>) -> Option<std::sync::Arc<silo_cgroup::CgroupRoot>> {
+/// leaf. Without usable cgroups the server still runs jobs, but refuses limits. When the
+/// subtree is another server's, this server must not start at all: even without cgroups it
+/// would run jobs next to that server's under the same name.
+fn open_cgroups(
+    name: Option<&str>,
+) -> Result<Option<std::sync::Arc<silo_cgroup::CgroupRoot>>, ServerError> {
     let layout = match silo_cgroup::detect() {
         Ok(layout) => layout,
         Err(e) => {
             tracing::warn!("no cgroups: resource limits are refused ({e})");
-            return None;
+            return Ok(None);
         }
     };
     tracing::info!("cgroup layout: {layout}");
@@ -281,16 +317,17 @@ fn open_cgroups(name: Option<&str>) -> Option<std::sync::Arc<silo_cgroup::Cgroup
     tracing::info!("silo's cgroups: {name}/server and {name}/jobs/<id>");
     let root = match silo_cgroup::CgroupRoot::open(layout, &name) {
         Ok(root) => root,
+        Err(e @ silo_cgroup::CgroupError::InUse { .. }) => return Err(ServerError::Cgroups(e)),
         Err(e) => {
             tracing::warn!("cannot set up silo's cgroups, resource limits are refused: {e}");
-            return None;
+            return Ok(None);
         }
     };
     if let Err(e) = root.enter_server_leaf() {
         tracing::warn!("cannot move the server into its own cgroup: {e}");
     }
     tracing::info!("job limits available here: {}", root.available());
-    Some(std::sync::Arc::new(root))
+    Ok(Some(std::sync::Arc::new(root)))
 }
 
 /// The cgroup systemd gave this service, when systemd started it on cgroup v2: with
@@ -315,6 +352,37 @@ async fn shutdown() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+/// Bytes free for root on the filesystem holding `dir`.
+fn free_space(dir: &std::path::Path) -> u64 {
+    nix::sys::statvfs::statvfs(dir)
+        .map(|s| s.blocks_free() as u64 * s.fragment_size() as u64)
+        .unwrap_or(u64::MAX)
+}
+
+/// Whether per-job disks can be made here: mkfs.ext4 runs and loop devices exist.
+fn check_disk_support() -> Result<(), ServerError> {
+    let mkfs = std::process::Command::new("mkfs.ext4")
+        .arg("-V")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    if !matches!(mkfs, Ok(s) if s.success()) {
+        return Err(ServerError::Host(
+            "each job's /work is a filesystem of its own (--default-disk), which needs mkfs.ext4 \
+             (Debian: apt-get install e2fsprogs); or start with --default-disk 0"
+                .into(),
+        ));
+    }
+    if !std::path::Path::new("/dev/loop-control").exists() {
+        return Err(ServerError::Host(
+            "each job's /work is a filesystem of its own (--default-disk), which needs loop \
+             devices (/dev/loop-control: modprobe loop); or start with --default-disk 0"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 fn online_cpus() -> u32 {

@@ -63,6 +63,7 @@ pub fn build_request(args: &RunArgs) -> anyhow::Result<RunJobRequest> {
         memory_bytes: args.memory,
         io_bps: args.io_bps,
         pids: args.pids,
+        disk_bytes: args.disk,
     };
     Ok(RunJobRequest {
         spec: Some(JobSpec {

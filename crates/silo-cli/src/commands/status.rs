@@ -55,6 +55,9 @@ pub fn render_status(job: &Job, now: SystemTime) -> String {
     if let Some(pids) = limits.pids {
         limit_parts.push(format!("pids={pids}"));
     }
+    if let Some(disk) = limits.disk_bytes {
+        limit_parts.push(format!("disk={}", format_size(disk)));
+    }
     let list = |items: Vec<String>| {
         if items.is_empty() {
             "-".to_owned()

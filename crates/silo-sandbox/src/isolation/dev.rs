@@ -24,13 +24,16 @@ const LINKS: &[(&str, &str)] = &[
     ("stderr", "/proc/self/fd/2"),
 ];
 
+/// Terminals one job may hold at once.
+pub const PTYS_PER_JOB: u32 = 64;
+
 /// Flags of every mount under /dev that holds no device.
 const NO_DEVICES: MsFlags = MsFlags::MS_NOSUID
     .union(MsFlags::MS_NODEV)
     .union(MsFlags::MS_NOEXEC);
 
 /// Builds /dev under `root`; /dev/shm gets `shm_size_bytes`.
-pub(super) fn populate(root: &Path, shm_size_bytes: u64) -> Result<(), InitError> {
+pub(super) fn populate(root: &Path, shm_size_bytes: u64, shm_inodes: u64) -> Result<(), InitError> {
     let dev = root.join("dev");
     mkdir("mount_dev", &dev, 0o755)?;
     // nodev is safe here: each device below is its own bind mount, which carries the flags
@@ -40,7 +43,7 @@ pub(super) fn populate(root: &Path, shm_size_bytes: u64) -> Result<(), InitError
         "tmpfs",
         &dev,
         NO_DEVICES,
-        Some("mode=0755,size=64k"),
+        Some("mode=0755,size=64k,nr_inodes=256"),
     )?;
     for name in DEVICES {
         let target = dev.join(name);
@@ -57,12 +60,16 @@ pub(super) fn populate(root: &Path, shm_size_bytes: u64) -> Result<(), InitError
     let pts = dev.join("pts");
     mkdir("mount_dev", &pts, 0o755)?;
     // A new devpts instance: the job's terminals are its own, and the host's are not there.
+    // Its `max` bounds what the job takes of the host-wide pty pool (kernel.pty.max), so
+    // one job cannot leave the others without terminals.
     mount_fs(
         "mount_dev",
         "devpts",
         &pts,
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620"),
+        Some(&format!(
+            "newinstance,ptmxmode=0666,mode=0620,max={PTYS_PER_JOB}"
+        )),
     )?;
     let shm = dev.join("shm");
     mkdir("mount_dev", &shm, 0o1777)?;
@@ -71,7 +78,7 @@ pub(super) fn populate(root: &Path, shm_size_bytes: u64) -> Result<(), InitError
         "tmpfs",
         &shm,
         NO_DEVICES,
-        Some(&tmpfs_options(0o1777, shm_size_bytes)),
+        Some(&tmpfs_options(0o1777, shm_size_bytes, shm_inodes)),
     )?;
     for (name, target) in LINKS {
         symlink("mount_dev", Path::new(target), &dev.join(name))?;

@@ -24,6 +24,7 @@ mod proc_mask;
 mod rootfs;
 mod seccomp;
 pub mod user_namespace;
+mod work_disk;
 
 use std::fmt;
 use std::io;

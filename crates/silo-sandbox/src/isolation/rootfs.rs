@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::MsFlags;
 
 use super::mounts::{bind, mkdir, mount_fs, symlink, touch};
-use super::{dev, errno_of, etc, fail, proc_mask};
+use super::{dev, errno_of, etc, fail, proc_mask, work_disk};
 use crate::protocol::InitError;
 use crate::{Isolation, Rootfs, SandboxBase};
 
@@ -35,7 +35,7 @@ pub(super) fn assemble(base: &SandboxBase) -> Result<(), InitError> {
         "tmpfs",
         root,
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=0755,size=16m"),
+        Some("mode=0755,size=16m,nr_inodes=4096"),
     )?;
     match &base.rootfs {
         Rootfs::HostView => {
@@ -46,8 +46,14 @@ pub(super) fn assemble(base: &SandboxBase) -> Result<(), InitError> {
     }
     proc_mask::mount_proc(root)?;
     proc_mask::mount_sys(root)?;
-    dev::populate(root, base.tmp_size_bytes)?;
-    mount_tmp(root, base.tmp_size_bytes)
+    dev::populate(root, base.tmp_size_bytes, base.tmp_inodes)?;
+    mount_tmp(root, base.tmp_size_bytes, base.tmp_inodes)?;
+    if let Some(image) = &base.work_disk {
+        let target = root.join("work");
+        mkdir("work_disk", &target, 0o755)?;
+        work_disk::mount(image, &target)?;
+    }
+    Ok(())
 }
 
 /// Adds what belongs to the job to an assembled tree: its user, group and hostname in a
@@ -57,7 +63,11 @@ pub(super) fn add_job(iso: &Isolation) -> Result<(), InitError> {
     if iso.rootfs == Rootfs::HostView {
         etc::generate_for_job(root, iso)?;
     }
-    mount_work(root, &iso.work_dir)
+    match iso.work_disk {
+        // Mounted when the sandbox was prepared.
+        Some(_) => Ok(()),
+        None => mount_work(root, &iso.work_dir),
+    }
 }
 
 /// Shows the host's /usr, /bin, /sbin and /lib* read-only; on a merged-/usr system the
@@ -136,7 +146,7 @@ pub(super) fn copy_symlink(step: &str, source: &Path, target: &Path) -> Result<(
 }
 
 /// Mounts the job's size-limited /tmp, writable by everyone with the sticky bit.
-fn mount_tmp(root: &Path, size_bytes: u64) -> Result<(), InitError> {
+fn mount_tmp(root: &Path, size_bytes: u64, inodes: u64) -> Result<(), InitError> {
     let target = root.join("tmp");
     mkdir("mount_tmp", &target, 0o1777)?;
     mount_fs(
@@ -144,14 +154,20 @@ fn mount_tmp(root: &Path, size_bytes: u64) -> Result<(), InitError> {
         "tmpfs",
         &target,
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(&tmpfs_options(0o1777, size_bytes)),
+        Some(&tmpfs_options(0o1777, size_bytes, inodes)),
     )
 }
 
-/// The options of a tmpfs of `size_bytes` (0 gives the smallest tmpfs, never an unlimited
-/// one, which is what tmpfs's own `size=0` would mean).
-pub(super) fn tmpfs_options(mode: u32, size_bytes: u64) -> String {
-    format!("mode={mode:o},size={}", size_bytes.max(1))
+/// The options of a tmpfs of `size_bytes` holding at most `inodes` files (0 gives the
+/// smallest tmpfs, never an unlimited one, which is what tmpfs's own `size=0` and
+/// `nr_inodes=0` would mean). Without an inode bound a job could fill kernel memory with
+/// empty files that take no size.
+pub(super) fn tmpfs_options(mode: u32, size_bytes: u64, inodes: u64) -> String {
+    format!(
+        "mode={mode:o},size={},nr_inodes={}",
+        size_bytes.max(1),
+        inodes.max(1)
+    )
 }
 
 /// Binds the job's work directory, writable, at /work.

@@ -1,7 +1,8 @@
 //! The command's own user namespace: one id inside, one host id outside.
 //!
 //! The init (root in the host's user namespace) forks the command; the command's process
-//! creates a user namespace with `unshare(CLONE_NEWUSER)` and waits; the init writes the
+//! becomes the job's host id, creates a user namespace with `unshare(CLONE_NEWUSER)` and
+//! waits; the init writes the
 //! namespace's maps, `UID HOST 1` and `GID HOST 1`, and lets it go on to drop every
 //! privilege and exec. Only the init can write these maps: writing an id other than one's
 //! own needs CAP_SETUID/CAP_SETGID in the parent namespace, which the command never has.
@@ -15,14 +16,25 @@ use std::fs::OpenOptions;
 use std::io::Write;
 
 use nix::errno::Errno;
-use nix::unistd::Pid;
+use nix::unistd::{Gid, Pid, Uid, setgroups, setresgid, setresuid};
 
 use super::{errno_of, fail};
 use crate::protocol::InitError;
 
-/// In the command's process: moves it into a new user namespace, in which it holds every
+/// In the command's process: becomes host id `host` (uid, gid, no supplementary groups) in
+/// the host's user namespace, then moves into a new user namespace, in which it holds every
 /// capability until it drops them. Its ids are unmapped until [`map_ids`] runs.
-pub fn unshare() -> Result<(), Errno> {
+///
+/// The order matters: the kernel charges per-user counts (inotify instances, user
+/// namespaces, ...) at every level up to the host, to the owner of each namespace on the
+/// way, which is whoever created it. Created as root, every job's namespace would be
+/// root's, and one job could exhaust root's inotify instances (the server's among them).
+/// Created as `host`, each job's charge is its own.
+pub fn unshare(host: u32) -> Result<(), Errno> {
+    let (uid, gid) = (Uid::from_raw(host), Gid::from_raw(host));
+    setgroups(&[])?;
+    setresgid(gid, gid, gid)?;
+    setresuid(uid, uid, uid)?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER)
 }
 

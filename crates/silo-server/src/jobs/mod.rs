@@ -44,6 +44,8 @@ pub struct JobSettings {
     pub job_user: (u32, u32),
     /// Size of each job's /tmp.
     pub tmp_size_bytes: u64,
+    /// Inodes of each job's /tmp and /dev/shm.
+    pub tmp_inodes: u64,
     /// Inits kept ready (sandbox prepared) for the next jobs; 0 starts each job from scratch.
     pub ready_inits: usize,
     /// The host ids jobs' users map to, `(first, count)`: one per live job.
@@ -183,7 +185,11 @@ impl JobManager {
                 "every host id of the server's range (--host-ids) is held by a live job".into(),
             ));
         };
-        let ready = match self.take_ready(spec.network() != JobNetwork::Host).await {
+        let disk = spec.limits.as_ref().and_then(|l| l.disk_bytes);
+        let ready = match self
+            .take_ready(spec.network() != JobNetwork::Host, disk)
+            .await
+        {
             Ok(ready) => ready,
             Err(e) => {
                 self.inner.host_ids.give_back(host_id);
@@ -245,13 +251,32 @@ impl JobManager {
         ready: &ReadyInit,
         uploads: &[Upload],
     ) -> Result<(), JobError> {
-        let work = self.job_dir(&live.id).join("work");
         let host = |what: &str, path: &Path, e: std::io::Error| {
             JobError::Host(format!("cannot {what} {}: {e}", path.display()))
         };
-        std::fs::create_dir(&work).map_err(|e| host("create", &work, e))?;
-        let written = uploads::write_uploads(&work, uploads)
-            .map_err(|e| host("write uploads into", &work, e))?;
+        let work = match ready.disk_bytes {
+            // The ready init mounted the job's own filesystem at its /work; the server
+            // reaches it through the init's view of the mounts.
+            Some(_) => {
+                let root = self.job_dir(&live.id).join("root").join("work");
+                PathBuf::from(format!("/proc/{}/root", ready.pid))
+                    .join(root.strip_prefix("/").unwrap_or(&root))
+            }
+            None => {
+                let work = self.job_dir(&live.id).join("work");
+                std::fs::create_dir(&work).map_err(|e| host("create", &work, e))?;
+                work
+            }
+        };
+        let written = uploads::write_uploads(&work, uploads).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ENOSPC) {
+                JobError::Invalid(validate::Invalid(
+                    "the uploads do not fit in the job's disk (--disk)".into(),
+                ))
+            } else {
+                host("write uploads into", &work, e)
+            }
+        })?;
         // The job's user is its host id outside its user namespace.
         if let Some(id) = live.row.borrow().host_id {
             uploads::chown_tree(&work, id, id).map_err(|e| host("hand over", &work, e))?;
@@ -312,6 +337,12 @@ impl JobManager {
                 hostname: row.id[..8.min(row.id.len())].to_owned(),
                 root_dir: dir.join("root"),
                 work_dir: dir.join("work"),
+                work_disk: row
+                    .spec
+                    .limits
+                    .as_ref()
+                    .and_then(|l| l.disk_bytes)
+                    .map(|_| dir.join(ready::DISK_IMAGE)),
                 rootfs: silo_sandbox::Rootfs::HostView,
                 uid,
                 gid,
@@ -321,6 +352,7 @@ impl JobManager {
                     JobNetwork::None | JobNetwork::Unspecified => silo_sandbox::Network::None,
                 },
                 tmp_size_bytes: self.inner.settings.tmp_size_bytes,
+                tmp_inodes: self.inner.settings.tmp_inodes,
             }),
         }
     }

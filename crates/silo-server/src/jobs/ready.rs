@@ -11,6 +11,7 @@
 use std::fs::OpenOptions;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -44,6 +45,8 @@ pub struct ReadyInit {
     pub cgroup: Option<silo_cgroup::JobCgroup>,
     /// Whether it has a private network namespace (else it shares the host's).
     pub private_network: bool,
+    /// The size of the filesystem mounted at its /work, when it has one of its own.
+    pub disk_bytes: Option<u64>,
 }
 
 impl JobManager {
@@ -52,6 +55,7 @@ impl JobManager {
     pub(super) async fn spawn_ready(
         &self,
         private_network: bool,
+        disk_bytes: Option<u64>,
         nice: i32,
     ) -> Result<ReadyInit, JobError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -75,6 +79,16 @@ impl JobManager {
                 let _ = std::fs::remove_dir_all(&dir);
                 return Err(e);
             }
+        };
+        let work_disk = match disk_bytes {
+            Some(size) => match make_disk(&dir.join(DISK_IMAGE), size).await {
+                Ok(image) => Some(image),
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return Err(e);
+                }
+            },
+            None => None,
         };
         let cgroup = match &self.inner.settings.cgroups {
             Some(root) => match root.create_job(&id) {
@@ -118,6 +132,8 @@ impl JobManager {
                 Network::Host
             },
             tmp_size_bytes: self.inner.settings.tmp_size_bytes,
+            tmp_inodes: self.inner.settings.tmp_inodes,
+            work_disk,
         };
         let cgroup_dirs = cgroup
             .as_ref()
@@ -146,6 +162,7 @@ impl JobManager {
                 control,
                 cgroup,
                 private_network,
+                disk_bytes,
             }),
             Err(e) => {
                 self.discard(&id, Some(init.pidfd), cgroup).await;
@@ -179,11 +196,15 @@ impl JobManager {
     }
 
     /// A ready init for a job, from the pool when there is one that fits, else a new one.
-    pub(super) async fn take_ready(&self, private_network: bool) -> Result<ReadyInit, JobError> {
+    pub(super) async fn take_ready(
+        &self,
+        private_network: bool,
+        disk_bytes: Option<u64>,
+    ) -> Result<ReadyInit, JobError> {
         let pooled = self.inner.pool.lock().ok().and_then(|mut pool| {
             let i = pool
                 .iter()
-                .position(|r| r.private_network == private_network)?;
+                .position(|r| r.private_network == private_network && r.disk_bytes == disk_bytes)?;
             Some(pool.swap_remove(i))
         });
         if pooled.is_some() {
@@ -191,7 +212,7 @@ impl JobManager {
         }
         match pooled {
             Some(ready) => Ok(ready),
-            None => self.spawn_ready(private_network, 0).await,
+            None => self.spawn_ready(private_network, disk_bytes, 0).await,
         }
     }
 
@@ -227,7 +248,8 @@ impl JobManager {
                     manager.inner.refilling.fetch_sub(1, Ordering::SeqCst);
                     return;
                 }
-                let ready = manager.spawn_ready(true, READY_NICE).await;
+                let disk = manager.inner.settings.bounds.defaults.disk_bytes;
+                let ready = manager.spawn_ready(true, disk, READY_NICE).await;
                 manager.inner.refilling.fetch_sub(1, Ordering::SeqCst);
                 match ready {
                     Ok(ready) => {
@@ -243,6 +265,51 @@ impl JobManager {
             }
         });
     }
+}
+
+/// The name of a job's disk image in its directory.
+pub(super) const DISK_IMAGE: &str = "disk.img";
+
+/// Makes an empty ext4 filesystem of `size` bytes in a new sparse file at `image`: no
+/// blocks are reserved for root (the job's root is not the host's), and nothing is zeroed
+/// ahead (lazy init), so it takes milliseconds and no disk space until the job writes.
+async fn make_disk(image: &Path, size: u64) -> Result<PathBuf, JobError> {
+    let failed = |e: String| {
+        JobError::Host(format!(
+            "cannot make the job's disk {}: {e}",
+            image.display()
+        ))
+    };
+    let file = OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(image)
+        .map_err(|e| failed(e.to_string()))?;
+    file.set_len(size).map_err(|e| failed(e.to_string()))?;
+    drop(file);
+    let out = tokio::process::Command::new("mkfs.ext4")
+        .args([
+            "-q",
+            "-F",
+            "-m",
+            "0",
+            "-E",
+            "nodiscard,lazy_itable_init=1,lazy_journal_init=1",
+        ])
+        .arg(image)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| failed(format!("mkfs.ext4: {e}")))?;
+    if !out.status.success() {
+        return Err(failed(format!(
+            "mkfs.ext4 {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(image.to_path_buf())
 }
 
 /// Hello, version check, `sandbox.prepare`, its answer.

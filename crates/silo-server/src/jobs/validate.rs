@@ -32,8 +32,12 @@ impl Bounds {
         l.memory_bytes = l.memory_bytes.or(d.memory_bytes);
         l.io_bps = l.io_bps.or(d.io_bps);
         l.pids = l.pids.or(d.pids);
+        l.disk_bytes = l.disk_bytes.or(d.disk_bytes);
     }
 }
+
+/// The smallest work directory filesystem (ext4 needs room for its own metadata).
+pub const MIN_DISK_BYTES: u64 = 16 << 20;
 
 /// The longest timeout accepted: a year.
 const MAX_TIMEOUT_MS: u64 = 365 * 24 * 3600 * 1000;
@@ -156,6 +160,13 @@ pub fn check_limits(l: &Limits, bounds: &Bounds) -> Result<(), Invalid> {
             return Err(invalid("--io-bps is more than 1 TiB/s"));
         }
     }
+    if let Some(disk) = l.disk_bytes
+        && disk < MIN_DISK_BYTES
+    {
+        return Err(invalid(format!(
+            "--disk {disk} bytes is too small: the least is 16 MiB"
+        )));
+    }
     if let Some(pids) = l.pids {
         if pids == 0 {
             return Err(invalid("--pids must be positive"));
@@ -193,6 +204,11 @@ fn check_maximums(l: &Limits, max: &Limits) -> Result<(), Invalid> {
         && a > m
     {
         return above("--pids", a.to_string(), m.to_string());
+    }
+    if let (Some(a), Some(m)) = (l.disk_bytes, max.disk_bytes)
+        && a > m
+    {
+        return above("--disk", format!("{a} bytes"), format!("{m} bytes"));
     }
     Ok(())
 }

@@ -74,6 +74,11 @@ impl TestServer {
         self.dir.path()
     }
 
+    /// The server's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
     pub fn admin_config(&self) -> PathBuf {
         self.state().join("client-admin.toml")
     }
@@ -468,5 +473,47 @@ pub async fn sh_spec(c: &mut JobServiceClient<Channel>, s: JobSpec) -> (Job, Str
         end,
         String::from_utf8_lossy(&out).into_owned(),
         String::from_utf8_lossy(&err).into_owned(),
+    )
+}
+
+/// Runs `silo server` with a state directory and port of its own but the cgroup subtree
+/// `cgroup_name`, for a server that must refuse to start: waits for it to exit (killing it,
+/// its children and its inits after 30 s) and returns its exit status and its output.
+pub fn run_server_until_exit(cgroup_name: &str) -> (std::process::ExitStatus, String) {
+    let dir = tempfile::Builder::new()
+        .prefix("silo-e2e-")
+        .tempdir()
+        .unwrap();
+    let log_path = dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Command::new(silo_bin())
+        .arg("server")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--state-dir")
+        .arg(dir.path())
+        .arg("--cgroup-name")
+        .arg(cgroup_name)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            kill_children_of(child.id());
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    kill_inits_under(dir.path());
+    (
+        status,
+        std::fs::read_to_string(log_path).unwrap_or_default(),
     )
 }
