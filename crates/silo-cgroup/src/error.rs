@@ -145,6 +145,21 @@ pub enum CgroupError {
         cause: nix::errno::Errno,
     },
 
+    /// Another open [`crate::CgroupRoot`], normally another silo server's, holds this cgroup
+    /// subtree (or one it is nested in, or one nested in it). Two servers sharing a subtree
+    /// would kill each other's jobs, so the second one must not use it at all.
+    #[error(
+        "the cgroup subtree {} is in use by {} — use a different --cgroup-name",
+        .path.display(),
+        Holder(*.holder)
+    )]
+    InUse {
+        /// The contested directory.
+        path: PathBuf,
+        /// The pid holding it, when it could be found.
+        holder: Option<i32>,
+    },
+
     /// No whole-disk block device holds the given path, so no io limit can apply to it.
     #[error("no block device to throttle for {}: {reason}", .path.display())]
     NoBlockDevice {
@@ -201,6 +216,18 @@ impl fmt::Display for Errno<'_> {
         match self.0.raw_os_error() {
             Some(code) => write!(f, "{}", nix::errno::Errno::from_raw(code)),
             None => write!(f, "{}", self.0),
+        }
+    }
+}
+
+/// "another silo server (pid 4242)", or without a pid "another silo server".
+struct Holder(Option<i32>);
+
+impl fmt::Display for Holder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(pid) => write!(f, "another silo server (pid {pid})"),
+            None => write!(f, "another silo server"),
         }
     }
 }

@@ -2,8 +2,13 @@
 //! `<root>/<name>/jobs/<id>` for each job, in every hierarchy silo uses.
 
 use std::collections::BTreeSet;
+use std::fs::File;
 use std::io::ErrorKind;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 
 use crate::controller::{Controller, Controllers};
 use crate::error::{CgroupError, Result};
@@ -14,12 +19,18 @@ use crate::placement::{Placement, V1_HIERARCHIES};
 use crate::{v1, v2};
 
 /// The cgroups silo owns on this host. Created once at start-up; cheap to share.
+///
+/// While a `CgroupRoot` lives, no other one (in this process or another) can open the same
+/// subtree, one nested in it, or one it is nested in: see [`CgroupRoot::open`].
 #[derive(Debug)]
 pub struct CgroupRoot {
     layout: CgroupLayout,
     base: Placement,
     server: Placement,
     jobs: Placement,
+    /// The claims on `<name>` and the levels above it, held until the root is dropped (or
+    /// the process dies, when the kernel drops them: a crashed server blocks no one).
+    _claims: Vec<Flock<File>>,
 }
 
 impl CgroupRoot {
@@ -38,7 +49,13 @@ impl CgroupRoot {
     ///   `name` itself (a delegated subtree), it is first moved into the `server` leaf, as
     ///   [`CgroupRoot::enter_server_leaf`] would, since that cgroup could not enable
     ///   controllers otherwise;
-    /// - on v1, every `cpuset` level gets its parent's CPUs and memory nodes so tasks can join.
+    /// - on v1, every `cpuset` level gets its parent's CPUs and memory nodes so tasks can join;
+    /// - the subtree is this root's alone: each level of `name` is claimed as it is reached,
+    ///   before anything below it is created or written, and if another open root holds
+    ///   `<name>` or any level of it, or `<name>` is a level of another's name, this fails
+    ///   with [`CgroupError::InUse`] and has written nothing but empty directories of the
+    ///   name (mkdir of what exists changes nothing). Two servers sharing a subtree would
+    ///   kill each other's jobs as leftovers.
     pub fn open(layout: CgroupLayout, name: &str) -> Result<CgroupRoot> {
         let components = relative_components(name)?;
         let mut top = Placement {
@@ -56,10 +73,15 @@ impl CgroupRoot {
         }
 
         let mut ancestors = vec![top.clone()];
+        let mut claims = Vec::new();
         let mut base = top;
-        for component in &components {
+        for (level, component) in components.iter().enumerate() {
             base = base.child(component);
             create(&base)?;
+            let own = level + 1 == components.len();
+            if let Some(dir) = base.dirs().first() {
+                claims.push(claim(dir, own)?);
+            }
             ancestors.push(base.clone());
         }
         let server = base.child("server");
@@ -81,6 +103,7 @@ impl CgroupRoot {
             base: with_controllers(base),
             server: with_controllers(server),
             jobs: with_controllers(jobs),
+            _claims: claims,
         };
         tracing::debug!(
             layout = %root.layout,
@@ -233,6 +256,64 @@ fn prepare_unified(
     Ok(served)
 }
 
+/// Claims one level of silo's subtree for this root with a non-blocking `flock` on its
+/// directory: exclusive for `<name>` itself (`own`), shared for the levels above it, so that
+/// servers under one parent (`system.slice/a`, `system.slice/b`) coexist, while a server
+/// whose subtree is, contains or lies inside another's is refused.
+///
+/// One hierarchy is enough (the first of the placement: every server on a host detects the
+/// same layout, so all of them lock there). cgroupfs is kernfs, which has no `flock` of its
+/// own, so the generic file lock applies to its directories
+/// (<https://man7.org/linux/man-pages/man2/flock.2.html>). The descriptor is close-on-exec,
+/// so the jobs the server starts never inherit the claim.
+fn claim(dir: &Path, own: bool) -> Result<Flock<File>> {
+    let file = File::open(dir).map_err(|cause| CgroupError::Open {
+        path: dir.to_owned(),
+        cause,
+    })?;
+    let how = if own {
+        FlockArg::LockExclusiveNonblock
+    } else {
+        FlockArg::LockSharedNonblock
+    };
+    match Flock::lock(file, how) {
+        Ok(claim) => Ok(claim),
+        Err((_, Errno::EWOULDBLOCK)) => Err(CgroupError::InUse {
+            path: dir.to_owned(),
+            holder: flock_holder(dir),
+        }),
+        Err((_, errno)) => Err(CgroupError::Open {
+            path: dir.to_owned(),
+            cause: errno.into(),
+        }),
+    }
+}
+
+/// The pid of a process holding a `flock` on `dir`, from `/proc/locks`, whose lines read
+/// `1: FLOCK  ADVISORY  WRITE 4242 00:26:1013 0 EOF` (pid, then the device as hex
+/// major:minor and the inode; waiters have `->` before `FLOCK`). `None` when it cannot be
+/// told, e.g. the holder has just exited or lives in a pid namespace this one cannot see.
+fn flock_holder(dir: &Path) -> Option<i32> {
+    let meta = std::fs::metadata(dir).ok()?;
+    let dev = meta.dev();
+    let wanted = format!(
+        "{:02x}:{:02x}:{}",
+        libc::major(dev),
+        libc::minor(dev),
+        meta.ino()
+    );
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            [_, "FLOCK", _, _, pid, file, ..] if *file == wanted => {
+                pid.parse().ok().filter(|pid| *pid > 0)
+            }
+            _ => None,
+        }
+    })
+}
+
 /// Creates the cgroup in every hierarchy (an existing one is kept), and prepares v1 cpuset.
 fn create(place: &Placement) -> Result<()> {
     for dir in place.dirs() {
@@ -301,4 +382,65 @@ fn job_component(id: &str) -> Result<&str> {
         return Err(invalid("a job id must be a single path component"));
     }
     Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claimed_directory_is_refused_to_a_second_claim_naming_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = claim(dir.path(), true).unwrap();
+
+        let err = claim(dir.path(), true).unwrap_err();
+        let me = nix::unistd::getpid().as_raw();
+        assert!(
+            matches!(&err, CgroupError::InUse { path, holder: Some(pid) }
+                if path == dir.path() && *pid == me),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "the cgroup subtree {} is in use by another silo server (pid {me}) \
+                 — use a different --cgroup-name",
+                dir.path().display()
+            )
+        );
+        assert!(matches!(
+            claim(dir.path(), false),
+            Err(CgroupError::InUse { .. })
+        ));
+
+        drop(first);
+        claim(dir.path(), true).unwrap();
+    }
+
+    #[test]
+    fn shared_claims_coexist_and_keep_an_exclusive_one_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let _a = claim(dir.path(), false).unwrap();
+        let _b = claim(dir.path(), false).unwrap();
+        assert!(matches!(
+            claim(dir.path(), true),
+            Err(CgroupError::InUse {
+                holder: Some(_),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn an_unknown_holder_is_just_another_silo_server() {
+        let err = CgroupError::InUse {
+            path: "/sys/fs/cgroup/unified/silo".into(),
+            holder: None,
+        };
+        assert_eq!(
+            err.to_string(),
+            "the cgroup subtree /sys/fs/cgroup/unified/silo is in use by another silo server \
+             — use a different --cgroup-name"
+        );
+    }
 }

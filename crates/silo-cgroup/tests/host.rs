@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use silo_cgroup::{
-    CgroupLayout, CgroupRoot, Controller, IoLimit, JobCgroup, Limits, block_device_of, detect,
+    CgroupError, CgroupLayout, CgroupRoot, Controller, IoLimit, JobCgroup, Limits, block_device_of,
+    detect,
 };
 
 /// The v1 hierarchies the crate uses (and this cleanup covers).
@@ -481,6 +482,56 @@ fn leftover_jobs_are_found_and_destroy_removes_the_whole_tree() {
 
     host.root.take().unwrap().destroy().unwrap();
     assert_eq!(sleeper.wait().unwrap().signal(), Some(libc::SIGKILL));
+    for dir in host.top_dirs() {
+        assert!(!dir.exists(), "{} is left", dir.display());
+    }
+}
+
+/// Asserts that opening `name` is refused as in use by this very process (the first root).
+fn assert_in_use(layout: &CgroupLayout, name: &str) {
+    let me = i32::try_from(std::process::id()).unwrap();
+    match CgroupRoot::open(layout.clone(), name) {
+        Err(err @ CgroupError::InUse { holder, .. }) => {
+            assert_eq!(holder, Some(me), "{err}");
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!("is in use by another silo server (pid {me})"))
+                    && text.ends_with("use a different --cgroup-name"),
+                "{text}"
+            );
+        }
+        other => panic!("opening {name} while another root holds it: {other:?}"),
+    }
+}
+
+#[test]
+fn a_subtree_held_by_one_root_is_refused_to_another_until_the_first_is_dropped() {
+    let Some(mut host) = HostRoot::open("owner") else {
+        return;
+    };
+    let layout = host.layout.clone();
+    let name = host.name.clone();
+    drop(host.root().create_job("mine").unwrap());
+
+    assert_in_use(&layout, &name);
+    // A name inside the held subtree would put its own `server` and `jobs` where the first
+    // root sees leftover jobs.
+    assert_in_use(&layout, &format!("{name}/jobs"));
+    assert!(
+        host.root().open_job("mine").is_ok(),
+        "the refused opens left the first root's job alone"
+    );
+    assert_eq!(host.root().leftover_jobs().unwrap(), vec!["mine"]);
+
+    drop(host.root.take());
+    let inner = CgroupRoot::open(layout.clone(), &format!("{name}/inner"))
+        .expect("a nested name opens once the outer root is gone");
+    assert_in_use(&layout, &name);
+    inner.destroy().unwrap();
+
+    let again = CgroupRoot::open(layout, &name).expect("reopen after the holder is dropped");
+    assert_eq!(again.leftover_jobs().unwrap(), vec!["mine"]);
+    again.destroy().unwrap();
     for dir in host.top_dirs() {
         assert!(!dir.exists(), "{} is left", dir.display());
     }

@@ -357,7 +357,7 @@ async fn shutdown() {
 /// Bytes free for root on the filesystem holding `dir`.
 fn free_space(dir: &std::path::Path) -> u64 {
     nix::sys::statvfs::statvfs(dir)
-        .map(|s| s.blocks_free() as u64 * s.fragment_size() as u64)
+        .map(|s| s.blocks_free() * s.fragment_size())
         .unwrap_or(u64::MAX)
 }
 

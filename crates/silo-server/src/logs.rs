@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use inotify::{Inotify, WatchDescriptor, WatchMask, Watches};
-use silo_log::{LogReader, Record, Stream};
+use silo_log::{LogError, LogReader, Record, Stream};
 use silo_proto::v1::{LogChunk, LogRecord, LogStream};
 use tokio::sync::{mpsc, watch};
 use tonic::Status;
@@ -92,13 +92,13 @@ pub async fn stream_log(
     let opened = tokio::task::spawn_blocking(move || {
         let mut reader = LogReader::open(&path)?;
         reader.seek_to(from)?;
-        Ok::<_, silo_log::LogError>(reader)
+        Ok::<_, LogError>(reader)
     })
     .await;
     let mut reader = match opened {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
-            let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+            let _ = tx.send(Err(read_failure(&e))).await;
             return;
         }
         Err(e) => {
@@ -124,7 +124,9 @@ pub async fn stream_log(
                 batch
             }
             Ok((_, Err(e))) => {
-                let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                // The records before a damaged one have been sent; the stream ends here,
+                // saying why.
+                let _ = tx.send(Err(read_failure(&e))).await;
                 return;
             }
             Err(e) => {
@@ -157,6 +159,17 @@ pub async fn stream_log(
     }
 }
 
+/// The status that ends a log stream when reading the log fails: DataLoss for a damaged
+/// log, naming the first record that cannot be read; Internal for an I/O failure.
+fn read_failure(e: &LogError) -> Status {
+    match e {
+        LogError::Corrupt { sequence, kind, .. } => Status::data_loss(format!(
+            "the job's log is corrupt at sequence {sequence}: {kind}"
+        )),
+        LogError::Io { .. } | LogError::RecordTooLong { .. } => Status::internal(e.to_string()),
+    }
+}
+
 fn to_proto(r: Record) -> Option<LogRecord> {
     let stream = match r.stream {
         Stream::Stdout => LogStream::Stdout,
@@ -186,5 +199,56 @@ pub fn read_exit(path: &Path) -> Option<silo_sandbox::protocol::ExitStatus> {
                 exit = serde_json::from_slice(&r.data).ok();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_corrupt_log_ends_the_stream_with_data_loss_after_the_good_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let file = std::fs::File::create(&path).unwrap();
+        let mut writer = silo_log::LogWriter::create(file, &path, u64::MAX).unwrap();
+        writer.append(Stream::Stdout, b"first\n").unwrap();
+        writer.append(Stream::Stderr, b"second\n").unwrap();
+        drop(writer);
+        // A header for record 2 claiming 4 GiB.
+        let mut bad = Vec::new();
+        bad.extend_from_slice(&2u64.to_le_bytes());
+        bad.extend_from_slice(&0i64.to_le_bytes());
+        bad.push(Stream::Stdout as u8);
+        bad.extend_from_slice(&u32::MAX.to_le_bytes());
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(&bad)
+            .unwrap();
+
+        let (tx, mut rx) = mpsc::channel(8);
+        stream_log(path, 0, false, None, tx).await;
+        let mut records = Vec::new();
+        let mut end = None;
+        while let Some(message) = rx.recv().await {
+            match message {
+                Ok(chunk) => records.extend(chunk.records),
+                Err(status) => end = Some(status),
+            }
+        }
+        let data: Vec<&[u8]> = records.iter().map(|r| &r.data[..]).collect();
+        assert_eq!(data, [&b"first\n"[..], b"second\n"]);
+        let end = end.expect("the stream should end with an error");
+        assert_eq!(end.code(), tonic::Code::DataLoss);
+        assert!(
+            end.message()
+                .starts_with("the job's log is corrupt at sequence 2: "),
+            "{}",
+            end.message()
+        );
     }
 }

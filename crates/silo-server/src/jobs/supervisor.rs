@@ -320,3 +320,56 @@ pub fn watch_pidfd(pidfd: std::os::fd::OwnedFd) -> std::io::Result<AsyncFd<std::
     unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
         .map_err(|e| e.into_parts().1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `wait_exit` makes of `wire`, written by a fake init that then hangs up.
+    async fn exit_from(wire: Vec<u8>) -> Result<Option<ExitStatus>, InitError> {
+        let (mut server, mut init) = UnixStream::pair().unwrap();
+        tokio::spawn(async move {
+            let _ = init.write_all(&wire).await;
+        });
+        wait_exit(&mut server).await
+    }
+
+    fn exit_frame(body: serde_json::Value) -> Vec<u8> {
+        Frame::new(Message::Event {
+            name: EVENT_EXIT.into(),
+            body,
+        })
+        .encode()
+    }
+
+    #[tokio::test]
+    async fn an_exit_report_is_read_after_other_frames() {
+        let mut wire = Frame::new(Message::Hello { pid: 1 }).encode();
+        wire.extend(exit_frame(serde_json::json!({"code": 3})));
+        assert_eq!(exit_from(wire).await.unwrap(), Some(ExitStatus::Code(3)));
+        assert_eq!(exit_from(Vec::new()).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn an_oversized_frame_is_refused_without_reading_it() {
+        let wire = u32::MAX.to_le_bytes().to_vec();
+        let err = exit_from(wire).await.unwrap_err();
+        assert!(err.message.contains("4294967295 bytes"), "{}", err.message);
+    }
+
+    #[tokio::test]
+    async fn malformed_frames_and_reports_are_protocol_errors() {
+        let mut garbage = 5u32.to_le_bytes().to_vec();
+        garbage.extend(b"{oops");
+        let err = exit_from(garbage).await.unwrap_err();
+        assert_eq!(err.kind, silo_sandbox::protocol::ErrorKind::Protocol);
+        let err = exit_from(exit_frame(serde_json::json!({"nonsense": true})))
+            .await
+            .unwrap_err();
+        assert!(
+            err.message.contains("malformed exit report"),
+            "{}",
+            err.message
+        );
+    }
+}

@@ -424,6 +424,7 @@ mod tests {
             memory_bytes: Some(64 << 20),
             io_bps: Some(10 << 20),
             pids: Some(64),
+            disk_bytes: Some(1 << 30),
         });
         assert!(check_request(&s, &[], &bounds()).is_ok());
     }
