@@ -1,4 +1,8 @@
 //! Reading a job log by sequence while its writer may still be appending.
+//!
+//! The file is untrusted input: a header is checked (sequence, length, stream) before
+//! anything it claims is used, so damage surfaces as [`LogError::Corrupt`] and the reader
+//! never allocates more than its read buffer or one record of [`MAX_RECORD_LEN`] bytes.
 
 use std::fs::File;
 use std::io;
@@ -6,10 +10,10 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::record::{MAGIC, Record, Stream, decode_header};
-use crate::{HEADER_LEN, LogError};
+use crate::{Corruption, HEADER_LEN, LogError, MAX_RECORD_LEN};
 
 /// A cursor over a log. Each call returns the complete records written since the last
-/// call; a record still being written is left for a later call.
+/// call; a record still being written (or cut short on disk) is left for a later call.
 pub struct LogReader {
     file: File,
     path: PathBuf,
@@ -35,7 +39,8 @@ impl LogReader {
             return Err(LogError::Corrupt {
                 path: path.to_owned(),
                 offset: 0,
-                what: "not a silo log (bad magic)".into(),
+                sequence: 0,
+                kind: Corruption::BadMagic,
             });
         }
         Ok(LogReader {
@@ -52,7 +57,8 @@ impl LogReader {
     }
 
     /// Skips forward (reading headers only) until the next record is `sequence` or the
-    /// end of what is written so far. Returns whether `sequence` was reached.
+    /// end of what is written so far. Returns whether `sequence` was reached; a damaged
+    /// header on the way is [`LogError::Corrupt`].
     pub fn seek_to(&mut self, sequence: u64) -> Result<bool, LogError> {
         let mut header = [0u8; HEADER_LEN];
         while self.next_sequence < sequence {
@@ -60,8 +66,8 @@ impl LogReader {
             if n < HEADER_LEN {
                 return Ok(false);
             }
-            let (seq, _, _, len) = decode_header(&header);
-            self.check_sequence(seq)?;
+            let (seq, _, stream, len) = decode_header(&header);
+            self.check_header(seq, stream, len)?;
             self.offset += (HEADER_LEN as u64) + u64::from(len);
             self.next_sequence += 1;
         }
@@ -70,6 +76,11 @@ impl LogReader {
 
     /// Reads the complete records available now, about `max_bytes` of them (always at
     /// least one when one is complete). An empty result means nothing new yet.
+    ///
+    /// Damage is [`LogError::Corrupt`]: the records before it are returned first, and the
+    /// next call reports it (and so does every call after). Allocates at most
+    /// `max_bytes` or one record of [`MAX_RECORD_LEN`] bytes and its header, whichever is
+    /// more.
     pub fn read_batch(&mut self, max_bytes: usize) -> Result<Vec<Record>, LogError> {
         let want = max_bytes.max(HEADER_LEN);
         // A fresh buffer per batch: the records returned are slices of it, not copies.
@@ -84,12 +95,13 @@ impl LogReader {
             let mut header = [0u8; HEADER_LEN];
             header.copy_from_slice(&buf[pos..pos + HEADER_LEN]);
             let (seq, ts, stream, len) = decode_header(&header);
-            self.check_sequence(seq)?;
-            let stream = Stream::from_byte(stream).ok_or_else(|| LogError::Corrupt {
-                path: self.path.clone(),
-                offset: self.offset,
-                what: format!("unknown stream {stream}"),
-            })?;
+            let stream = match self.check_header(seq, stream, len) {
+                Ok(stream) => stream,
+                Err(e) if spans.is_empty() => return Err(e),
+                // Hand out the good records first; the next call starts at the damage.
+                Err(_) => break,
+            };
+            // At most HEADER_LEN + MAX_RECORD_LEN past `pos`, checked above.
             let end = pos + HEADER_LEN + len as usize;
             if end > n {
                 if spans.is_empty() && n == want {
@@ -123,15 +135,27 @@ impl LogReader {
             .collect())
     }
 
-    fn check_sequence(&self, seq: u64) -> Result<(), LogError> {
-        if seq != self.next_sequence {
-            return Err(LogError::Corrupt {
-                path: self.path.clone(),
-                offset: self.offset,
-                what: format!("expected record {} but found {seq}", self.next_sequence),
-            });
-        }
-        Ok(())
+    /// Checks the header of the record at the reader's position before anything it claims
+    /// is used: the next sequence, a length a record may have, a known stream.
+    fn check_header(&self, seq: u64, stream: u8, len: u32) -> Result<Stream, LogError> {
+        let damage = if seq != self.next_sequence {
+            Corruption::OutOfSequence {
+                expected: self.next_sequence,
+                found: seq,
+            }
+        } else if len as usize > MAX_RECORD_LEN {
+            Corruption::TooLong { len }
+        } else if let Some(stream) = Stream::from_byte(stream) {
+            return Ok(stream);
+        } else {
+            Corruption::UnknownStream(stream)
+        };
+        Err(LogError::Corrupt {
+            path: self.path.clone(),
+            offset: self.offset,
+            sequence: self.next_sequence,
+            kind: damage,
+        })
     }
 
     fn io(&self, source: io::Error) -> LogError {
@@ -161,7 +185,81 @@ fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
 mod tests {
     use super::*;
     use crate::LogWriter;
+    use crate::record::encode_header;
+    use proptest::strategy::{Just, Strategy};
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
     use std::fs::OpenOptions;
+
+    /// The system allocator, noting the largest single allocation each thread makes, so a
+    /// test can check what the reader allocates (tests run on threads of their own).
+    struct LargestAllocation;
+
+    thread_local! {
+        static LARGEST: Cell<usize> = const { Cell::new(0) };
+    }
+
+    fn note(size: usize) {
+        // try_with: a thread being torn down may still allocate.
+        let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
+    }
+
+    // SAFETY: every call is passed on unchanged to the system allocator; noting the size
+    // touches only a const-initialised thread-local Cell, which never allocates.
+    unsafe impl GlobalAlloc for LargestAllocation {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            note(layout.size());
+            // SAFETY: the caller's guarantees for `layout` are System's.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            note(layout.size());
+            // SAFETY: as for alloc.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            note(new_size);
+            // SAFETY: `ptr` was allocated by System (every allocation here is), with `layout`.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: as for realloc.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: LargestAllocation = LargestAllocation;
+
+    /// Runs `f` and returns its result with the largest single allocation it made.
+    fn largest_allocation<T>(f: impl FnOnce() -> T) -> (T, usize) {
+        LARGEST.with(|l| l.set(0));
+        let out = f();
+        (out, LARGEST.with(Cell::get))
+    }
+
+    /// A log file holding the magic then `body`, byte for byte.
+    fn raw_log(dir: &Path, body: &[u8]) -> PathBuf {
+        let path = dir.join("log");
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(body);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    /// One record's bytes, with whatever header fields the test wants.
+    fn frame(seq: u64, stream: Stream, data: &[u8]) -> Vec<u8> {
+        let mut out = encode_header(seq, 0, stream, data.len() as u32).to_vec();
+        out.extend_from_slice(data);
+        out
+    }
+
+    fn corruption(result: Result<Vec<Record>, LogError>) -> (u64, Corruption) {
+        match result {
+            Err(LogError::Corrupt { sequence, kind, .. }) => (sequence, kind),
+            other => panic!("expected a corruption error, got {other:?}"),
+        }
+    }
 
     fn writer(dir: &Path, cap: u64) -> (LogWriter, PathBuf) {
         let path = dir.join("log");
@@ -274,7 +372,292 @@ mod tests {
         assert!(size < 200 + 200, "log is {size} bytes");
     }
 
+    #[test]
+    fn a_header_claiming_4_gib_is_corruption_and_is_never_allocated() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut body = frame(0, Stream::Stdout, b"fine");
+        body.extend_from_slice(&encode_header(1, 0, Stream::Stdout, u32::MAX));
+        body.extend_from_slice(&[0u8; 64]);
+        let path = raw_log(dir.path(), &body);
+        let mut r = LogReader::open(&path).unwrap();
+
+        let (first, largest) = largest_allocation(|| r.read_batch(1024));
+        assert_eq!(&first.unwrap()[0].data[..], b"fine");
+        let (second, _) = largest_allocation(|| r.read_batch(1024));
+        assert_eq!(
+            corruption(second),
+            (1, Corruption::TooLong { len: u32::MAX })
+        );
+        assert!(largest <= 1024, "the reader allocated {largest} bytes");
+
+        // A batch that starts at the bad header, and a seek across it, fail the same way.
+        let mut r = LogReader::open(&path).unwrap();
+        r.seek_to(1).unwrap();
+        let (again, largest) = largest_allocation(|| r.read_batch(16));
+        assert_eq!(corruption(again).1, Corruption::TooLong { len: u32::MAX });
+        assert!(
+            largest <= HEADER_LEN,
+            "the reader allocated {largest} bytes"
+        );
+        let mut r = LogReader::open(&path).unwrap();
+        assert!(matches!(
+            r.seek_to(5),
+            Err(LogError::Corrupt {
+                kind: Corruption::TooLong { .. },
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_record_of_max_record_len_is_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = raw_log(
+            dir.path(),
+            &frame(0, Stream::Stdout, &vec![3u8; MAX_RECORD_LEN]),
+        );
+        let mut r = LogReader::open(&path).unwrap();
+        let got = r.read_batch(4096).unwrap();
+        assert_eq!(got[0].data.len(), MAX_RECORD_LEN);
+    }
+
+    #[test]
+    fn a_sequence_that_does_not_follow_is_reported_after_the_good_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut body = frame(0, Stream::Stdout, b"a");
+        body.extend(frame(1, Stream::Stderr, b"b"));
+        body.extend(frame(7, Stream::Stdout, b"c"));
+        let path = raw_log(dir.path(), &body);
+        let mut r = LogReader::open(&path).unwrap();
+        let got = r.read_batch(1 << 16).unwrap();
+        assert_eq!(got.len(), 2);
+        let expected = Corruption::OutOfSequence {
+            expected: 2,
+            found: 7,
+        };
+        assert_eq!(corruption(r.read_batch(1 << 16)), (2, expected.clone()));
+        // The damage stays where it is: every later call reports it again.
+        assert_eq!(corruption(r.read_batch(1 << 16)), (2, expected));
+    }
+
+    #[test]
+    fn an_unknown_stream_is_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut body = encode_header(0, 0, Stream::Stdout, 1).to_vec();
+        body[16] = 9;
+        body.push(b'x');
+        let path = raw_log(dir.path(), &body);
+        let mut r = LogReader::open(&path).unwrap();
+        assert_eq!(
+            corruption(r.read_batch(1 << 16)),
+            (0, Corruption::UnknownStream(9))
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_log_is_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        std::fs::write(&path, b"#!/bin/sh\nexit 0\n").unwrap();
+        assert!(matches!(
+            LogReader::open(&path),
+            Err(LogError::Corrupt {
+                kind: Corruption::BadMagic,
+                offset: 0,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_log_cut_short_mid_record_gives_the_complete_records_then_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut body = Vec::new();
+        for i in 0..5u8 {
+            body.extend(frame(u64::from(i), Stream::Stdout, &[i; 100]));
+        }
+        let whole = body.len();
+        for cut in [whole - 1, whole - 100, whole - 101 - HEADER_LEN + 3] {
+            let path = raw_log(dir.path(), &body[..cut]);
+            let mut r = LogReader::open(&path).unwrap();
+            let got = r.read_batch(1 << 16).unwrap();
+            assert_eq!(got.len(), 4, "cut at {cut}");
+            // Nothing more, however often it is asked (a writer may still finish it).
+            for batch in [1, 50, 1 << 16] {
+                assert!(r.read_batch(batch).unwrap().is_empty());
+            }
+            assert!(!r.seek_to(10).unwrap());
+        }
+    }
+
+    #[test]
+    fn garbage_after_the_records_is_reported_after_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut body = frame(0, Stream::Stdout, b"last good record");
+        body.extend_from_slice(&[0xa5; 200]);
+        let path = raw_log(dir.path(), &body);
+        let mut r = LogReader::open(&path).unwrap();
+        assert_eq!(r.read_batch(1 << 16).unwrap().len(), 1);
+        assert_eq!(corruption(r.read_batch(1 << 16)).0, 1);
+    }
+
+    #[test]
+    fn output_longer_than_a_record_is_split_into_several() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, path) = writer(dir.path(), u64::MAX);
+        let big: Vec<u8> = (0..MAX_RECORD_LEN * 5 / 2).map(|i| i as u8).collect();
+        assert!(w.append(Stream::Stdout, &big).unwrap());
+        let mut r = LogReader::open(&path).unwrap();
+        let mut got = Vec::new();
+        loop {
+            let batch = r.read_batch(1 << 16).unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            got.extend(batch);
+        }
+        let lengths: Vec<usize> = got.iter().map(|r| r.data.len()).collect();
+        assert_eq!(
+            lengths,
+            [MAX_RECORD_LEN, MAX_RECORD_LEN, MAX_RECORD_LEN / 2]
+        );
+        let joined: Vec<u8> = got.iter().flat_map(|r| r.data.to_vec()).collect();
+        assert_eq!(joined, big);
+    }
+
+    #[test]
+    fn an_exit_record_longer_than_a_record_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, _) = writer(dir.path(), u64::MAX);
+        let len = MAX_RECORD_LEN + 1;
+        assert!(matches!(
+            w.append_exit(&vec![b' '; len]),
+            Err(LogError::RecordTooLong { len: l, .. }) if l == len
+        ));
+        assert_eq!(w.next_sequence(), 0);
+    }
+
+    /// Reads `path` to its end or its first error, as the server would, checking on the way
+    /// that the records are in order and that no read allocates more than `batch` or one
+    /// record. Returns the records read and the error, if any.
+    fn read_all(path: &Path, batch: usize) -> (Vec<Record>, Option<LogError>) {
+        let size = std::fs::metadata(path).unwrap().len() as usize;
+        let mut r = LogReader::open(path).unwrap();
+        let mut got: Vec<Record> = Vec::new();
+        // Every non-empty batch consumes at least one header.
+        for _ in 0..=size / HEADER_LEN + 1 {
+            let (result, largest) = largest_allocation(|| r.read_batch(batch));
+            assert!(
+                largest <= batch.max(HEADER_LEN) + HEADER_LEN + MAX_RECORD_LEN,
+                "a read allocated {largest} bytes"
+            );
+            match result {
+                Ok(records) if records.is_empty() => return (got, None),
+                Ok(records) => {
+                    for rec in records {
+                        assert_eq!(rec.sequence, got.len() as u64);
+                        got.push(rec);
+                    }
+                }
+                Err(e) => return (got, Some(e)),
+            }
+        }
+        panic!("the reader kept returning records past the end of a {size}-byte file");
+    }
+
+    /// The log format's rules applied to a whole body in memory: the (stream, data) of each
+    /// complete record in order, and whether a bad header ends them.
+    fn parse_whole(mut body: &[u8]) -> (Vec<(u8, Vec<u8>)>, bool) {
+        let mut records = Vec::new();
+        while body.len() >= HEADER_LEN {
+            let (seq, _, stream, len) = decode_header(body[..HEADER_LEN].try_into().unwrap());
+            let len = len as usize;
+            if seq != records.len() as u64
+                || len > MAX_RECORD_LEN
+                || Stream::from_byte(stream).is_none()
+            {
+                return (records, true);
+            }
+            let Some(data) = body.get(HEADER_LEN..HEADER_LEN + len) else {
+                break;
+            };
+            records.push((stream, data.to_vec()));
+            body = &body[HEADER_LEN + len..];
+        }
+        (records, false)
+    }
+
     proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_after_the_magic_give_records_or_corruption(
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..2048),
+            batch in 1usize..4096,
+            seek in 0u64..8,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = raw_log(dir.path(), &body);
+            let (got, error) = read_all(&path, batch);
+            proptest::prop_assert!(
+                matches!(error, None | Some(LogError::Corrupt { .. })),
+                "{:?}", error
+            );
+            let (expected, corrupt) = parse_whole(&body);
+            proptest::prop_assert_eq!(got.len(), expected.len());
+            proptest::prop_assert_eq!(error.is_some(), corrupt);
+            let mut r = LogReader::open(&path).unwrap();
+            let sought = r.seek_to(seek);
+            proptest::prop_assert!(
+                matches!(sought, Ok(_) | Err(LogError::Corrupt { .. })),
+                "{:?}", sought
+            );
+        }
+
+        #[test]
+        fn damaged_records_give_the_good_ones_then_corruption(
+            records in proptest::collection::vec(
+                (
+                    0u8..8,
+                    0u8..6,
+                    proptest::prop_oneof![
+                        Just(None),
+                        Just(Some(u32::MAX)),
+                        (MAX_RECORD_LEN as u32 - 1..MAX_RECORD_LEN as u32 + 2).prop_map(Some),
+                        (0u32..80).prop_map(Some),
+                    ],
+                    proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+                ),
+                0..20,
+            ),
+            tail in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            batch in 1usize..512,
+        ) {
+            // Mostly well-formed records; some with a wrong sequence, an unknown stream, or
+            // a length that does not match their data.
+            let mut body = Vec::new();
+            for (i, (wrong_seq, stream, claimed, data)) in records.iter().enumerate() {
+                let seq = if *wrong_seq == 0 { i as u64 + 3 } else { i as u64 };
+                let len = claimed.unwrap_or(data.len() as u32);
+                let mut header = encode_header(seq, 0, Stream::Stdout, len);
+                header[16] = *stream;
+                body.extend_from_slice(&header);
+                body.extend_from_slice(data);
+            }
+            body.extend_from_slice(&tail);
+            let dir = tempfile::tempdir().unwrap();
+            let path = raw_log(dir.path(), &body);
+            let (got, error) = read_all(&path, batch);
+            proptest::prop_assert!(
+                matches!(error, None | Some(LogError::Corrupt { .. })),
+                "{:?}", error
+            );
+            // The same records and the same verdict as the frame read naively, in one piece.
+            let (expected, corrupt) = parse_whole(&body);
+            let got: Vec<(u8, Vec<u8>)> =
+                got.iter().map(|r| (r.stream as u8, r.data.to_vec())).collect();
+            proptest::prop_assert_eq!(got, expected);
+            proptest::prop_assert_eq!(error.is_some(), corrupt);
+        }
+
         #[test]
         fn any_sequence_of_writes_reads_back_identically(chunks in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 1..300), 0..60), batch in 1usize..2000) {
             let dir = tempfile::tempdir().unwrap();

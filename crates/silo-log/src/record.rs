@@ -6,6 +6,13 @@ pub const MAGIC: &[u8; 8] = b"SILOLOG1";
 /// Size of a record header in bytes.
 pub const HEADER_LEN: usize = 8 + 8 + 1 + 4;
 
+/// The most data bytes one record holds. The writer splits longer output into several
+/// records, and a reader treats a header claiming more as corruption, so a damaged or
+/// forged length never makes it allocate more than this (plus its read buffer).
+///
+/// Far above what the init appends at once (its 128 KiB read chunks).
+pub const MAX_RECORD_LEN: usize = 1 << 20;
+
 /// Where a record's bytes came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]

@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::record::{MAGIC, Stream, encode_header};
-use crate::{HEADER_LEN, LogError};
+use crate::{HEADER_LEN, LogError, MAX_RECORD_LEN};
 
 /// Appends records to a log file. Output beyond the byte cap is dropped after one
-/// [`Stream::System`] record saying so; the exit record is always written.
+/// [`Stream::System`] record saying so; the exit record is always written. No record holds
+/// more than [`MAX_RECORD_LEN`] bytes.
 pub struct LogWriter {
     file: File,
     path: PathBuf,
@@ -39,12 +40,20 @@ impl LogWriter {
         })
     }
 
-    /// Appends `data` from `stream` as one record (nothing for empty data). Returns whether
-    /// the bytes were kept (false once the cap has been reached).
+    /// Appends `data` from `stream` as one record, or as several of at most
+    /// [`MAX_RECORD_LEN`] bytes each if it is longer (nothing for empty data). Returns
+    /// whether the bytes were kept (false once the cap has been reached).
     pub fn append(&mut self, stream: Stream, data: &[u8]) -> Result<bool, LogError> {
-        if data.is_empty() {
-            return Ok(true);
+        for piece in data.chunks(MAX_RECORD_LEN) {
+            if !self.append_record(stream, piece)? {
+                return Ok(false);
+            }
         }
+        Ok(true)
+    }
+
+    /// [`Self::append`] for at most [`MAX_RECORD_LEN`] bytes.
+    fn append_record(&mut self, stream: Stream, data: &[u8]) -> Result<bool, LogError> {
         if self.truncated {
             return Ok(false);
         }
@@ -66,7 +75,9 @@ impl LogWriter {
         Ok(true)
     }
 
-    /// Writes the final exit record (always, even past the cap).
+    /// Writes the final exit record (always, even past the cap). It is one record, so it
+    /// may hold at most [`MAX_RECORD_LEN`] bytes; a longer one is refused with
+    /// [`LogError::RecordTooLong`].
     pub fn append_exit(&mut self, status_json: &[u8]) -> Result<(), LogError> {
         self.write_record(Stream::Exit, status_json)
     }
@@ -81,9 +92,16 @@ impl LogWriter {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as i64)
             .unwrap_or(0);
-        // Records are at most u32::MAX bytes; callers read in chunks far smaller.
-        let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
-        let data = &data[..len as usize];
+        // The one place that bounds a record: a reader refuses a longer one as corrupt.
+        let len = match u32::try_from(data.len()) {
+            Ok(len) if data.len() <= MAX_RECORD_LEN => len,
+            _ => {
+                return Err(LogError::RecordTooLong {
+                    path: self.path.clone(),
+                    len: data.len(),
+                });
+            }
+        };
         let header = encode_header(self.next_sequence, ts, stream, len);
         self.write_all_vectored(&header, data)
             .map_err(|source| LogError::Io {
