@@ -51,6 +51,7 @@ fn run_args(command: &[&str]) -> RunArgs {
         memory: None,
         io_bps: None,
         pids: None,
+        disk: None,
         user: None,
         network: None,
         command: command.iter().map(|s| s.to_string()).collect(),

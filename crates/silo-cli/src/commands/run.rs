@@ -209,6 +209,8 @@ mod tests {
             "10M",
             "--pids",
             "64",
+            "--disk",
+            "2G",
             "--",
             "sh",
             "-c",
@@ -236,6 +238,7 @@ mod tests {
                 memory_bytes: Some(1 << 30),
                 io_bps: Some(10 << 20),
                 pids: Some(64),
+                disk_bytes: Some(2 << 30),
             })
         );
         assert!(request.uploads.is_empty());
