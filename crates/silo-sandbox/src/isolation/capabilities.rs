@@ -89,6 +89,41 @@ pub(super) fn lock_securebits() -> Result<(), InitError> {
     Ok(())
 }
 
+/// Makes every permitted capability effective again (after a change of uid with
+/// `PR_SET_KEEPCAPS`, which keeps the permitted set but empties the effective one).
+pub(super) fn raise_permitted() -> Result<(), InitError> {
+    let header = CapHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget writes two data structs for version 3 into `data`, which has room
+    // for exactly those; it reads the header.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &header as *const CapHeader,
+            data.as_mut_ptr(),
+        )
+    };
+    if rc == 0 {
+        for d in &mut data {
+            d.effective = d.permitted;
+        }
+        // SAFETY: as in `clear_all`: a header and two data structs of the kernel's layout.
+        let rc =
+            unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) };
+        if rc == 0 {
+            return Ok(());
+        }
+    }
+    Err(fail(
+        "user_namespace",
+        Errno::last(),
+        format_args!("raise the capabilities kept across the change of user"),
+    ))
+}
+
 /// Empties the ambient, inheritable, permitted and effective sets.
 pub(super) fn clear_all() -> Result<(), InitError> {
     // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes integers and touches no memory of ours.

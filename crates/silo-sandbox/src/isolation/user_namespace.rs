@@ -34,7 +34,18 @@ pub fn unshare(host: u32) -> Result<(), Errno> {
     let (uid, gid) = (Uid::from_raw(host), Gid::from_raw(host));
     setgroups(&[])?;
     setresgid(gid, gid, gid)?;
+    // Keeping the capabilities across the change of user makes this a privileged creation:
+    // hosts that restrict unprivileged user namespaces (Debian's
+    // kernel.unprivileged_userns_clone, Ubuntu's AppArmor
+    // apparmor_restrict_unprivileged_userns) still let it through. They are gone once the
+    // namespace exists: capabilities count in the caller's own namespace only.
+    // SAFETY: PR_SET_KEEPCAPS takes integers and touches no memory of ours.
+    if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } != 0 {
+        return Err(Errno::last());
+    }
     setresuid(uid, uid, uid)?;
+    super::capabilities::raise_permitted()
+        .map_err(|e| Errno::from_raw(e.errno.unwrap_or(libc::EPERM)))?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER)
 }
 
