@@ -96,6 +96,21 @@ struct Inner {
     host_ids: host_ids::HostIds,
 }
 
+/// Runs `work` on this thread at nice 19, then restores the thread's priority: for work
+/// that can wait (tearing a finished job down) on a thread that also serves others.
+pub(crate) fn at_idle_priority<T>(work: impl FnOnce() -> T) -> T {
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
+    // SAFETY: getpriority/setpriority on this thread's own id.
+    let before = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) };
+    // SAFETY: as above.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, 19) };
+    let result = work();
+    // SAFETY: as above; root may raise a priority back.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, before) };
+    result
+}
+
 /// Microseconds since the Unix epoch.
 pub fn now_micros() -> i64 {
     SystemTime::now()

@@ -37,6 +37,7 @@ pub async fn supervise(
         pidfd,
         control,
         cgroup,
+        mount_ns,
         ..
     } = ready;
     if let Some(cg) = cgroup {
@@ -127,6 +128,12 @@ pub async fn supervise(
         (None, Ok(exit)) => final_state(live.stop_cause(), exit, init_status),
     };
     manager.finish(&live, state, reason, code, signal).await;
+    // The last reference to the job's mount namespace: its mounts go now, in the
+    // background and at the lowest priority, so that the teardown of one job's
+    // filesystem does not slow the start of the next.
+    if let Some(ns) = mount_ns {
+        tokio::task::spawn_blocking(move || super::at_idle_priority(|| drop(ns)));
+    }
     manager.release_cgroup(&live).await;
     manager.give_back_host_id(&live);
     tracing::debug!(job = %live.id, elapsed = ?t0.elapsed(), "job finished");
