@@ -91,11 +91,13 @@ pub async fn stream_log(
     let mut progress = live.as_ref().map(|l| l.progress.subscribe());
     let opened = tokio::task::spawn_blocking(move || {
         let mut reader = LogReader::open(&path)?;
-        reader.seek_to(from)?;
-        Ok::<_, LogError>(reader)
+        let reached = reader.seek_to(from)?;
+        Ok::<_, LogError>((reader, reached))
     })
     .await;
-    let mut reader = match opened {
+    // `from` may not be written yet (a client resuming ahead of the job): until the reader
+    // has reached it, it only seeks, so no record below `from` is ever sent.
+    let (mut reader, mut reached) = match opened {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             let _ = tx.send(Err(read_failure(&e))).await;
@@ -114,16 +116,26 @@ pub async fn stream_log(
             p.borrow_and_update();
         }
         let read = tokio::task::spawn_blocking(move || {
-            let batch = reader.read_batch(BATCH_BYTES);
-            (reader, batch)
+            let mut next = || {
+                if !reached {
+                    reached = reader.seek_to(from)?;
+                    if !reached {
+                        return Ok(Vec::new());
+                    }
+                }
+                reader.read_batch(BATCH_BYTES)
+            };
+            let batch = next();
+            (reader, reached, batch)
         })
         .await;
         let batch = match read {
-            Ok((r, Ok(batch))) => {
+            Ok((r, now_reached, Ok(batch))) => {
                 reader = r;
+                reached = now_reached;
                 batch
             }
-            Ok((_, Err(e))) => {
+            Ok((_, _, Err(e))) => {
                 // The records before a damaged one have been sent; the stream ends here,
                 // saying why.
                 let _ = tx.send(Err(read_failure(&e))).await;
@@ -250,5 +262,47 @@ mod tests {
             "{}",
             end.message()
         );
+    }
+
+    #[tokio::test]
+    async fn following_from_a_sequence_not_yet_written_sends_nothing_below_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let file = std::fs::File::create(&path).unwrap();
+        let mut writer = silo_log::LogWriter::create(file, &path, u64::MAX).unwrap();
+        for i in 0..2 {
+            writer.append(Stream::Stdout, format!("{i}\n").as_bytes()).unwrap();
+        }
+        let live = Arc::new(LiveJob::new(crate::store::JobRow {
+            id: "a".repeat(32),
+            spec: Default::default(),
+            owner: "admin".into(),
+            uploads: Vec::new(),
+            state: silo_proto::v1::JobState::Running,
+            reason: String::new(),
+            exit_code: None,
+            signal: None,
+            created_at: 0,
+            started_at: None,
+            ended_at: None,
+            init: None,
+            usage: None,
+            host_id: None,
+        }));
+        let (tx, mut rx) = mpsc::channel(64);
+        let reader = tokio::spawn(stream_log(path, 5, true, Some(live.clone()), tx));
+        // The job writes on past the client's resume point, then ends.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        for i in 2..8 {
+            writer.append(Stream::Stdout, format!("{i}\n").as_bytes()).unwrap();
+            live.progress.send_modify(|g| *g += 1);
+        }
+        live.update(|r| r.state = silo_proto::v1::JobState::Completed);
+        reader.await.unwrap();
+        let mut sequences = Vec::new();
+        while let Some(Ok(chunk)) = rx.recv().await {
+            sequences.extend(chunk.records.iter().map(|r| r.sequence));
+        }
+        assert_eq!(sequences, [5, 6, 7]);
     }
 }
