@@ -262,11 +262,18 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     health
         .set_serving::<JobServiceServer<service::JobApi>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(silo_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| ServerError::Host(format!("cannot build reflection: {e}")))?;
+    // Both reflection protocols: grpcurl and most tools speak v1, older grpcurl and
+    // Python's grpcio-reflection only v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(silo_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_error = |e: tonic_reflection::server::Error| {
+        ServerError::Host(format!("cannot build reflection: {e}"))
+    };
+    let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
     let max_message = usize::try_from(args.upload_limit)
         .unwrap_or(usize::MAX)
         .saturating_add(16 << 20);
@@ -277,7 +284,8 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(api)
         .serve_with_incoming_shutdown(listener::incoming(listener, tls), shutdown())
         .await?;

@@ -1,0 +1,71 @@
+//! Server reflection in both protocols: grpc.reflection.v1 (grpcurl, most tools) and
+//! v1alpha (older grpcurl, Python's grpcio-reflection).
+
+mod common;
+
+use common::*;
+
+/// A channel as the viewer, over mutual TLS.
+async fn viewer_channel(server: &TestServer) -> tonic::transport::Channel {
+    let c = server.state().join("certs");
+    let config = silo_tls::client_config(
+        &std::fs::read(c.join("ca.pem")).unwrap(),
+        &std::fs::read(c.join("viewer.pem")).unwrap(),
+        &std::fs::read(c.join("viewer-key.pem")).unwrap(),
+    )
+    .unwrap();
+    connect(&server.addr, config).await.unwrap()
+}
+
+#[tokio::test]
+async fn reflection_lists_the_job_service_in_v1_and_v1alpha() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let channel = viewer_channel(&server).await;
+
+    use tonic_reflection::pb::v1;
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut answers = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        answer.message_response
+    else {
+        panic!("not a service list: {answer:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.iter().any(|n| n == "silo.v1.JobService"), "{names:?}");
+
+    use tonic_reflection::pb::v1alpha;
+    let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut answers = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        answer.message_response
+    else {
+        panic!("not a service list: {answer:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.iter().any(|n| n == "silo.v1.JobService"), "{names:?}");
+}
