@@ -271,7 +271,9 @@ mod tests {
         let file = std::fs::File::create(&path).unwrap();
         let mut writer = silo_log::LogWriter::create(file, &path, u64::MAX).unwrap();
         for i in 0..2 {
-            writer.append(Stream::Stdout, format!("{i}\n").as_bytes()).unwrap();
+            writer
+                .append(Stream::Stdout, format!("{i}\n").as_bytes())
+                .unwrap();
         }
         let live = Arc::new(LiveJob::new(crate::store::JobRow {
             id: "a".repeat(32),
@@ -294,7 +296,9 @@ mod tests {
         // The job writes on past the client's resume point, then ends.
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         for i in 2..8 {
-            writer.append(Stream::Stdout, format!("{i}\n").as_bytes()).unwrap();
+            writer
+                .append(Stream::Stdout, format!("{i}\n").as_bytes())
+                .unwrap();
             live.progress.send_modify(|g| *g += 1);
         }
         live.update(|r| r.state = silo_proto::v1::JobState::Completed);
