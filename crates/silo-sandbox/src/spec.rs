@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 /// and start one job.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct InitSpec {
-    /// The job's id (used for the hostname and in messages).
+    /// The job's id, for the init's own messages (the hostname is [`Isolation::hostname`]).
     pub job_id: String,
     /// The program and its arguments; never empty.
     pub argv: Vec<String>,
@@ -134,6 +134,6 @@ pub enum Rootfs {
 pub enum Network {
     /// A private network namespace with only `lo`, up.
     None,
-    /// The host's network (admins only).
+    /// The host's network (RunJob is for admins only, so only an admin can ask for it).
     Host,
 }

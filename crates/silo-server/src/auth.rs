@@ -7,7 +7,7 @@ use tonic::{Request, Status};
 /// What a call needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// Get, list, logs, watch: admin and viewer.
+    /// Get, list, logs, watch, stats: admin and viewer.
     Read,
     /// Run, stop, delete: admin only.
     Write,

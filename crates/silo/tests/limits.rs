@@ -261,3 +261,26 @@ async fn server_maximums_refuse_and_defaults_fill_in() {
     let end = wait_end(&mut c, &job.id).await;
     assert_eq!(end.state(), JobState::Completed);
 }
+
+#[tokio::test]
+async fn an_ended_jobs_usage_has_its_peaks_and_nothing_current() {
+    let _alone = measuring_alone().await;
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let mut c = server.admin().await;
+    let job = run(
+        &mut c,
+        &["sh", "-c", "head -c 16000000 /dev/zero | tail -c 1 >/dev/null; sleep 0.2"],
+    )
+    .await;
+    wait_end(&mut c, &job.id).await;
+    // As the store has it, and as a live job's row had it when it ended.
+    let end = get(&mut c, &job.id).await;
+    let usage = end.usage.expect("an ended job has its usage");
+    assert_eq!(usage.pids_current, Some(0), "{usage:?}");
+    assert_eq!(usage.memory_current_bytes, Some(0), "{usage:?}");
+    assert!(usage.memory_peak_bytes.unwrap_or(0) > 0, "{usage:?}");
+    assert!(usage.cpu_usec.unwrap_or(0) > 0, "{usage:?}");
+}

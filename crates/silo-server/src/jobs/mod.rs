@@ -382,7 +382,7 @@ impl JobManager {
         signal: Option<i32>,
     ) {
         let mut reason = reason;
-        let usage = live.usage();
+        let usage = live.usage().map(resources::ended_usage);
         let oom = usage.as_ref().and_then(|u| u.oom_kills).unwrap_or(0) > 0;
         if oom && state != JobState::Completed && state != JobState::Stopped {
             let limit = live

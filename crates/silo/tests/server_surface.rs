@@ -1,5 +1,6 @@
-//! Server reflection in both protocols: grpc.reflection.v1 (grpcurl, most tools) and
-//! v1alpha (older grpcurl, Python's grpcio-reflection).
+//! What the server shows of itself besides the job API: server reflection in both
+//! protocols (grpc.reflection.v1 for grpcurl and most tools, v1alpha for older grpcurl
+//! and Python's grpcio-reflection), and its own log.
 
 mod common;
 
@@ -68,4 +69,15 @@ async fn reflection_lists_the_job_service_in_v1_and_v1alpha() {
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     assert!(names.iter().any(|n| n == "silo.v1.JobService"), "{names:?}");
+}
+
+#[tokio::test]
+async fn the_server_log_has_no_colour_codes_when_it_is_not_a_terminal() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let log = server.server_log();
+    assert!(log.contains("listening on"), "{log}");
+    assert!(!log.contains('\x1b'), "{log}");
 }
