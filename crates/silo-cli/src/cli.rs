@@ -205,9 +205,13 @@ pub struct ListArgs {
     #[arg(long, value_name = "STATE", value_delimiter = ',')]
     pub state: Vec<StateArg>,
 
-    /// At most this many jobs (default: the server's, 100)
+    /// At most this many jobs, the newest (default: 100)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub limit: Option<u32>,
+
+    /// Every job, however many
+    #[arg(long, conflicts_with = "limit")]
+    pub all: bool,
 
     /// Print a JSON array of jobs instead of a table
     #[arg(long)]
@@ -525,6 +529,10 @@ mod tests {
             (&["job", "run", "--"], "required"),
             (&["job", "list", "--state", "bogus"], "invalid value"),
             (&["job", "list", "--limit", "0"], "0"),
+            (
+                &["job", "list", "--limit", "5", "--all"],
+                "cannot be used with",
+            ),
             (&["job", "status", ""], "id"),
         ] {
             let err = parse(args).unwrap_err().to_string();

@@ -122,6 +122,7 @@ fn read_commands_succeed_and_server_messages_are_shown_as_is() {
     let list = ListArgs {
         state: Vec::new(),
         limit: None,
+        all: false,
         json: true,
     };
     assert_eq!(job(config, JobCommand::List(list)).unwrap(), 0);
@@ -151,10 +152,58 @@ fn read_commands_succeed_and_server_messages_are_shown_as_is() {
     assert_eq!(job(config, JobCommand::Delete(delete)).unwrap(), 0);
 }
 
+#[test]
+fn list_pages_through_the_jobs_until_its_limit() {
+    let setup = setup();
+    let list = |limit, all, json| {
+        let args = ListArgs {
+            state: vec![silo_cli::StateArg::Completed],
+            limit,
+            all,
+            json,
+        };
+        assert_eq!(job(&setup.config, JobCommand::List(args)).unwrap(), 0);
+        std::mem::take(&mut setup.server.calls.lock().unwrap().lists)
+    };
+    let pages = |requests: &[silo_proto::v1::ListJobsRequest]| {
+        requests
+            .iter()
+            .map(|r| (r.page_token.clone(), r.page_size))
+            .collect::<Vec<_>>()
+    };
+    // The default (100) outlasts the fake's five jobs: every page is asked for.
+    let requests = list(None, false, false);
+    assert_eq!(
+        pages(&requests),
+        [
+            (String::new(), 100),
+            ("2".to_owned(), 98),
+            ("4".to_owned(), 96)
+        ]
+    );
+    assert!(requests.iter().all(|r| {
+        r.view() == silo_proto::v1::JobView::Summary
+            && r.states == [silo_proto::v1::JobState::Completed as i32]
+    }));
+    // Three rows: the second page asks for one job, and no third page follows.
+    let requests = list(Some(3), false, true);
+    assert_eq!(pages(&requests), [(String::new(), 3), ("2".to_owned(), 1)]);
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.view() == silo_proto::v1::JobView::Full),
+        "--json prints whole jobs"
+    );
+    let requests = list(None, true, false);
+    assert_eq!(requests.len(), 3);
+    assert_eq!(requests[0].page_size, 1000);
+}
+
 fn list_error(config: &Path) -> String {
     let list = ListArgs {
         state: Vec::new(),
         limit: None,
+        all: false,
         json: false,
     };
     error_message(&job(config, JobCommand::List(list)).unwrap_err())

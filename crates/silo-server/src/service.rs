@@ -81,6 +81,48 @@ pub fn to_proto(row: JobRow) -> Job {
     }
 }
 
+/// `job` as ListJobs's summary view sends it (`JOB_VIEW_SUMMARY` in job.proto): without
+/// its uploads and its spec's env and workdir, with its reason and command cut, so that
+/// one job takes at most about 10 KiB whatever it was started with.
+pub fn summary(job: Job) -> Job {
+    const MAX_ARGS: usize = 32;
+    const MAX_ARG_BYTES: usize = 256;
+    const MAX_REASON_BYTES: usize = 1024;
+    // Listed field by field: whatever the spec gains later stays out of the summary
+    // until someone decides it belongs there.
+    let spec = job.spec.map(|spec| silo_proto::v1::JobSpec {
+        command: spec
+            .command
+            .into_iter()
+            .take(MAX_ARGS)
+            .map(|arg| cut(arg, MAX_ARG_BYTES))
+            .collect(),
+        name: spec.name,
+        timeout_ms: spec.timeout_ms,
+        limits: spec.limits,
+        stop_grace_ms: spec.stop_grace_ms,
+        uid: spec.uid,
+        gid: spec.gid,
+        network: spec.network,
+        ..Default::default()
+    });
+    Job {
+        spec,
+        reason: cut(job.reason, MAX_REASON_BYTES),
+        uploads: Vec::new(),
+        ..job
+    }
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let end = (0..=max).rev().find(|&i| text.is_char_boundary(i));
+        text.truncate(end.unwrap_or(0));
+    }
+    text
+}
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
@@ -113,14 +155,55 @@ impl JobService for JobApi {
                 .map_err(|_| Status::invalid_argument(format!("unknown job state {s}")))?;
             states.push(state);
         }
-        let limit = if req.limit == 0 {
-            DEFAULT_LIST_LIMIT
-        } else {
-            req.limit
+        /// The most jobs one page holds; a larger page_size is taken as this.
+        const MAX_PAGE_SIZE: u32 = 1000;
+        /// The most bytes of jobs a page holds, unless its first job alone is larger: under
+        /// the 4 MiB gRPC clients accept by default, with room to spare.
+        const MAX_PAGE_BYTES: usize = 3 << 20;
+        use crate::store::PageCursor;
+        use silo_proto::v1::JobView;
+        // `limit` is the page size of clients older than `page_size`.
+        let size = match (req.page_size, req.limit) {
+            (0, 0) => DEFAULT_LIST_LIMIT,
+            (0, limit) => limit,
+            (size, _) => size,
+        }
+        .min(MAX_PAGE_SIZE);
+        let after = match req.page_token.as_str() {
+            "" => None,
+            token => Some(
+                PageCursor::from_token(token)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?,
+            ),
         };
-        let rows = self.jobs.list(&states, limit).await?;
+        let view = JobView::try_from(req.view)
+            .map_err(|_| Status::invalid_argument(format!("unknown job view {}", req.view)))?;
+        let page = self.jobs.list(&states, after.as_ref(), size).await?;
+        let mut jobs = Vec::with_capacity(page.rows.len());
+        let mut bytes = 0;
+        let mut next = page.next;
+        let mut last = None;
+        for row in page.rows {
+            let cursor = PageCursor::after(&row);
+            let job = match view {
+                JobView::Full => to_proto(row),
+                JobView::Summary | JobView::Unspecified => summary(to_proto(row)),
+            };
+            let len = prost::Message::encoded_len(&job);
+            // The job's field tag and length prefix in the response.
+            let len = len + 1 + prost::length_delimiter_len(len);
+            if bytes + len > MAX_PAGE_BYTES && last.is_some() {
+                // The page ends early; the next one starts with this job.
+                next = last;
+                break;
+            }
+            bytes += len;
+            jobs.push(job);
+            last = Some(cursor);
+        }
         Ok(Response::new(ListJobsResponse {
-            jobs: rows.into_iter().map(to_proto).collect(),
+            jobs,
+            next_page_token: next.map(|c| c.to_token()).unwrap_or_default(),
         }))
     }
 
@@ -242,5 +325,65 @@ impl JobService for JobApi {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use silo_proto::v1::{EnvVar, JobSpec, Limits};
+
+    use super::*;
+
+    #[test]
+    fn a_summary_is_small_whatever_the_job_was_started_with() {
+        let huge = "x".repeat(1 << 20);
+        let job = Job {
+            id: "abc".into(),
+            spec: Some(JobSpec {
+                command: vec![huge.clone(); 64],
+                env: vec![EnvVar {
+                    name: "SECRET".into(),
+                    value: huge.clone(),
+                }],
+                workdir: huge.clone(),
+                name: "build".into(),
+                limits: Some(Limits {
+                    memory_bytes: Some(64 << 20),
+                    ..Limits::default()
+                }),
+                timeout_ms: 5000,
+                ..JobSpec::default()
+            }),
+            reason: huge.clone(),
+            uploads: vec![huge.clone(); 8],
+            owner: "admin".into(),
+            exit_code: Some(3),
+            ..Job::default()
+        };
+        let s = summary(job.clone());
+        assert!(prost::Message::encoded_len(&s) < 10 << 10);
+        let spec = s.spec.clone().unwrap();
+        assert_eq!(spec.command.len(), 32);
+        assert!(spec.command.iter().all(|a| a.len() == 256));
+        assert!(spec.env.is_empty() && spec.workdir.is_empty() && s.uploads.is_empty());
+        assert_eq!(s.reason.len(), 1024);
+        // What a list shows stays whole.
+        assert_eq!(
+            (
+                s.id.as_str(),
+                s.owner.as_str(),
+                s.exit_code,
+                spec.name.as_str()
+            ),
+            ("abc", "admin", Some(3), "build")
+        );
+        assert_eq!(spec.limits, job.spec.as_ref().unwrap().limits);
+        assert_eq!(spec.timeout_ms, 5000);
+    }
+
+    #[test]
+    fn summaries_cut_text_at_character_boundaries() {
+        assert_eq!(cut("é".repeat(200), 255), "é".repeat(127));
+        assert_eq!(cut("short".into(), 256), "short");
     }
 }

@@ -44,6 +44,90 @@ pub enum StoreError {
     },
 }
 
+/// A page token that this server did not issue (or that is damaged).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the page token is not one this server issued; start again from the first page")]
+pub struct BadPageToken;
+
+/// A position in the list of jobs, newest first: the (creation time, id) of the last job a
+/// page held. A page after it holds only jobs that sort after it, so a walk of the list
+/// never repeats or skips a job, and jobs created during the walk (which sort first) stay
+/// out of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageCursor {
+    /// The job's creation time, microseconds since the epoch.
+    pub created_at: i64,
+    /// The job's full id.
+    pub id: String,
+}
+
+/// First byte of every page token: the token format's version.
+const PAGE_TOKEN_VERSION: u8 = 1;
+
+impl PageCursor {
+    /// The position right after `row`.
+    pub fn after(row: &JobRow) -> PageCursor {
+        PageCursor {
+            created_at: row.created_at,
+            id: row.id.clone(),
+        }
+    }
+
+    /// The cursor as an opaque token for clients: lowercase hex of the version byte, the
+    /// creation time (8 bytes, big-endian) and the id's bytes.
+    pub fn to_token(&self) -> String {
+        let mut bytes = Vec::with_capacity(9 + self.id.len());
+        bytes.push(PAGE_TOKEN_VERSION);
+        bytes.extend_from_slice(&self.created_at.to_be_bytes());
+        bytes.extend_from_slice(self.id.as_bytes());
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The cursor a token from [`PageCursor::to_token`] holds.
+    pub fn from_token(token: &str) -> Result<PageCursor, BadPageToken> {
+        // The longest id a token may hold; server ids are 32 characters.
+        const MAX_ID: usize = 64;
+        if !token.len().is_multiple_of(2)
+            || token.len() > 2 * (9 + MAX_ID)
+            || !token.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err(BadPageToken);
+        }
+        let bytes = (0..token.len())
+            .step_by(2)
+            .map(|i| {
+                token
+                    .get(i..i + 2)
+                    .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+            })
+            .collect::<Option<Vec<u8>>>()
+            .ok_or(BadPageToken)?;
+        let Some((&[PAGE_TOKEN_VERSION], rest)) = bytes.split_first_chunk::<1>() else {
+            return Err(BadPageToken);
+        };
+        let Some((time, id)) = rest.split_first_chunk::<8>() else {
+            return Err(BadPageToken);
+        };
+        let id = std::str::from_utf8(id).map_err(|_| BadPageToken)?;
+        if id.is_empty() {
+            return Err(BadPageToken);
+        }
+        Ok(PageCursor {
+            created_at: i64::from_be_bytes(*time),
+            id: id.to_owned(),
+        })
+    }
+}
+
+/// Some jobs, newest first, and where the list continues.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobPage {
+    /// The jobs of this page.
+    pub rows: Vec<JobRow>,
+    /// The position after the last of `rows`, when more jobs follow; `None` at the end.
+    pub next: Option<PageCursor>,
+}
+
 /// One job as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobRow {
@@ -195,18 +279,60 @@ impl Store {
 
     /// Jobs newest first, optionally only those in `states`, at most `limit`.
     pub async fn list(&self, states: &[JobState], limit: u32) -> Result<Vec<JobRow>, StoreError> {
-        let filter = if states.is_empty() {
+        self.select(states, None, i64::from(limit)).await
+    }
+
+    /// At most `size` jobs (at least one) newest first, optionally only those in `states`,
+    /// starting after `after` (from the newest when `None`).
+    pub async fn page(
+        &self,
+        states: &[JobState],
+        after: Option<&PageCursor>,
+        size: u32,
+    ) -> Result<JobPage, StoreError> {
+        let size = size.max(1) as usize;
+        // One more than asked tells whether another page follows.
+        let mut rows = self.select(states, after, size as i64 + 1).await?;
+        let next = if rows.len() > size {
+            rows.truncate(size);
+            rows.last().map(PageCursor::after)
+        } else {
+            None
+        };
+        Ok(JobPage { rows, next })
+    }
+
+    /// Jobs in list order (newest first, then by id) after `after`, at most `limit`.
+    async fn select(
+        &self,
+        states: &[JobState],
+        after: Option<&PageCursor>,
+        limit: i64,
+    ) -> Result<Vec<JobRow>, StoreError> {
+        let mut conditions = Vec::new();
+        if !states.is_empty() {
+            let list: Vec<String> = states.iter().map(|s| (*s as i32).to_string()).collect();
+            conditions.push(format!("state IN ({})", list.join(",")));
+        }
+        if after.is_some() {
+            // Keyset pagination: the rows that sort after the cursor, found through the
+            // index whatever the page's depth (an OFFSET would rescan every earlier row,
+            // and would shift under inserts).
+            conditions.push("(created_at, id) < (?, ?)".to_owned());
+        }
+        let filter = if conditions.is_empty() {
             String::new()
         } else {
-            let list: Vec<String> = states.iter().map(|s| (*s as i32).to_string()).collect();
-            format!("WHERE state IN ({})", list.join(","))
+            format!("WHERE {}", conditions.join(" AND "))
         };
-        let rows = sqlx::query(&format!(
+        let sql = format!(
             "SELECT {COLUMNS} FROM jobs {filter} ORDER BY created_at DESC, id DESC LIMIT ?"
-        ))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        );
+        let mut query = sqlx::query(&sql);
+        if let Some(cursor) = after {
+            query = query.bind(cursor.created_at).bind(&cursor.id);
+        }
+        let rows = query.bind(limit).fetch_all(&self.pool).await?;
         rows.iter().map(decode).collect()
     }
 
@@ -382,5 +508,92 @@ mod tests {
             .collect();
         assert_eq!(done, ["03"]);
         assert_eq!(store.unfinished().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn pages_walk_every_job_once_newest_first_even_while_newer_jobs_arrive() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("silo.db")).await.unwrap();
+        // 250 jobs; pairs share a creation time, so the id must break ties.
+        for n in 0..250i64 {
+            let row = job(&format!("{n:032x}"), 1_000 + n / 2, JobState::Completed);
+            store.insert(&row).await.unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut after: Option<PageCursor> = None;
+        let mut pages = 0;
+        loop {
+            let page = store.page(&[], after.as_ref(), 100).await.unwrap();
+            pages += 1;
+            assert!(page.rows.len() <= 100);
+            seen.extend(page.rows.iter().map(|r| (r.created_at, r.id.clone())));
+            // A newer job arrives between pages; the walk must not see it.
+            let newer = job(&format!("f{pages:031x}"), 10_000 + pages, JobState::Running);
+            store.insert(&newer).await.unwrap();
+            match page.next {
+                // Through the token, as a client would carry it.
+                Some(cursor) => after = Some(PageCursor::from_token(&cursor.to_token()).unwrap()),
+                None => break,
+            }
+        }
+        assert_eq!(pages, 3);
+        let mut expected: Vec<(i64, String)> = (0..250i64)
+            .map(|n| (1_000 + n / 2, format!("{n:032x}")))
+            .collect();
+        expected.reverse();
+        assert_eq!(seen, expected);
+    }
+
+    #[tokio::test]
+    async fn pages_filter_by_state_and_end_without_an_empty_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("silo.db")).await.unwrap();
+        for (id, at, state) in [
+            ("01", 1, JobState::Completed),
+            ("02", 2, JobState::Running),
+            ("03", 3, JobState::Completed),
+            ("04", 4, JobState::Completed),
+        ] {
+            store.insert(&job(id, at, state)).await.unwrap();
+        }
+        let done = [JobState::Completed];
+        let first = store.page(&done, None, 2).await.unwrap();
+        let ids: Vec<_> = first.rows.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["04", "03"]);
+        let next = first.next.expect("a third completed job follows");
+        let second = store.page(&done, Some(&next), 2).await.unwrap();
+        let ids: Vec<_> = second.rows.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["01"]);
+        assert_eq!(second.next, None);
+        // Exactly a page's worth left: no token to an empty page.
+        let all = store.page(&[], None, 4).await.unwrap();
+        assert_eq!((all.rows.len(), all.next), (4, None));
+    }
+
+    #[test]
+    fn page_tokens_round_trip_and_foreign_ones_are_refused() {
+        let cursor = PageCursor {
+            created_at: 1_700_000_000_123_456,
+            id: "abcdef0123456789abcdef0123456789".into(),
+        };
+        assert_eq!(
+            PageCursor::from_token(&cursor.to_token()),
+            Ok(cursor.clone())
+        );
+        let good = cursor.to_token();
+        for bad in [
+            String::new(),
+            "zz".into(),
+            "01".into(),
+            format!("{good}0"),
+            format!("02{}", &good[2..]),
+            good[..18].to_owned(),
+            format!("{}ff", &good[..18]),
+            "é".repeat(20),
+            format!("+{}", &good[1..]),
+            "0".repeat(10_000),
+        ] {
+            assert_eq!(PageCursor::from_token(&bad), Err(BadPageToken), "{bad:?}");
+        }
     }
 }

@@ -271,7 +271,7 @@ async fn list_get_and_delete() {
     let running = c
         .list_jobs(ListJobsRequest {
             states: vec![JobState::Running as i32],
-            limit: 0,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -706,4 +706,103 @@ async fn the_standard_health_service_answers_over_mutual_tls() {
         status.status(),
         tonic_health::pb::health_check_response::ServingStatus::Serving
     );
+}
+
+#[tokio::test]
+async fn jobs_with_megabytes_of_arguments_list_within_the_default_message_size() {
+    if !privileged() {
+        return;
+    }
+    use silo_proto::v1::JobView;
+    let server = TestServer::start();
+    let mut admin = server.admin().await;
+    // Three jobs of about 1.9 MiB of argv each (the kernel takes arguments of at most
+    // 128 KiB): together more than the 4 MiB a gRPC client accepts by default.
+    let arg = "x".repeat((128 << 10) - 1);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let mut s = spec(&["true"]);
+        s.command.extend(std::iter::repeat_n(arg.clone(), 15));
+        let job = run_spec(&mut admin, s).await;
+        wait_end(&mut admin, &job.id).await;
+        ids.insert(0, job.id);
+    }
+    // gRPC's default limit on a received message.
+    let c = server.admin().await.max_decoding_message_size(4 << 20);
+    let list = |request: ListJobsRequest| {
+        let mut c = c.clone();
+        async move { c.list_jobs(request).await.map(|r| r.into_inner()) }
+    };
+    let ids_of =
+        |jobs: &[silo_proto::v1::Job]| jobs.iter().map(|j| j.id.clone()).collect::<Vec<_>>();
+
+    // An older client's request (no page size, no view) gets summaries, all in one page.
+    let page = list(ListJobsRequest::default()).await.unwrap();
+    assert_eq!(ids_of(&page.jobs), ids);
+    assert_eq!(page.next_page_token, "");
+    for job in &page.jobs {
+        let command = &job.spec.as_ref().unwrap().command;
+        assert_eq!(command.len(), 16, "the program and 15 cut arguments");
+        assert_eq!(command[0], "true");
+        assert!(command[1..].iter().all(|a| a.len() == 256));
+    }
+
+    // Pages of one, newest first, each job once, until an empty token.
+    let mut walked = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = list(ListJobsRequest {
+            page_size: 1,
+            page_token: token.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(page.jobs.len(), 1);
+        walked.extend(ids_of(&page.jobs));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+        assert!(walked.len() < 3, "a token after the last job");
+    }
+    assert_eq!(walked, ids);
+
+    // Whole jobs too: the server ends each page before it outgrows the client's limit.
+    let mut walked = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = list(ListJobsRequest {
+            page_size: 5000,
+            page_token: token.clone(),
+            view: JobView::Full as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        for job in &page.jobs {
+            let command = &job.spec.as_ref().unwrap().command;
+            assert!(
+                command.len() == 16 && command[1] == arg,
+                "a full job is whole"
+            );
+        }
+        walked.extend(ids_of(&page.jobs));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(walked, ids);
+
+    // A token this server did not issue is refused.
+    for token in ["nonsense", "01ff"] {
+        let err = list(ListJobsRequest {
+            page_token: token.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    }
 }

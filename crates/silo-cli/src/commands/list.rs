@@ -3,7 +3,7 @@
 use std::time::SystemTime;
 
 use comfy_table::{ContentArrangement, Table, presets::NOTHING};
-use silo_proto::v1::{Job, JobState, ListJobsRequest};
+use silo_proto::v1::{Job, JobState, ListJobsRequest, ListJobsResponse};
 
 use crate::cli::{GlobalOptions, ListArgs};
 use crate::format::{
@@ -17,19 +17,44 @@ use crate::view::JobView;
 /// How many characters of the command line the table shows.
 const COMMAND_WIDTH: usize = 40;
 
+/// How many jobs are listed without `--limit` or `--all`.
+const DEFAULT_LIMIT: u32 = 100;
+
+/// The most jobs asked for in one request: the server's largest page.
+const MAX_PAGE_SIZE: u32 = 1000;
+
 /// Lists jobs in the server's order (newest first), as a table or a JSON array.
+///
+/// The jobs come a page at a time; the table asks for summaries (all it shows), `--json`
+/// for whole jobs.
 pub async fn list(global: &GlobalOptions, args: ListArgs) -> anyhow::Result<i32> {
-    let mut session = Session::open(global).await?;
-    let request = ListJobsRequest {
-        states: args
-            .state
-            .iter()
-            .map(|state| JobState::from(*state) as i32)
-            .collect(),
-        limit: args.limit.unwrap_or(0),
+    let session = Session::open(global).await?;
+    let states: Vec<i32> = args
+        .state
+        .iter()
+        .map(|state| JobState::from(*state) as i32)
+        .collect();
+    let view = if args.json {
+        silo_proto::v1::JobView::Full
+    } else {
+        silo_proto::v1::JobView::Summary
     };
-    let jobs = match session.client.list_jobs(request).await {
-        Ok(response) => response.into_inner().jobs,
+    let wanted = (!args.all).then(|| args.limit.unwrap_or(DEFAULT_LIMIT) as usize);
+    let fetched = fetch_pages(wanted, |page_token, page_size| {
+        let mut client = session.client.clone();
+        let request = ListJobsRequest {
+            states: states.clone(),
+            // What a server older than pagination reads; it then sends one page alone.
+            limit: page_size,
+            page_size,
+            page_token,
+            view: view as i32,
+        };
+        async move { client.list_jobs(request).await.map(|r| r.into_inner()) }
+    })
+    .await;
+    let jobs = match fetched {
+        Ok(jobs) => jobs,
         Err(status) => return Err(session.error(&status).into()),
     };
     if args.json {
@@ -37,6 +62,33 @@ pub async fn list(global: &GlobalOptions, args: ListArgs) -> anyhow::Result<i32>
         return print_json(&views);
     }
     print(&render_table(&jobs, SystemTime::now()))
+}
+
+/// Jobs from successive pages, `fetch(page_token, page_size)` giving each, until `wanted`
+/// jobs (every job when `None`) or the last page. Never asks for more than it still needs.
+async fn fetch_pages<F, Fut, E>(wanted: Option<usize>, mut fetch: F) -> Result<Vec<Job>, E>
+where
+    F: FnMut(String, u32) -> Fut,
+    Fut: Future<Output = Result<ListJobsResponse, E>>,
+{
+    let mut jobs = Vec::new();
+    let mut token = String::new();
+    loop {
+        let left = wanted.map_or(usize::MAX, |wanted| wanted - jobs.len());
+        let page_size = left.min(MAX_PAGE_SIZE as usize) as u32;
+        let page = fetch(token.clone(), page_size).await?;
+        jobs.extend(page.jobs);
+        let done = wanted.is_some_and(|wanted| jobs.len() >= wanted);
+        // A server that answers a token with itself would be asked forever.
+        if done || page.next_page_token.is_empty() || page.next_page_token == token {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    if let Some(wanted) = wanted {
+        jobs.truncate(wanted);
+    }
+    Ok(jobs)
 }
 
 /// The table: ID (8 characters), NAME, STATE, EXIT, STARTED (age), DURATION (running jobs
@@ -179,6 +231,102 @@ ID         NAME    STATE       EXIT      STARTED   DURATION   COMMAND
             table,
             "ID   NAME   STATE   EXIT   STARTED   DURATION   COMMAND\n"
         );
+    }
+
+    /// A server of `total` jobs (ids "0", "1", … newest first) that ends each page after
+    /// at most `short` jobs, as a server may; records each request's (token, size).
+    fn paged_server(
+        total: usize,
+        short: usize,
+        requests: &std::cell::RefCell<Vec<(String, u32)>>,
+    ) -> impl FnMut(String, u32) -> std::future::Ready<Result<ListJobsResponse, String>> {
+        move |token, size| {
+            requests.borrow_mut().push((token.clone(), size));
+            let start: usize = if token.is_empty() {
+                0
+            } else {
+                token.parse().unwrap()
+            };
+            let end = total.min(start + short.min(size as usize));
+            std::future::ready(Ok(ListJobsResponse {
+                jobs: (start..end)
+                    .map(|n| job(&n.to_string(), "", JobState::Completed, &["true"]))
+                    .collect(),
+                next_page_token: if end < total {
+                    end.to_string()
+                } else {
+                    String::new()
+                },
+            }))
+        }
+    }
+
+    fn ids(jobs: &[Job]) -> Vec<usize> {
+        jobs.iter().map(|j| j.id.parse().unwrap()).collect()
+    }
+
+    #[tokio::test]
+    async fn pages_are_followed_until_the_limit_asking_only_for_what_is_left() {
+        let requests = Default::default();
+        let jobs = fetch_pages(Some(100), paged_server(250, 40, &requests))
+            .await
+            .unwrap();
+        assert_eq!(ids(&jobs), (0..100).collect::<Vec<_>>());
+        assert_eq!(
+            requests.take(),
+            [
+                (String::new(), 100),
+                ("40".to_owned(), 60),
+                ("80".to_owned(), 20)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn every_job_is_fetched_once_in_order_until_the_last_page() {
+        let requests = Default::default();
+        let jobs = fetch_pages(None, paged_server(2500, 1000, &requests))
+            .await
+            .unwrap();
+        assert_eq!(ids(&jobs), (0..2500).collect::<Vec<_>>());
+        let sizes: Vec<u32> = requests.take().into_iter().map(|(_, size)| size).collect();
+        assert_eq!(sizes, [1000, 1000, 1000]);
+        // Fewer jobs than the limit: the last page ends the walk.
+        let jobs = fetch_pages(Some(100), paged_server(3, 1, &requests))
+            .await
+            .unwrap();
+        assert_eq!(ids(&jobs), [0, 1, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_server_repeating_its_token_is_not_asked_forever() {
+        let mut calls = 0;
+        let jobs = fetch_pages(None, |_, _| {
+            calls += 1;
+            std::future::ready(Ok::<_, String>(ListJobsResponse {
+                jobs: vec![job("0", "", JobState::Completed, &["true"])],
+                next_page_token: "again".into(),
+            }))
+        })
+        .await
+        .unwrap();
+        assert_eq!((jobs.len(), calls), (2, 2));
+    }
+
+    #[tokio::test]
+    async fn a_failed_page_fails_the_list() {
+        let result = fetch_pages(None, |token: String, _| {
+            std::future::ready(if token.is_empty() {
+                Ok(ListJobsResponse {
+                    jobs: Vec::new(),
+                    next_page_token: "1".into(),
+                })
+            } else {
+                Err("gone".to_owned())
+            })
+        })
+        .await;
+        assert_eq!(result, Err("gone".to_owned()));
     }
 
     #[test]

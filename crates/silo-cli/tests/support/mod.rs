@@ -55,7 +55,13 @@ pub fn client_config(
 pub struct Calls {
     pub runs: Vec<RunJobRequest>,
     pub stops: Vec<StopJobRequest>,
+    pub lists: Vec<ListJobsRequest>,
 }
+
+/// How many jobs the fake lists, and the most it sends in one page (whatever the page size
+/// asked, as a server may).
+pub const LISTED_JOBS: usize = 5;
+pub const LIST_PAGE: usize = 2;
 
 /// A running fake server.
 pub struct FakeServer {
@@ -203,12 +209,33 @@ impl JobService for Fake {
         Ok(Response::new(final_job(&self.last_command())))
     }
 
+    /// Jobs "0", "1", … as pages of at most `LIST_PAGE`; a page token is the next index.
     async fn list_jobs(
         &self,
-        _: Request<ListJobsRequest>,
+        request: Request<ListJobsRequest>,
     ) -> Result<Response<ListJobsResponse>, Status> {
+        let request = request.into_inner();
+        let start: usize = match request.page_token.as_str() {
+            "" => 0,
+            token => token
+                .parse()
+                .map_err(|_| Status::invalid_argument("bad page token"))?,
+        };
+        let size = (request.page_size as usize).clamp(1, LIST_PAGE);
+        let end = LISTED_JOBS.min(start + size);
+        self.calls.lock().unwrap().lists.push(request);
         Ok(Response::new(ListJobsResponse {
-            jobs: vec![final_job(&["true".to_owned()])],
+            jobs: (start..end)
+                .map(|n| Job {
+                    id: n.to_string(),
+                    ..final_job(&["true".to_owned()])
+                })
+                .collect(),
+            next_page_token: if end < LISTED_JOBS {
+                end.to_string()
+            } else {
+                String::new()
+            },
         }))
     }
 

@@ -467,16 +467,22 @@ impl JobManager {
         Ok(self.inner.store.get(&id).await?)
     }
 
-    /// Jobs newest first.
-    pub async fn list(&self, states: &[JobState], limit: u32) -> Result<Vec<JobRow>, JobError> {
-        let mut rows = self.inner.store.list(states, limit).await?;
-        // A live job's state in memory is ahead of the store by at most one write.
-        for row in &mut rows {
+    /// A page of at most `size` jobs, newest first, after `after` (see [`Store::page`]).
+    pub async fn list(
+        &self,
+        states: &[JobState],
+        after: Option<&crate::store::PageCursor>,
+        size: u32,
+    ) -> Result<crate::store::JobPage, JobError> {
+        let mut page = self.inner.store.page(states, after, size).await?;
+        // A live job's state in memory is ahead of the store by at most one write. Its
+        // creation time and id, which place it in the list, never change.
+        for row in &mut page.rows {
             if let Some(live) = self.live(&row.id) {
                 *row = live.row.borrow().clone();
             }
         }
-        Ok(rows)
+        Ok(page)
     }
 
     /// Stops a job and waits for its end. A job that has already ended is returned as is.
