@@ -709,6 +709,59 @@ async fn the_standard_health_service_answers_over_mutual_tls() {
 }
 
 #[tokio::test]
+async fn uploads_the_work_directory_cannot_hold_are_refused_naming_no_host_path() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let mut c = server.admin().await;
+    let file = |path: &str| Upload {
+        path: path.into(),
+        content: b"x".to_vec(),
+        ..Default::default()
+    };
+    let dot_dir = Upload {
+        path: ".".into(),
+        directory: true,
+        ..Default::default()
+    };
+    let cases = vec![
+        (vec![file("a"), file("a/b")], "uploads[1].path"),
+        (vec![file(".")], "uploads[0].path"),
+        (vec![dot_dir], "uploads[0].path"),
+        (vec![file(&"n".repeat(300))], "uploads[0].path"),
+    ];
+    let state = server.state().display().to_string();
+    for (uploads, field) in cases {
+        let err = c
+            .run_job(RunJobRequest {
+                spec: Some(spec(&["true"])),
+                uploads,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+        assert!(err.message().contains(field), "{}", err.message());
+        assert!(!err.message().contains(&state), "{}", err.message());
+    }
+    let list = c
+        .list_jobs(ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert!(list.is_empty(), "a refused request left a job: {list:?}");
+    // Ready inits keep directories for their future jobs; a job's own files start with
+    // its work directory.
+    let work_dirs = std::fs::read_dir(server.state().join("jobs"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().join("work").exists())
+        .count();
+    assert_eq!(work_dirs, 0);
+}
+
+#[tokio::test]
 async fn jobs_with_megabytes_of_arguments_list_within_the_default_message_size() {
     if !privileged() {
         return;

@@ -266,8 +266,11 @@ impl JobManager {
         ready: &ReadyInit,
         uploads: &[Upload],
     ) -> Result<(), JobError> {
-        let host = |what: &str, path: &Path, e: std::io::Error| {
-            JobError::Host(format!("cannot {what} {}: {e}", path.display()))
+        // The client hears what failed; the host path and the OS error stay in the server's
+        // log (a client has no use for them, and they describe the server's host).
+        let host = |told: &str, path: &Path, e: std::io::Error| {
+            tracing::error!(job = %live.id, "{told}: {}: {e}", path.display());
+            JobError::Host(told.into())
         };
         let work = match ready.disk_bytes {
             // The ready init mounted the job's own filesystem at its /work; the server
@@ -279,23 +282,23 @@ impl JobManager {
             }
             None => {
                 let work = self.job_dir(&live.id).join("work");
-                std::fs::create_dir(&work).map_err(|e| host("create", &work, e))?;
+                std::fs::create_dir(&work)
+                    .map_err(|e| host("cannot create the job's work directory", &work, e))?;
                 work
             }
         };
-        let written = uploads::write_uploads(&work, uploads).map_err(|e| {
-            if e.raw_os_error() == Some(libc::ENOSPC) {
+        // The job's user is its host id outside its user namespace. The uploads were
+        // validated: what fails here is the host's fault, except a full job disk.
+        let owner = live.row.borrow().host_id.map(|id| (id, id));
+        let written = uploads::write_uploads(&work, uploads, owner).map_err(|e| {
+            if ready.disk_bytes.is_some() && e.raw_os_error() == Some(libc::ENOSPC) {
                 JobError::Invalid(validate::Invalid(
-                    "the uploads do not fit in the job's disk (--disk)".into(),
+                    "the uploads do not fit in the job's disk (limits.disk_bytes)".into(),
                 ))
             } else {
-                host("write uploads into", &work, e)
+                host("cannot write the job's uploads", &work, e)
             }
         })?;
-        // The job's user is its host id outside its user namespace.
-        if let Some(id) = live.row.borrow().host_id {
-            uploads::chown_tree(&work, id, id).map_err(|e| host("hand over", &work, e))?;
-        }
         let limits = live.row.borrow().spec.limits.clone();
         match &ready.cgroup {
             Some(cg) => {
