@@ -272,7 +272,11 @@ async fn an_ended_jobs_usage_has_its_peaks_and_nothing_current() {
     let mut c = server.admin().await;
     let job = run(
         &mut c,
-        &["sh", "-c", "head -c 16000000 /dev/zero | tail -c 1 >/dev/null; sleep 0.2"],
+        &[
+            "sh",
+            "-c",
+            "head -c 16000000 /dev/zero | tail -c 1 >/dev/null; sleep 0.2",
+        ],
     )
     .await;
     wait_end(&mut c, &job.id).await;
