@@ -1,7 +1,7 @@
 //! The exit status of `silo job run`, following the shell's and `docker run`'s
 //! conventions so scripts can treat a remote job like a local command.
 
-use silo_proto::v1::{Job, JobState};
+use silo_proto::v1::{EndCause, Job, JobState, StartFailure};
 
 use crate::format::job_state;
 
@@ -25,6 +25,13 @@ pub const EXIT_BROKEN_PIPE: i32 = 141;
 ///   executed (permission denied, not executable), else 125;
 /// - no exit status otherwise: 0 for a completed job, else 125.
 pub fn job_exit_code(job: &Job) -> i32 {
+    if job.end_cause() == EndCause::StartFailed {
+        return match job.start_failure() {
+            StartFailure::CommandNotFound => EXIT_NOT_FOUND,
+            StartFailure::NotExecutable => EXIT_CANNOT_EXECUTE,
+            _ => EXIT_NO_STATUS,
+        };
+    }
     if let Some(signal) = job.signal {
         return (128 + signal).clamp(129, 255);
     }
@@ -33,29 +40,13 @@ pub fn job_exit_code(job: &Job) -> i32 {
     }
     match job_state(job) {
         JobState::Completed => 0,
-        JobState::Failed => start_failure_code(&job.reason),
         _ => EXIT_NO_STATUS,
     }
 }
 
-/// The shell's code for a command that could not be started for `reason`.
-fn start_failure_code(reason: &str) -> i32 {
-    let reason = reason.to_ascii_lowercase();
-    if reason.contains("not found") || reason.contains("no such file") {
-        EXIT_NOT_FOUND
-    } else if reason.contains("permission denied") || reason.contains("not executable") {
-        EXIT_CANNOT_EXECUTE
-    } else {
-        EXIT_NO_STATUS
-    }
-}
-
-/// The sentence `silo job run` prints (after `silo: `) when the job did not simply exit by
-/// itself: it failed to start, was stopped, timed out, or was killed by a signal. `None`
-/// for a job that exited on its own, whose output already speaks for it.
 pub fn end_message(job: &Job) -> Option<String> {
     let state = job_state(job);
-    let timed_out = job.reason.to_ascii_lowercase().contains("timed out");
+    let timed_out = job.end_cause() == EndCause::TimedOut;
     let exited_by_itself = job.exit_code.is_some() && state != JobState::Stopped && !timed_out;
     if state == JobState::Completed || exited_by_itself {
         return None;
@@ -90,6 +81,15 @@ mod tests {
         }
     }
 
+    /// A job that failed to start, as the server sends it.
+    fn not_started(failure: StartFailure, reason: &str) -> Job {
+        Job {
+            end_cause: EndCause::StartFailed as i32,
+            start_failure: failure as i32,
+            ..job(JobState::Failed, None, None, reason)
+        }
+    }
+
     #[test]
     fn exit_codes_follow_the_shell() {
         use JobState::*;
@@ -98,13 +98,27 @@ mod tests {
             (job(Failed, Some(3), None, "exited with code 3"), 3),
             (job(Failed, None, Some(9), "killed by SIGKILL"), 137),
             (job(Stopped, None, Some(15), "stopped by admin"), 143),
-            (job(Failed, None, None, "command not found: nosuch"), 127),
             (
-                job(Failed, None, None, "cannot execute ./x: permission denied"),
+                not_started(StartFailure::CommandNotFound, "command not found: nosuch"),
+                127,
+            ),
+            (
+                not_started(StartFailure::NotExecutable, "permission denied"),
                 126,
             ),
-            (job(Failed, None, None, "./x is not executable"), 126),
-            (job(Failed, None, None, "bad work dir /nope"), 125),
+            // The sentence is for people: only the typed cause decides.
+            (
+                not_started(
+                    StartFailure::WorkingDirectory,
+                    "working directory /nope does not exist (command not found)",
+                ),
+                125,
+            ),
+            (not_started(StartFailure::Setup, "cannot pivot_root"), 125),
+            (
+                job(Failed, None, None, "command not found: from an old server"),
+                125,
+            ),
             (job(Stopped, None, None, "stopped before it started"), 125),
             (job(Completed, None, None, ""), 0),
             (job(Failed, Some(300), None, ""), 1),
@@ -127,7 +141,11 @@ mod tests {
             Some("command not found: x")
         );
         assert_eq!(
-            end_message(&job(Failed, Some(1), None, "timed out after 5s")).as_deref(),
+            end_message(&Job {
+                end_cause: EndCause::TimedOut as i32,
+                ..job(Failed, Some(1), None, "timed out after 5s")
+            })
+            .as_deref(),
             Some("timed out after 5s")
         );
         assert_eq!(

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use silo_proto::v1::{Job, JobState};
+use silo_proto::v1::{EndCause, Job, JobState, StartFailure};
 
 /// How many characters of a job id tables show.
 pub const SHORT_ID_LEN: usize = 8;
@@ -27,6 +27,40 @@ pub fn state_name(state: JobState) -> &'static str {
         JobState::Failed => "failed",
         JobState::Stopped => "stopped",
     }
+}
+
+/// Why `job` ended, for people who read the typed cause: "exited", "timed out",
+/// "start failed: command not found (exec, errno 2)"; `None` while it has not ended (or
+/// when the server did not say).
+pub fn end_cause_text(job: &Job) -> Option<String> {
+    let cause = match job.end_cause() {
+        EndCause::Unspecified => return None,
+        EndCause::Exited => "exited",
+        EndCause::Signaled => "killed by a signal",
+        EndCause::TimedOut => "timed out",
+        EndCause::OutOfMemory => "out of memory",
+        EndCause::Stopped => "stopped",
+        EndCause::ServerRestart => "server restart",
+        EndCause::Killed => "killed",
+        EndCause::StartFailed => {
+            let kind = match job.start_failure() {
+                StartFailure::Unspecified => "unknown",
+                StartFailure::CommandNotFound => "command not found",
+                StartFailure::NotExecutable => "not executable",
+                StartFailure::WorkingDirectory => "working directory",
+                StartFailure::Setup => "setup",
+                StartFailure::Internal => "internal",
+            };
+            let detail = match (job.failed_step.as_str(), job.errno) {
+                ("", None) => String::new(),
+                (step, None) => format!(" ({step})"),
+                ("", Some(errno)) => format!(" (errno {errno})"),
+                (step, Some(errno)) => format!(" ({step}, errno {errno})"),
+            };
+            return Some(format!("start failed: {kind}{detail}"));
+        }
+    };
+    Some(cause.to_owned())
 }
 
 /// The state of `job`; a value this client does not know reads as `unknown`.

@@ -6,7 +6,8 @@
 //! ```json
 //! {
 //!   "id": "3f2a1b2c-…", "name": "build", "state": "completed",
-//!   "reason": "", "exit_code": 0, "signal": null, "owner": "admin",
+//!   "reason": "", "end_cause": "exited", "start_failure": null, "failed_step": null,
+//!   "errno": null, "exit_code": 0, "signal": null, "owner": "admin",
 //!   "created_at": "2025-01-31T12:00:00.000Z", "started_at": "…", "ended_at": "…",
 //!   "duration_ms": 1234,
 //!   "command": ["make", "-j4"], "workdir": "", "env": ["CC"],
@@ -48,6 +49,13 @@ pub struct JobView {
     name: String,
     state: &'static str,
     reason: String,
+    /// Why it ended, as the API's EndCause without its prefix ("start_failed"); null
+    /// while it runs.
+    end_cause: Option<String>,
+    /// With a start failure: its kind ("command_not_found"), the step and the errno.
+    start_failure: Option<String>,
+    failed_step: Option<String>,
+    errno: Option<i32>,
     exit_code: Option<i32>,
     signal: Option<i32>,
     owner: String,
@@ -110,6 +118,12 @@ struct LimitsView {
     disk_bytes: Option<u64>,
 }
 
+/// "start_failed" for "END_CAUSE_START_FAILED"; `None` for the unspecified value.
+fn enum_name(name: &str, prefix: &str) -> Option<String> {
+    let name = name.strip_prefix(prefix).unwrap_or(name);
+    (name != "UNSPECIFIED").then(|| name.to_ascii_lowercase())
+}
+
 fn set<T: PartialEq + Default>(value: T) -> Option<T> {
     (value != T::default()).then_some(value)
 }
@@ -141,6 +155,10 @@ impl From<&Job> for JobView {
             name: spec.name.clone(),
             state: state_name(job_state(job)),
             reason: job.reason.clone(),
+            end_cause: enum_name(job.end_cause().as_str_name(), "END_CAUSE_"),
+            start_failure: enum_name(job.start_failure().as_str_name(), "START_FAILURE_"),
+            failed_step: set(job.failed_step.clone()),
+            errno: job.errno,
             exit_code: job.exit_code,
             signal: job.signal,
             owner: job.owner.clone(),
@@ -240,6 +258,7 @@ mod tests {
                 ..JobSpec::default()
             }),
             state: JobState::Completed as i32,
+            end_cause: silo_proto::v1::EndCause::Exited as i32,
             exit_code: Some(0),
             owner: "admin".into(),
             created_at: at(1_700_000_000, 0),
@@ -253,7 +272,8 @@ mod tests {
             value,
             json!({
                 "id": "3f2a1b2c-0000", "name": "build", "state": "completed", "reason": "",
-                "exit_code": 0, "signal": null, "owner": "admin",
+                "end_cause": "exited", "start_failure": null, "failed_step": null,
+                "errno": null, "exit_code": 0, "signal": null, "owner": "admin",
                 "created_at": "2023-11-14T22:13:20.000Z",
                 "started_at": "2023-11-14T22:13:20.500Z",
                 "ended_at": "2023-11-14T22:13:21.734Z",

@@ -291,12 +291,14 @@ fn start(spec: &InitSpec, prepared: Option<&SandboxBase>) -> Result<RunningComma
             drop(stderr_r);
             drop(status_r);
             let handshake = handshake.map(|((_, made_w), (go_r, _))| (made_w, go_r));
-            let (step, errno) = exec_command(
+            let error = exec_command(
                 &CommandLine {
                     program,
                     argv,
                     envp,
                     cwd,
+                    named: &spec.argv[0],
+                    cwd_named: &spec.cwd,
                 },
                 &mask,
                 sandbox.as_ref(),
@@ -304,11 +306,10 @@ fn start(spec: &InitSpec, prepared: Option<&SandboxBase>) -> Result<RunningComma
                 stdout_w,
                 stderr_w,
             );
-            let mut report = [0u8; 8];
-            report[..4].copy_from_slice(&step.to_le_bytes());
-            report[4..].copy_from_slice(&(errno as i32).to_le_bytes());
-            let mut w = File::from(status_w);
-            let _ = w.write_all(&report);
+            // The whole typed error crosses the fork: its kind, step and errno are data,
+            // not something to guess back from the sentence.
+            let report = serde_json::to_vec(&error).unwrap_or_default();
+            let _ = File::from(status_w).write_all(&report);
             // SAFETY: leave the forked child without running the init's destructors.
             unsafe { libc::_exit(127) }
         }
@@ -336,15 +337,17 @@ fn start(spec: &InitSpec, prepared: Option<&SandboxBase>) -> Result<RunningComma
                     let _ = File::from(go_w).write_all(&[1]);
                 }
             }
+            // Nothing before the exec closes it (close-on-exec): the command runs. A
+            // report means it failed before.
             let mut report = Vec::new();
             let _ = File::from(status_r).read_to_end(&mut report);
-            if report.len() == 8 {
+            if !report.is_empty() {
                 let _ = waitpid(child, None);
-                let step = u32::from_le_bytes([report[0], report[1], report[2], report[3]]);
-                let errno = Errno::from_raw(i32::from_le_bytes([
-                    report[4], report[5], report[6], report[7],
-                ]));
-                return Err(exec_error(spec, step, errno));
+                return Err(serde_json::from_slice(&report).unwrap_or_else(|e| {
+                    InitError::protocol(format!(
+                        "the command's process failed before exec, and its report is malformed: {e}"
+                    ))
+                }));
             }
             Ok(RunningCommand {
                 child,
@@ -356,24 +359,21 @@ fn start(spec: &InitSpec, prepared: Option<&SandboxBase>) -> Result<RunningComma
     }
 }
 
-const STEP_FDS: u32 = 1;
-const STEP_CHDIR: u32 = 2;
-const STEP_EXEC: u32 = 3;
-const STEP_SIGNALS: u32 = 4;
-const STEP_PRIVILEGES: u32 = 5;
-const STEP_USER_NAMESPACE: u32 = 6;
-
 /// The command to exec, prepared before the fork.
-struct CommandLine {
+struct CommandLine<'a> {
     program: CString,
     argv: Vec<CString>,
     envp: Vec<CString>,
     cwd: CString,
+    /// The program as the job named it, for messages.
+    named: &'a str,
+    /// The working directory as the job named it, for messages.
+    cwd_named: &'a Path,
 }
 
 /// In the forked child: wire up stdio, enter its own user namespace (with `handshake`: the
 /// pipe to say it is made, the pipe to wait on for the ids), enter the work dir, exec.
-/// Returns only on failure, with the step that failed and its errno.
+/// Returns only on failure, with what failed.
 fn exec_command(
     cmd: &CommandLine,
     mask: &SigSet,
@@ -381,15 +381,28 @@ fn exec_command(
     handshake: Option<(OwnedFd, OwnedFd)>,
     stdout: OwnedFd,
     stderr: OwnedFd,
-) -> (u32, Errno) {
+) -> InitError {
     let CommandLine {
         program,
         argv,
         envp,
         cwd,
+        named,
+        cwd_named,
     } = cmd;
+    let stdio = |e: Errno| {
+        InitError::setup(
+            "stdio",
+            e,
+            format!("cannot give the command its output pipes: {}", e.desc()),
+        )
+    };
     if let Err(e) = mask.thread_unblock() {
-        return (STEP_SIGNALS, e);
+        return InitError::setup(
+            "signals",
+            e,
+            format!("cannot unblock the command's signals: {}", e.desc()),
+        );
     }
     // A new session: the command leads its own process group, which is what the init
     // forwards signals to.
@@ -398,7 +411,7 @@ fn exec_command(
     let dup =
         unsafe { libc::dup2(stdout.as_raw_fd(), 1) >= 0 && libc::dup2(stderr.as_raw_fd(), 2) >= 0 };
     if !dup {
-        return (STEP_FDS, Errno::last());
+        return stdio(Errno::last());
     }
     drop(stdout);
     drop(stderr);
@@ -415,89 +428,80 @@ fn exec_command(
         )
     } < 0
     {
-        return (STEP_FDS, Errno::last());
+        return stdio(Errno::last());
     }
     if let (Some((made, go)), Some((iso, _))) = (handshake, sandbox)
         && let Some(host) = iso.host_id
     {
+        let user_namespace = |e: Errno| {
+            InitError::setup(
+                "user_namespace",
+                e,
+                format!(
+                    "cannot give the command its own user namespace: {}",
+                    e.desc()
+                ),
+            )
+        };
         if let Err(e) = isolation::user_namespace::unshare(host) {
-            return (STEP_USER_NAMESPACE, e);
+            return user_namespace(e);
         }
         let mut byte = [0u8; 1];
         if File::from(made).write_all(&[1]).is_err()
             || !matches!(File::from(go).read(&mut byte), Ok(1))
         {
-            return (STEP_USER_NAMESPACE, Errno::EPIPE);
+            return user_namespace(Errno::EPIPE);
         }
     }
     if let Err(e) = nix::unistd::chdir(cwd.as_c_str()) {
-        return (STEP_CHDIR, e);
+        return workdir_error(cwd_named, e);
     }
-    // Last before exec: the command's user, no capabilities, no_new_privs, seccomp.
+    // Last before exec: the command's user, no capabilities, no_new_privs, seccomp. Each
+    // step's error names itself (setresuid, capset, seccomp, ...).
     if let Some((iso, filter)) = sandbox
         && let Err(e) = isolation::drop_privileges(iso, filter)
     {
-        return (
-            STEP_PRIVILEGES,
-            Errno::from_raw(e.errno.unwrap_or(libc::EPERM)),
-        );
+        return e;
     }
     match nix::unistd::execve(program, argv, envp) {
-        Err(e) => (STEP_EXEC, e),
+        Err(e) => exec_error(named, e),
         Ok(never) => match never {},
     }
 }
 
-fn exec_error(spec: &InitSpec, step: u32, errno: Errno) -> InitError {
-    let program = &spec.argv[0];
-    let (kind, step_name, message) = match (step, errno) {
-        (STEP_CHDIR, e) => (
-            ErrorKind::Setup,
-            "chdir",
-            format!(
-                "cannot enter working directory {}: {}",
-                spec.cwd.display(),
-                e.desc()
-            ),
-        ),
-        (STEP_EXEC, Errno::ENOENT) => (
-            ErrorKind::Exec,
-            "exec",
-            format!("command not found: {program}"),
-        ),
-        (STEP_EXEC, Errno::EACCES) => (
-            ErrorKind::Exec,
-            "exec",
-            format!("permission denied: {program} is not executable"),
-        ),
-        (STEP_EXEC, Errno::ENOEXEC) => (
-            ErrorKind::Exec,
-            "exec",
-            format!("exec format error: {program} is not a program this system can run"),
-        ),
-        (STEP_EXEC, e) => (
-            ErrorKind::Exec,
-            "exec",
-            format!("cannot execute {program}: {}", e.desc()),
-        ),
-        (STEP_USER_NAMESPACE, e) => (
-            ErrorKind::Setup,
-            "user_namespace",
-            format!(
-                "cannot give the command its own user namespace: {}",
-                e.desc()
-            ),
-        ),
-        (_, e) => (
-            ErrorKind::Setup,
-            "stdio",
-            format!("cannot prepare the command: {}", e.desc()),
+/// Why `execve` of `program` failed, as the shell would say it.
+fn exec_error(program: &str, errno: Errno) -> InitError {
+    let message = match errno {
+        Errno::ENOENT => format!("command not found: {program}"),
+        Errno::EACCES => format!("permission denied: {program} is not executable"),
+        Errno::ENOEXEC => {
+            format!("exec format error: {program} is not a program this system can run")
+        }
+        e => format!("cannot execute {program}: {}", e.desc()),
+    };
+    InitError {
+        kind: ErrorKind::Exec,
+        message,
+        step: Some("exec".into()),
+        errno: Some(errno as i32),
+    }
+}
+
+/// Why the working directory `cwd` cannot be entered.
+fn workdir_error(cwd: &Path, errno: Errno) -> InitError {
+    let message = match errno {
+        Errno::ENOENT => format!("working directory {} does not exist", cwd.display()),
+        Errno::ENOTDIR => format!("working directory {} is not a directory", cwd.display()),
+        e => format!(
+            "cannot enter working directory {}: {}",
+            cwd.display(),
+            e.desc()
         ),
     };
     InitError {
-        kind,
+        kind: ErrorKind::Setup,
         message,
-        step: Some(step_name.into()),
+        step: Some("chdir".into()),
         errno: Some(errno as i32),
     }
 }
@@ -559,19 +563,14 @@ fn resolve_program(name: &str, env: &[(String, String)]) -> Result<PathBuf, Init
 fn check_workdir(cwd: &Path) -> Result<(), InitError> {
     match std::fs::metadata(cwd) {
         Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(InitError {
-            kind: ErrorKind::Setup,
-            message: format!("working directory {} is not a directory", cwd.display()),
-            step: Some("chdir".into()),
-            errno: Some(Errno::ENOTDIR as i32),
-        }),
-        Err(e) => Err(InitError {
-            kind: ErrorKind::Setup,
-            message: format!("cannot enter working directory {}: {e}", cwd.display()),
-            step: Some("chdir".into()),
-            errno: e.raw_os_error(),
-        }),
+        Ok(_) => Err(workdir_error(cwd, Errno::ENOTDIR)),
+        Err(e) => Err(workdir_error(cwd, errno_of(&e))),
     }
+}
+
+/// The errno behind an I/O error (EIO when it has none).
+fn errno_of(e: &io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
 /// Copies output to the log, reaps, forwards signals, until the command has ended and its
@@ -749,5 +748,55 @@ fn close_other_fds() {
     // SAFETY: close_range on descriptors this process does not use.
     unsafe {
         libc::syscall(libc::SYS_close_range, LOG_FD + 1, u32::MAX, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_failures_are_typed_and_said_as_a_shell_would() {
+        let e = exec_error("nosuch", Errno::ENOENT);
+        assert_eq!(
+            (e.kind, e.step.as_deref(), e.errno),
+            (ErrorKind::Exec, Some("exec"), Some(libc::ENOENT))
+        );
+        assert_eq!(e.message, "command not found: nosuch");
+        let e = exec_error("./x", Errno::EACCES);
+        assert_eq!(e.message, "permission denied: ./x is not executable");
+        assert_eq!(exec_error("./x", Errno::ENOEXEC).errno, Some(libc::ENOEXEC));
+    }
+
+    #[test]
+    fn a_missing_working_directory_says_so() {
+        let e = workdir_error(Path::new("/nope"), Errno::ENOENT);
+        assert_eq!(
+            (e.kind, e.step.as_deref()),
+            (ErrorKind::Setup, Some("chdir"))
+        );
+        assert_eq!(e.message, "working directory /nope does not exist");
+        let e = check_workdir(Path::new("/proc/self/status")).unwrap_err();
+        assert_eq!(
+            e.message,
+            "working directory /proc/self/status is not a directory"
+        );
+        assert!(check_workdir(Path::new("/")).is_ok());
+    }
+
+    #[test]
+    fn programs_are_found_like_execvp_finds_them() {
+        let env = |path: &str| vec![("PATH".to_owned(), path.to_owned())];
+        assert_eq!(
+            resolve_program("sh", &env("/nonexistent:/bin")).unwrap(),
+            Path::new("/bin/sh")
+        );
+        assert_eq!(
+            resolve_program("./x", &env("/bin")).unwrap(),
+            Path::new("./x")
+        );
+        let e = resolve_program("surely-no-such-program", &env("/bin:/usr/bin")).unwrap_err();
+        assert_eq!((e.kind, e.errno), (ErrorKind::Exec, Some(libc::ENOENT)));
+        assert!(resolve_program("", &env("/bin")).is_err());
     }
 }

@@ -290,6 +290,7 @@ mod tests {
             init: None,
             usage: None,
             host_id: None,
+            ..Default::default()
         }));
         let (tx, mut rx) = mpsc::channel(64);
         let reader = tokio::spawn(stream_log(path, 5, true, Some(live.clone()), tx));

@@ -78,6 +78,10 @@ pub fn to_proto(row: JobRow) -> Job {
         ended_at: timestamp(row.ended_at),
         uploads: row.uploads,
         usage: row.usage,
+        end_cause: row.end_cause as i32,
+        start_failure: row.start_failure as i32,
+        failed_step: row.failed_step.unwrap_or_default(),
+        errno: row.errno,
     }
 }
 

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use prost::Message;
-use silo_proto::v1::{JobSpec, JobState, Usage};
+use silo_proto::v1::{EndCause, JobSpec, JobState, StartFailure, Usage};
 use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -129,7 +129,7 @@ pub struct JobPage {
 }
 
 /// One job as stored.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct JobRow {
     /// Full id (32 lowercase hex digits).
     pub id: String,
@@ -159,6 +159,14 @@ pub struct JobRow {
     pub usage: Option<Usage>,
     /// The host uid and gid its user namespace maps its user to.
     pub host_id: Option<u32>,
+    /// Why it ended (unspecified while it runs).
+    pub end_cause: EndCause,
+    /// With a start failure: its kind.
+    pub start_failure: StartFailure,
+    /// With a start failure: the step that failed.
+    pub failed_step: Option<String>,
+    /// With a start failure: the errno.
+    pub errno: Option<i32>,
 }
 
 /// The job store.
@@ -168,7 +176,8 @@ pub struct Store {
 }
 
 const COLUMNS: &str = "id, name, owner, spec, uploads, state, reason, exit_code, signal, \
-                       created_at, started_at, ended_at, init_pid, init_start, usage, host_id";
+                       created_at, started_at, ended_at, init_pid, init_start, usage, host_id, \
+                       end_cause, start_failure, failed_step, errno";
 
 impl Store {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
@@ -191,7 +200,7 @@ impl Store {
     /// Stores a new job.
     pub async fn insert(&self, job: &JobRow) -> Result<(), StoreError> {
         sqlx::query(&format!(
-            "INSERT INTO jobs ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO jobs ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
         .bind(&job.id)
         .bind(&job.spec.name)
@@ -209,6 +218,10 @@ impl Store {
         .bind(job.init.map(|(_, start)| start as i64))
         .bind(job.usage.as_ref().map(Message::encode_to_vec))
         .bind(job.host_id.map(i64::from))
+        .bind(job.end_cause as i32)
+        .bind(job.start_failure as i32)
+        .bind(&job.failed_step)
+        .bind(job.errno)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -218,7 +231,8 @@ impl Store {
     pub async fn update(&self, job: &JobRow) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE jobs SET state = ?, reason = ?, exit_code = ?, signal = ?, started_at = ?, \
-             ended_at = ?, init_pid = ?, init_start = ?, usage = ? WHERE id = ?",
+             ended_at = ?, init_pid = ?, init_start = ?, usage = ?, end_cause = ?, \
+             start_failure = ?, failed_step = ?, errno = ? WHERE id = ?",
         )
         .bind(job.state as i32)
         .bind(&job.reason)
@@ -229,6 +243,10 @@ impl Store {
         .bind(job.init.map(|(pid, _)| pid))
         .bind(job.init.map(|(_, start)| start as i64))
         .bind(job.usage.as_ref().map(Message::encode_to_vec))
+        .bind(job.end_cause as i32)
+        .bind(job.start_failure as i32)
+        .bind(&job.failed_step)
+        .bind(job.errno)
         .bind(&job.id)
         .execute(&self.pool)
         .await?;
@@ -391,6 +409,12 @@ fn decode(row: &SqliteRow) -> Result<JobRow, StoreError> {
         host_id: row
             .try_get::<Option<i64>, _>("host_id")?
             .and_then(|h| u32::try_from(h).ok()),
+        // A cause this server does not know (a newer one wrote it) reads as unspecified.
+        end_cause: EndCause::try_from(row.try_get::<i32, _>("end_cause")?).unwrap_or_default(),
+        start_failure: StartFailure::try_from(row.try_get::<i32, _>("start_failure")?)
+            .unwrap_or_default(),
+        failed_step: row.try_get("failed_step")?,
+        errno: row.try_get("errno")?,
         id,
     })
 }
@@ -419,6 +443,7 @@ mod tests {
             init: Some((42, 1234)),
             usage: None,
             host_id: None,
+            ..Default::default()
         }
     }
 

@@ -114,6 +114,7 @@ async fn a_timeout_stops_the_job() {
     assert!(t0.elapsed() < Duration::from_secs(5));
     assert_eq!(end.state(), JobState::Failed);
     assert_eq!(end.reason, "timed out after 300ms");
+    assert_eq!(end.end_cause(), silo_proto::v1::EndCause::TimedOut);
 }
 
 fn processes_with(marker: &str) -> usize {
@@ -160,6 +161,7 @@ async fn stop_ends_everything_the_job_started_even_daemons() {
         .into_inner();
     assert_eq!(stopped.state(), JobState::Stopped);
     assert_eq!(stopped.reason, "stopped by request");
+    assert_eq!(stopped.end_cause(), silo_proto::v1::EndCause::Stopped);
     assert_eq!(
         stopped.signal,
         Some(9),

@@ -66,6 +66,50 @@ fn start_failures_say_why_with_docker_like_exit_codes() {
         .stderr(predicate::str::contains(
             "silo: command not found: no-such-program",
         ));
+    server
+        .cli()
+        .args(["job", "run", "--workdir", "/nope", "--", "true"])
+        .assert()
+        .code(125)
+        .stderr(predicate::str::contains(
+            "silo: working directory /nope does not exist",
+        ));
+    // A file that is there but not executable: 126, as in the shell.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("script.sh");
+    std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    server
+        .cli()
+        .args(["job", "run", "--upload"])
+        .arg(&script)
+        .args(["--", "./script.sh"])
+        .assert()
+        .code(126)
+        .stderr(predicate::str::contains("not executable"));
+    // The typed cause, as `job status --json` shows it.
+    let out = server
+        .cli()
+        .args(["job", "run", "-d", "--", "no-such-program"])
+        .assert()
+        .code(127)
+        .get_output()
+        .stdout
+        .clone();
+    let id = String::from_utf8(out).unwrap().trim().to_owned();
+    let out = server
+        .cli()
+        .args(["job", "status", "--json", &id])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let status: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(status["end_cause"], "start_failed", "{status}");
+    assert_eq!(status["start_failure"], "command_not_found", "{status}");
+    assert_eq!(status["failed_step"], "exec", "{status}");
+    assert_eq!(status["errno"], 2, "{status}");
 }
 
 #[test]

@@ -208,14 +208,31 @@ async fn setup_failures_name_their_cause_and_leave_nothing_behind() {
     s.workdir = "/nonexistent/dir".into();
     let job = run_spec(&mut c, s).await;
     assert_eq!(job.state(), JobState::Failed);
-    assert!(
-        job.reason.contains("/nonexistent/dir") && job.reason.contains("No such file"),
-        "{}",
-        job.reason
+    assert_eq!(
+        job.reason,
+        "working directory /nonexistent/dir does not exist"
+    );
+    assert_eq!(job.end_cause(), silo_proto::v1::EndCause::StartFailed);
+    assert_eq!(
+        job.start_failure(),
+        silo_proto::v1::StartFailure::WorkingDirectory
+    );
+    assert_eq!(
+        (job.failed_step.as_str(), job.errno),
+        ("chdir", Some(libc_enoent()))
     );
 
     let job2 = run(&mut c, &["definitely-not-a-command"]).await;
     assert_eq!(job2.reason, "command not found: definitely-not-a-command");
+    assert_eq!(
+        job2.start_failure(),
+        silo_proto::v1::StartFailure::CommandNotFound
+    );
+    // Stored as sent: the store's copy says the same.
+    assert_eq!(
+        get(&mut c, &job2.id).await.end_cause(),
+        silo_proto::v1::EndCause::StartFailed
+    );
 
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -242,4 +259,9 @@ async fn setup_failures_name_their_cause_and_leave_nothing_behind() {
             }
         }
     }
+}
+
+/// ENOENT (the tests do not depend on libc).
+fn libc_enoent() -> i32 {
+    2
 }

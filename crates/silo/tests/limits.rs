@@ -43,6 +43,7 @@ async fn a_memory_hog_is_oom_killed_and_reported() {
     let end = wait_end(&mut c, &job.id).await;
     assert_eq!(end.state(), JobState::Failed, "{end:?}");
     assert_eq!(end.reason, "out of memory (limit 32 MiB)");
+    assert_eq!(end.end_cause(), silo_proto::v1::EndCause::OutOfMemory);
     let usage = end.usage.unwrap();
     assert!(usage.oom_kills.unwrap() >= 1, "{usage:?}");
     assert!(usage.memory_peak_bytes.unwrap() <= 33 << 20, "{usage:?}");

@@ -77,6 +77,10 @@ pub fn render_status(job: &Job, now: SystemTime) -> String {
         ("name", text(&spec.name)),
         ("state", state_name(job_state(job)).to_owned()),
         ("reason", text(&job.reason)),
+        (
+            "cause",
+            crate::format::end_cause_text(job).unwrap_or_else(|| "-".to_owned()),
+        ),
         ("exit", exit_text(job)),
         ("owner", text(&job.owner)),
         ("created", time(job.created_at.as_ref())),
@@ -166,6 +170,7 @@ id:       3f2a1b2c-dead-beef
 name:     -
 state:    failed
 reason:   timed out after 5s
+cause:    -
 exit:     SIGTERM
 owner:    admin
 created:  2023-11-14T22:13:20Z

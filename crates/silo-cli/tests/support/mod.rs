@@ -161,6 +161,10 @@ fn final_job(command: &[String]) -> Job {
         },
         Some("nosuch") => Job {
             reason: "command not found: nosuch".to_owned(),
+            end_cause: silo_proto::v1::EndCause::StartFailed as i32,
+            start_failure: silo_proto::v1::StartFailure::CommandNotFound as i32,
+            failed_step: "exec".to_owned(),
+            errno: Some(2),
             ..job(command, JobState::Failed)
         },
         _ => Job {

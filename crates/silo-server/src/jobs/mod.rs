@@ -2,6 +2,7 @@
 //! their end, and answers questions about them.
 
 mod host_ids;
+mod outcome;
 pub use host_ids::parse_range as parse_host_ids;
 pub mod live;
 mod ready;
@@ -22,6 +23,7 @@ use silo_proto::v1::{JobNetwork, JobSpec, JobState, Upload};
 use crate::logs::LogWatcher;
 use crate::store::{JobRow, Store, StoreError};
 use live::{LiveJob, StopCause, is_terminal};
+use outcome::Outcome;
 use ready::ReadyInit;
 use validate::{Bounds, Invalid};
 
@@ -230,6 +232,7 @@ impl JobManager {
             init: reconcile::process_start_ticks(ready.pid).map(|t| (ready.pid, t)),
             usage: None,
             host_id: Some(host_id),
+            ..JobRow::default()
         };
         let live = Arc::new(LiveJob::new(row));
         if let Ok(mut map) = self.inner.live.lock() {
@@ -376,36 +379,30 @@ impl JobManager {
     }
 
     /// Records the job's end, publishes it and releases its slot.
-    async fn finish(
-        &self,
-        live: &Arc<LiveJob>,
-        state: JobState,
-        reason: String,
-        exit_code: Option<i32>,
-        signal: Option<i32>,
-    ) {
-        let mut reason = reason;
+    async fn finish(&self, live: &Arc<LiveJob>, outcome: Outcome) {
         let usage = live.usage().map(resources::ended_usage);
-        let oom = usage.as_ref().and_then(|u| u.oom_kills).unwrap_or(0) > 0;
-        if oom && state != JobState::Completed && state != JobState::Stopped {
-            let limit = live
-                .row
-                .borrow()
-                .spec
-                .limits
-                .as_ref()
-                .and_then(|l| l.memory_bytes);
-            reason = match limit {
-                Some(bytes) => format!("out of memory (limit {})", resources::human_bytes(bytes)),
-                None => "out of memory".into(),
-            };
-        }
+        let oom_kills = usage.as_ref().and_then(|u| u.oom_kills).unwrap_or(0);
+        let memory_limit = live
+            .row
+            .borrow()
+            .spec
+            .limits
+            .as_ref()
+            .and_then(|l| l.memory_bytes);
+        let outcome = outcome.with_oom(oom_kills, memory_limit);
+        let state = outcome.state;
         let mut row = live.row.borrow().clone();
         row.usage = usage.or(row.usage.take());
-        row.state = state;
-        row.reason = reason;
-        row.exit_code = exit_code;
-        row.signal = signal;
+        row.state = outcome.state;
+        row.reason = outcome.reason;
+        row.exit_code = outcome.exit_code;
+        row.signal = outcome.signal;
+        row.end_cause = outcome.cause;
+        if let Some(failure) = outcome.start_failure {
+            row.start_failure = failure.kind;
+            row.failed_step = failure.step;
+            row.errno = failure.errno;
+        }
         row.ended_at = Some(now_micros());
         row.init = None;
         // Told at once; the job stays in the live table (where GetJob and ListJobs read

@@ -5,11 +5,10 @@
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
-use silo_proto::v1::JobState;
 use silo_sandbox::spawn::pidfd_open;
 
 use super::live::LiveJob;
-use super::supervisor::final_state;
+use super::outcome::Outcome;
 use super::{JobError, JobManager};
 use crate::logs::read_exit;
 use crate::store::JobRow;
@@ -41,12 +40,12 @@ impl JobManager {
                     if let Some(cg) = self.open_cgroup(&row.id) {
                         live.set_cgroup(cg);
                     }
-                    let (state, reason, code, signal) = match read_exit(&self.log_path(&row.id)) {
-                        Some(exit) => final_state(None, Some(exit), None),
-                        None => (JobState::Failed, "server restarted".into(), None, None),
+                    let outcome = match read_exit(&self.log_path(&row.id)) {
+                        Some(exit) => Outcome::of_run(None, Some(exit), None),
+                        None => Outcome::server_restart(),
                     };
-                    tracing::info!(job = %row.id, ?state, "ending a job left by the previous server");
-                    self.finish(&live, state, reason, code, signal).await;
+                    tracing::info!(job = %row.id, state = ?outcome.state, "ending a job left by the previous server");
+                    self.finish(&live, outcome).await;
                     self.release_cgroup(&live).await;
                 }
             }
@@ -138,8 +137,8 @@ impl JobManager {
                 manager.inner.logs.unwatch(wd);
             }
             let exit = read_exit(&log_path);
-            let (state, reason, code, signal) = final_state(live.stop_cause(), exit, None);
-            manager.finish(&live, state, reason, code, signal).await;
+            let outcome = Outcome::of_run(live.stop_cause(), exit, None);
+            manager.finish(&live, outcome).await;
             manager.release_cgroup(&live).await;
             manager.give_back_host_id(&live);
         });

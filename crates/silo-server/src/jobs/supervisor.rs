@@ -16,6 +16,7 @@ use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 
 use super::live::{LiveJob, StopCause};
+use super::outcome::Outcome;
 use super::ready::ReadyInit;
 use super::{JobManager, now_micros};
 
@@ -59,7 +60,7 @@ pub async fn supervise(
     let mut control = Some(control);
     let mut started = Some(started);
     let mut report: Result<Option<ExitStatus>, InitError> = Ok(None);
-    let mut start_error: Option<String> = None;
+    let mut start_error: Option<InitError> = None;
 
     // A ready init waited at a low priority; it must wake for its job at the normal one.
     // SAFETY: setpriority on our own child, which is not reaped yet (its pid is its own).
@@ -93,13 +94,13 @@ pub async fn supervise(
                 tracing::debug!(job = %live.id, elapsed = ?t0.elapsed(), "init reported the exit");
             }
             Err(e) => {
-                start_error = Some(e.message);
+                start_error = Some(e);
                 live.signal(libc::SIGKILL);
             }
         }
     } else {
         live.signal(libc::SIGKILL);
-        start_error = Some("cannot talk to the job's init process".into());
+        start_error = Some(InitError::protocol("cannot talk to the job's init process"));
     }
     drop(control);
     if let Err(e) = &report {
@@ -117,17 +118,12 @@ pub async fn supervise(
     if let Some(wd) = watch {
         manager.inner.logs.unwatch(wd);
     }
-    let (state, reason, code, signal) = match (start_error, report) {
-        (Some(reason), _) => (JobState::Failed, reason, None, None),
-        (None, Err(e)) => (
-            JobState::Failed,
-            format!("the job was killed: {}", e.message),
-            None,
-            Some(libc::SIGKILL),
-        ),
-        (None, Ok(exit)) => final_state(live.stop_cause(), exit, init_status),
+    let outcome = match (start_error, report) {
+        (Some(e), _) => Outcome::start_failed(&e),
+        (None, Err(e)) => Outcome::killed(format!("the job was killed: {}", e.message)),
+        (None, Ok(exit)) => Outcome::of_run(live.stop_cause(), exit, init_status),
     };
-    manager.finish(&live, state, reason, code, signal).await;
+    manager.finish(&live, outcome).await;
     // The last reference to the job's mount namespace: its mounts go now, in the
     // background and at the lowest priority, so that the teardown of one job's
     // filesystem does not slow the start of the next.
@@ -263,61 +259,6 @@ fn arm_timeout(live: &Arc<LiveJob>, after: Duration, grace: Duration) {
             live.begin_stop(StopCause::Timeout(after), grace);
         }
     });
-}
-
-/// The job's final state from why it was stopped (if it was), what the init reported and
-/// how the init itself ended.
-pub fn final_state(
-    cause: Option<StopCause>,
-    exit: Option<ExitStatus>,
-    init: Option<(Option<i32>, Option<i32>)>,
-) -> (JobState, String, Option<i32>, Option<i32>) {
-    let (code, signal) = match exit {
-        Some(ExitStatus::Code(c)) => (Some(c), None),
-        Some(ExitStatus::Signal(s)) => (None, Some(s)),
-        // No report: the init was killed (by a stop's SIGKILL, or by something else).
-        None => (None, init.and_then(|(_, s)| s).or(Some(libc::SIGKILL))),
-    };
-    match cause {
-        Some(StopCause::Request) => (JobState::Stopped, "stopped by request".into(), code, signal),
-        Some(StopCause::Timeout(d)) => (
-            JobState::Failed,
-            format!("timed out after {}", humantime::format_duration(d)),
-            code,
-            signal,
-        ),
-        None => match (code, signal) {
-            (Some(0), _) => (JobState::Completed, String::new(), code, signal),
-            (Some(c), _) => (
-                JobState::Failed,
-                format!("exited with code {c}"),
-                code,
-                signal,
-            ),
-            (None, Some(s)) if exit.is_some() => (
-                JobState::Failed,
-                format!("killed by signal {}", signal_name(s)),
-                code,
-                signal,
-            ),
-            (None, s) => (
-                JobState::Failed,
-                format!(
-                    "the job's init process ended without reporting an exit (signal {})",
-                    s.map(signal_name).unwrap_or_else(|| "unknown".into())
-                ),
-                code,
-                signal,
-            ),
-        },
-    }
-}
-
-/// "SIGKILL" for 9.
-pub fn signal_name(sig: i32) -> String {
-    nix::sys::signal::Signal::try_from(sig)
-        .map(|s| s.as_str().to_owned())
-        .unwrap_or_else(|_| format!("signal {sig}"))
 }
 
 /// Registers a pidfd with the runtime; it becomes readable when the process exits.
