@@ -33,6 +33,25 @@ pub enum ClientCommand {
     Certs(CertsCommand),
 }
 
+/// `silo server …` commands that are clients of a running server.
+#[derive(Debug, Subcommand)]
+pub enum ServerCommand {
+    /// Ask the server what it is and allows: version, your role, limits, cgroups, features
+    Info(ServerInfoArgs),
+}
+
+/// `silo server info`.
+#[derive(Debug, Args)]
+pub struct ServerInfoArgs {
+    /// Which server, and how to reach it.
+    #[command(flatten)]
+    pub global: GlobalOptions,
+
+    /// Print the server's information as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `silo job [--config FILE] [--server NAME] …`: the options that pick the server apply to
 /// every job command (and may stand before or after it).
 #[derive(Debug, Args)]

@@ -29,6 +29,34 @@ pub fn state_name(state: JobState) -> &'static str {
     }
 }
 
+/// Limits as `cpu=50% memory=64M pids=64`, the set ones only; `-` when none is set.
+pub fn limits_text(limits: &silo_proto::v1::Limits) -> String {
+    let mut parts = Vec::new();
+    if let Some(cpu) = limits.cpu_percent {
+        parts.push(format!("cpu={cpu}%"));
+    }
+    if let Some(cpus) = &limits.cpus {
+        parts.push(format!("cpus={cpus}"));
+    }
+    if let Some(memory) = limits.memory_bytes {
+        parts.push(format!("memory={}", format_size(memory)));
+    }
+    if let Some(io) = limits.io_bps {
+        parts.push(format!("io={}/s", format_size(io)));
+    }
+    if let Some(pids) = limits.pids {
+        parts.push(format!("pids={pids}"));
+    }
+    if let Some(disk) = limits.disk_bytes {
+        parts.push(format!("disk={}", format_size(disk)));
+    }
+    if parts.is_empty() {
+        "-".to_owned()
+    } else {
+        parts.join(" ")
+    }
+}
+
 /// Why `job` ended, for people who read the typed cause: "exited", "timed out",
 /// "start failed: command not found (exec, errno 2)"; `None` while it has not ended (or
 /// when the server did not say).

@@ -22,12 +22,26 @@ mod view;
 
 pub use cli::{
     CertsCommand, ClientCommand, DeleteArgs, EnvArg, GlobalOptions, InitArgs, IssueArgs, JobArgs,
-    JobCommand, ListArgs, LogsArgs, RoleArg, RunArgs, StateArg, StatusArgs, StopArgs,
+    JobCommand, ListArgs, LogsArgs, RoleArg, RunArgs, ServerCommand, ServerInfoArgs, StateArg,
+    StatusArgs, StopArgs,
 };
 pub use exit::{
     EXIT_BROKEN_PIPE, EXIT_CANNOT_EXECUTE, EXIT_INTERRUPTED, EXIT_NO_STATUS, EXIT_NOT_FOUND,
 };
 pub use output::{error_message, report_error};
+
+/// Runs a `silo server …` client command (`silo server` alone runs the server itself).
+pub fn run_server_command(command: ServerCommand) -> anyhow::Result<i32> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| anyhow::anyhow!("cannot start the client runtime: {err}"))?;
+    runtime.block_on(async {
+        match command {
+            ServerCommand::Info(args) => commands::info::info(&args.global.clone(), args).await,
+        }
+    })
+}
 
 /// Runs one client command and returns the process exit status.
 ///

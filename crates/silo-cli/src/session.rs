@@ -48,6 +48,18 @@ impl Session {
         }
     }
 
+    /// What the server is and allows, and who this client is to it.
+    pub async fn server_info(&mut self) -> Result<silo_proto::v1::ServerInfo, CallError> {
+        match self
+            .client
+            .get_server_info(silo_proto::v1::GetServerInfoRequest {})
+            .await
+        {
+            Ok(response) => Ok(response.into_inner()),
+            Err(status) => Err(self.error(&status)),
+        }
+    }
+
     /// The job `id` (or unique prefix) now.
     pub async fn get_job(&mut self, id: &str) -> Result<Job, CallError> {
         let request = GetJobRequest { id: id.to_owned() };

@@ -22,6 +22,15 @@ pub struct Caller {
 
 /// The caller's CN when its role allows `access`; PermissionDenied otherwise.
 pub fn authorize<T>(request: &Request<T>, access: Access, what: &str) -> Result<String, Status> {
+    authorize_identity(request, access, what).map(|(name, _)| name)
+}
+
+/// As [`authorize`], with the caller's role too.
+pub fn authorize_identity<T>(
+    request: &Request<T>,
+    access: Access,
+    what: &str,
+) -> Result<(String, Role), Status> {
     let identity = request
         .extensions()
         .get::<Caller>()
@@ -30,7 +39,9 @@ pub fn authorize<T>(request: &Request<T>, access: Access, what: &str) -> Result<
             Status::permission_denied("no verified client certificate on this connection")
         })?;
     match (identity.role, access) {
-        (Some(Role::Admin), _) | (Some(Role::Viewer), Access::Read) => Ok(identity.common_name),
+        (Some(role @ Role::Admin), _) | (Some(role @ Role::Viewer), Access::Read) => {
+            Ok((identity.common_name, role))
+        }
         (Some(Role::Viewer), Access::Write) => Err(Status::permission_denied(format!(
             "{} has role viewer, which may only read; {what} needs role admin",
             identity.common_name

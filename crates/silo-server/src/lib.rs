@@ -230,8 +230,11 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         ready_inits: args.ready_inits,
         host_ids: args.host_ids,
     };
+    let disk_support = check_disk_support();
     if args.default_disk > 0 {
-        check_disk_support()?;
+        disk_support
+            .as_ref()
+            .map_err(|e| ServerError::Host(e.to_string()))?;
     }
     if (args.host_ids.1 as usize) < args.max_jobs {
         return Err(ServerError::Host(format!(
@@ -241,6 +244,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     }
     jobs::validate::check_limits(&settings.bounds.defaults, &settings.bounds)
         .map_err(|e| ServerError::Host(format!("the server's default limits are invalid: {e}")))?;
+    let info = server_info(&args, &settings, disk_support.is_ok());
     let jobs = JobManager::start(store, settings, exe.into()).await?;
 
     let listener = TcpListener::bind(args.listen)
@@ -277,7 +281,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     let max_message = usize::try_from(args.upload_limit)
         .unwrap_or(usize::MAX)
         .saturating_add(16 << 20);
-    let api = JobServiceServer::new(service::JobApi::new(jobs.clone()))
+    let api = JobServiceServer::new(service::JobApi::new(jobs.clone(), info))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(64 << 20);
 
@@ -359,6 +363,66 @@ async fn shutdown() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// What GetServerInfo tells every caller: the version, the limits in force (maxima
+/// filled in with what the host bounds them by), cgroups and features.
+fn server_info(
+    args: &ServerArgs,
+    settings: &JobSettings,
+    disk_support: bool,
+) -> silo_proto::v1::ServerInfo {
+    use jobs::validate::{
+        MAX_IO_BPS, MAX_PIDS, MAX_STOP_GRACE_MS, MAX_TIMEOUT_MS, MIN_DISK_BYTES, MIN_MEMORY,
+    };
+    use silo_proto::v1::{JobNetwork, Limits};
+    let bounds = &settings.bounds;
+    let max = &bounds.max;
+    let (layout, controllers) = match &settings.cgroups {
+        Some(root) => (
+            match root.layout() {
+                silo_cgroup::CgroupLayout::Unified { .. } => "unified",
+                silo_cgroup::CgroupLayout::Legacy { .. } => "legacy",
+                silo_cgroup::CgroupLayout::Hybrid { .. } => "hybrid",
+            },
+            root.available().iter().map(|c| c.to_string()).collect(),
+        ),
+        None => ("", Vec::new()),
+    };
+    silo_proto::v1::ServerInfo {
+        version: env!("CARGO_PKG_VERSION").into(),
+        default_limits: Some(bounds.defaults.clone()),
+        max_limits: Some(Limits {
+            cpu_percent: Some(max.cpu_percent.unwrap_or(bounds.cpus.saturating_mul(100))),
+            cpus: Some(format!("0-{}", bounds.cpus.saturating_sub(1))),
+            memory_bytes: Some(max.memory_bytes.unwrap_or(bounds.memory_bytes)),
+            io_bps: Some(max.io_bps.unwrap_or(MAX_IO_BPS)),
+            pids: Some(max.pids.unwrap_or(MAX_PIDS)),
+            disk_bytes: max.disk_bytes,
+        }),
+        min_limits: Some(Limits {
+            cpu_percent: Some(1),
+            cpus: None,
+            memory_bytes: Some(MIN_MEMORY),
+            io_bps: Some(1),
+            pids: Some(1),
+            disk_bytes: Some(MIN_DISK_BYTES),
+        }),
+        max_timeout_ms: MAX_TIMEOUT_MS,
+        max_stop_grace_ms: MAX_STOP_GRACE_MS,
+        default_stop_grace_ms: u64::try_from(args.stop_grace.as_millis()).unwrap_or(u64::MAX),
+        max_upload_bytes: bounds.upload_bytes,
+        max_jobs: u32::try_from(args.max_jobs).unwrap_or(u32::MAX),
+        cgroup_layout: layout.into(),
+        controllers,
+        networks: vec![JobNetwork::None as i32, JobNetwork::Host as i32],
+        features: if disk_support {
+            vec!["disk".into()]
+        } else {
+            Vec::new()
+        },
+        ..Default::default()
     }
 }
 

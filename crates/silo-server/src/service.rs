@@ -6,15 +6,15 @@ use std::time::Duration;
 use futures::Stream;
 use silo_proto::v1::job_service_server::JobService;
 use silo_proto::v1::{
-    DeleteJobRequest, DeleteJobResponse, GetJobRequest, Job, JobState, ListJobsRequest,
-    ListJobsResponse, LogChunk, RunJobRequest, StopJobRequest, StreamLogsRequest,
-    StreamStatsRequest, Usage, WatchJobRequest,
+    DeleteJobRequest, DeleteJobResponse, GetJobRequest, GetServerInfoRequest, Job, JobState,
+    ListJobsRequest, ListJobsResponse, LogChunk, Role, RunJobRequest, ServerInfo, StopJobRequest,
+    StreamLogsRequest, StreamStatsRequest, Usage, WatchJobRequest,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::auth::{Access, authorize};
+use crate::auth::{Access, authorize, authorize_identity};
 use crate::jobs::live::is_terminal;
 use crate::jobs::{JobError, JobManager};
 use crate::store::{JobRow, StoreError};
@@ -28,12 +28,14 @@ const DEFAULT_LIST_LIMIT: u32 = 100;
 /// The JobService implementation.
 pub struct JobApi {
     jobs: JobManager,
+    /// What GetServerInfo says of this server (the caller's part is filled per call).
+    info: ServerInfo,
 }
 
 impl JobApi {
-    /// The service over `jobs`.
-    pub fn new(jobs: JobManager) -> JobApi {
-        JobApi { jobs }
+    /// The service over `jobs`, describing itself with `info`.
+    pub fn new(jobs: JobManager, info: ServerInfo) -> JobApi {
+        JobApi { jobs, info }
     }
 }
 
@@ -329,6 +331,21 @@ impl JobService for JobApi {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_server_info(
+        &self,
+        request: Request<GetServerInfoRequest>,
+    ) -> Result<Response<ServerInfo>, Status> {
+        let (caller, role) = authorize_identity(&request, Access::Read, "GetServerInfo")?;
+        Ok(Response::new(ServerInfo {
+            caller,
+            caller_role: match role {
+                silo_tls::Role::Admin => Role::Admin,
+                silo_tls::Role::Viewer => Role::Viewer,
+            } as i32,
+            ..self.info.clone()
+        }))
     }
 }
 

@@ -18,10 +18,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the silo server (creates its certificates and store on first start).
-    Server(silo_server::ServerArgs),
+    /// Run the silo server (creates its certificates and store on first start), or ask a
+    /// running one about itself (`silo server info`).
+    Server(ServerCommand),
     #[command(flatten)]
     Client(silo_cli::ClientCommand),
+}
+
+/// `silo server [FLAGS]` runs the server; `silo server info` is a client of one.
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct ServerCommand {
+    #[command(subcommand)]
+    client: Option<silo_cli::ServerCommand>,
+    #[command(flatten)]
+    args: silo_server::ServerArgs,
 }
 
 fn main() {
@@ -32,7 +43,17 @@ fn main() {
     }
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Server(args) => run_server(args),
+        Command::Server(ServerCommand {
+            client: Some(command),
+            ..
+        }) => match silo_cli::run_server_command(command) {
+            Ok(code) => code,
+            Err(e) => {
+                silo_cli::report_error(&e);
+                1
+            }
+        },
+        Command::Server(ServerCommand { args, .. }) => run_server(args),
         Command::Client(command) => match silo_cli::run(command) {
             Ok(code) => code,
             Err(e) => {

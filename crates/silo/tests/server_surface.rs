@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use predicates::prelude::*;
 
 /// A channel as the viewer, over mutual TLS.
 async fn viewer_channel(server: &TestServer) -> tonic::transport::Channel {
@@ -80,4 +81,49 @@ async fn the_server_log_has_no_colour_codes_when_it_is_not_a_terminal() {
     let log = server.server_log();
     assert!(log.contains("listening on"), "{log}");
     assert!(!log.contains('\x1b'), "{log}");
+}
+
+#[test]
+fn server_info_tells_the_version_the_callers_role_and_the_limits_in_force() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start_with(&["--max-memory", "1GiB", "--max-jobs", "7"]);
+    let out = server
+        .cli()
+        .args(["server", "info", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let info: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(info["version"], env!("CARGO_PKG_VERSION"), "{info}");
+    assert_eq!(info["caller"], "admin", "{info}");
+    assert_eq!(info["caller_role"], "admin", "{info}");
+    assert_eq!(info["max_jobs"], 7, "{info}");
+    assert_eq!(info["max_limits"]["memory_bytes"], 1u64 << 30, "{info}");
+    assert_eq!(info["min_limits"]["memory_bytes"], 4u64 << 20, "{info}");
+    assert_eq!(info["default_limits"]["pids"], 4096, "{info}");
+    assert_eq!(info["default_limits"]["disk_bytes"], 10u64 << 30, "{info}");
+    assert_eq!(info["max_stop_grace_ms"], 3_600_000, "{info}");
+    assert!(
+        info["features"]
+            .as_array()
+            .unwrap()
+            .contains(&"disk".into()),
+        "{info}"
+    );
+    assert!(
+        !info["cgroup_layout"].as_str().unwrap().is_empty(),
+        "{info}"
+    );
+
+    // A viewer may ask too, and is told it is one.
+    server
+        .viewer_cli()
+        .args(["server", "info"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("caller:").and(predicates::str::contains("(viewer)")));
 }

@@ -2,6 +2,7 @@
 
 pub mod certs;
 pub mod delete;
+pub mod info;
 pub mod list;
 pub mod logs;
 pub mod run;

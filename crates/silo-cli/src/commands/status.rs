@@ -6,8 +6,8 @@ use silo_proto::v1::Job;
 
 use crate::cli::{GlobalOptions, StatusArgs};
 use crate::format::{
-    command_line, exit_text, format_elapsed, format_size, job_duration, job_state, rfc3339_seconds,
-    state_name, system_time,
+    command_line, exit_text, format_elapsed, job_duration, job_state, rfc3339_seconds, state_name,
+    system_time,
 };
 use crate::output::{print, print_json};
 use crate::session::Session;
@@ -39,25 +39,6 @@ pub fn render_status(job: &Job, now: SystemTime) -> String {
             format_elapsed(std::time::Duration::from_millis(ms))
         }
     };
-    let mut limit_parts = Vec::new();
-    if let Some(cpu) = limits.cpu_percent {
-        limit_parts.push(format!("cpu={cpu}%"));
-    }
-    if let Some(cpus) = &limits.cpus {
-        limit_parts.push(format!("cpus={cpus}"));
-    }
-    if let Some(memory) = limits.memory_bytes {
-        limit_parts.push(format!("memory={}", format_size(memory)));
-    }
-    if let Some(io) = limits.io_bps {
-        limit_parts.push(format!("io={}/s", format_size(io)));
-    }
-    if let Some(pids) = limits.pids {
-        limit_parts.push(format!("pids={pids}"));
-    }
-    if let Some(disk) = limits.disk_bytes {
-        limit_parts.push(format!("disk={}", format_size(disk)));
-    }
     let list = |items: Vec<String>| {
         if items.is_empty() {
             "-".to_owned()
@@ -96,7 +77,7 @@ pub fn render_status(job: &Job, now: SystemTime) -> String {
             "env",
             list(spec.env.iter().map(|var| var.name.clone()).collect()),
         ),
-        ("limits", list(limit_parts).replace(", ", " ")),
+        ("limits", crate::format::limits_text(&limits)),
         ("timeout", millis(spec.timeout_ms)),
         ("grace", millis(spec.stop_grace_ms)),
         ("uploads", list(job.uploads.clone())),

@@ -41,14 +41,16 @@ impl Bounds {
 /// The smallest work directory filesystem (ext4 needs room for its own metadata).
 pub const MIN_DISK_BYTES: u64 = 16 << 20;
 
+/// The longest grace period accepted: an hour.
+pub const MAX_STOP_GRACE_MS: u64 = 3_600_000;
 /// The longest timeout accepted: a year.
-const MAX_TIMEOUT_MS: u64 = 365 * 24 * 3600 * 1000;
+pub const MAX_TIMEOUT_MS: u64 = 365 * 24 * 3600 * 1000;
 /// Most processes a job may ask for (the kernel's pid_max ceiling).
-const MAX_PIDS: u32 = 4_194_304;
+pub const MAX_PIDS: u32 = 4_194_304;
 /// Most bytes per second a job may ask for: 1 TiB/s.
-const MAX_IO_BPS: u64 = 1 << 40;
+pub const MAX_IO_BPS: u64 = 1 << 40;
 /// Smallest memory limit accepted: the job's init lives inside the limit too.
-const MIN_MEMORY: u64 = 4 << 20;
+pub const MIN_MEMORY: u64 = 4 << 20;
 /// Most upload entries in one job.
 const MAX_UPLOADS: usize = 100_000;
 
@@ -112,7 +114,7 @@ fn check_spec(spec: &JobSpec, bounds: &Bounds) -> Result<(), Invalid> {
     if spec.timeout_ms > MAX_TIMEOUT_MS {
         return Err(invalid("spec.timeout_ms is longer than a year"));
     }
-    if spec.stop_grace_ms > 3_600_000 {
+    if spec.stop_grace_ms > MAX_STOP_GRACE_MS {
         return Err(invalid("spec.stop_grace_ms is longer than an hour"));
     }
     if let Some(limits) = &spec.limits {
