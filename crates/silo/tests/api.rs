@@ -861,3 +861,72 @@ async fn jobs_with_megabytes_of_arguments_list_within_the_default_message_size()
         assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
     }
 }
+
+#[tokio::test]
+async fn concurrent_runs_never_exceed_the_job_cap() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start_with(&["--max-jobs", "2"]);
+    let c = server.admin().await;
+    // Eight requests at once: however they interleave, two jobs start and six are refused.
+    let burst = || {
+        futures::future::join_all((0..8).map(|_| {
+            let mut c = c.clone();
+            async move {
+                c.run_job(RunJobRequest {
+                    spec: Some(spec(&["sleep", "5"])),
+                    uploads: vec![],
+                })
+                .await
+            }
+        }))
+    };
+    for round in 0..2 {
+        let (started, refused): (Vec<_>, Vec<_>) =
+            burst().await.into_iter().partition(|r| r.is_ok());
+        assert_eq!(started.len(), 2, "round {round}: {refused:?}");
+        for err in refused {
+            assert_eq!(err.unwrap_err().code(), Code::ResourceExhausted);
+        }
+        // Stopped jobs give their places back: the next round starts two again.
+        for job in started {
+            let mut c = c.clone();
+            c.stop_job(StopJobRequest {
+                id: job.unwrap().into_inner().id,
+                grace_ms: 0,
+            })
+            .await
+            .unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn jobs_adopted_after_a_restart_count_against_the_job_cap() {
+    if !privileged() {
+        return;
+    }
+    let mut server = TestServer::start_with(&["--max-jobs", "1"]);
+    let mut c = server.admin().await;
+    let running = run(&mut c, &["sleep", "30"]).await;
+
+    server.crash_and_restart();
+    let mut c = server.admin().await;
+    let err = c
+        .run_job(RunJobRequest {
+            spec: Some(spec(&["true"])),
+            uploads: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    c.stop_job(StopJobRequest {
+        id: running.id,
+        grace_ms: 0,
+    })
+    .await
+    .unwrap();
+    let after = run(&mut c, &["true"]).await;
+    wait_end(&mut c, &after.id).await;
+}

@@ -1,11 +1,11 @@
 //! A job that is starting or running: what readers, watchers and stoppers share.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use silo_proto::v1::JobState;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 
 use silo_cgroup::JobCgroup;
 use silo_proto::v1::Usage;
@@ -32,8 +32,11 @@ pub struct LiveJob {
     /// The init process, once spawned.
     pidfd: Mutex<Option<OwnedFd>>,
     stop: Mutex<Option<StopCause>>,
-    /// The job's cgroup, where the host has cgroups.
-    cgroup: Mutex<Option<JobCgroup>>,
+    /// The job's cgroup, where the host has cgroups. Shared so that a kill, which can take
+    /// seconds, runs without this lock held.
+    cgroup: Mutex<Option<Arc<JobCgroup>>>,
+    /// The job's place under the server's `--max-jobs`, held until its end is published.
+    slot: Mutex<Option<OwnedSemaphorePermit>>,
 }
 
 /// Whether a job in `state` has ended.
@@ -54,6 +57,7 @@ impl LiveJob {
             pidfd: Mutex::new(None),
             stop: Mutex::new(None),
             cgroup: Mutex::new(None),
+            slot: Mutex::new(None),
         }
     }
 
@@ -76,33 +80,73 @@ impl LiveJob {
         }
     }
 
-    /// Gives the job its cgroup.
-    pub fn set_cgroup(&self, cgroup: JobCgroup) {
-        if let Ok(mut g) = self.cgroup.lock() {
-            *g = Some(cgroup);
+    /// Gives the job its place under the server's job cap.
+    pub fn hold_slot(&self, permit: OwnedSemaphorePermit) {
+        if let Ok(mut g) = self.slot.lock() {
+            *g = Some(permit);
         }
     }
 
-    /// Takes the job's cgroup (at the job's end).
-    pub fn take_cgroup(&self) -> Option<JobCgroup> {
-        self.cgroup.lock().ok()?.take()
+    /// Whether the job holds a place under the server's job cap.
+    pub fn holds_slot(&self) -> bool {
+        self.slot.lock().is_ok_and(|g| g.is_some())
+    }
+
+    /// Gives the job's place under the cap back, once the job no longer counts against it.
+    pub fn release_slot(&self) {
+        let permit = self.slot.lock().ok().and_then(|mut g| g.take());
+        drop(permit);
+    }
+
+    /// Gives the job its cgroup.
+    pub fn set_cgroup(&self, cgroup: JobCgroup) {
+        if let Ok(mut g) = self.cgroup.lock() {
+            *g = Some(Arc::new(cgroup));
+        }
+    }
+
+    /// Takes the job's cgroup (at the job's end), once no kill or read of it is in flight
+    /// any more; blocks for up to `wait`, and gives up (`None`, the cgroup left in place)
+    /// after that. Call it on a blocking thread.
+    pub fn take_cgroup_blocking(&self, wait: Duration) -> Option<JobCgroup> {
+        let mut cg = self.cgroup.lock().ok()?.take()?;
+        let deadline = Instant::now() + wait;
+        loop {
+            match Arc::try_unwrap(cg) {
+                Ok(cg) => return Some(cg),
+                Err(shared) if Instant::now() < deadline => {
+                    cg = shared;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => {
+                    tracing::warn!(job = %self.id, "the job's cgroup is still in use; leaving it");
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn cgroup(&self) -> Option<Arc<JobCgroup>> {
+        self.cgroup.lock().ok()?.clone()
     }
 
     /// The job's resource usage now, when it has a cgroup.
     pub fn usage(&self) -> Option<Usage> {
-        let g = self.cgroup.lock().ok()?;
-        let usage = g.as_ref()?.usage().ok()?;
+        let usage = self.cgroup()?.usage().ok()?;
         Some(super::resources::usage_to_proto(usage))
     }
 
-    /// Kills every process in the job's cgroup (blocking until it is empty).
-    fn kill_cgroup(&self) {
-        if let Ok(g) = self.cgroup.lock()
-            && let Some(cg) = g.as_ref()
-            && let Err(e) = cg.kill_all()
-        {
-            tracing::warn!(job = %self.id, "cannot kill the job's cgroup: {e}");
-        }
+    /// Kills every process in the job's cgroup and waits until it is empty, on a blocking
+    /// thread (the kill may take seconds).
+    async fn kill_cgroup(&self) {
+        let Some(cg) = self.cgroup() else { return };
+        let id = self.id.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Err(e) = cg.kill_all() {
+                tracing::warn!(job = %id, "cannot kill the job's cgroup: {e}");
+            }
+        })
+        .await;
     }
 
     /// Why the job is being stopped, if it is.
@@ -122,7 +166,7 @@ impl LiveJob {
 
     /// Starts stopping the job: SIGTERM now, SIGKILL to the whole job after `grace`
     /// unless it has ended by then. The first cause given is the one reported.
-    pub fn begin_stop(self: &std::sync::Arc<Self>, cause: StopCause, grace: Duration) {
+    pub fn begin_stop(self: &Arc<Self>, cause: StopCause, grace: Duration) {
         if let Ok(mut g) = self.stop.lock()
             && g.is_none()
         {
@@ -139,8 +183,7 @@ impl LiveJob {
                 // SIGKILL to the init ends every process of the job's pid namespace, and
                 // killing the cgroup ends anything that got out of it.
                 job.signal(libc::SIGKILL);
-                let job = job.clone();
-                let _ = tokio::task::spawn_blocking(move || job.kill_cgroup()).await;
+                job.kill_cgroup().await;
             }
         });
     }

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use silo_proto::v1::{JobNetwork, JobSpec, JobState, Upload};
+use tokio::sync::Semaphore;
 
 use crate::logs::LogWatcher;
 use crate::store::{JobRow, Store, StoreError};
@@ -89,6 +90,9 @@ struct Inner {
     /// The silo binary, opened at start-up; jobs re-execute this descriptor.
     exe: OwnedFd,
     live: Mutex<HashMap<String, Arc<LiveJob>>>,
+    /// One permit per job that may be starting or running (`max_jobs`); each job holds
+    /// one from before anything is made for it until its end is published.
+    slots: Arc<Semaphore>,
     logs: Arc<LogWatcher>,
     /// Inits ready for the next jobs.
     pool: Mutex<Vec<ReadyInit>>,
@@ -97,6 +101,10 @@ struct Inner {
     /// Which host ids live jobs hold.
     host_ids: host_ids::HostIds,
 }
+
+/// How long the end of a job waits for a kill of its cgroup that is still under way
+/// (longer than a kill may take) before it leaves the cgroup in place.
+const CGROUP_IN_USE_WAIT: Duration = Duration::from_secs(15);
 
 /// Runs `work` on this thread at nice 19, then restores the thread's priority: for work
 /// that can wait (tearing a finished job down) on a thread that also serves others.
@@ -140,12 +148,16 @@ impl JobManager {
         let logs = LogWatcher::start()
             .map_err(|e| JobError::Host(format!("cannot start inotify: {e}")))?;
         let host_ids = host_ids::HostIds::new(settings.host_ids.0, settings.host_ids.1);
+        let slots = Arc::new(Semaphore::new(
+            settings.max_jobs.min(Semaphore::MAX_PERMITS),
+        ));
         let manager = JobManager {
             inner: Arc::new(Inner {
                 store,
                 settings,
                 exe,
                 live: Mutex::default(),
+                slots,
                 logs,
                 pool: Mutex::default(),
                 refilling: Default::default(),
@@ -193,9 +205,12 @@ impl JobManager {
         let mut spec = spec;
         s.bounds.apply_defaults(&mut spec.limits);
         validate::check_request(&spec, &uploads, &s.bounds)?;
-        if self.running() >= s.max_jobs {
+        // The job's place under the cap comes first and at once: requests that arrive
+        // together cannot all pass a count, and one that would wait is refused instead.
+        // Every way out of this function before the job is live drops it.
+        let Ok(slot) = self.inner.slots.clone().try_acquire_owned() else {
             return Err(JobError::Busy(s.max_jobs));
-        }
+        };
         let t0 = std::time::Instant::now();
         let Some(host_id) = self.inner.host_ids.take() else {
             return Err(JobError::Host(
@@ -203,7 +218,7 @@ impl JobManager {
             ));
         };
         let disk = spec.limits.as_ref().and_then(|l| l.disk_bytes);
-        let ready = match self
+        let mut ready = match self
             .take_ready(spec.network() != JobNetwork::Host, disk)
             .await
         {
@@ -235,10 +250,11 @@ impl JobManager {
             ..JobRow::default()
         };
         let live = Arc::new(LiveJob::new(row));
+        live.hold_slot(slot);
         if let Ok(mut map) = self.inner.live.lock() {
             map.insert(id.clone(), live.clone());
         }
-        if let Err(e) = self.prepare_job(&live, &ready, &uploads).await {
+        if let Err(e) = self.prepare_job(&live, &mut ready, uploads).await {
             // Nothing of the job stays behind: no row, no files, no cgroup, no slot.
             self.forget(&id);
             self.discard(&id, Some(ready.pidfd), ready.cgroup).await;
@@ -266,55 +282,81 @@ impl JobManager {
     async fn prepare_job(
         &self,
         live: &Arc<LiveJob>,
-        ready: &ReadyInit,
-        uploads: &[Upload],
+        ready: &mut ReadyInit,
+        uploads: Vec<Upload>,
     ) -> Result<(), JobError> {
-        // The client hears what failed; the host path and the OS error stay in the server's
-        // log (a client has no use for them, and they describe the server's host).
-        let host = |told: &str, path: &Path, e: std::io::Error| {
-            tracing::error!(job = %live.id, "{told}: {}: {e}", path.display());
-            JobError::Host(told.into())
-        };
-        let work = match ready.disk_bytes {
-            // The ready init mounted the job's own filesystem at its /work; the server
-            // reaches it through the init's view of the mounts.
-            Some(_) => {
-                let root = self.job_dir(&live.id).join("root").join("work");
-                PathBuf::from(format!("/proc/{}/root", ready.pid))
-                    .join(root.strip_prefix("/").unwrap_or(&root))
-            }
-            None => {
-                let work = self.job_dir(&live.id).join("work");
-                std::fs::create_dir(&work)
-                    .map_err(|e| host("cannot create the job's work directory", &work, e))?;
-                work
-            }
-        };
-        // The job's user is its host id outside its user namespace. The uploads were
-        // validated: what fails here is the host's fault, except a full job disk.
+        let id = live.id.clone();
+        let job_dir = self.job_dir(&id);
+        let (pid, disk_bytes) = (ready.pid, ready.disk_bytes);
+        // The job's user is its host id outside its user namespace.
         let owner = live.row.borrow().host_id.map(|id| (id, id));
-        let written = uploads::write_uploads(&work, uploads, owner).map_err(|e| {
-            if ready.disk_bytes.is_some() && e.raw_os_error() == Some(libc::ENOSPC) {
-                JobError::Invalid(validate::Invalid(
-                    "the uploads do not fit in the job's disk (limits.disk_bytes)".into(),
-                ))
-            } else {
-                host("cannot write the job's uploads", &work, e)
-            }
-        })?;
         let limits = live.row.borrow().spec.limits.clone();
-        match &ready.cgroup {
-            Some(cg) => {
-                let wanted = resources::cgroup_limits(limits.as_ref(), &work)?;
-                cg.apply(&wanted).map_err(resources::cgroup_error)?;
+        // Directories, uploads (written and chowned) and cgroup files are blocking work:
+        // it runs on a blocking thread, and the cgroup goes there and comes back.
+        let cgroup = ready.cgroup.take();
+        let prepared = tokio::task::spawn_blocking(move || {
+            // The client hears what failed; the host path and the OS error stay in the
+            // server's log (a client has no use for them, and they describe the server's
+            // host).
+            let host = |told: &str, path: &Path, e: std::io::Error| {
+                tracing::error!(job = %id, "{told}: {}: {e}", path.display());
+                JobError::Host(told.into())
+            };
+            let files = || -> Result<Vec<String>, JobError> {
+                let work = match disk_bytes {
+                    // The ready init mounted the job's own filesystem at its /work; the
+                    // server reaches it through the init's view of the mounts.
+                    Some(_) => {
+                        let root = job_dir.join("root").join("work");
+                        PathBuf::from(format!("/proc/{pid}/root"))
+                            .join(root.strip_prefix("/").unwrap_or(&root))
+                    }
+                    None => {
+                        let work = job_dir.join("work");
+                        std::fs::create_dir(&work).map_err(|e| {
+                            host("cannot create the job's work directory", &work, e)
+                        })?;
+                        work
+                    }
+                };
+                // The uploads were validated: what fails here is the host's fault, except
+                // a full job disk.
+                let written = uploads::write_uploads(&work, &uploads, owner).map_err(|e| {
+                    if disk_bytes.is_some() && e.raw_os_error() == Some(libc::ENOSPC) {
+                        JobError::Invalid(validate::Invalid(
+                            "the uploads do not fit in the job's disk (limits.disk_bytes)".into(),
+                        ))
+                    } else {
+                        host("cannot write the job's uploads", &work, e)
+                    }
+                })?;
+                match &cgroup {
+                    Some(cg) => {
+                        let wanted = resources::cgroup_limits(limits.as_ref(), &work)?;
+                        cg.apply(&wanted).map_err(resources::cgroup_error)?;
+                    }
+                    None if resources::any_limit(limits.as_ref()) => {
+                        return Err(JobError::Unsupported(
+                            "cannot limit resources here: this host has no usable cgroups".into(),
+                        ));
+                    }
+                    None => {}
+                }
+                Ok(written)
+            };
+            (files(), cgroup)
+        })
+        .await;
+        let written = match prepared {
+            Ok((written, cgroup)) => {
+                ready.cgroup = cgroup;
+                written?
             }
-            None if resources::any_limit(limits.as_ref()) => {
-                return Err(JobError::Unsupported(
-                    "cannot limit resources here: this host has no usable cgroups".into(),
-                ));
+            Err(e) => {
+                tracing::error!(job = %live.id, "preparing the job's files failed: {e}");
+                return Err(JobError::Host("cannot prepare the job's files".into()));
             }
-            None => {}
-        }
+        };
         let row = live.update(|r| r.uploads = written);
         self.inner.store.insert(&row).await?;
         Ok(())
@@ -406,7 +448,9 @@ impl JobManager {
         row.ended_at = Some(now_micros());
         row.init = None;
         // Told at once; the job stays in the live table (where GetJob and ListJobs read
-        // it) until the store has it too. An ended job no longer takes a slot.
+        // it) until the store has it too. An ended job no longer takes a slot: its place
+        // goes back first, so that whoever sees the end may start a job in it.
+        live.release_slot();
         live.update(|r| *r = row.clone());
         if let Err(e) = self.inner.store.update(&row).await {
             tracing::error!(job = %row.id, "cannot record the job's end: {e}");
@@ -418,9 +462,13 @@ impl JobManager {
     /// Kills whatever is left in the job's cgroup and removes it; called once the init
     /// has exited.
     async fn release_cgroup(&self, live: &Arc<LiveJob>) {
-        let Some(cg) = live.take_cgroup() else { return };
-        let id = live.id.clone();
+        let live = live.clone();
         let _ = tokio::task::spawn_blocking(move || {
+            // A stop's kill may still be under way; it ends within its own timeout.
+            let Some(cg) = live.take_cgroup_blocking(CGROUP_IN_USE_WAIT) else {
+                return;
+            };
+            let id = &live.id;
             if let Err(e) = cg.kill_all() {
                 tracing::warn!(job = %id, "cannot kill what is left in the job's cgroup: {e}");
             }
@@ -438,9 +486,16 @@ impl JobManager {
         }
     }
 
+    /// Drops the job from the live table; it no longer counts against the cap.
     fn forget(&self, id: &str) {
-        if let Ok(mut map) = self.inner.live.lock() {
-            map.remove(id);
+        let live = self
+            .inner
+            .live
+            .lock()
+            .ok()
+            .and_then(|mut map| map.remove(id));
+        if let Some(live) = live {
+            live.release_slot();
         }
     }
 
@@ -514,7 +569,13 @@ impl JobManager {
             return Err(JobError::StillRunning(id));
         }
         let dir = self.job_dir(&id);
-        match std::fs::remove_dir_all(&dir) {
+        let removed = tokio::task::spawn_blocking({
+            let dir = dir.clone();
+            move || std::fs::remove_dir_all(dir)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        match removed {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {

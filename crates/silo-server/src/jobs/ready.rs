@@ -65,30 +65,34 @@ impl JobManager {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let dir = self.job_dir(&id);
         let root = dir.join("root");
-        let created = std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .and_then(|()| std::fs::create_dir(&root))
-            .and_then(|()| {
-                OpenOptions::new()
-                    .create_new(true)
-                    .append(true)
-                    .mode(0o600)
-                    .open(dir.join("log"))
-            })
-            .map_err(|e| JobError::Host(format!("cannot create {}: {e}", dir.display())));
-        let log = match created {
-            Ok(log) => log,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
-                return Err(e);
+        let log = tokio::task::spawn_blocking({
+            let (dir, root) = (dir.clone(), root.clone());
+            move || {
+                let created = std::fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(&dir)
+                    .and_then(|()| std::fs::create_dir(&root))
+                    .and_then(|()| {
+                        OpenOptions::new()
+                            .create_new(true)
+                            .append(true)
+                            .mode(0o600)
+                            .open(dir.join("log"))
+                    });
+                if created.is_err() {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                created
             }
-        };
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        .map_err(|e| JobError::Host(format!("cannot create {}: {e}", dir.display())))?;
         let work_disk = match disk_bytes {
             Some(size) => match make_disk(&dir.join(DISK_IMAGE), size).await {
                 Ok(image) => Some(image),
                 Err(e) => {
-                    let _ = std::fs::remove_dir_all(&dir);
+                    remove_dir(dir).await;
                     return Err(e);
                 }
             },
@@ -98,7 +102,7 @@ impl JobManager {
             Some(root) => match root.create_job(&id) {
                 Ok(cg) => Some(cg),
                 Err(e) => {
-                    let _ = std::fs::remove_dir_all(&dir);
+                    remove_dir(dir).await;
                     return Err(resources::cgroup_error(e));
                 }
             },
@@ -192,14 +196,15 @@ impl JobManager {
             let _ = silo_sandbox::spawn::signal(pidfd.as_fd(), libc::SIGKILL);
             super::supervisor::wait_reaped(pidfd).await;
         }
-        if let Some(cg) = cgroup {
-            let _ = tokio::task::spawn_blocking(move || {
+        let dir = self.job_dir(id);
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(cg) = cgroup {
                 let _ = cg.kill_all();
                 let _ = cg.remove();
-            })
-            .await;
-        }
-        let _ = std::fs::remove_dir_all(self.job_dir(id));
+            }
+            let _ = std::fs::remove_dir_all(dir);
+        })
+        .await;
     }
 
     /// A ready init for a job, from the pool when there is one that fits, else a new one.
@@ -272,6 +277,12 @@ impl JobManager {
             }
         });
     }
+}
+
+/// Removes a job's directory and everything in it, on a blocking thread; what cannot be
+/// removed stays.
+async fn remove_dir(dir: PathBuf) {
+    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
 }
 
 /// The name of a job's disk image in its directory.

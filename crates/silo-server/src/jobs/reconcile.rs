@@ -2,7 +2,7 @@
 //! their init still runs, and otherwise ended with what their log says (or as FAILED,
 //! "server restarted").
 
-use std::os::fd::AsFd;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use silo_sandbox::spawn::pidfd_open;
@@ -10,8 +10,16 @@ use silo_sandbox::spawn::pidfd_open;
 use super::live::LiveJob;
 use super::outcome::Outcome;
 use super::{JobError, JobManager};
-use crate::logs::read_exit;
 use crate::store::JobRow;
+
+/// The exit record in the job's log at `path`, read on a blocking thread (the whole log is
+/// read, from its start).
+async fn read_exit(path: PathBuf) -> Option<silo_sandbox::protocol::ExitStatus> {
+    tokio::task::spawn_blocking(move || crate::logs::read_exit(&path))
+        .await
+        .ok()
+        .flatten()
+}
 
 /// The start time of `pid` in clock ticks after boot (field 22 of /proc/PID/stat), which
 /// tells a process from a later one that reuses its pid.
@@ -40,7 +48,7 @@ impl JobManager {
                     if let Some(cg) = self.open_cgroup(&row.id) {
                         live.set_cgroup(cg);
                     }
-                    let outcome = match read_exit(&self.log_path(&row.id)) {
+                    let outcome = match read_exit(self.log_path(&row.id)).await {
                         Some(exit) => Outcome::of_run(None, Some(exit), None),
                         None => Outcome::server_restart(),
                     };
@@ -116,6 +124,15 @@ impl JobManager {
             self.inner.host_ids.hold(id);
         }
         let live = Arc::new(LiveJob::new(row));
+        // It counts against the cap like any job. More jobs than the cap (a restart with a
+        // lower --max-jobs) still run; those over it take the first places that free up,
+        // before any new job.
+        match self.inner.slots.clone().try_acquire_owned() {
+            Ok(slot) => live.hold_slot(slot),
+            Err(_) => {
+                tracing::warn!(job = %live.id, "adopting a job past --max-jobs: new jobs are refused until enough jobs end");
+            }
+        }
         if let Some(cg) = self.open_cgroup(&live.id) {
             live.set_cgroup(cg);
         }
@@ -129,14 +146,26 @@ impl JobManager {
         let watch = self.inner.logs.watch(&log_path, live.progress.clone()).ok();
         let manager = self.clone();
         tokio::spawn(async move {
-            if let Ok(fd) = super::supervisor::watch_pidfd(pidfd) {
-                let _ = fd.readable().await;
-                let _ = fd.get_ref().as_fd();
+            let exited = async {
+                if let Ok(fd) = super::supervisor::watch_pidfd(pidfd) {
+                    let _ = fd.readable().await;
+                }
+            };
+            let mut exited = std::pin::pin!(exited);
+            let mut has_exited = false;
+            if !live.holds_slot() {
+                tokio::select! {
+                    () = &mut exited => has_exited = true,
+                    Ok(slot) = manager.inner.slots.clone().acquire_owned() => live.hold_slot(slot),
+                }
+            }
+            if !has_exited {
+                exited.await;
             }
             if let Some(wd) = watch {
                 manager.inner.logs.unwatch(wd);
             }
-            let exit = read_exit(&log_path);
+            let exit = read_exit(log_path).await;
             let outcome = Outcome::of_run(live.stop_cause(), exit, None);
             manager.finish(&live, outcome).await;
             manager.release_cgroup(&live).await;
