@@ -139,7 +139,13 @@ impl JobService for JobApi {
         let spec = req
             .spec
             .ok_or_else(|| Status::invalid_argument("the request has no job spec"))?;
-        let row = self.jobs.run(spec, req.uploads, owner).await?;
+        // On a task of its own: a client that goes away mid-start must not cancel the
+        // start half-way (a job in the live table with its slot and host id held, STARTING
+        // for ever). The job starts or fails whole, whoever is still listening.
+        let jobs = self.jobs.clone();
+        let row = tokio::spawn(async move { jobs.run(spec, req.uploads, owner).await })
+            .await
+            .map_err(|e| Status::internal(format!("the job's start failed: {e}")))??;
         Ok(Response::new(to_proto(row)))
     }
 
