@@ -189,11 +189,14 @@ pub fn ensure(condition: bool, message: impl Into<String>) -> Check {
 /// in a temporary directory of their own.
 pub struct HostDirs {
     dir: tempfile::TempDir,
+    /// The empty directory the job's root is assembled on.
     pub root: PathBuf,
+    /// The job's work directory.
     pub work: PathBuf,
 }
 
 impl HostDirs {
+    /// Fresh, empty directories.
     pub fn create() -> HostDirs {
         let dir = tempfile::Builder::new()
             .prefix("silo-isolation-")

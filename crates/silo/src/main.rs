@@ -20,7 +20,7 @@ struct Cli {
 enum Command {
     /// Run the silo server (creates its certificates and store on first start), or ask a
     /// running one about itself (`silo server info`).
-    Server(ServerCommand),
+    Server(Box<ServerCommand>),
     #[command(flatten)]
     Client(silo_cli::ClientCommand),
 }
@@ -43,17 +43,19 @@ fn main() {
     }
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Server(ServerCommand {
-            client: Some(command),
-            ..
-        }) => match silo_cli::run_server_command(command) {
-            Ok(code) => code,
-            Err(e) => {
-                silo_cli::report_error(&e);
-                1
-            }
+        Command::Server(server) => match *server {
+            ServerCommand {
+                client: Some(command),
+                ..
+            } => match silo_cli::run_server_command(command) {
+                Ok(code) => code,
+                Err(e) => {
+                    silo_cli::report_error(&e);
+                    1
+                }
+            },
+            ServerCommand { args, .. } => run_server(args),
         },
-        Command::Server(ServerCommand { args, .. }) => run_server(args),
         Command::Client(command) => match silo_cli::run(command) {
             Ok(code) => code,
             Err(e) => {
