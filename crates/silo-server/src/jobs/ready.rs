@@ -15,13 +15,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use silo_sandbox::protocol::{Frame, InitError, METHOD_PREPARE, Message, PROTOCOL_VERSION};
+use silo_sandbox::protocol::{InitError, METHOD_PREPARE};
 use silo_sandbox::spawn::{Namespaces, SpawnRequest, spawn_init};
 use silo_sandbox::{Network, Prepare, Rootfs, SandboxBase};
-use tokio::io::AsyncWriteExt;
-use tokio::net::UnixStream;
 
-use super::supervisor::{read_frame, timeout_error};
+use super::init_connection::InitConnection;
 use super::{JobError, JobManager, resources};
 
 /// The nice value of inits prepared for the pool while they prepare and wait.
@@ -39,8 +37,8 @@ pub struct ReadyInit {
     pub pid: i32,
     /// For signalling and reaping it.
     pub pidfd: OwnedFd,
-    /// The server's end of its control socket.
-    pub control: UnixStream,
+    /// The server's end of its control socket, hello and preparation done.
+    pub control: InitConnection,
     /// Its job's cgroup, without limits yet.
     pub cgroup: Option<silo_cgroup::JobCgroup>,
     /// Whether it has a private network namespace (else it shares the host's).
@@ -65,74 +63,63 @@ impl JobManager {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let dir = self.job_dir(&id);
         let root = dir.join("root");
-        let log = tokio::task::spawn_blocking({
-            let (dir, root) = (dir.clone(), root.clone());
-            move || {
-                let created = std::fs::DirBuilder::new()
-                    .mode(0o700)
-                    .create(&dir)
-                    .and_then(|()| std::fs::create_dir(&root))
-                    .and_then(|()| {
-                        OpenOptions::new()
-                            .create_new(true)
-                            .append(true)
-                            .mode(0o600)
-                            .open(dir.join("log"))
-                    });
-                if created.is_err() {
-                    let _ = std::fs::remove_dir_all(&dir);
-                }
-                created
-            }
-        })
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-        .map_err(|e| JobError::Host(format!("cannot create {}: {e}", dir.display())))?;
+        let log = create_job_dir(&dir, &root).await?;
+        // From here on, every way out but success ends what was made.
+        let mut parts = ReadyInitParts::new(dir.clone());
         let work_disk = match disk_bytes {
-            Some(size) => match make_disk(&dir.join(DISK_IMAGE), size).await {
-                Ok(image) => Some(image),
-                Err(e) => {
-                    remove_dir(dir).await;
-                    return Err(e);
-                }
-            },
+            Some(size) => Some(make_disk(&dir.join(DISK_IMAGE), size).await?),
             None => None,
         };
-        let cgroup = match &self.inner.settings.cgroups {
-            Some(root) => match root.create_job(&id) {
-                Ok(cg) => Some(cg),
-                Err(e) => {
-                    remove_dir(dir).await;
-                    return Err(resources::cgroup_error(e));
-                }
-            },
-            None => None,
-        };
-        let spawned = spawn_init(&SpawnRequest {
+        if let Some(cgroups) = &self.inner.settings.cgroups {
+            parts.cgroup = Some(cgroups.create_job(&id).map_err(resources::cgroup_error)?);
+        }
+        let init = spawn_init(&SpawnRequest {
             exe: self.inner.exe.as_fd(),
             log: log.as_fd(),
-            cgroup: cgroup.as_ref().and_then(|cg| cg.clone_into_fd()),
+            cgroup: parts.cgroup.as_ref().and_then(|cg| cg.clone_into_fd()),
             namespaces: Namespaces {
                 network: private_network,
             },
             nice,
-        });
+        })
+        .map_err(|e| JobError::Host(format!("cannot start a job's init process: {e}")))?;
         drop(log);
-        let init = match spawned {
-            Ok(init) => init,
-            Err(e) => {
-                self.discard(&id, None, cgroup).await;
-                return Err(JobError::Host(format!(
-                    "cannot start a job's init process: {e}"
-                )));
-            }
+        parts.init = Some(init.pidfd);
+        let params = Prepare {
+            sandbox: self.sandbox_base(root, private_network, work_disk),
+            cgroup_dirs: parts
+                .cgroup
+                .as_ref()
+                .map(|cg| cg.legacy_dirs().iter().map(|d| d.to_path_buf()).collect())
+                .unwrap_or_default(),
         };
-        let control = init
-            .control
-            .set_nonblocking(true)
-            .and_then(|()| UnixStream::from_std(init.control));
-        let base = SandboxBase {
-            root_dir: root,
+        let control = prepare(init.control, &params).await.map_err(|e| {
+            JobError::Host(format!("cannot prepare a job's sandbox: {}", e.message))
+        })?;
+        let (pidfd, cgroup) = parts.keep();
+        Ok(ReadyInit {
+            mount_ns: std::fs::File::open(format!("/proc/{}/ns/mnt", init.pid))
+                .ok()
+                .map(OwnedFd::from),
+            id,
+            pid: init.pid,
+            pidfd,
+            control,
+            cgroup,
+            private_network,
+            disk_bytes,
+        })
+    }
+
+    /// The job-independent part of a sandbox whose root is built in `root_dir`.
+    fn sandbox_base(
+        &self,
+        root_dir: PathBuf,
+        private_network: bool,
+        work_disk: Option<PathBuf>,
+    ) -> SandboxBase {
+        SandboxBase {
+            root_dir,
             rootfs: Rootfs::HostView,
             network: if private_network {
                 Network::None
@@ -142,46 +129,6 @@ impl JobManager {
             tmp_size_bytes: self.inner.settings.tmp_size_bytes,
             tmp_inodes: self.inner.settings.tmp_inodes,
             work_disk,
-        };
-        let cgroup_dirs = cgroup
-            .as_ref()
-            .map(|cg| {
-                cg.legacy_dirs()
-                    .into_iter()
-                    .map(|d| d.to_path_buf())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let params = Prepare {
-            sandbox: base,
-            cgroup_dirs,
-        };
-        let prepared = match control {
-            Ok(mut control) => prepare(&mut control, &params).await.map(|()| control),
-            Err(e) => Err(InitError::protocol(format!(
-                "cannot use the control socket: {e}"
-            ))),
-        };
-        match prepared {
-            Ok(control) => Ok(ReadyInit {
-                mount_ns: std::fs::File::open(format!("/proc/{}/ns/mnt", init.pid))
-                    .ok()
-                    .map(OwnedFd::from),
-                id,
-                pid: init.pid,
-                pidfd: init.pidfd,
-                control,
-                cgroup,
-                private_network,
-                disk_bytes,
-            }),
-            Err(e) => {
-                self.discard(&id, Some(init.pidfd), cgroup).await;
-                Err(JobError::Host(format!(
-                    "cannot prepare a job's sandbox: {}",
-                    e.message
-                )))
-            }
         }
     }
 
@@ -192,19 +139,10 @@ impl JobManager {
         pidfd: Option<OwnedFd>,
         cgroup: Option<silo_cgroup::JobCgroup>,
     ) {
-        if let Some(pidfd) = pidfd {
+        if let Some(pidfd) = &pidfd {
             let _ = silo_sandbox::spawn::signal(pidfd.as_fd(), libc::SIGKILL);
-            super::supervisor::wait_reaped(pidfd).await;
         }
-        let dir = self.job_dir(id);
-        let _ = tokio::task::spawn_blocking(move || {
-            if let Some(cg) = cgroup {
-                let _ = cg.kill_all();
-                let _ = cg.remove();
-            }
-            let _ = std::fs::remove_dir_all(dir);
-        })
-        .await;
+        remove_ready_init(self.job_dir(id), pidfd, cgroup).await;
     }
 
     /// A ready init for a job, from the pool when there is one that fits, else a new one.
@@ -279,10 +217,98 @@ impl JobManager {
     }
 }
 
-/// Removes a job's directory and everything in it, on a blocking thread; what cannot be
-/// removed stays.
-async fn remove_dir(dir: PathBuf) {
-    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+/// Creates a job's directory (for root only), the directory its root is built in, and its
+/// log; returns the log, opened for appending. Leaves nothing behind on failure.
+async fn create_job_dir(dir: &Path, root: &Path) -> Result<std::fs::File, JobError> {
+    let (dir, root) = (dir.to_path_buf(), root.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        let created = std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .and_then(|()| std::fs::create_dir(&root))
+            .and_then(|()| {
+                OpenOptions::new()
+                    .create_new(true)
+                    .append(true)
+                    .mode(0o600)
+                    .open(dir.join("log"))
+            });
+        if created.is_err() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        created.map_err(|e| JobError::Host(format!("cannot create {}: {e}", dir.display())))
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(JobError::Host(format!(
+            "cannot create a job's directory: {e}"
+        )))
+    })
+}
+
+/// What [`JobManager::spawn_ready`] has made of a ready init so far: its directory, then
+/// its cgroup and its init process. Dropped before [`ReadyInitParts::keep`], it ends the
+/// init at once and removes the rest in the background; whatever a server that shuts down
+/// meanwhile leaves of it, the next server removes as strays.
+struct ReadyInitParts {
+    dir: Option<PathBuf>,
+    cgroup: Option<silo_cgroup::JobCgroup>,
+    /// The init's pidfd.
+    init: Option<OwnedFd>,
+}
+
+impl ReadyInitParts {
+    /// Parts of which only the directory `dir` exists yet.
+    fn new(dir: PathBuf) -> ReadyInitParts {
+        ReadyInitParts {
+            dir: Some(dir),
+            cgroup: None,
+            init: None,
+        }
+    }
+
+    /// Keeps everything made: the init's pidfd and the cgroup, for the ready init.
+    fn keep(mut self) -> (OwnedFd, Option<silo_cgroup::JobCgroup>) {
+        self.dir = None;
+        let init = self
+            .init
+            .take()
+            .expect("a ready init is kept only once its init runs");
+        (init, self.cgroup.take())
+    }
+}
+
+impl Drop for ReadyInitParts {
+    fn drop(&mut self) {
+        let Some(dir) = self.dir.take() else { return };
+        let (init, cgroup) = (self.init.take(), self.cgroup.take());
+        if let Some(pidfd) = &init {
+            let _ = silo_sandbox::spawn::signal(pidfd.as_fd(), libc::SIGKILL);
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(remove_ready_init(dir, init, cgroup));
+        }
+    }
+}
+
+/// Waits for a killed ready init to end, then removes its cgroup (killing anything left
+/// in it) and its directory, on a blocking thread; what cannot be removed stays.
+async fn remove_ready_init(
+    dir: PathBuf,
+    init: Option<OwnedFd>,
+    cgroup: Option<silo_cgroup::JobCgroup>,
+) {
+    if let Some(pidfd) = init {
+        super::supervisor::wait_reaped(pidfd).await;
+    }
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Some(cg) = cgroup {
+            let _ = cg.kill_all();
+            let _ = cg.remove();
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    })
+    .await;
 }
 
 /// The name of a job's disk image in its directory.
@@ -329,41 +355,17 @@ async fn make_disk(image: &Path, size: u64) -> Result<PathBuf, JobError> {
     Ok(image.to_path_buf())
 }
 
-/// Hello, version check, `sandbox.prepare`, its answer.
-async fn prepare(control: &mut UnixStream, base: &Prepare) -> Result<(), InitError> {
-    let hello = tokio::time::timeout(HELLO_DEADLINE, read_frame(control))
-        .await
-        .map_err(|_| timeout_error("the job's init did not say hello in time"))??;
-    if hello.version != PROTOCOL_VERSION || !matches!(hello.message, Message::Hello { .. }) {
-        return Err(InitError::protocol(format!(
-            "the job's init speaks protocol {} ({:?}); this server speaks {PROTOCOL_VERSION}",
-            hello.version, hello.message
-        )));
-    }
-    let params = serde_json::to_value(base).map_err(|e| InitError::protocol(e.to_string()))?;
-    let request = Frame::new(Message::Request {
-        id: 1,
-        method: METHOD_PREPARE.into(),
-        params,
-    });
+/// Hello, version check, `sandbox.prepare`, its answer: the connection to an init that
+/// waits for its job.
+async fn prepare(
+    control: std::os::unix::net::UnixStream,
+    params: &Prepare,
+) -> Result<InitConnection, InitError> {
+    let mut control = InitConnection::from_std(control)
+        .map_err(|e| InitError::protocol(format!("cannot use the control socket: {e}")))?;
+    control.hello(HELLO_DEADLINE).await?;
     control
-        .write_all(&request.encode())
-        .await
-        .map_err(|e| InitError::protocol(format!("cannot talk to the job's init: {e}")))?;
-    let response = tokio::time::timeout(PREPARE_DEADLINE, read_frame(control))
-        .await
-        .map_err(|_| timeout_error("the job's init did not prepare its sandbox in time"))??;
-    match response.message {
-        Message::Response {
-            id: 1,
-            result: Ok(_),
-        } => Ok(()),
-        Message::Response {
-            id: 1,
-            result: Err(e),
-        } => Err(e),
-        other => Err(InitError::protocol(format!(
-            "unexpected answer from the job's init: {other:?}"
-        ))),
-    }
+        .call(METHOD_PREPARE, params, PREPARE_DEADLINE)
+        .await?;
+    Ok(control)
 }

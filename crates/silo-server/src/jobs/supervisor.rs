@@ -1,20 +1,24 @@
-//! Following one job from its init's hello to its exit.
+//! Following one job from its start to its end.
+//!
+//! A job's life has three parts, each a function here: [`start_command`] (the init's
+//! `job.start` and its answer), [`follow_run`] (the init's events until it reports the
+//! command's exit) and [`await_init_end`] (the init's own end, after which what it said is
+//! believed and becomes the job's [`Outcome`]). [`supervise`] runs them in turn and does
+//! the manager's bookkeeping between them.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use silo_cgroup::JobCgroup;
 use silo_proto::v1::JobState;
 use silo_sandbox::InitSpec;
-use silo_sandbox::protocol::{
-    EVENT_EXIT, ExitStatus, Frame, InitError, MAX_INIT_FRAME, METHOD_START, Message, Started,
-};
+use silo_sandbox::protocol::{EVENT_EXIT, ExitStatus, InitError, METHOD_START, Started};
 use silo_sandbox::spawn::try_reap;
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 
+use super::init_connection::InitConnection;
 use super::live::{LiveJob, StopCause};
 use super::outcome::Outcome;
 use super::ready::ReadyInit;
@@ -23,8 +27,20 @@ use super::{JobManager, now_micros};
 /// How long the init has to set up and start the command.
 const START_DEADLINE: Duration = Duration::from_secs(30);
 
-/// Drives the job: start handshake, RUNNING, exit, final state. Fires `started` once the
-/// command runs or has failed to start.
+/// What a job's init told the server, from the start request to the end of its socket.
+#[derive(Debug)]
+enum InitReport {
+    /// The command never ran: the init's error, or what went wrong in talking to it.
+    StartFailed(InitError),
+    /// The command ran, and the init reported its exit (`None`: the init's socket closed
+    /// without a report, as when the init is killed).
+    Ran(Option<ExitStatus>),
+    /// While the command ran, the init sent what silo's own init never sends.
+    BrokeProtocol(InitError),
+}
+
+/// Drives the job: start, RUNNING, exit, final state. Fires `started` once the command
+/// runs or has failed to start.
 pub async fn supervise(
     manager: JobManager,
     live: Arc<LiveJob>,
@@ -32,195 +48,174 @@ pub async fn supervise(
     spec: InitSpec,
     started: oneshot::Sender<()>,
 ) {
-    let t0 = std::time::Instant::now();
+    let t0 = Instant::now();
     let ReadyInit {
         pid,
         pidfd,
-        control,
+        mut control,
         cgroup,
         mount_ns,
         ..
     } = ready;
-    if let Some(cg) = cgroup {
-        live.set_cgroup(cg);
-    }
-    let pidfd = match pidfd.try_clone() {
-        Ok(dup) => {
-            live.set_pidfd(dup);
-            pidfd
-        }
-        Err(_) => pidfd,
-    };
+    let pidfd = hand_to_live(&live, pidfd, cgroup);
     let log_path = manager.log_path(&live.id);
     let watch = manager
         .inner
         .logs
         .watch(&log_path, live.progress.clone())
         .ok();
-    let mut control = Some(control);
     let mut started = Some(started);
-    let mut report: Result<Option<ExitStatus>, InitError> = Ok(None);
-    let mut start_error: Option<InitError> = None;
-
-    // A ready init waited at a low priority; it must wake for its job at the normal one.
-    // SAFETY: setpriority on our own child, which is not reaped yet (its pid is its own).
-    unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, 0) };
-    if let Some(c) = control.as_mut() {
-        match start(c, &spec).await {
-            Ok(_) => {
-                tracing::debug!(job = %live.id, elapsed = ?t0.elapsed(), "command started");
-                let start_ticks = super::reconcile::process_start_ticks(pid);
-                let row = live.update(|r| {
-                    r.state = JobState::Running;
-                    r.started_at = Some(now_micros());
-                    r.init = start_ticks.map(|t| (pid, t));
-                });
-                // The caller learns at once; readers of a live job see it in memory, and
-                // the store follows (before anything else of this job is stored).
-                if let Some(tx) = started.take() {
-                    let _ = tx.send(());
-                }
-                if let Err(e) = manager.inner.store.update(&row).await {
-                    tracing::error!(job = %live.id, "cannot record that the job runs: {e}");
-                }
-                if row.spec.timeout_ms > 0 {
-                    arm_timeout(
-                        &live,
-                        Duration::from_millis(row.spec.timeout_ms),
-                        manager.grace_of(&row),
-                    );
-                }
-                report = wait_exit(c).await;
-                tracing::debug!(job = %live.id, elapsed = ?t0.elapsed(), "init reported the exit");
-            }
-            Err(e) => {
-                start_error = Some(e);
-                live.signal(libc::SIGKILL);
-            }
+    restore_priority(pid);
+    let report = match start_command(&live, &mut control, &spec).await {
+        Ok(_) => {
+            tracing::debug!(job = %live.id, elapsed = ?t0.elapsed(), "command started");
+            record_running(&manager, &live, pid, started.take()).await;
+            let report = follow_run(&live, &mut control).await;
+            tracing::debug!(job = %live.id, elapsed = ?t0.elapsed(), "init reported the exit");
+            report
         }
-    } else {
-        live.signal(libc::SIGKILL);
-        start_error = Some(InitError::protocol("cannot talk to the job's init process"));
-    }
+        Err(e) => InitReport::StartFailed(e),
+    };
     drop(control);
-    if let Err(e) = &report {
-        // Only silo's own init writes to the control socket; a frame it would never send
-        // means the init is broken or subverted, and nothing it says is believed.
-        tracing::warn!(job = %live.id, "killing the job: {}", e.message);
-        live.signal(libc::SIGKILL);
-    }
-
-    // An exit report is believed only together with the init's own end: the init exits
-    // once every process of the job is gone and its output is in the log, so a report
-    // from anything else (or a report followed by more life) changes nothing.
-    let init_status = wait_reaped(pidfd).await;
+    let outcome = await_init_end(&live, report, pidfd).await;
     tracing::debug!(job = %live.id, elapsed = ?t0.elapsed(), "init reaped");
     if let Some(wd) = watch {
         manager.inner.logs.unwatch(wd);
     }
-    let outcome = match (start_error, report) {
-        (Some(e), _) => Outcome::start_failed(&e),
-        (None, Err(e)) => Outcome::killed(format!("the job was killed: {}", e.message)),
-        (None, Ok(exit)) => Outcome::of_run(live.stop_cause(), exit, init_status),
-    };
     manager.finish(&live, outcome).await;
-    // The last reference to the job's mount namespace: its mounts go now, in the
-    // background and at the lowest priority, so that the teardown of one job's
-    // filesystem does not slow the start of the next.
-    if let Some(ns) = mount_ns {
-        tokio::task::spawn_blocking(move || super::at_idle_priority(|| drop(ns)));
-    }
-    manager.release_cgroup(&live).await;
-    manager.give_back_host_id(&live);
+    tear_down(&manager, &live, mount_ns).await;
     tracing::debug!(job = %live.id, elapsed = ?t0.elapsed(), "job finished");
     if let Some(tx) = started.take() {
         let _ = tx.send(());
     }
 }
 
-/// The start request and its response.
-async fn start(control: &mut UnixStream, spec: &InitSpec) -> Result<Started, InitError> {
-    let params = serde_json::to_value(spec).map_err(|e| InitError::protocol(e.to_string()))?;
-    let request = Frame::new(Message::Request {
-        id: 2,
-        method: METHOD_START.into(),
-        params,
+/// Gives the live job its cgroup and a copy of the init's pidfd (for stopping it); returns
+/// the pidfd, for waiting on the init's end.
+fn hand_to_live(live: &LiveJob, pidfd: OwnedFd, cgroup: Option<JobCgroup>) -> OwnedFd {
+    if let Some(cg) = cgroup {
+        live.set_cgroup(cg);
+    }
+    if let Ok(dup) = pidfd.try_clone() {
+        live.set_pidfd(dup);
+    }
+    pidfd
+}
+
+/// A ready init waited at a low priority; it must wake for its job at the normal one.
+fn restore_priority(pid: i32) {
+    // SAFETY: setpriority on our own child, which is not reaped yet (its pid is its own).
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, 0) };
+}
+
+/// Has the init start the job's command. When that fails the init is killed: the job will
+/// not run.
+async fn start_command(
+    live: &LiveJob,
+    control: &mut InitConnection,
+    spec: &InitSpec,
+) -> Result<Started, InitError> {
+    let started = control
+        .call(METHOD_START, spec, START_DEADLINE)
+        .await
+        .and_then(|result| {
+            serde_json::from_value(result).map_err(|e| {
+                InitError::protocol(format!(
+                    "the job's init answered {METHOD_START} with a malformed result: {e}"
+                ))
+            })
+        });
+    if started.is_err() {
+        live.signal(libc::SIGKILL);
+    }
+    started
+}
+
+/// Publishes that the command runs: at once in memory (and to the caller of RunJob, through
+/// `started`), then in the store (before anything else of this job is stored); and arms
+/// the job's timeout.
+async fn record_running(
+    manager: &JobManager,
+    live: &Arc<LiveJob>,
+    pid: i32,
+    started: Option<oneshot::Sender<()>>,
+) {
+    let start_ticks = super::reconcile::process_start_ticks(pid);
+    let row = live.update(|r| {
+        r.state = JobState::Running;
+        r.started_at = Some(now_micros());
+        r.init = start_ticks.map(|t| (pid, t));
     });
-    control
-        .write_all(&request.encode())
-        .await
-        .map_err(|e| InitError::protocol(format!("cannot send the job to its init: {e}")))?;
-    let response = tokio::time::timeout(START_DEADLINE, read_frame(control))
-        .await
-        .map_err(|_| timeout_error("the job's init did not start the command in time"))??;
-    match response.message {
-        Message::Response {
-            id: 2,
-            result: Ok(v),
-        } => serde_json::from_value(v).map_err(|e| InitError::protocol(e.to_string())),
-        Message::Response {
-            id: 2,
-            result: Err(e),
-        } => Err(e),
-        other => Err(InitError::protocol(format!(
-            "unexpected answer from the job's init: {other:?}"
-        ))),
+    if let Some(tx) = started {
+        let _ = tx.send(());
+    }
+    if let Err(e) = manager.inner.store.update(&row).await {
+        tracing::error!(job = %live.id, "cannot record that the job runs: {e}");
+    }
+    if row.spec.timeout_ms > 0 {
+        arm_timeout(
+            live,
+            Duration::from_millis(row.spec.timeout_ms),
+            manager.grace_of(&row),
+        );
     }
 }
 
-pub(super) fn timeout_error(message: &str) -> InitError {
-    InitError {
-        kind: silo_sandbox::protocol::ErrorKind::Timeout,
-        message: message.into(),
-        step: None,
-        errno: None,
-    }
-}
-
-pub(super) async fn read_frame(control: &mut UnixStream) -> Result<Frame, InitError> {
-    let mut len = [0u8; 4];
-    control
-        .read_exact(&mut len)
-        .await
-        .map_err(|_| InitError::protocol("the job's init exited during setup"))?;
-    read_body(control, len).await
-}
-
-/// The rest of a frame whose length prefix was `len`.
-async fn read_body(control: &mut UnixStream, len: [u8; 4]) -> Result<Frame, InitError> {
-    let len = u32::from_le_bytes(len) as usize;
-    if len > MAX_INIT_FRAME {
-        return Err(InitError::protocol(format!(
-            "the job's init sent a frame of {len} bytes (the limit is {MAX_INIT_FRAME})"
-        )));
-    }
-    let mut body = vec![0u8; len];
-    control
-        .read_exact(&mut body)
-        .await
-        .map_err(|_| InitError::protocol("the job's init exited mid-frame"))?;
-    Frame::decode(&body)
-}
-
-/// Reads frames until the init reports the exit: `Ok(None)` when the socket closes without
-/// a report (the init was killed), an error for a frame the init would never send
-/// (oversized, malformed, or an exit report that does not parse).
-async fn wait_exit(control: &mut UnixStream) -> Result<Option<ExitStatus>, InitError> {
-    loop {
-        let mut len = [0u8; 4];
-        match control.read_exact(&mut len).await {
-            Ok(_) => {}
-            Err(_) => return Ok(None),
+/// Reads the init's events while the command runs, until it reports the exit or closes its
+/// socket. Only silo's own init writes to the control socket; a frame it would never send
+/// means the init is broken or subverted: the job is killed, and nothing the init said is
+/// believed.
+async fn follow_run(live: &LiveJob, control: &mut InitConnection) -> InitReport {
+    match exit_report(control).await {
+        Ok(exit) => InitReport::Ran(exit),
+        Err(e) => {
+            tracing::warn!(job = %live.id, "killing the job: {}", e.message);
+            live.signal(libc::SIGKILL);
+            InitReport::BrokeProtocol(e)
         }
-        let frame = read_body(control, len).await?;
-        if let Message::Event { name, body } = frame.message
-            && name == EVENT_EXIT
-        {
+    }
+}
+
+/// The init's exit report: `Ok(None)` when the socket closes without one; an error for a
+/// frame the init would never send (oversized, malformed, an exit report that does not
+/// parse). Other events are passed over.
+async fn exit_report(control: &mut InitConnection) -> Result<Option<ExitStatus>, InitError> {
+    while let Some((name, body)) = control.next_event().await? {
+        if name == EVENT_EXIT {
             return serde_json::from_value(body).map(Some).map_err(|e| {
                 InitError::protocol(format!("the job's init sent a malformed exit report: {e}"))
             });
         }
     }
+    Ok(None)
+}
+
+/// Waits for the init's own end and reaps it, then tells how the job ended. An exit report
+/// is believed only together with the init's end: the init exits once every process of the
+/// job is gone and its output is in the log, so a report from anything else (or a report
+/// followed by more life) changes nothing.
+async fn await_init_end(live: &LiveJob, report: InitReport, pidfd: OwnedFd) -> Outcome {
+    let init_status = wait_reaped(pidfd).await;
+    match report {
+        InitReport::StartFailed(e) => Outcome::start_failed(&e),
+        InitReport::BrokeProtocol(e) => {
+            Outcome::killed(format!("the job was killed: {}", e.message))
+        }
+        InitReport::Ran(exit) => Outcome::of_run(live.stop_cause(), exit, init_status),
+    }
+}
+
+/// Releases what the ended job held: its mounts (in the background), its cgroup and its
+/// host id.
+async fn tear_down(manager: &JobManager, live: &Arc<LiveJob>, mount_ns: Option<OwnedFd>) {
+    // The last reference to the job's mount namespace: its mounts go now, in the
+    // background and at the lowest priority, so that the teardown of one job's
+    // filesystem does not slow the start of the next.
+    if let Some(ns) = mount_ns {
+        tokio::task::spawn_blocking(move || super::at_idle_priority(|| drop(ns)));
+    }
+    manager.release_cgroup(live).await;
+    manager.give_back_host_id(live);
 }
 
 /// Waits for the init process to exit and reaps it. Returns its wait status.
@@ -271,53 +266,219 @@ pub fn watch_pidfd(pidfd: std::os::fd::OwnedFd) -> std::io::Result<AsyncFd<std::
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::os::unix::net::UnixStream as StdUnixStream;
+    use std::process::{Command, Stdio};
 
-    /// What `wait_exit` makes of `wire`, written by a fake init that then hangs up.
-    async fn exit_from(wire: Vec<u8>) -> Result<Option<ExitStatus>, InitError> {
-        let (mut server, mut init) = UnixStream::pair().unwrap();
-        tokio::spawn(async move {
-            let _ = init.write_all(&wire).await;
-        });
-        wait_exit(&mut server).await
+    use serde_json::json;
+    use silo_proto::v1::EndCause;
+    use silo_sandbox::protocol::{ErrorKind, Frame, Message, write_frame};
+    use silo_sandbox::spawn::pidfd_open;
+
+    use super::*;
+    use crate::store::JobRow;
+
+    /// A stand-in for a job's init: a `sleep` process that holds the init's end of the
+    /// control socket (so the socket closes when it ends, as an init's does), the test's
+    /// own copy of that end (to speak as the init), and a live job whose init it is.
+    struct FakeInit {
+        control: InitConnection,
+        init_end: StdUnixStream,
+        pidfd: OwnedFd,
+        live: Arc<LiveJob>,
     }
 
-    fn exit_frame(body: serde_json::Value) -> Vec<u8> {
+    #[expect(
+        clippy::zombie_processes,
+        reason = "the fake init is reaped through its pidfd, as an init is"
+    )]
+    fn fake_init() -> FakeInit {
+        let (server_end, init_end) = StdUnixStream::pair().unwrap();
+        let held = OwnedFd::from(init_end.try_clone().unwrap());
+        let child = Command::new("sleep")
+            .arg("60")
+            .stdin(Stdio::from(held))
+            .spawn()
+            .unwrap();
+        let pidfd = pidfd_open(child.id() as i32).unwrap();
+        let live = Arc::new(LiveJob::new(JobRow::default()));
+        live.set_pidfd(pidfd.try_clone().unwrap());
+        FakeInit {
+            control: InitConnection::from_std(server_end).unwrap(),
+            init_end,
+            pidfd,
+            live,
+        }
+    }
+
+    fn exit_event(body: serde_json::Value) -> Frame {
         Frame::new(Message::Event {
             name: EVENT_EXIT.into(),
             body,
         })
-        .encode()
+    }
+
+    fn spec() -> InitSpec {
+        InitSpec {
+            job_id: "j".into(),
+            argv: vec!["true".into()],
+            env: Vec::new(),
+            cwd: "/".into(),
+            log_cap_bytes: 0,
+            isolation: None,
+        }
+    }
+
+    /// Fails the test instead of hanging it.
+    async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(10), future)
+            .await
+            .expect("the lifecycle step did not finish")
     }
 
     #[tokio::test]
-    async fn an_exit_report_is_read_after_other_frames() {
-        let mut wire = Frame::new(Message::Hello { pid: 1 }).encode();
-        wire.extend(exit_frame(serde_json::json!({"code": 3})));
-        assert_eq!(exit_from(wire).await.unwrap(), Some(ExitStatus::Code(3)));
-        assert_eq!(exit_from(Vec::new()).await.unwrap(), None);
+    async fn the_exit_report_is_read_after_other_events() {
+        let mut init = fake_init();
+        let other = Frame::new(Message::Event {
+            name: "job.progress".into(),
+            body: json!(1),
+        });
+        write_frame(&mut init.init_end, &other).unwrap();
+        write_frame(&mut init.init_end, &exit_event(json!({"code": 3}))).unwrap();
+        let report = within(follow_run(&init.live, &mut init.control)).await;
+        assert!(matches!(report, InitReport::Ran(Some(ExitStatus::Code(3)))));
+        init.live.signal(libc::SIGKILL);
+        within(wait_reaped(init.pidfd)).await;
     }
 
     #[tokio::test]
-    async fn an_oversized_frame_is_refused_without_reading_it() {
-        let wire = u32::MAX.to_le_bytes().to_vec();
-        let err = exit_from(wire).await.unwrap_err();
-        assert!(err.message.contains("4294967295 bytes"), "{}", err.message);
+    async fn an_exit_report_is_believed_only_once_the_init_has_ended() {
+        let mut init = fake_init();
+        write_frame(&mut init.init_end, &exit_event(json!({"code": 3}))).unwrap();
+        drop(init.init_end);
+        let report = within(follow_run(&init.live, &mut init.control)).await;
+        let end = await_init_end(&init.live, report, init.pidfd);
+        tokio::pin!(end);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), &mut end)
+                .await
+                .is_err(),
+            "the job ended while its init still ran"
+        );
+        init.live.signal(libc::SIGTERM);
+        let outcome = within(end).await;
+        assert_eq!(
+            (outcome.state, outcome.cause, outcome.exit_code),
+            (JobState::Failed, EndCause::Exited, Some(3))
+        );
     }
 
     #[tokio::test]
-    async fn malformed_frames_and_reports_are_protocol_errors() {
-        let mut garbage = 5u32.to_le_bytes().to_vec();
-        garbage.extend(b"{oops");
-        let err = exit_from(garbage).await.unwrap_err();
-        assert_eq!(err.kind, silo_sandbox::protocol::ErrorKind::Protocol);
-        let err = exit_from(exit_frame(serde_json::json!({"nonsense": true})))
+    async fn an_init_that_ends_without_a_report_was_killed() {
+        let mut init = fake_init();
+        drop(init.init_end);
+        init.live.signal(libc::SIGKILL);
+        let report = within(follow_run(&init.live, &mut init.control)).await;
+        assert!(matches!(report, InitReport::Ran(None)));
+        let outcome = within(await_init_end(&init.live, report, init.pidfd)).await;
+        assert_eq!(
+            (outcome.state, outcome.cause, outcome.signal),
+            (JobState::Failed, EndCause::Killed, Some(libc::SIGKILL))
+        );
+        assert!(outcome.reason.contains("without reporting an exit"));
+    }
+
+    #[tokio::test]
+    async fn an_init_that_breaks_the_protocol_is_killed_and_not_believed() {
+        let mut init = fake_init();
+        write_frame(&mut init.init_end, &exit_event(json!({"nonsense": true}))).unwrap();
+        write_frame(&mut init.init_end, &exit_event(json!({"code": 0}))).unwrap();
+        drop(init.init_end);
+        let report = within(follow_run(&init.live, &mut init.control)).await;
+        // The kill is the supervisor's: nothing in this test ends the init.
+        let outcome = within(await_init_end(&init.live, report, init.pidfd)).await;
+        assert_eq!(
+            (outcome.state, outcome.cause),
+            (JobState::Failed, EndCause::Killed)
+        );
+        assert!(
+            outcome
+                .reason
+                .starts_with("the job was killed: the job's init sent a malformed exit report"),
+            "{}",
+            outcome.reason
+        );
+    }
+
+    #[tokio::test]
+    async fn a_start_refused_by_the_init_kills_it_and_fails_the_job() {
+        let mut init = fake_init();
+        let mut init_end = init.init_end;
+        let answer = std::thread::spawn(move || {
+            let request = silo_sandbox::protocol::read_frame(&mut init_end)
+                .unwrap()
+                .unwrap();
+            let Message::Request { id, method, .. } = request.message else {
+                panic!("expected the start request, got {request:?}");
+            };
+            assert_eq!(method, METHOD_START);
+            let refusal = InitError {
+                kind: ErrorKind::Exec,
+                message: "command not found: true".into(),
+                step: Some("exec".into()),
+                errno: Some(libc::ENOENT),
+            };
+            let response = Message::Response {
+                id,
+                result: Err(refusal),
+            };
+            write_frame(&mut init_end, &Frame::new(response)).unwrap();
+        });
+        let err = within(start_command(&init.live, &mut init.control, &spec()))
             .await
             .unwrap_err();
-        assert!(
-            err.message.contains("malformed exit report"),
-            "{}",
-            err.message
+        answer.join().unwrap();
+        assert_eq!(err.kind, ErrorKind::Exec);
+        let outcome = within(await_init_end(
+            &init.live,
+            InitReport::StartFailed(err),
+            init.pidfd,
+        ))
+        .await;
+        assert_eq!(
+            (outcome.cause, outcome.reason.as_str()),
+            (EndCause::StartFailed, "command not found: true")
         );
+    }
+
+    #[tokio::test]
+    async fn a_stop_during_the_start_ends_the_init_and_the_start_at_once() {
+        let mut init = fake_init();
+        drop(init.init_end);
+        let spec = spec();
+        let stop = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            init.live
+                .begin_stop(StopCause::Request, Duration::from_secs(60));
+        };
+        let (started, ()) = within(async {
+            tokio::join!(start_command(&init.live, &mut init.control, &spec), stop)
+        })
+        .await;
+        // The init ended on the stop's SIGTERM, long before the start's deadline.
+        let err = started.unwrap_err();
+        assert_eq!(
+            (err.kind, err.message.as_str()),
+            (
+                ErrorKind::Protocol,
+                "the job's init exited before answering job.start"
+            )
+        );
+        let outcome = within(await_init_end(
+            &init.live,
+            InitReport::StartFailed(err),
+            init.pidfd,
+        ))
+        .await;
+        assert_eq!(outcome.cause, EndCause::StartFailed);
     }
 }
