@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
+use silo_proto::values::parse_size;
 
 #[derive(Parser)]
 #[command(about = "silo benchmarks; every measurement prints one JSON line")]
@@ -222,42 +223,5 @@ fn run(command: Command) -> (Value, Result<Value>) {
 fn merge(into: &mut Value, from: Value) {
     if let (Some(into), Value::Object(from)) = (into.as_object_mut(), from) {
         into.extend(from);
-    }
-}
-
-/// `536870912`, `64K`, `64M`, `512MiB`, `1G`: binary units (K = 1024).
-fn parse_size(s: &str) -> Result<u64, String> {
-    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(digits);
-    let num: u64 = num.parse().map_err(|_| format!("not a size: {s:?}"))?;
-    let shift = match unit
-        .trim()
-        .to_ascii_lowercase()
-        .trim_end_matches("ib")
-        .trim_end_matches('b')
-    {
-        "" => 0,
-        "k" => 10,
-        "m" => 20,
-        "g" => 30,
-        _ => return Err(format!("unknown unit in {s:?} (use K, M or G)")),
-    };
-    num.checked_mul(1 << shift)
-        .ok_or_else(|| format!("size too large: {s:?}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("536870912"), Ok(536870912));
-        assert_eq!(parse_size("64M"), Ok(64 << 20));
-        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
-        assert_eq!(parse_size("1G"), Ok(1 << 30));
-        assert_eq!(parse_size("64KB"), Ok(64 << 10));
-        assert!(parse_size("12X").is_err());
-        assert!(parse_size("M").is_err());
     }
 }

@@ -38,7 +38,7 @@ pub use controller::{Controller, Controllers};
 pub use error::{CgroupError, Result};
 pub use job::JobCgroup;
 pub use layout::{CgroupLayout, detect, detect_from};
-pub use limits::{CPU_PERIOD_USEC, IoLimit, Limits, parse_cpu_list};
+pub use limits::{CPU_PERIOD_USEC, IoLimit, Limits};
 pub use root::CgroupRoot;
 pub use usage::Usage;
 

@@ -507,6 +507,16 @@ mod tests {
     }
 
     #[test]
+    fn cpu_lists_are_taken_in_any_order_and_sent_in_normal_form() {
+        let run = run_args(&["job", "run", "--cpus", "2,0", "--", "true"]);
+        assert_eq!(run.cpus.as_deref(), Some("0,2"));
+        let err = parse(&["job", "run", "--cpus", "3-1", "--", "true"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("range 3-1 is backwards"), "{err}");
+    }
+
+    #[test]
     fn global_options_may_follow_the_subcommand() {
         let cli = parse(&["job", "list", "--server", "b", "--config", "/c.toml"]).unwrap();
         let ClientCommand::Job(JobArgs { global, .. }) = cli.command else {

@@ -1,29 +1,17 @@
 //! The client configuration: which servers exist, how to reach them and which certificate
 //! to present.
 //!
-//! The file is TOML. `silo server` writes `<state-dir>/client-admin.toml` and
-//! `client-viewer.toml` in exactly this format, and people write it by hand:
-//!
-//! ```toml
-//! current = "local"            # optional; which server to use when --server is not given
-//! [servers.local]
-//! address = "127.0.0.1:50051"   # host:port ([::1]:50051 for IPv6)
-//! ca = "/var/lib/silo/certs/ca.pem"
-//! cert = "/var/lib/silo/certs/admin.pem"
-//! key = "/var/lib/silo/certs/admin-key.pem"
-//! # server_name = "localhost"   # optional TLS name; default: the address's host
-//! ```
-//!
-//! Relative `ca`, `cert` and `key` paths are taken from the configuration file's
-//! directory. Unknown keys are refused, so a typo is an error rather than a silently
-//! ignored setting.
+//! The file's format is [`silo_tls::ClientFile`], the one `silo server` writes as
+//! `<state-dir>/client-admin.toml` and `client-viewer.toml`. This module finds the file
+//! (`--config`, `SILO_CONFIG`, `~/.config/silo/config.toml`, [`SYSTEM_CONFIG`]) and picks
+//! the server (`--server`, else `current`, else the only one), with relative `ca`, `cert`
+//! and `key` paths taken from the file's directory.
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+pub use silo_tls::{ClientFile, ServerEntry};
 
 /// The system-wide fallback: the admin configuration `silo server` writes with its
 /// default state directory.
@@ -73,35 +61,6 @@ pub enum ConfigError {
     },
 }
 
-/// The whole configuration file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClientConfig {
-    /// The server used when `--server` is not given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub current: Option<String>,
-    /// Every known server by name.
-    #[serde(default)]
-    pub servers: BTreeMap<String, ServerEntry>,
-}
-
-/// How to reach one server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServerEntry {
-    /// `host:port`; an IPv6 host in brackets.
-    pub address: String,
-    /// The CA certificate the server's certificate must chain to (PEM).
-    pub ca: PathBuf,
-    /// This client's certificate (PEM).
-    pub cert: PathBuf,
-    /// This client's private key (PEM).
-    pub key: PathBuf,
-    /// The name the server's certificate must carry; default: the address's host.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub server_name: Option<String>,
-}
-
 /// The server chosen for this invocation, with absolute file paths.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerTarget {
@@ -111,79 +70,72 @@ pub struct ServerTarget {
     pub entry: ServerEntry,
 }
 
-impl ClientConfig {
-    /// Parses the TOML text of `path` (used only in messages).
-    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|err| ConfigError::Parse {
-            path: path.to_path_buf(),
-            reason: err.to_string().trim_end().replace('\n', " "),
-        })
-    }
+/// Parses the TOML text of the configuration file `path` (used only in messages).
+pub fn parse(text: &str, path: &Path) -> Result<ClientFile, ConfigError> {
+    ClientFile::from_toml(text).map_err(|err| ConfigError::Parse {
+        path: path.to_path_buf(),
+        reason: err.to_string().trim_end().replace('\n', " "),
+    })
+}
 
-    /// The configuration as TOML text, in the documented format.
-    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
-        toml::to_string(self)
-    }
-
-    /// Chooses the server: `requested` if given, else `current`, else the only server.
-    /// Relative paths of the result are taken from `base_dir`. `path` names the file in
-    /// errors, which list the known server names.
-    pub fn select(
-        &self,
-        requested: Option<&str>,
-        path: &Path,
-        base_dir: &Path,
-    ) -> Result<ServerTarget, ConfigError> {
-        let selection_error = |reason: String| ConfigError::Selection {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let known = || {
-            if self.servers.is_empty() {
-                "no servers are configured".to_owned()
-            } else {
-                let names: Vec<&str> = self.servers.keys().map(String::as_str).collect();
-                format!("known servers: {}", names.join(", "))
-            }
-        };
-        let name = match (requested, &self.current) {
-            (Some(name), _) => {
-                if !self.servers.contains_key(name) {
-                    return Err(selection_error(format!(
-                        "unknown server {name:?} ({})",
-                        known()
-                    )));
-                }
-                name.to_owned()
-            }
-            (None, Some(current)) => {
-                if !self.servers.contains_key(current) {
-                    return Err(selection_error(format!(
-                        "current = {current:?} names no configured server ({})",
-                        known()
-                    )));
-                }
-                current.clone()
-            }
-            (None, None) => match self.servers.keys().collect::<Vec<_>>().as_slice() {
-                [only] => (*only).clone(),
-                [] => return Err(selection_error("no servers are configured".to_owned())),
-                _ => {
-                    return Err(selection_error(format!(
-                        "several servers are configured and none is current: pick one with --server NAME ({})",
-                        known()
-                    )));
-                }
-            },
-        };
-        let mut entry = self.servers[&name].clone();
-        for file in [&mut entry.ca, &mut entry.cert, &mut entry.key] {
-            if file.is_relative() {
-                *file = base_dir.join(&*file);
-            }
+/// Chooses the server of `config`: `requested` if given, else `current`, else the only
+/// server. Relative paths of the result are taken from `base_dir`. `path` names the file
+/// in errors, which list the known server names.
+pub fn select(
+    config: &ClientFile,
+    requested: Option<&str>,
+    path: &Path,
+    base_dir: &Path,
+) -> Result<ServerTarget, ConfigError> {
+    let selection_error = |reason: String| ConfigError::Selection {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let known = || {
+        if config.servers.is_empty() {
+            "no servers are configured".to_owned()
+        } else {
+            let names: Vec<&str> = config.servers.keys().map(String::as_str).collect();
+            format!("known servers: {}", names.join(", "))
         }
-        Ok(ServerTarget { name, entry })
+    };
+    let name = match (requested, &config.current) {
+        (Some(name), _) => {
+            if !config.servers.contains_key(name) {
+                return Err(selection_error(format!(
+                    "unknown server {name:?} ({})",
+                    known()
+                )));
+            }
+            name.to_owned()
+        }
+        (None, Some(current)) => {
+            if !config.servers.contains_key(current) {
+                return Err(selection_error(format!(
+                    "current = {current:?} names no configured server ({})",
+                    known()
+                )));
+            }
+            current.clone()
+        }
+        (None, None) => match config.servers.keys().collect::<Vec<_>>().as_slice() {
+            [only] => (*only).clone(),
+            [] => return Err(selection_error("no servers are configured".to_owned())),
+            _ => {
+                return Err(selection_error(format!(
+                    "several servers are configured and none is current: pick one with --server NAME ({})",
+                    known()
+                )));
+            }
+        },
+    };
+    let mut entry = config.servers[&name].clone();
+    for file in [&mut entry.ca, &mut entry.cert, &mut entry.key] {
+        if file.is_relative() {
+            *file = base_dir.join(&*file);
+        }
     }
+    Ok(ServerTarget { name, entry })
 }
 
 /// Where to look for the configuration, in order of precedence. The inputs are explicit so
@@ -216,14 +168,14 @@ impl ConfigSources {
     /// file named by `--config` or `SILO_CONFIG` must exist.
     ///
     /// Returns the file's path and its parsed contents.
-    pub fn load(&self) -> Result<(PathBuf, ClientConfig), ConfigError> {
+    pub fn load(&self) -> Result<(PathBuf, ClientFile), ConfigError> {
         let (path, origin) = self.locate()?;
         let text = std::fs::read_to_string(&path).map_err(|error| ConfigError::Read {
             path: path.clone(),
             origin,
             error,
         })?;
-        let config = ClientConfig::parse(&text, &path)?;
+        let config = parse(&text, &path)?;
         Ok((path, config))
     }
 
@@ -247,7 +199,7 @@ impl ConfigSources {
 }
 
 /// Loads the configuration from `sources` and selects the server (see
-/// [`ClientConfig::select`]).
+/// [`select`]).
 pub fn resolve_server(
     sources: &ConfigSources,
     requested: Option<&str>,
@@ -257,7 +209,7 @@ pub fn resolve_server(
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    config.select(requested, &path, &base_dir)
+    select(&config, requested, &path, &base_dir)
 }
 
 #[cfg(test)]
@@ -395,13 +347,12 @@ server_name = "b.example"
         assert_eq!(target.entry.server_name, None);
     }
 
-    fn parse(text: &str) -> ClientConfig {
-        ClientConfig::parse(text, Path::new("c.toml")).unwrap()
+    fn parse(text: &str) -> ClientFile {
+        super::parse(text, Path::new("c.toml")).unwrap()
     }
 
-    fn select_err(config: &ClientConfig, requested: Option<&str>) -> String {
-        config
-            .select(requested, Path::new("c.toml"), Path::new("/d"))
+    fn select_err(config: &ClientFile, requested: Option<&str>) -> String {
+        select(config, requested, Path::new("c.toml"), Path::new("/d"))
             .unwrap_err()
             .to_string()
     }
@@ -409,10 +360,8 @@ server_name = "b.example"
     #[test]
     fn server_selection_uses_flag_then_current_then_the_only_server() {
         let two = parse(TWO_SERVERS);
-        let pick = |config: &ClientConfig, requested| {
-            config
-                .select(requested, Path::new("c.toml"), Path::new("/d"))
-                .unwrap()
+        let pick = |config: &ClientFile, requested| {
+            select(config, requested, Path::new("c.toml"), Path::new("/d")).unwrap()
         };
         let b = pick(&two, Some("b"));
         assert_eq!(b.name, "b");
@@ -456,20 +405,12 @@ server_name = "b.example"
             "servers = 3",
             "[servers.a\n",
         ] {
-            let err = ClientConfig::parse(text, Path::new("c.toml")).unwrap_err();
+            let err = super::parse(text, Path::new("c.toml")).unwrap_err();
             assert!(
                 err.to_string()
                     .starts_with("invalid client configuration c.toml:"),
                 "{err}"
             );
         }
-    }
-
-    #[test]
-    fn the_written_format_parses_back_to_the_same_configuration() {
-        let config = parse(&format!("current = \"b\"\n{TWO_SERVERS}"));
-        let text = config.to_toml().unwrap();
-        assert_eq!(parse(&text), config);
-        assert!(text.starts_with("current = \"b\""), "{text}");
     }
 }

@@ -2,6 +2,7 @@
 //! conventions so scripts can treat a remote job like a local command.
 
 use silo_proto::v1::{EndCause, Job, JobState, StartFailure};
+use silo_proto::values::signal_name;
 
 use crate::format::job_state;
 
@@ -56,10 +57,7 @@ pub fn end_message(job: &Job) -> Option<String> {
     }
     Some(match (state, job.signal) {
         (JobState::Stopped, _) => "the job was stopped".to_owned(),
-        (_, Some(signal)) => format!(
-            "the job was killed by {}",
-            crate::format::signal_name(signal)
-        ),
+        (_, Some(signal)) => format!("the job was killed by {}", signal_name(signal)),
         _ => format!(
             "the job ended in state {}",
             crate::format::state_name(state)

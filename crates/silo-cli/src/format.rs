@@ -4,6 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use silo_proto::v1::{EndCause, Job, JobState, StartFailure};
+use silo_proto::values::{format_size, signal_name};
 
 /// How many characters of a job id tables show.
 pub const SHORT_ID_LEN: usize = 8;
@@ -94,56 +95,6 @@ pub fn end_cause_text(job: &Job) -> Option<String> {
 /// The state of `job`; a value this client does not know reads as `unknown`.
 pub fn job_state(job: &Job) -> JobState {
     JobState::try_from(job.state).unwrap_or(JobState::Unspecified)
-}
-
-/// Whether a job in `state` has ended for good.
-pub fn is_final(state: JobState) -> bool {
-    matches!(
-        state,
-        JobState::Completed | JobState::Failed | JobState::Stopped
-    )
-}
-
-/// The Linux name of signal `number` (`SIGKILL`), or `SIG<number>` for others.
-pub fn signal_name(number: i32) -> String {
-    const NAMES: [&str; 31] = [
-        "SIGHUP",
-        "SIGINT",
-        "SIGQUIT",
-        "SIGILL",
-        "SIGTRAP",
-        "SIGABRT",
-        "SIGBUS",
-        "SIGFPE",
-        "SIGKILL",
-        "SIGUSR1",
-        "SIGSEGV",
-        "SIGUSR2",
-        "SIGPIPE",
-        "SIGALRM",
-        "SIGTERM",
-        "SIGSTKFLT",
-        "SIGCHLD",
-        "SIGCONT",
-        "SIGSTOP",
-        "SIGTSTP",
-        "SIGTTIN",
-        "SIGTTOU",
-        "SIGURG",
-        "SIGXCPU",
-        "SIGXFSZ",
-        "SIGVTALRM",
-        "SIGPROF",
-        "SIGWINCH",
-        "SIGIO",
-        "SIGPWR",
-        "SIGSYS",
-    ];
-    usize::try_from(number)
-        .ok()
-        .and_then(|n| n.checked_sub(1))
-        .and_then(|index| NAMES.get(index))
-        .map_or_else(|| format!("SIG{number}"), |name| (*name).to_owned())
 }
 
 /// The EXIT column: the exit code, the signal's name (`SIGKILL`), or `-`.
@@ -248,16 +199,6 @@ pub fn truncate(text: &str, max: usize) -> String {
     }
     let kept: String = text.chars().take(max.saturating_sub(1)).collect();
     format!("{}…", kept.trim_end())
-}
-
-/// A byte count with a binary unit when it divides evenly: `64M`, `1G`, `1536K`, `100`.
-pub fn format_size(bytes: u64) -> String {
-    for (shift, unit) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
-        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
-            return format!("{}{unit}", bytes >> shift);
-        }
-    }
-    bytes.to_string()
 }
 
 /// Resource usage in one line: `cpu=1.2s memory=12M (peak 20M) io=read 0B write 10M
@@ -374,11 +315,25 @@ mod tests {
     }
 
     #[test]
-    fn ids_and_sizes_have_short_forms() {
+    fn ids_have_short_forms() {
         assert_eq!(short_id("3f2a1b2c-dead-beef"), "3f2a1b2c");
         assert_eq!(short_id("3f2a"), "3f2a");
-        assert_eq!(format_size(64 << 20), "64M");
-        assert_eq!(format_size(1536 << 10), "1536K");
-        assert_eq!(format_size(100), "100");
+    }
+
+    #[test]
+    fn limits_read_as_the_flags_that_set_them() {
+        let limits = silo_proto::v1::Limits {
+            cpu_percent: Some(50),
+            cpus: Some("0,2".into()),
+            memory_bytes: Some(64 << 20),
+            io_bps: Some(10 << 20),
+            pids: Some(64),
+            disk_bytes: Some(1536 << 20),
+        };
+        assert_eq!(
+            limits_text(&limits),
+            "cpu=50% cpus=0,2 memory=64M io=10M/s pids=64 disk=1536M"
+        );
+        assert_eq!(limits_text(&silo_proto::v1::Limits::default()), "-");
     }
 }

@@ -7,7 +7,7 @@ use tonic::transport::Channel;
 use crate::cli::GlobalOptions;
 use crate::config::{ConfigSources, resolve_server};
 use crate::connect::{connect, describe_status};
-use crate::format::{is_final, job_state};
+use crate::format::job_state;
 
 /// A failed call: the server's own message, or what went wrong on the way.
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +76,7 @@ impl Session {
             let mut stream = response.into_inner();
             // A broken watch is not fatal: the job is read again below.
             while let Ok(Some(job)) = stream.message().await {
-                if is_final(job_state(&job)) {
+                if job_state(&job).is_final() {
                     return Ok(job);
                 }
             }
@@ -84,7 +84,7 @@ impl Session {
         let mut delay = std::time::Duration::from_millis(50);
         loop {
             let job = self.get_job(id).await?;
-            if is_final(job_state(&job)) {
+            if job_state(&job).is_final() {
                 return Ok(job);
             }
             tokio::time::sleep(delay).await;

@@ -1,5 +1,11 @@
 //! silo's wire API: the messages and gRPC services of `proto/silo/v1`, generated at build
 //! time. Other languages generate their clients from the same `.proto` files.
+//!
+//! Beside the generated code: [`values`], the API's value syntax (sizes, CPU lists,
+//! signal names), and what job states mean ([`v1::JobState::is_final`]).
+
+mod job_state;
+pub mod values;
 
 /// Version 1 of the API.
 pub mod v1 {

@@ -550,7 +550,7 @@ fn resolve_program(name: &str, env: &[(String, String)]) -> Result<PathBuf, Init
         .rev()
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.as_str())
-        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        .unwrap_or(crate::DEFAULT_PATH);
     for dir in path.split(':').filter(|d| !d.is_empty()) {
         let candidate = Path::new(dir).join(name);
         if candidate.is_file() {

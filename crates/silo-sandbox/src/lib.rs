@@ -12,4 +12,6 @@ pub mod protocol;
 pub mod spawn;
 mod spec;
 
-pub use spec::{DEFAULT_TMP_INODES, InitSpec, Isolation, Network, Prepare, Rootfs, SandboxBase};
+pub use spec::{
+    DEFAULT_PATH, DEFAULT_TMP_INODES, InitSpec, Isolation, Network, Prepare, Rootfs, SandboxBase,
+};

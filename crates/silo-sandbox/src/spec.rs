@@ -81,6 +81,10 @@ pub struct SandboxBase {
     pub work_disk: Option<PathBuf>,
 }
 
+/// The PATH a job's command is looked up in when its environment has none, and the PATH
+/// the server gives every job unless the job sets its own.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Inodes of a job's /tmp when the server does not say.
 pub const DEFAULT_TMP_INODES: u64 = 65536;
 

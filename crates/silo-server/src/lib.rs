@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use silo_proto::v1::job_service_server::JobServiceServer;
+use silo_proto::values::parse_size;
 use silo_tls::CertPaths;
 use tokio::net::TcpListener;
 
@@ -103,30 +104,6 @@ pub struct ServerArgs {
     /// Largest total size of one job's uploads.
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     pub upload_limit: u64,
-}
-
-/// Parses "64M", "1GiB", "512k", "100" (bytes; binary multiples).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size like 64M or 1GiB"))?;
-    let shift = match unit
-        .to_ascii_lowercase()
-        .trim_end_matches('b')
-        .trim_end_matches('i')
-    {
-        "" => 0,
-        "k" => 10,
-        "m" => 20,
-        "g" => 30,
-        "t" => 40,
-        _ => return Err(format!("{s:?} has an unknown unit (use K, M, G or T)")),
-    };
-    n.checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// What can stop the server from starting.
@@ -471,16 +448,29 @@ fn physical_memory() -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use clap::Parser;
+
+    use super::ServerArgs;
+
+    #[derive(Parser)]
+    struct Server {
+        #[command(flatten)]
+        args: ServerArgs,
+    }
 
     #[test]
-    fn sizes_parse_with_binary_units() {
-        assert_eq!(parse_size("100"), Ok(100));
-        assert_eq!(parse_size("64M"), Ok(64 << 20));
-        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
-        assert_eq!(parse_size("512kb"), Ok(512 << 10));
-        assert!(parse_size("10X").is_err());
-        assert!(parse_size("-1").is_err());
-        assert!(parse_size("99999999999T").is_err());
+    fn size_flags_take_the_apis_sizes_and_zero() {
+        let server = Server::try_parse_from(["server", "--log-cap", "64M", "--default-disk", "0"])
+            .unwrap()
+            .args;
+        assert_eq!(server.log_cap, 64 << 20);
+        // Work directories without a filesystem of their own.
+        assert_eq!(server.default_disk, 0);
+        assert_eq!(server.upload_limit, 256 << 20);
+        let err = Server::try_parse_from(["server", "--max-memory", "10X"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("unknown unit \"X\""), "{err}");
     }
 }

@@ -7,8 +7,11 @@
 //!   both sides authenticated against silo's CA, ALPN "h2", rustls's ring provider passed
 //!   explicitly (no process-wide default provider is installed or needed).
 //! - [`peer_identity`] reads who a verified client is.
+//! - [`ClientFile`] is the client configuration file: the server's address and the
+//!   certificate paths a client connects with.
 
 mod authority;
+mod client_file;
 mod config;
 mod error;
 mod files;
@@ -19,6 +22,7 @@ mod pki;
 #[cfg(test)]
 mod tests;
 
+pub use client_file::{ClientFile, ServerEntry};
 pub use config::{ALPN_H2, client_config, crypto_provider, server_config};
 pub use error::TlsError;
 pub use files::read_pem_file;

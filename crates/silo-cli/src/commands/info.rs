@@ -1,9 +1,10 @@
 //! `silo server info`: what the server is and allows, and who the caller is.
 
 use silo_proto::v1::{JobNetwork, Role, ServerInfo};
+use silo_proto::values::format_size;
 
 use crate::cli::{GlobalOptions, ServerInfoArgs};
-use crate::format::{format_elapsed, format_size, limits_text};
+use crate::format::{format_elapsed, limits_text};
 use crate::output::{print, print_json};
 use crate::session::Session;
 

@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use silo_proto::v1::job_service_server::{JobService, JobServiceServer};
 use silo_proto::v1::{
-    DeleteJobRequest, DeleteJobResponse, GetJobRequest, Job, JobSpec, JobState, ListJobsRequest,
-    ListJobsResponse, LogChunk, LogRecord, LogStream, RunJobRequest, StopJobRequest,
-    StreamLogsRequest, StreamStatsRequest, Usage, WatchJobRequest,
+    DeleteJobRequest, DeleteJobResponse, GetJobRequest, GetServerInfoRequest, Job, JobSpec,
+    JobState, ListJobsRequest, ListJobsResponse, LogChunk, LogRecord, LogStream, RunJobRequest,
+    ServerInfo, StopJobRequest, StreamLogsRequest, StreamStatsRequest, Usage, WatchJobRequest,
 };
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -310,5 +310,12 @@ impl JobService for Fake {
         let _ = sender.try_send(Ok(job(&command, JobState::Running)));
         let _ = sender.try_send(Ok(final_job(&command)));
         Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+
+    async fn get_server_info(
+        &self,
+        _: Request<GetServerInfoRequest>,
+    ) -> Result<Response<ServerInfo>, Status> {
+        Err(Status::unimplemented("the fake has no server information"))
     }
 }

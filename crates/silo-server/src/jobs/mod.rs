@@ -379,10 +379,7 @@ impl JobManager {
         // Inside the job, the work directory is /work.
         let cwd = Path::new("/work").join(&row.spec.workdir);
         let mut env: Vec<(String, String)> = vec![
-            (
-                "PATH".into(),
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-            ),
+            ("PATH".into(), silo_sandbox::DEFAULT_PATH.into()),
             ("HOME".into(), "/work".into()),
             ("SILO_JOB_ID".into(), row.id.clone()),
         ];

@@ -2,6 +2,7 @@
 //! the API and the CLI take their state, cause and sentence.
 
 use silo_proto::v1::{EndCause, JobState, StartFailure};
+use silo_proto::values::signal_name;
 use silo_sandbox::protocol::{ErrorKind, ExitStatus, InitError};
 
 use super::live::StopCause;
@@ -154,13 +155,6 @@ impl Outcome {
         }
         self
     }
-}
-
-/// "SIGKILL" for 9.
-pub fn signal_name(sig: i32) -> String {
-    nix::sys::signal::Signal::try_from(sig)
-        .map(|s| s.as_str().to_owned())
-        .unwrap_or_else(|_| format!("signal {sig}"))
 }
 
 #[cfg(test)]

@@ -5,10 +5,15 @@ use std::path::Path;
 use silo_cgroup::{CgroupError, IoLimit};
 use silo_proto::v1::{Limits, Usage};
 
-use super::JobError;
+use super::{JobError, validate};
+
+/// A byte count in a sentence ("64 MiB"): the API's one rule, under the name the outcome
+/// module calls it by.
+pub use silo_proto::values::size_phrase as human_bytes;
 
 /// The cgroup limits for a job whose files live in `work_dir`. The io limit applies to
-/// the block device holding `work_dir`, found now.
+/// the block device holding `work_dir`, found now; the CPU list is in its normal form
+/// (`0,2` for `2,0`), the one the kernel takes.
 pub fn cgroup_limits(
     limits: Option<&Limits>,
     work_dir: &Path,
@@ -26,7 +31,10 @@ pub fn cgroup_limits(
     };
     Ok(silo_cgroup::Limits {
         cpu_percent: l.cpu_percent,
-        cpus: l.cpus.clone(),
+        cpus: match &l.cpus {
+            Some(list) => Some(validate::cpu_list(list)?.to_string()),
+            None => None,
+        },
         memory_bytes: l.memory_bytes,
         io,
         pids: l.pids,
@@ -51,9 +59,7 @@ pub fn cgroup_error(e: CgroupError) -> JobError {
         CgroupError::Unsupported { .. } | CgroupError::NoBlockDevice { .. } => {
             JobError::Unsupported(e.to_string())
         }
-        CgroupError::InvalidLimit { .. } => {
-            JobError::Invalid(super::validate::Invalid(e.to_string()))
-        }
+        CgroupError::InvalidLimit { .. } => JobError::Invalid(validate::Invalid(e.to_string())),
         other => JobError::Host(other.to_string()),
     }
 }
@@ -85,32 +91,47 @@ pub fn usage_to_proto(u: silo_cgroup::Usage) -> Usage {
     }
 }
 
-/// "64 MiB" for 67108864.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} bytes")
-    } else if v.fract() == 0.0 {
-        format!("{v:.0} {}", UNITS[unit])
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jobs::validate::{Bounds, check_limits};
+
+    fn cpus(list: &str) -> Limits {
+        Limits {
+            cpus: Some(list.into()),
+            ..Limits::default()
+        }
+    }
 
     #[test]
-    fn byte_counts_read_like_a_person_writes_them() {
-        assert_eq!(human_bytes(64 << 20), "64 MiB");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(100), "100 bytes");
+    fn a_cpu_list_is_judged_the_same_by_validation_and_by_the_cgroup_write() {
+        let bounds = Bounds {
+            cpus: 4,
+            memory_bytes: 1 << 30,
+            upload_bytes: 0,
+            max: Limits::default(),
+            defaults: Limits::default(),
+        };
+        let work = Path::new("/");
+        for (list, written) in [
+            ("2,0", "0,2"),
+            ("0,2", "0,2"),
+            ("0,0", "0"),
+            ("0-2,1", "0-2"),
+            ("3,1-2", "1-3"),
+        ] {
+            let limits = cpus(list);
+            assert_eq!(check_limits(&limits, &bounds), Ok(()), "{list}");
+            let wanted = cgroup_limits(Some(&limits), work).unwrap();
+            assert_eq!(wanted.cpus.as_deref(), Some(written), "{list}");
+        }
+        for list in ["", "a", "3-1", "1,,2"] {
+            let limits = cpus(list);
+            let refused = check_limits(&limits, &bounds).unwrap_err();
+            match cgroup_limits(Some(&limits), work) {
+                Err(JobError::Invalid(e)) => assert_eq!(e, refused, "{list}"),
+                other => panic!("{list:?}: {other:?}"),
+            }
+        }
     }
 }

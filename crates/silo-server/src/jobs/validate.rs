@@ -3,6 +3,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use silo_proto::v1::{JobSpec, Limits, Upload};
+use silo_proto::values::CpuList;
 
 use super::uploads;
 
@@ -229,32 +230,21 @@ fn check_maximums(l: &Limits, max: &Limits) -> Result<(), Invalid> {
     Ok(())
 }
 
-/// A cpuset list such as "0-3,6": each CPU below `online`.
+/// `limits.cpus` as the set of CPUs it names ([`CpuList`]: "0-3,6", "2,0"); its syntax
+/// only, [`check_limits`] also checks that this host has them.
+pub fn cpu_list(list: &str) -> Result<CpuList, Invalid> {
+    CpuList::parse(list)
+        .map_err(|e| invalid(format!("limits.cpus {list:?} is not a CPU list: {e}")))
+}
+
+/// A CPU list whose every CPU is below `online`.
 fn check_cpu_list(list: &str, online: u32) -> Result<(), Invalid> {
-    let bad = || {
-        invalid(format!(
-            "limits.cpus {list:?} is not a CPU list like \"0-3\" or \"1,3\""
-        ))
-    };
-    if list.is_empty() {
-        return Err(bad());
-    }
-    for part in list.split(',') {
-        let (lo, hi) = match part.split_once('-') {
-            Some((a, b)) => (a, b),
-            None => (part, part),
-        };
-        let lo: u32 = lo.trim().parse().map_err(|_| bad())?;
-        let hi: u32 = hi.trim().parse().map_err(|_| bad())?;
-        if lo > hi {
-            return Err(bad());
-        }
-        if hi >= online {
-            return Err(invalid(format!(
-                "limits.cpus {list:?} names CPU {hi}, which does not exist (this host has CPUs 0-{})",
-                online.saturating_sub(1)
-            )));
-        }
+    let highest = cpu_list(list)?.highest();
+    if highest >= online {
+        return Err(invalid(format!(
+            "limits.cpus {list:?} names CPU {highest}, which does not exist (this host has CPUs 0-{})",
+            online.saturating_sub(1)
+        )));
     }
     Ok(())
 }

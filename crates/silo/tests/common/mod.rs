@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use silo_proto::v1::job_service_client::JobServiceClient;
 use silo_proto::v1::{
-    GetJobRequest, Job, JobSpec, JobState, LogStream, RunJobRequest, StreamLogsRequest,
-    WatchJobRequest,
+    GetJobRequest, Job, JobSpec, LogStream, RunJobRequest, StreamLogsRequest, WatchJobRequest,
 };
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -403,13 +402,7 @@ pub async fn wait_end(client: &mut JobServiceClient<Channel>, id: &str) -> Job {
         last = Some(job);
     }
     let job = last.unwrap();
-    assert!(
-        matches!(
-            job.state(),
-            JobState::Completed | JobState::Failed | JobState::Stopped
-        ),
-        "{job:?}"
-    );
+    assert!(job.state().is_final(), "{job:?}");
     job
 }
 
