@@ -15,7 +15,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{Access, authorize, authorize_identity};
-use crate::jobs::live::is_terminal;
 use crate::jobs::{JobError, JobManager};
 use crate::store::{JobRow, StoreError};
 
@@ -278,7 +277,7 @@ impl JobService for JobApi {
                 tokio::spawn(async move {
                     loop {
                         let row = updates.borrow_and_update().clone();
-                        let ended = is_terminal(row.state);
+                        let ended = row.state.is_final();
                         if tx.send(Ok(to_proto(row))).await.is_err() || ended {
                             return;
                         }
@@ -317,7 +316,7 @@ impl JobService for JobApi {
                     }
                     let ended = tokio::time::timeout(
                         STATS_INTERVAL,
-                        updates.wait_for(|r| is_terminal(r.state)),
+                        updates.wait_for(|r| r.state.is_final()),
                     )
                     .await
                     .is_ok();

@@ -4,7 +4,6 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use silo_proto::v1::JobState;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 
 use silo_cgroup::JobCgroup;
@@ -39,14 +38,6 @@ pub struct LiveJob {
     slot: Mutex<Option<OwnedSemaphorePermit>>,
 }
 
-/// Whether a job in `state` has ended.
-pub fn is_terminal(state: JobState) -> bool {
-    matches!(
-        state,
-        JobState::Completed | JobState::Failed | JobState::Stopped
-    )
-}
-
 impl LiveJob {
     /// A live job starting from `row`.
     pub fn new(row: JobRow) -> LiveJob {
@@ -70,7 +61,7 @@ impl LiveJob {
 
     /// Whether the job has ended.
     pub fn has_ended(&self) -> bool {
-        is_terminal(self.row.borrow().state)
+        self.row.borrow().state.is_final()
     }
 
     /// Remembers the init's pidfd for signalling.
@@ -176,7 +167,7 @@ impl LiveJob {
         let job = self.clone();
         tokio::spawn(async move {
             let mut rx = job.row.subscribe();
-            let ended = tokio::time::timeout(grace, rx.wait_for(|r| is_terminal(r.state)))
+            let ended = tokio::time::timeout(grace, rx.wait_for(|r| r.state.is_final()))
                 .await
                 .is_ok();
             if !ended {
@@ -191,10 +182,7 @@ impl LiveJob {
     /// Waits until the job has ended and returns its final row.
     pub async fn ended(&self) -> JobRow {
         let mut rx = self.row.subscribe();
-        let result = rx
-            .wait_for(|r| is_terminal(r.state))
-            .await
-            .map(|r| r.clone());
+        let result = rx.wait_for(|r| r.state.is_final()).await.map(|r| r.clone());
         match result {
             Ok(row) => row,
             Err(_) => self.row.borrow().clone(),

@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 
 use crate::logs::LogWatcher;
 use crate::store::{JobRow, Store, StoreError};
-use live::{LiveJob, StopCause, is_terminal};
+use live::{LiveJob, StopCause};
 use outcome::Outcome;
 use ready::ReadyInit;
 use validate::{Bounds, Invalid};
@@ -563,7 +563,7 @@ impl JobManager {
             Some(live) => live.row.borrow().state,
             None => self.inner.store.get(&id).await?.state,
         };
-        if !is_terminal(state) {
+        if !state.is_final() {
             return Err(JobError::StillRunning(id));
         }
         let dir = self.job_dir(&id);

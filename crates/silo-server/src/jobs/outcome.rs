@@ -148,7 +148,7 @@ impl Outcome {
             self.reason = match limit_bytes {
                 Some(bytes) => format!(
                     "out of memory (limit {})",
-                    super::resources::human_bytes(bytes)
+                    silo_proto::values::size_phrase(bytes)
                 ),
                 None => "out of memory".into(),
             };

@@ -9,7 +9,6 @@ use super::{JobError, validate};
 
 /// A byte count in a sentence ("64 MiB"): the API's one rule, under the name the outcome
 /// module calls it by.
-pub use silo_proto::values::size_phrase as human_bytes;
 
 /// The cgroup limits for a job whose files live in `work_dir`. The io limit applies to
 /// the block device holding `work_dir`, found now; the CPU list is in its normal form

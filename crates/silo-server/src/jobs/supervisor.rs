@@ -247,7 +247,7 @@ fn arm_timeout(live: &Arc<LiveJob>, after: Duration, grace: Duration) {
     let live = live.clone();
     tokio::spawn(async move {
         let mut rx = live.row.subscribe();
-        let ended = tokio::time::timeout(after, rx.wait_for(|r| super::live::is_terminal(r.state)))
+        let ended = tokio::time::timeout(after, rx.wait_for(|r| r.state.is_final()))
             .await
             .is_ok();
         if !ended {
