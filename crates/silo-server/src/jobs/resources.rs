@@ -7,9 +7,6 @@ use silo_proto::v1::{Limits, Usage};
 
 use super::{JobError, validate};
 
-/// A byte count in a sentence ("64 MiB"): the API's one rule, under the name the outcome
-/// module calls it by.
-
 /// The cgroup limits for a job whose files live in `work_dir`. The io limit applies to
 /// the block device holding `work_dir`, found now; the CPU list is in its normal form
 /// (`0,2` for `2,0`), the one the kernel takes.

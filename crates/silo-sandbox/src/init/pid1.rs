@@ -1,0 +1,181 @@
+//! PID 1 of the job: copies the command's output into the log, reaps every zombie,
+//! forwards signals, and when the command ends kills what is left and drains the output.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{Pid, getpid};
+use silo_log::{LogWriter, Stream};
+
+use super::launch::RunningCommand;
+use crate::protocol::{ExitStatus, Frame, InitError, Message, read_frame, write_frame};
+
+/// Bytes read from the command's output per read.
+const READ_CHUNK: usize = 128 * 1024;
+
+/// Copies output to the log, reaps, forwards signals, until the command has ended and its
+/// output is drained. Returns the command's exit status.
+pub(super) fn supervise(
+    job: RunningCommand,
+    mut log: LogWriter,
+    mut control: Option<&mut UnixStream>,
+) -> ExitStatus {
+    let RunningCommand {
+        child,
+        stdout,
+        stderr,
+        signals,
+    } = job;
+    let mut outputs: Vec<(OwnedFd, Stream)> =
+        vec![(stdout, Stream::Stdout), (stderr, Stream::Stderr)];
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut status: Option<ExitStatus> = None;
+    let mut log_failed = false;
+
+    while status.is_none() {
+        let control_fd = control.as_ref().map(|c| c.as_fd());
+        let mut fds: Vec<PollFd<'_>> = outputs
+            .iter()
+            .map(|(fd, _)| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+            .collect();
+        fds.push(PollFd::new(signals.as_fd(), PollFlags::POLLIN));
+        if let Some(c) = control_fd {
+            fds.push(PollFd::new(c, PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(_) => break,
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        let n_out = outputs.len();
+        let control_ready = control.is_some() && ready[n_out + 1];
+        let signal_ready = ready[n_out];
+        // Output first, so what was written before an exit is logged before it.
+        let mut closed = Vec::new();
+        for (i, (fd, stream)) in outputs.iter().enumerate() {
+            if ready[i] && !copy_once(fd.as_fd(), *stream, &mut buf, &mut log, &mut log_failed) {
+                closed.push(i);
+            }
+        }
+        for i in closed.into_iter().rev() {
+            outputs.remove(i);
+        }
+        if signal_ready {
+            while let Ok(Some(info)) = signals.read_signal() {
+                let sig = info.ssi_signo as i32;
+                if sig == libc::SIGCHLD {
+                    status = reap(child).or(status);
+                } else if let Ok(s) = Signal::try_from(sig) {
+                    // To the command's process group; fall back to the command alone.
+                    if kill(Pid::from_raw(-child.as_raw()), s).is_err() {
+                        let _ = kill(child, s);
+                    }
+                }
+            }
+        }
+        if control_ready && let Some(c) = control.as_deref_mut() {
+            match read_frame(c) {
+                Ok(Some(frame)) => answer_unknown(c, frame),
+                // The server went away: the job goes on, its output still reaches the log.
+                _ => control = None,
+            }
+        }
+    }
+    let status = status.unwrap_or(ExitStatus::Signal(libc::SIGKILL));
+
+    end_what_is_left(&outputs, &mut buf, &mut log, &mut log_failed);
+    let _ = log.append_exit(&serde_json::to_vec(&status).unwrap_or_default());
+    status
+}
+
+/// After the command has ended: as PID 1 of the job's namespace, kills everything the job
+/// left behind, so its output pipes close and nothing outlives the job, then drains the
+/// pipes into the log.
+fn end_what_is_left(
+    outputs: &[(OwnedFd, Stream)],
+    buf: &mut [u8],
+    log: &mut LogWriter,
+    log_failed: &mut bool,
+) {
+    if getpid().as_raw() == 1 {
+        let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+        while let Ok(s) = waitpid(Pid::from_raw(-1), None) {
+            if matches!(s, WaitStatus::StillAlive) {
+                break;
+            }
+        }
+    } else {
+        // Not PID 1 (debugging by hand): take only what is already in the pipes.
+        for (fd, _) in outputs {
+            let _ = nix::fcntl::fcntl(
+                fd,
+                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+            );
+        }
+    }
+    for (fd, stream) in outputs {
+        while copy_once(fd.as_fd(), *stream, buf, log, log_failed) {}
+    }
+}
+
+/// Reads once from an output pipe into the log. Returns false at end of file.
+pub(super) fn copy_once(
+    fd: std::os::fd::BorrowedFd<'_>,
+    stream: Stream,
+    buf: &mut [u8],
+    log: &mut LogWriter,
+    failed: &mut bool,
+) -> bool {
+    loop {
+        match nix::unistd::read(fd, buf) {
+            Ok(0) => return false,
+            Ok(n) => {
+                if !*failed && log.append(stream, &buf[..n]).is_err() {
+                    // Keep draining so the command never blocks on a full pipe.
+                    *failed = true;
+                }
+                return true;
+            }
+            Err(Errno::EINTR) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Reaps every exited child; returns the command's status once it has ended.
+pub(super) fn reap(command: Pid) -> Option<ExitStatus> {
+    let mut result = None;
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == command => {
+                result = Some(ExitStatus::Code(code));
+            }
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == command => {
+                result = Some(ExitStatus::Signal(sig as i32));
+            }
+            Ok(WaitStatus::StillAlive) | Err(_) => return result,
+            Ok(_) => {}
+        }
+    }
+}
+
+pub(super) fn answer_unknown(control: &mut UnixStream, frame: Frame) {
+    if let Message::Request { id, method, .. } = frame.message {
+        let _ = write_frame(
+            control,
+            &Frame::new(Message::Response {
+                id,
+                result: Err(InitError::protocol(format!("unknown method {method}"))),
+            }),
+        );
+    }
+}
