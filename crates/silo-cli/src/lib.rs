@@ -30,15 +30,23 @@ pub use exit::{
 };
 pub use output::{error_message, report_error};
 
-/// Runs a `silo server …` client command (`silo server` alone runs the server itself).
-pub fn run_server_command(command: ServerCommand) -> anyhow::Result<i32> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+/// The single-threaded runtime a client command runs on.
+fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|err| anyhow::anyhow!("cannot start the client runtime: {err}"))?;
+        .map_err(|err| anyhow::anyhow!("cannot start the client runtime: {err}"))
+}
+
+/// Runs a `silo server …` client command (`silo server` alone runs the server itself).
+pub fn run_server_command(command: ServerCommand) -> anyhow::Result<i32> {
+    let runtime = client_runtime()?;
     runtime.block_on(async {
         match command {
-            ServerCommand::Info(args) => commands::info::info(&args.global.clone(), args).await,
+            ServerCommand::Info(args) => {
+                let global = args.global.clone();
+                commands::info::info(&global, args).await
+            }
         }
     })
 }
@@ -60,10 +68,7 @@ pub fn run(command: ClientCommand) -> anyhow::Result<i32> {
         ClientCommand::Certs(certs) => return commands::certs::certs(certs),
         ClientCommand::Job(job) => job,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|err| anyhow::anyhow!("cannot start the client runtime: {err}"))?;
+    let runtime = client_runtime()?;
     runtime.block_on(async {
         match job {
             JobCommand::Run(args) => commands::run::run(&global, *args).await,
