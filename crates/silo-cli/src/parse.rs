@@ -91,10 +91,10 @@ pub fn parse_duration_ms(
     u64::try_from(duration.as_millis()).map_err(|_| invalid(what, value, "too long"))
 }
 
-/// The longest `--timeout`: a year.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
-/// The longest `--grace`: a day.
-pub const MAX_GRACE: Duration = Duration::from_secs(24 * 3600);
+/// The longest `--timeout`: the server's bound (a year).
+pub const MAX_TIMEOUT: Duration = Duration::from_millis(silo_proto::values::MAX_TIMEOUT_MS);
+/// The longest `--grace`: the server's bound (an hour).
+pub const MAX_GRACE: Duration = Duration::from_millis(silo_proto::values::MAX_STOP_GRACE_MS);
 
 /// One environment variable for a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -291,7 +291,8 @@ mod tests {
             assert!(err.contains(reason), "{input}: {err}");
             assert!(err.starts_with("invalid --timeout"), "{err}");
         }
-        assert!(parse_duration_ms("--grace", "2d", MAX_GRACE).is_err());
+        assert!(parse_duration_ms("--grace", "2h", MAX_GRACE).is_err());
+        assert!(parse_duration_ms("--grace", "1h", MAX_GRACE).is_ok());
     }
 
     fn no_env(_: &str) -> Option<OsString> {

@@ -221,7 +221,7 @@ impl JobService for JobApi {
     async fn stop_job(&self, request: Request<StopJobRequest>) -> Result<Response<Job>, Status> {
         authorize(&request, Access::Write, "StopJob")?;
         let req = request.into_inner();
-        if req.grace_ms > 3_600_000 {
+        if req.grace_ms > silo_proto::values::MAX_STOP_GRACE_MS {
             return Err(Status::invalid_argument(
                 "the grace period is longer than an hour",
             ));

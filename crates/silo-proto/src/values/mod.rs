@@ -11,3 +11,9 @@ mod size;
 pub use cpu_list::{CpuList, CpuListError, MAX_CPU};
 pub use signal::signal_name;
 pub use size::{MAX_SIZE, SizeError, format_size, parse_size, size_phrase};
+
+/// The longest `JobSpec.timeout_ms` the server accepts: a year, in milliseconds.
+pub const MAX_TIMEOUT_MS: u64 = 365 * 24 * 3600 * 1000;
+/// The longest grace period (`JobSpec.stop_grace_ms`, `StopJobRequest.grace_ms`) the server
+/// accepts: an hour, in milliseconds.
+pub const MAX_STOP_GRACE_MS: u64 = 3_600_000;

@@ -42,10 +42,7 @@ impl Bounds {
 /// The smallest work directory filesystem (ext4 needs room for its own metadata).
 pub const MIN_DISK_BYTES: u64 = 16 << 20;
 
-/// The longest grace period accepted: an hour.
-pub const MAX_STOP_GRACE_MS: u64 = 3_600_000;
-/// The longest timeout accepted: a year.
-pub const MAX_TIMEOUT_MS: u64 = 365 * 24 * 3600 * 1000;
+pub use silo_proto::values::{MAX_STOP_GRACE_MS, MAX_TIMEOUT_MS};
 /// Most processes a job may ask for (the kernel's pid_max ceiling).
 pub const MAX_PIDS: u32 = 4_194_304;
 /// Most bytes per second a job may ask for: 1 TiB/s.
