@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use silo_cgroup::JobCgroup;
 use silo_proto::v1::JobState;
 use silo_sandbox::InitSpec;
-use silo_sandbox::protocol::{EVENT_EXIT, ExitStatus, InitError, METHOD_START, Started};
+use silo_sandbox::protocol::{EVENT_EXIT, ErrorKind, ExitStatus, InitError, METHOD_START, Started};
 use silo_sandbox::spawn::try_reap;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
@@ -197,7 +197,14 @@ async fn exit_report(control: &mut InitConnection) -> Result<Option<ExitStatus>,
 async fn await_init_end(live: &LiveJob, report: InitReport, pidfd: OwnedFd) -> Outcome {
     let init_status = wait_reaped(pidfd).await;
     match report {
-        InitReport::StartFailed(e) => Outcome::start_failed(&e),
+        // A stop (or a timeout) during the start ends the init before it answers: the job
+        // was stopped, not broken. A start that failed for its own reason says so.
+        InitReport::StartFailed(e) => match live.stop_cause() {
+            Some(stop) if e.kind == ErrorKind::Protocol => {
+                Outcome::of_run(Some(stop), None, init_status)
+            }
+            _ => Outcome::start_failed(&e),
+        },
         InitReport::BrokeProtocol(e) => {
             Outcome::killed(format!("the job was killed: {}", e.message))
         }
@@ -271,7 +278,7 @@ mod tests {
 
     use serde_json::json;
     use silo_proto::v1::EndCause;
-    use silo_sandbox::protocol::{ErrorKind, Frame, Message, write_frame};
+    use silo_sandbox::protocol::{Frame, Message, write_frame};
     use silo_sandbox::spawn::pidfd_open;
 
     use super::*;
@@ -479,6 +486,9 @@ mod tests {
             init.pidfd,
         ))
         .await;
-        assert_eq!(outcome.cause, EndCause::StartFailed);
+        assert_eq!(
+            (outcome.state, outcome.cause),
+            (JobState::Stopped, EndCause::Stopped)
+        );
     }
 }
