@@ -289,29 +289,41 @@ fn claim(dir: &Path, own: bool) -> Result<Flock<File>> {
     }
 }
 
-/// The pid of a process holding a `flock` on `dir`, from `/proc/locks`, whose lines read
-/// `1: FLOCK  ADVISORY  WRITE 4242 00:26:1013 0 EOF` (pid, then the device as hex
-/// major:minor and the inode; waiters have `->` before `FLOCK`). `None` when it cannot be
-/// told, e.g. the holder has just exited or lives in a pid namespace this one cannot see.
+/// The pid of a process holding a `flock` on `dir`: the process with a descriptor open on
+/// it whose `/proc/<pid>/fdinfo/<fd>` lists a `lock:` line (the kernel prints there the
+/// locks that descriptor holds). `None` when it cannot be told, e.g. the holder has just
+/// exited or lives in a pid namespace this one cannot see.
+///
+/// Not `/proc/locks`: it is read in page-sized pieces between which locks come and go, so a
+/// line can be skipped, and on some filesystems (btrfs subvolumes, overlayfs) the device it
+/// prints is not the one `stat` reports. The scan runs only on this error path.
 fn flock_holder(dir: &Path) -> Option<i32> {
     let meta = std::fs::metadata(dir).ok()?;
-    let dev = meta.dev();
-    let wanted = format!(
-        "{:02x}:{:02x}:{}",
-        libc::major(dev),
-        libc::minor(dev),
-        meta.ino()
-    );
-    let locks = std::fs::read_to_string("/proc/locks").ok()?;
-    locks.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        match fields.as_slice() {
-            [_, "FLOCK", _, _, pid, file, ..] if *file == wanted => {
-                pid.parse().ok().filter(|pid| *pid > 0)
-            }
-            _ => None,
-        }
-    })
+    let wanted = (meta.dev(), meta.ino());
+    let holds_lock = |pid: &str, fd: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).is_ok_and(|info| {
+            info.lines()
+                .any(|line| line.starts_with("lock:") && line.contains("FLOCK"))
+        })
+    };
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|process| {
+            let name = process.file_name();
+            let name = name.to_str()?;
+            let pid: i32 = name.parse().ok()?;
+            let fds = std::fs::read_dir(process.path().join("fd")).ok()?;
+            fds.flatten()
+                .any(|fd| {
+                    std::fs::metadata(fd.path()).is_ok_and(|m| (m.dev(), m.ino()) == wanted)
+                        && fd
+                            .file_name()
+                            .to_str()
+                            .is_some_and(|fd| holds_lock(name, fd))
+                })
+                .then_some(pid)
+        })
 }
 
 /// Creates the cgroup in every hierarchy (an existing one is kept), and prepares v1 cpuset.
