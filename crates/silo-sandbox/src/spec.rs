@@ -125,10 +125,15 @@ pub enum Rootfs {
     /// A read-only view of the host's system directories (/usr, /bin, /sbin, /lib*) and a
     /// minimal generated /etc.
     HostView,
-    /// A runtime's own tree, mounted read-only; nothing of the host.
+    /// A runtime's own tree; nothing of the host. The job's passwd, group, hosts, hostname
+    /// and resolv.conf are bound over the runtime's own files of those names in /etc.
     Runtime {
         /// The runtime's `rootfs/` directory on the host.
         path: PathBuf,
+        /// Whether the job may write the tree (a runtime being built: its package managers
+        /// install into it); an installed runtime is always read-only.
+        #[serde(default)]
+        writable: bool,
     },
 }
 

@@ -331,10 +331,12 @@ fn a_runtime_root_shows_the_runtime_read_only_and_nothing_of_the_host() {
     fs::create_dir_all(runtime.join("etc")).unwrap();
     fs::create_dir_all(runtime.join("proc")).unwrap();
     fs::write(runtime.join("etc/os-release"), "ID=silo-test\n").unwrap();
+    fs::write(runtime.join("etc/passwd"), "runtime:x:7:7::/:/bin/sh\n").unwrap();
     fs::write(runtime.join("hello.txt"), "from the runtime\n").unwrap();
     std::os::unix::fs::symlink("usr/lib", runtime.join("lib")).unwrap();
     let iso = dirs.isolation(Rootfs::Runtime {
         path: runtime.clone(),
+        writable: false,
     });
     let outcome = in_namespaces(|| {
         entered(&iso)?;
@@ -347,9 +349,21 @@ fn a_runtime_root_shows_the_runtime_read_only_and_nothing_of_the_host() {
         ensure(os.contains("silo-test"), "/etc is not the runtime's")?;
         let lib = fs::read_link("/lib").map_err(|e| e.to_string())?;
         ensure(lib == Path::new("usr/lib"), format!("/lib -> {lib:?}"))?;
-        // Nothing of the host: no host /bin, no generated passwd.
+        // Nothing of the host: no host /bin. The runtime's passwd is covered by the job's;
+        // files the runtime lacks (group, hosts) are not made up.
         expect_absent("/bin")?;
-        expect_absent("/etc/passwd")?;
+        let passwd = fs::read_to_string("/etc/passwd").map_err(|e| e.to_string())?;
+        ensure(
+            passwd.starts_with("root:x:0:0:") && !passwd.contains("runtime:"),
+            format!("/etc/passwd: {passwd:?}"),
+        )?;
+        expect_absent("/etc/group")?;
+        expect_absent("/.silo-etc-passwd")?;
+        expect_errno(
+            fs::write("/etc/passwd", b"x"),
+            Errno::EROFS,
+            "writing the job's passwd",
+        )?;
         expect_errno(
             fs::write("/hello.txt", b"x"),
             Errno::EROFS,
@@ -366,8 +380,10 @@ fn a_runtime_root_shows_the_runtime_read_only_and_nothing_of_the_host() {
         fs::write("/work/x", b"x").map_err(|e| format!("writing /work: {e}"))
     });
     let untouched = fs::read_dir(&runtime).unwrap().count();
+    let runtime_passwd = fs::read_to_string(runtime.join("etc/passwd")).unwrap();
     dirs.finish(outcome);
     assert_eq!(untouched, 5, "the runtime directory changed on the host");
+    assert_eq!(runtime_passwd, "runtime:x:7:7::/:/bin/sh\n");
 }
 
 #[test]
@@ -406,6 +422,7 @@ fn a_missing_runtime_fails_with_its_step_path_and_errno() {
     let dirs = HostDirs::create();
     let iso = dirs.isolation(Rootfs::Runtime {
         path: dirs.path().join("no-such-runtime"),
+        writable: false,
     });
     let outcome = in_namespaces(|| {
         let Err(e) = enter(&iso) else {

@@ -111,6 +111,44 @@ pub(super) fn generate_for_job(root: &Path, iso: &Isolation) -> Result<(), InitE
     Ok(())
 }
 
+/// The files of a runtime's /etc that belong to the job, not to the runtime.
+const RUNTIME_JOB_FILES: &[&str] = &["passwd", "group", "hosts", "hostname", "resolv.conf"];
+
+/// Covers a runtime's /etc/passwd, group, hosts, hostname and resolv.conf with the job's
+/// own (the host's resolver configuration for resolv.conf), each bound read-only over the
+/// runtime's file of that name. The runtime's tree is not changed; a name the runtime does
+/// not have as a regular file is left out (a bind mount needs a file to cover).
+///
+/// Each file is written into the root's tmpfs, bound, then unlinked: the mount keeps it,
+/// and nothing of it stays visible elsewhere in the root.
+pub(super) fn cover_runtime_files(root: &Path, iso: &Isolation) -> Result<(), InitError> {
+    let etc = root.join("etc");
+    for name in RUNTIME_JOB_FILES {
+        let target = etc.join(name);
+        if !fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_file()) {
+            continue;
+        }
+        let contents = match *name {
+            "passwd" => passwd(iso.uid, iso.gid).into_bytes(),
+            "group" => group(iso.gid).into_bytes(),
+            "hosts" => hosts(&iso.hostname).into_bytes(),
+            "hostname" => format!("{}\n", iso.hostname).into_bytes(),
+            _ => fs::read("/etc/resolv.conf").unwrap_or_default(),
+        };
+        let source = root.join(format!(".silo-etc-{name}"));
+        write_file("runtime_etc", &source, &contents, 0o644)?;
+        super::mounts::bind("runtime_etc", &source, &target, super::rootfs::READ_ONLY)?;
+        fs::remove_file(&source).map_err(|e| {
+            fail(
+                "runtime_etc",
+                errno_of(&e),
+                format_args!("remove {}", source.display()),
+            )
+        })?;
+    }
+    Ok(())
+}
+
 /// The passwd file: root, the job's user (unless it is root) and nobody. Home is /work.
 pub(super) fn passwd(uid: u32, gid: u32) -> String {
     let mut out = String::from("root:x:0:0:root:/work:/bin/sh\n");

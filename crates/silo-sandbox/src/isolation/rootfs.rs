@@ -42,7 +42,7 @@ pub(super) fn assemble(base: &SandboxBase) -> Result<(), InitError> {
             show_host_system_dirs(root)?;
             etc::generate_common(root)?;
         }
-        Rootfs::Runtime { path } => show_runtime(path, root)?,
+        Rootfs::Runtime { path, writable } => show_runtime(path, *writable, root)?,
     }
     proc_mask::mount_proc(root)?;
     proc_mask::mount_sys(root)?;
@@ -60,8 +60,9 @@ pub(super) fn assemble(base: &SandboxBase) -> Result<(), InitError> {
 /// generated /etc, and its work directory at /work.
 pub(super) fn add_job(iso: &Isolation) -> Result<(), InitError> {
     let root = iso.root_dir.as_path();
-    if iso.rootfs == Rootfs::HostView {
-        etc::generate_for_job(root, iso)?;
+    match &iso.rootfs {
+        Rootfs::HostView => etc::generate_for_job(root, iso)?,
+        Rootfs::Runtime { .. } => etc::cover_runtime_files(root, iso)?,
     }
     match iso.work_disk {
         // Mounted when the sandbox was prepared.
@@ -91,10 +92,15 @@ fn show_host_system_dirs(root: &Path) -> Result<(), InitError> {
     Ok(())
 }
 
-/// Shows a runtime's tree, read-only, as the root's contents: each top-level entry of
-/// `path` is bound (directories and files) or recreated (symlinks) in the root. Nothing of
-/// the host is shown.
-fn show_runtime(path: &Path, root: &Path) -> Result<(), InitError> {
+/// Shows a runtime's tree as the root's contents, read-only unless `writable`: each
+/// top-level entry of `path` is bound (directories and files) or recreated (symlinks) in
+/// the root. Nothing of the host is shown.
+fn show_runtime(path: &Path, writable: bool, root: &Path) -> Result<(), InitError> {
+    let flags = if writable {
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV
+    } else {
+        READ_ONLY
+    };
     let entries = fs::read_dir(path).map_err(|e| {
         fail(
             "runtime_rootfs",
@@ -123,10 +129,10 @@ fn show_runtime(path: &Path, root: &Path) -> Result<(), InitError> {
             copy_symlink("runtime_rootfs", &source, &target)?;
         } else if kind.is_dir() {
             mkdir("runtime_rootfs", &target, 0o755)?;
-            bind("runtime_rootfs", &source, &target, READ_ONLY)?;
+            bind("runtime_rootfs", &source, &target, flags)?;
         } else if kind.is_file() {
             touch("runtime_rootfs", &target)?;
-            bind("runtime_rootfs", &source, &target, READ_ONLY)?;
+            bind("runtime_rootfs", &source, &target, flags)?;
         }
         // Sockets, fifos and device nodes at the top of a runtime are not shown.
     }
