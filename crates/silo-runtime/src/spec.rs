@@ -35,7 +35,7 @@ pub enum SpecError {
         reason: &'static str,
     },
     /// A version is not semantic versioning (`MAJOR.MINOR.PATCH`).
-    #[error("invalid version `{text}`: {source}")]
+    #[error("invalid version `{text}` (expected MAJOR.MINOR.PATCH, e.g. 1.0.0): {source}")]
     Version {
         /// The refused text.
         text: String,

@@ -45,7 +45,8 @@ pub enum StoreError {
 /// What one [`ObjectStore::intern`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct InternStats {
-    /// File entries of the manifest, each now a link to its object.
+    /// File entries of the manifest, each now a link to its object (files that already
+    /// were count here and in neither byte count).
     pub files: u64,
     /// Bytes of files that became new objects (content the store did not have).
     pub new_bytes: u64,

@@ -35,7 +35,8 @@ pub fn export(
     let manifest = Manifest::from_bytes(&manifest_bytes).map_err(ArchiveError::Manifest)?;
 
     let mut builder = tar::Builder::new(CountingWriter {
-        inner: out,
+        // tar writes 512-byte headers one by one; batch them into large writes.
+        inner: io::BufWriter::with_capacity(1 << 20, out),
         written: 0,
         failed: false,
         progress,
@@ -141,10 +142,10 @@ fn check<W: Write, F: FnMut(u64)>(
     })
 }
 
-/// Counts the bytes written and reports them; remembers whether writing failed, to tell
+/// Counts the bytes written (into its buffer) and reports them; remembers whether writing failed, to tell
 /// a failed output from a failed input.
-struct CountingWriter<W, F> {
-    inner: W,
+struct CountingWriter<W: Write, F> {
+    inner: io::BufWriter<W>,
     written: u64,
     failed: bool,
     progress: F,
