@@ -6,6 +6,7 @@ mod client_config;
 pub mod jobs;
 mod listener;
 mod logs;
+pub mod runtimes;
 mod service;
 pub mod store;
 
@@ -104,6 +105,11 @@ pub struct ServerArgs {
     /// Largest total size of one job's uploads.
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     pub upload_limit: u64,
+    /// The public key of another server whose runtimes this one installs (its
+    /// `certs/runtime-signing.pub`); repeat for several. This server's own key is always
+    /// trusted.
+    #[arg(long = "trust-runtime-key", value_name = "FILE")]
+    pub trust_runtime_keys: Vec<std::path::PathBuf>,
 }
 
 /// What can stop the server from starting.
@@ -124,6 +130,9 @@ pub enum ServerError {
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The runtimes could not be opened.
+    #[error(transparent)]
+    Runtimes(#[from] runtimes::RuntimeError),
     /// silo's cgroup subtree is another server's ([`silo_cgroup::CgroupError::InUse`]).
     #[error(transparent)]
     Cgroups(silo_cgroup::CgroupError),
@@ -222,7 +231,20 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     jobs::validate::check_limits(&settings.bounds.defaults, &settings.bounds)
         .map_err(|e| ServerError::Host(format!("the server's default limits are invalid: {e}")))?;
     let info = server_info(&args, &settings, disk_support.is_ok());
+    let trusted = read_trusted_keys(&args.trust_runtime_keys)?;
     let jobs = JobManager::start(store, settings, exe.into()).await?;
+    let catalog = runtimes::Catalog::open(
+        runtimes::CatalogSettings {
+            dir: state.join("runtimes"),
+            key_path: certs.dir.join("runtime-signing.key"),
+            trusted,
+        },
+        jobs.clone(),
+    )
+    .await?;
+    let public_key = certs.dir.join("runtime-signing.pub");
+    std::fs::write(&public_key, catalog.public_key().to_text() + "\n")
+        .map_err(|e| host("write", &public_key, e))?;
 
     let listener = TcpListener::bind(args.listen)
         .await
@@ -258,7 +280,12 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     let max_message = usize::try_from(args.upload_limit)
         .unwrap_or(usize::MAX)
         .saturating_add(16 << 20);
-    let api = JobServiceServer::new(service::JobApi::new(jobs.clone(), info))
+    let runtime_api = silo_proto::v1::runtime_service_server::RuntimeServiceServer::new(
+        runtimes::service::RuntimeApi::new(catalog.clone()),
+    )
+    .max_decoding_message_size(2 << 20)
+    .max_encoding_message_size(2 << 20);
+    let api = JobServiceServer::new(service::JobApi::new(jobs.clone(), catalog, info))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(64 << 20);
 
@@ -268,6 +295,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(api)
+        .add_service(runtime_api)
         .serve_with_incoming_shutdown(listener::incoming(listener, tls), shutdown())
         .await?;
     jobs.drain_pool().await;
@@ -275,6 +303,22 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         "silo server stopped; running jobs keep running and are adopted on the next start"
     );
     Ok(())
+}
+
+/// The runtime keys named by `--trust-runtime-key`.
+fn read_trusted_keys(
+    files: &[std::path::PathBuf],
+) -> Result<Vec<silo_runtime::manifest::PublicKey>, ServerError> {
+    files
+        .iter()
+        .map(|file| {
+            let text =
+                std::fs::read_to_string(file).map_err(|e| host("read the runtime key", file, e))?;
+            silo_runtime::manifest::PublicKey::from_text(text.trim()).map_err(|e| {
+                ServerError::Host(format!("--trust-runtime-key {}: {e}", file.display()))
+            })
+        })
+        .collect()
 }
 
 /// Makes `dir` reachable by root only (mode 0700), as every directory silo keeps jobs'
@@ -395,9 +439,9 @@ fn server_info(
         controllers,
         networks: vec![JobNetwork::None as i32, JobNetwork::Host as i32],
         features: if disk_support {
-            vec!["disk".into()]
+            vec!["disk".into(), "runtimes".into()]
         } else {
-            Vec::new()
+            vec!["runtimes".into()]
         },
         ..Default::default()
     }

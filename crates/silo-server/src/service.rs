@@ -27,14 +27,20 @@ const DEFAULT_LIST_LIMIT: u32 = 100;
 /// The JobService implementation.
 pub struct JobApi {
     jobs: JobManager,
+    /// Where a job's `spec.runtime` is looked up.
+    runtimes: crate::runtimes::Catalog,
     /// What GetServerInfo says of this server (the caller's part is filled per call).
     info: ServerInfo,
 }
 
 impl JobApi {
     /// The service over `jobs`, describing itself with `info`.
-    pub fn new(jobs: JobManager, info: ServerInfo) -> JobApi {
-        JobApi { jobs, info }
+    pub fn new(jobs: JobManager, runtimes: crate::runtimes::Catalog, info: ServerInfo) -> JobApi {
+        JobApi {
+            jobs,
+            runtimes,
+            info,
+        }
     }
 }
 
@@ -135,16 +141,37 @@ impl JobService for JobApi {
     async fn run_job(&self, request: Request<RunJobRequest>) -> Result<Response<Job>, Status> {
         let owner = authorize(&request, Access::Write, "RunJob")?;
         let req = request.into_inner();
-        let spec = req
+        let mut spec = req
             .spec
             .ok_or_else(|| Status::invalid_argument("the request has no job spec"))?;
+        // The runtime is picked (and held installed) here; the job records the exact
+        // version, and counts as its user once live.
+        let runtime = match spec.runtime.as_str() {
+            "" => None,
+            wanted => {
+                let (installed, hold) = self.runtimes.resolve(wanted).await.map_err(|e| {
+                    match e {
+                        crate::runtimes::RuntimeError::Host(_) => Status::from(e),
+                        // A runtime the job names that is not there is a bad job spec.
+                        _ => Status::invalid_argument(format!("runtime: {e}")),
+                    }
+                })?;
+                spec.runtime = installed.label();
+                Some((installed.job_root(), hold))
+            }
+        };
         // On a task of its own: a client that goes away mid-start must not cancel the
         // start half-way (a job in the live table with its slot and host id held, STARTING
         // for ever). The job starts or fails whole, whoever is still listening.
         let jobs = self.jobs.clone();
-        let row = tokio::spawn(async move { jobs.run(spec, req.uploads, owner).await })
-            .await
-            .map_err(|e| Status::internal(format!("the job's start failed: {e}")))??;
+        let row = tokio::spawn(async move {
+            let (root, hold) = runtime.unzip();
+            let row = jobs.run_in(spec, req.uploads, owner, root).await;
+            drop(hold);
+            row
+        })
+        .await
+        .map_err(|e| Status::internal(format!("the job's start failed: {e}")))??;
         Ok(Response::new(to_proto(row)))
     }
 

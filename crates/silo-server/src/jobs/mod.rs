@@ -56,6 +56,33 @@ pub struct JobSettings {
     pub host_ids: (u32, u32),
 }
 
+/// The tree a job's root shows instead of a view of the host's system directories: an
+/// installed runtime (read-only), or one being built (writable: the builder's package
+/// managers install into it). The caller resolves it; the job manager only mounts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRoot {
+    /// The runtime's `rootfs/` directory.
+    pub rootfs: PathBuf,
+    /// The environment the runtime gives its jobs, under the job's own env.
+    pub env: Vec<(String, String)>,
+    /// Whether the job may write the tree. The tree is then lent to the job's user (chowned
+    /// to its host id) before the command starts; giving it back is the caller's part.
+    pub writable: bool,
+    /// Whether ready inits are kept for it, so that its next job starts at once (an
+    /// installed runtime, not a build's tree under test).
+    pub pooled: bool,
+}
+
+impl JobRoot {
+    /// The sandbox's form of this root.
+    fn sandbox_rootfs(&self) -> silo_sandbox::Rootfs {
+        silo_sandbox::Rootfs::Runtime {
+            path: self.rootfs.clone(),
+            writable: self.writable,
+        }
+    }
+}
+
 /// Why a job operation failed; each maps to one gRPC status.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -99,6 +126,8 @@ struct Inner {
     pool: Mutex<Vec<ReadyInit>>,
     /// Ready inits being prepared for the pool now.
     refilling: std::sync::atomic::AtomicUsize,
+    /// Runtime trees a ready init is being prepared in now.
+    refilling_runtimes: Mutex<std::collections::HashSet<silo_sandbox::Rootfs>>,
     /// Which host ids live jobs hold.
     host_ids: host_ids::HostIds,
 }
@@ -120,6 +149,33 @@ pub(crate) fn at_idle_priority<T>(work: impl FnOnce() -> T) -> T {
     // SAFETY: as above; root may raise a priority back.
     unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, before) };
     result
+}
+
+/// Lends the tree at `path` to the host id `owner`: chowns every entry (never following a
+/// symlink), so that a job whose root user maps to `owner` may write it.
+async fn lend_tree(path: &Path, owner: u32) -> Result<(), JobError> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || chown_tree(&path, owner, owner))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        .map_err(|e| JobError::Host(format!("cannot lend the runtime tree to the job: {e}")))
+}
+
+/// Chowns `path` and everything under it to `uid:gid`, never following a symlink.
+pub fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+    if !std::fs::symlink_metadata(path)?.is_dir() {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(path)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            chown_tree(&entry.path(), uid, gid)?;
+        } else {
+            std::os::unix::fs::lchown(entry.path(), Some(uid), Some(gid))?;
+        }
+    }
+    Ok(())
 }
 
 /// Microseconds since the Unix epoch.
@@ -162,6 +218,7 @@ impl JobManager {
                 logs,
                 pool: Mutex::default(),
                 refilling: Default::default(),
+                refilling_runtimes: Mutex::default(),
                 host_ids,
             }),
         };
@@ -186,6 +243,19 @@ impl JobManager {
         self.inner.live.lock().ok()?.get(id).cloned()
     }
 
+    /// Number of jobs starting or running in the runtime `label` (`name@version`).
+    pub fn live_in_runtime(&self, label: &str) -> usize {
+        self.inner
+            .live
+            .lock()
+            .map(|m| {
+                m.values()
+                    .filter(|j| !j.has_ended() && j.row.borrow().spec.runtime == label)
+                    .count()
+            })
+            .unwrap_or(usize::MAX)
+    }
+
     /// Number of jobs starting or running.
     pub fn running(&self) -> usize {
         self.inner
@@ -195,17 +265,37 @@ impl JobManager {
             .unwrap_or(0)
     }
 
-    /// Validates and starts a job; answers once its command runs or has failed to start.
+    /// Validates and starts a job whose root views the host's system directories; answers
+    /// once its command runs or has failed to start.
     pub async fn run(
         &self,
         spec: JobSpec,
         uploads: Vec<Upload>,
         owner: String,
     ) -> Result<JobRow, JobError> {
+        self.run_in(spec, uploads, owner, None).await
+    }
+
+    /// Validates and starts a job in `root` (a runtime the caller resolved from
+    /// `spec.runtime`), or in a view of the host's system directories when `None`; answers
+    /// once its command runs or has failed to start.
+    pub async fn run_in(
+        &self,
+        spec: JobSpec,
+        uploads: Vec<Upload>,
+        owner: String,
+        root: Option<JobRoot>,
+    ) -> Result<JobRow, JobError> {
         let s = &self.inner.settings;
         let mut spec = spec;
         s.bounds.apply_defaults(&mut spec.limits);
         validate::check_request(&spec, &uploads, &s.bounds)?;
+        if root.is_none() && !spec.runtime.is_empty() {
+            return Err(JobError::Host(format!(
+                "the runtime {:?} was not resolved before the job started",
+                spec.runtime
+            )));
+        }
         // The job's place under the cap comes first and at once: requests that arrive
         // together cannot all pass a count, and one that would wait is refused instead.
         // Every way out of this function before the job is live drops it.
@@ -219,8 +309,22 @@ impl JobManager {
             ));
         };
         let disk = spec.limits.as_ref().and_then(|l| l.disk_bytes);
+        let rootfs = root
+            .as_ref()
+            .map_or(silo_sandbox::Rootfs::HostView, JobRoot::sandbox_rootfs);
+        if let Some(root) = root.as_ref().filter(|r| r.writable)
+            && let Err(e) = lend_tree(&root.rootfs, host_id).await
+        {
+            self.inner.host_ids.give_back(host_id);
+            return Err(e);
+        }
         let mut ready = match self
-            .take_ready(spec.network() != JobNetwork::Host, disk)
+            .take_ready(
+                spec.network() != JobNetwork::Host,
+                disk,
+                &rootfs,
+                root.as_ref().is_some_and(|r| r.pooled && !r.writable),
+            )
             .await
         {
             Ok(ready) => ready,
@@ -263,7 +367,7 @@ impl JobManager {
             return Err(e);
         }
         tracing::debug!(elapsed = ?t0.elapsed(), "job prepared");
-        let init_spec = self.init_spec(&live.row.borrow());
+        let init_spec = self.init_spec(&live.row.borrow(), root.as_ref());
         let (tx, started) = tokio::sync::oneshot::channel();
         tokio::spawn(supervisor::supervise(
             self.clone(),
@@ -374,7 +478,7 @@ impl JobManager {
         }
     }
 
-    fn init_spec(&self, row: &JobRow) -> silo_sandbox::InitSpec {
+    fn init_spec(&self, row: &JobRow, root: Option<&JobRoot>) -> silo_sandbox::InitSpec {
         let dir = self.job_dir(&row.id);
         // Inside the job, the work directory is /work.
         let cwd = Path::new("/work").join(&row.spec.workdir);
@@ -383,6 +487,10 @@ impl JobManager {
             ("HOME".into(), "/work".into()),
             ("SILO_JOB_ID".into(), row.id.clone()),
         ];
+        for (name, value) in root.map(|r| r.env.as_slice()).unwrap_or_default() {
+            env.retain(|(k, _)| k != name);
+            env.push((name.clone(), value.clone()));
+        }
         for var in &row.spec.env {
             env.retain(|(k, _)| k != &var.name);
             env.push((var.name.clone(), var.value.clone()));
@@ -404,7 +512,7 @@ impl JobManager {
                     .as_ref()
                     .and_then(|l| l.disk_bytes)
                     .map(|_| dir.join(ready::DISK_IMAGE)),
-                rootfs: silo_sandbox::Rootfs::HostView,
+                rootfs: root.map_or(silo_sandbox::Rootfs::HostView, JobRoot::sandbox_rootfs),
                 uid,
                 gid,
                 host_id: row.host_id,

@@ -45,6 +45,8 @@ pub struct ReadyInit {
     pub private_network: bool,
     /// The size of the filesystem mounted at its /work, when it has one of its own.
     pub disk_bytes: Option<u64>,
+    /// The root filesystem it has assembled.
+    pub rootfs: Rootfs,
     /// Its mount namespace, held open so that the job's mounts (its /work filesystem above
     /// all, whose unmount flushes and detaches a loop device) are torn down after the job's
     /// end is published, off the launch's path, not while the init exits.
@@ -58,6 +60,7 @@ impl JobManager {
         &self,
         private_network: bool,
         disk_bytes: Option<u64>,
+        rootfs: &Rootfs,
         nice: i32,
     ) -> Result<ReadyInit, JobError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -86,7 +89,7 @@ impl JobManager {
         drop(log);
         parts.init = Some(init.pidfd);
         let params = Prepare {
-            sandbox: self.sandbox_base(root, private_network, work_disk),
+            sandbox: self.sandbox_base(root, private_network, work_disk, rootfs.clone()),
             cgroup_dirs: parts
                 .cgroup
                 .as_ref()
@@ -108,6 +111,7 @@ impl JobManager {
             cgroup,
             private_network,
             disk_bytes,
+            rootfs: rootfs.clone(),
         })
     }
 
@@ -117,10 +121,11 @@ impl JobManager {
         root_dir: PathBuf,
         private_network: bool,
         work_disk: Option<PathBuf>,
+        rootfs: Rootfs,
     ) -> SandboxBase {
         SandboxBase {
             root_dir,
-            rootfs: Rootfs::HostView,
+            rootfs,
             network: if private_network {
                 Network::None
             } else {
@@ -146,23 +151,121 @@ impl JobManager {
     }
 
     /// A ready init for a job, from the pool when there is one that fits, else a new one.
+    ///
+    /// The pool holds inits for the host view (topped up to its size) and, for each
+    /// read-only runtime a job has used, one more, replaced as soon as a job takes it: the
+    /// next job in that runtime starts as fast as one on the host view.
     pub(super) async fn take_ready(
         &self,
         private_network: bool,
         disk_bytes: Option<u64>,
+        rootfs: &Rootfs,
+        keep_ready: bool,
     ) -> Result<ReadyInit, JobError> {
         let pooled = self.inner.pool.lock().ok().and_then(|mut pool| {
-            let i = pool
-                .iter()
-                .position(|r| r.private_network == private_network && r.disk_bytes == disk_bytes)?;
+            let i = pool.iter().position(|r| {
+                r.private_network == private_network
+                    && r.disk_bytes == disk_bytes
+                    && r.rootfs == *rootfs
+            })?;
             Some(pool.swap_remove(i))
         });
-        if pooled.is_some() {
-            self.refill();
+        match rootfs {
+            Rootfs::HostView if pooled.is_some() => self.refill(),
+            Rootfs::Runtime { .. } if keep_ready => self.keep_one_ready_in(rootfs.clone()),
+            _ => {}
         }
         match pooled {
             Some(ready) => Ok(ready),
-            None => self.spawn_ready(private_network, disk_bytes, 0).await,
+            None => {
+                self.spawn_ready(private_network, disk_bytes, rootfs, 0)
+                    .await
+            }
+        }
+    }
+
+    /// Prepares, in the background, one ready init in the runtime `rootfs` (private
+    /// network, default disk) unless the pool has one or one is being made.
+    fn keep_one_ready_in(&self, rootfs: Rootfs) {
+        if self.inner.settings.ready_inits == 0 {
+            return;
+        }
+        let has_one = |manager: &JobManager| {
+            manager
+                .inner
+                .pool
+                .lock()
+                .map(|p| p.iter().any(|r| r.rootfs == rootfs && r.private_network))
+                .unwrap_or(true)
+        };
+        if has_one(self) {
+            return;
+        }
+        let marked = self
+            .inner
+            .refilling_runtimes
+            .lock()
+            .is_ok_and(|mut pending| pending.insert(rootfs.clone()));
+        if !marked {
+            return;
+        }
+        let manager = self.clone();
+        tokio::spawn(async move {
+            let disk = manager.inner.settings.bounds.defaults.disk_bytes;
+            let ready = manager.spawn_ready(true, disk, &rootfs, READY_NICE).await;
+            let mut keep = None;
+            match ready {
+                Ok(ready) => keep = Some(ready),
+                Err(e) => tracing::warn!("cannot prepare a ready init in a runtime: {e}"),
+            }
+            // Registered and unmarked under the pool's lock, so that `discard_ready_in`
+            // either sees it in the pool or sees it pending.
+            let stale = match manager.inner.pool.lock() {
+                Ok(mut pool) => {
+                    let gone = manager
+                        .inner
+                        .refilling_runtimes
+                        .lock()
+                        .map(|mut p| !p.remove(&rootfs))
+                        .unwrap_or(true);
+                    match keep.take() {
+                        Some(ready) if !gone => {
+                            pool.push(ready);
+                            None
+                        }
+                        other => other,
+                    }
+                }
+                Err(_) => keep.take(),
+            };
+            if let Some(ready) = stale {
+                manager
+                    .discard(&ready.id, Some(ready.pidfd), ready.cgroup)
+                    .await;
+            }
+        });
+    }
+
+    /// Ends the ready inits prepared in the runtime tree `rootfs` (the runtime is being
+    /// removed or replaced); one being prepared now is ended when it is ready.
+    pub async fn discard_ready_in(&self, rootfs: &Path) {
+        let matches = |r: &Rootfs| matches!(r, Rootfs::Runtime { path, .. } if path == rootfs);
+        let taken: Vec<ReadyInit> = match self.inner.pool.lock() {
+            Ok(mut pool) => {
+                if let Ok(mut pending) = self.inner.refilling_runtimes.lock() {
+                    pending.retain(|r| !matches(r));
+                }
+                let (gone, kept) = std::mem::take(&mut *pool)
+                    .into_iter()
+                    .partition(|r| matches(&r.rootfs));
+                *pool = kept;
+                gone
+            }
+            Err(_) => Vec::new(),
+        };
+        for ready in taken {
+            self.discard(&ready.id, Some(ready.pidfd), ready.cgroup)
+                .await;
         }
     }
 
@@ -191,7 +294,7 @@ impl JobManager {
                     .inner
                     .pool
                     .lock()
-                    .map(|p| p.len())
+                    .map(|p| p.iter().filter(|r| r.rootfs == Rootfs::HostView).count())
                     .unwrap_or(usize::MAX);
                 let pending = manager.inner.refilling.fetch_add(1, Ordering::SeqCst);
                 if have + pending >= target {
@@ -199,7 +302,9 @@ impl JobManager {
                     return;
                 }
                 let disk = manager.inner.settings.bounds.defaults.disk_bytes;
-                let ready = manager.spawn_ready(true, disk, READY_NICE).await;
+                let ready = manager
+                    .spawn_ready(true, disk, &Rootfs::HostView, READY_NICE)
+                    .await;
                 manager.inner.refilling.fetch_sub(1, Ordering::SeqCst);
                 match ready {
                     Ok(ready) => {

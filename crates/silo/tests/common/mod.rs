@@ -179,6 +179,13 @@ impl TestServer {
     }
 
     pub async fn client(&self, role: &str) -> JobServiceClient<Channel> {
+        JobServiceClient::new(self.channel(role).await)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(512 << 20)
+    }
+
+    /// A mutual-TLS channel to the server with `role`'s certificate.
+    pub async fn channel(&self, role: &str) -> Channel {
         let c = self.certs();
         let (cert, key) = (
             c.join(format!("{role}.pem")),
@@ -190,9 +197,7 @@ impl TestServer {
             &std::fs::read(key).unwrap(),
         )
         .unwrap();
-        JobServiceClient::new(connect(&self.addr, config).await.unwrap())
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(512 << 20)
+        connect(&self.addr, config).await.unwrap()
     }
 
     pub async fn admin(&self) -> JobServiceClient<Channel> {

@@ -1,0 +1,399 @@
+//! The gRPC RuntimeService.
+
+use std::io::{Read, Write};
+use std::pin::Pin;
+
+use futures::Stream;
+use silo_proto::v1::runtime_difference::Kind;
+use silo_proto::v1::runtime_service_server::RuntimeService;
+use silo_proto::v1::{
+    BuildRuntimeRequest, EnvVar, ExportRuntimeChunk, ExportRuntimeRequest, GetRuntimeRequest,
+    InstallRuntimeChunk, ListRuntimesRequest, ListRuntimesResponse, RemoveRuntimeRequest,
+    RemoveRuntimeResponse, Runtime, RuntimeDifference, RuntimeProgress, VerifyRuntimeRequest,
+    VerifyRuntimeResponse,
+};
+use silo_runtime::manifest::{DifferenceKind, EntryKind};
+use silo_runtime::spec::RuntimeSpec;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::build;
+use super::catalog::{Catalog, Installed};
+use super::packages;
+use super::progress::Progress;
+use crate::auth::{Access, authorize};
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// The largest chunk of an archive a client may send at once.
+const MAX_CHUNK: usize = 1 << 20;
+/// The size of the chunks an export sends.
+const EXPORT_CHUNK: usize = 256 << 10;
+
+/// The runtime service over a catalog.
+#[derive(Clone)]
+pub struct RuntimeApi {
+    catalog: Catalog,
+}
+
+impl RuntimeApi {
+    /// The service over `catalog`.
+    pub fn new(catalog: Catalog) -> RuntimeApi {
+        RuntimeApi { catalog }
+    }
+}
+
+/// The wire form of an installed runtime; with `details`, its packages too (they are
+/// read from the tree).
+pub async fn to_proto(catalog: &Catalog, installed: &Installed, details: bool) -> Runtime {
+    let (catalog2, installed2) = (catalog.clone(), installed.clone());
+    let (shared, packages) = tokio::task::spawn_blocking(move || {
+        let rootfs = installed2.version_dir().rootfs();
+        let shared = catalog2
+            .objects()
+            .shared_bytes(&rootfs, &installed2.manifest)
+            .unwrap_or(0);
+        let packages = if details {
+            packages::installed(&rootfs)
+        } else {
+            Vec::new()
+        };
+        (shared, packages)
+    })
+    .await
+    .unwrap_or_default();
+    let manifest = &installed.manifest;
+    Runtime {
+        name: manifest.name.clone(),
+        version: manifest.version.to_string(),
+        description: installed.spec.description.clone(),
+        size_bytes: manifest.total_size(),
+        shared_bytes: shared,
+        entries: manifest.entries.len() as u64,
+        manifest_digest: manifest.digest(),
+        signer: installed.signature.signer.fingerprint(),
+        signed_here: installed.signature.signer == catalog.public_key(),
+        installed_at: Some(prost_types::Timestamp {
+            seconds: installed.installed_at.div_euclid(1_000_000),
+            nanos: (installed.installed_at.rem_euclid(1_000_000) * 1000) as i32,
+        }),
+        used_by_jobs: catalog.users(&installed.label()) as u32,
+        spec_yaml: if details {
+            installed.spec.to_yaml()
+        } else {
+            String::new()
+        },
+        packages,
+        env: installed
+            .spec
+            .env
+            .iter()
+            .map(|(name, value)| EnvVar {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl RuntimeService for RuntimeApi {
+    type BuildRuntimeStream = BoxStream<RuntimeProgress>;
+
+    async fn build_runtime(
+        &self,
+        request: Request<BuildRuntimeRequest>,
+    ) -> Result<Response<Self::BuildRuntimeStream>, Status> {
+        let owner = authorize(&request, Access::Write, "BuildRuntime")?;
+        let req = request.into_inner();
+        let spec = RuntimeSpec::parse(&req.spec_yaml)
+            .map_err(|e| Status::invalid_argument(format!("the runtime spec: {e}")))?;
+        let (tx, rx) = mpsc::channel(64);
+        let progress = Progress::new(tx);
+        let catalog = self.catalog.clone();
+        // On a task of its own: a client that goes away does not cut a build in half.
+        tokio::spawn(async move {
+            let label = format!("{}@{}", spec.name, spec.version);
+            let started = std::time::Instant::now();
+            match build::build(&catalog, spec, req.replace, &owner, &progress).await {
+                Ok(installed) => {
+                    tracing::info!("built runtime {label} in {:?}", started.elapsed());
+                    progress
+                        .done(to_proto(&catalog, &installed, false).await)
+                        .await;
+                }
+                Err(e) => {
+                    tracing::warn!("building runtime {label} failed: {e}");
+                    progress.failed(e.into()).await;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type InstallRuntimeStream = BoxStream<RuntimeProgress>;
+
+    async fn install_runtime(
+        &self,
+        request: Request<Streaming<InstallRuntimeChunk>>,
+    ) -> Result<Response<Self::InstallRuntimeStream>, Status> {
+        authorize(&request, Access::Write, "InstallRuntime")?;
+        let mut incoming = request.into_inner();
+        let (tx, rx) = mpsc::channel(64);
+        let progress = Progress::new(tx);
+        let catalog = self.catalog.clone();
+        tokio::spawn(async move {
+            match install(&catalog, &mut incoming, &progress).await {
+                Ok(installed) => {
+                    tracing::info!("installed runtime {}", installed.label());
+                    progress
+                        .done(to_proto(&catalog, &installed, false).await)
+                        .await;
+                }
+                Err(status) => progress.failed(status).await,
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_runtimes(
+        &self,
+        request: Request<ListRuntimesRequest>,
+    ) -> Result<Response<ListRuntimesResponse>, Status> {
+        authorize(&request, Access::Read, "ListRuntimes")?;
+        let mut runtimes = Vec::new();
+        for installed in self.catalog.list() {
+            runtimes.push(to_proto(&self.catalog, &installed, false).await);
+        }
+        Ok(Response::new(ListRuntimesResponse { runtimes }))
+    }
+
+    async fn get_runtime(
+        &self,
+        request: Request<GetRuntimeRequest>,
+    ) -> Result<Response<Runtime>, Status> {
+        authorize(&request, Access::Read, "GetRuntime")?;
+        let installed = self.catalog.get(&request.get_ref().runtime)?;
+        Ok(Response::new(
+            to_proto(&self.catalog, &installed, true).await,
+        ))
+    }
+
+    async fn verify_runtime(
+        &self,
+        request: Request<VerifyRuntimeRequest>,
+    ) -> Result<Response<VerifyRuntimeResponse>, Status> {
+        authorize(&request, Access::Read, "VerifyRuntime")?;
+        let installed = self.catalog.get(&request.get_ref().runtime)?;
+        let (manifest, rootfs) = (installed.manifest.clone(), installed.version_dir().rootfs());
+        let differences = tokio::task::spawn_blocking(move || {
+            silo_runtime::manifest::verify_tree(&manifest, &rootfs)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::internal(e.to_string()))?;
+        let files = installed
+            .manifest
+            .entries
+            .iter()
+            .filter(|e| matches!(e.kind, EntryKind::File { .. }))
+            .count() as u64;
+        Ok(Response::new(VerifyRuntimeResponse {
+            runtime: Some(to_proto(&self.catalog, &installed, false).await),
+            differences: differences
+                .into_iter()
+                .map(|d| {
+                    let (kind, detail) = match d.what {
+                        DifferenceKind::Changed(detail) => (Kind::Changed, detail),
+                        DifferenceKind::Missing => (Kind::Missing, String::new()),
+                        DifferenceKind::Extra => (Kind::Extra, String::new()),
+                    };
+                    RuntimeDifference {
+                        path: d.path,
+                        kind: kind as i32,
+                        detail,
+                    }
+                })
+                .collect(),
+            files,
+            bytes: installed.manifest.total_size(),
+        }))
+    }
+
+    type ExportRuntimeStream = BoxStream<ExportRuntimeChunk>;
+
+    async fn export_runtime(
+        &self,
+        request: Request<ExportRuntimeRequest>,
+    ) -> Result<Response<Self::ExportRuntimeStream>, Status> {
+        authorize(&request, Access::Read, "ExportRuntime")?;
+        let installed = self.catalog.get(&request.get_ref().runtime)?;
+        let (tx, rx) = mpsc::channel(8);
+        let total = estimated_archive_size(&installed);
+        tokio::task::spawn_blocking(move || {
+            let mut out = ChunkWriter {
+                tx: tx.clone(),
+                buffer: Vec::with_capacity(EXPORT_CHUNK),
+                total: Some(total),
+            };
+            let exported =
+                silo_runtime::archive::export(&installed.version_dir(), &mut out, |_| {})
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| out.flush().map_err(|e| e.to_string()));
+            if let Err(e) = exported {
+                let _ = tx.blocking_send(Err(Status::internal(format!(
+                    "cannot export {}: {e}",
+                    installed.label()
+                ))));
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn remove_runtime(
+        &self,
+        request: Request<RemoveRuntimeRequest>,
+    ) -> Result<Response<RemoveRuntimeResponse>, Status> {
+        authorize(&request, Access::Write, "RemoveRuntime")?;
+        let (installed, freed) = self.catalog.remove(&request.get_ref().runtime).await?;
+        tracing::info!("removed runtime {}", installed.label());
+        let mut runtime = to_proto(&self.catalog, &installed, false).await;
+        runtime.used_by_jobs = 0;
+        Ok(Response::new(RemoveRuntimeResponse {
+            runtime: Some(runtime),
+            freed_bytes: freed,
+        }))
+    }
+}
+
+/// Receives an archive from `incoming`, unpacks and verifies it into a staging directory,
+/// then commits it.
+async fn install(
+    catalog: &Catalog,
+    incoming: &mut Streaming<InstallRuntimeChunk>,
+    progress: &Progress,
+) -> Result<Installed, Status> {
+    let first = incoming
+        .message()
+        .await?
+        .ok_or_else(|| Status::invalid_argument("the archive is empty"))?;
+    let replace = first.replace;
+    let staging = super::Staging::new(catalog.new_staging()?);
+    let (tx, rx) = mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
+    let path = staging.path().to_path_buf();
+    let trusted = catalog.trusted().to_vec();
+    let unpack_progress = progress.clone();
+    progress.phase("unpack").await;
+    let unpacking = tokio::task::spawn_blocking(move || {
+        let reader = ChunkReader {
+            rx,
+            current: bytes::Bytes::new(),
+        };
+        silo_runtime::archive::unpack(reader, &path, &trusted, |p| {
+            unpack_progress.count_now("unpack", p.entries_done, p.entries_total, "entries")
+        })
+    });
+    let mut chunk = Some(first);
+    while let Some(message) = chunk {
+        if message.data.len() > MAX_CHUNK {
+            let _ = tx
+                .send(Err(std::io::Error::other("a chunk is larger than 1 MiB")))
+                .await;
+            break;
+        }
+        if tx.send(Ok(message.data.into())).await.is_err() {
+            // The unpack stopped reading: it failed, and says why below.
+            break;
+        }
+        chunk = match incoming.message().await {
+            Ok(next) => next,
+            Err(status) => {
+                let _ = tx
+                    .send(Err(std::io::Error::other(format!(
+                        "the client's stream failed: {}",
+                        status.message()
+                    ))))
+                    .await;
+                break;
+            }
+        };
+    }
+    drop(tx);
+    let unpacked = unpacking
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+    unpacked.map_err(|e| Status::invalid_argument(format!("the archive is refused: {e}")))?;
+    progress.phase("install").await;
+    Ok(catalog.commit(staging.keep(), replace).await?)
+}
+
+/// An archive's bytes arriving from the client, read by the (blocking) unpack.
+struct ChunkReader {
+    rx: mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+    current: bytes::Bytes,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => self.current = chunk?,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// An export's bytes, sent to the client in chunks.
+struct ChunkWriter {
+    tx: mpsc::Sender<Result<ExportRuntimeChunk, Status>>,
+    buffer: Vec<u8>,
+    /// Sent with the first chunk.
+    total: Option<u64>,
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(data);
+        if self.buffer.len() >= EXPORT_CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() && self.total.is_none() {
+            return Ok(());
+        }
+        let chunk = ExportRuntimeChunk {
+            data: std::mem::replace(&mut self.buffer, Vec::with_capacity(EXPORT_CHUNK)),
+            total_bytes: self.total.take().unwrap_or(0),
+        };
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
+        })
+    }
+}
+
+/// About how many bytes the archive of `installed` has: a 512-byte header per entry, each
+/// file rounded up to 512 bytes, and the metadata files.
+fn estimated_archive_size(installed: &Installed) -> u64 {
+    let body: u64 = installed
+        .manifest
+        .entries
+        .iter()
+        .map(|e| {
+            let long_name = if e.path.len() > 90 { 1024 } else { 0 };
+            512 + long_name
+                + match e.kind {
+                    EntryKind::File { size, .. } => size.div_ceil(512) * 512,
+                    _ => 0,
+                }
+        })
+        .sum();
+    body + 3 * 1024 + installed.manifest.to_bytes().len() as u64 + 10240
+}
