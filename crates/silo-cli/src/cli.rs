@@ -1,5 +1,5 @@
-//! The client's command line: `silo job …` and `silo certs …`, with the options every
-//! client command shares. Values are checked here, while parsing, so a bad flag is refused
+//! The client's command line: `silo job …`, `silo runtime …` and `silo certs …`, with the
+//! options every client command shares. Values are checked here, while parsing, so a bad flag is refused
 //! before anything is sent.
 
 use std::path::PathBuf;
@@ -7,7 +7,14 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand, ValueEnum};
 use silo_proto::v1::JobState;
 
-use crate::parse::{self, EnvSetting};
+use crate::parse::{self, EnvSetting, RuntimeRef};
+
+mod runtime;
+
+pub use runtime::{
+    BuildArgs, ExportArgs, InstallArgs, RemoveArgs, RuntimeArgs, RuntimeCommand, RuntimeInfoArgs,
+    RuntimeListArgs, VerifyArgs,
+};
 
 /// Options every client command takes.
 #[derive(Debug, Clone, Default, Args)]
@@ -28,6 +35,8 @@ pub struct GlobalOptions {
 pub enum ClientCommand {
     /// Run jobs and look at them
     Job(JobArgs),
+    /// Build, install and inspect runtimes: root filesystems that jobs run in
+    Runtime(RuntimeArgs),
     /// Create certificates for silo's mutual TLS
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -102,6 +111,7 @@ exit status. When the job failed to start, was stopped or timed out, the reason 
 Examples:
   silo job run -- make -j4
   silo job run --memory 512M --timeout 10m --upload ./src -- ./src/build.sh
+  silo job run --runtime python-3.11 --upload ./app -- python3 app/main.py
   silo job run -d --name nightly --env TOKEN -- ./backup.sh";
 
 /// `silo job run`.
@@ -141,6 +151,11 @@ pub struct RunArgs {
     /// The job's network: `none` (only loopback, the default) or `host` (the host's network)
     #[arg(long, value_name = "MODE", value_parser = ["none", "host"])]
     pub network: Option<String>,
+
+    /// Run in this runtime's tree (read-only) as the root: NAME for its highest installed
+    /// version, or NAME@VERSION. Default: a read-only view of the host's /usr, /bin, /lib
+    #[arg(long, value_name = "NAME[@VERSION]", value_parser = runtime_arg)]
+    pub runtime: Option<RuntimeRef>,
 
     /// Copy a file or directory into the job's work directory under its base name.
     /// Symbolic links inside a directory must be relative and stay inside it. Repeatable
@@ -407,6 +422,14 @@ fn pids_arg(value: &str) -> Result<u32, String> {
     parse::parse_pids(value).map_err(|err| err.reason().to_owned())
 }
 
+fn runtime_arg(value: &str) -> Result<RuntimeRef, String> {
+    parse::parse_runtime_ref(value).map_err(|err| err.reason().to_owned())
+}
+
+fn exact_runtime_arg(value: &str) -> Result<RuntimeRef, String> {
+    parse::parse_exact_runtime_ref(value).map_err(|err| err.reason().to_owned())
+}
+
 fn job_id(value: &str) -> Result<String, String> {
     if value.is_empty() {
         return Err("a job id (or a prefix of one) is required".to_owned());
@@ -591,5 +614,138 @@ mod tests {
             list.state,
             [StateArg::Running, StateArg::Failed, StateArg::Stopped]
         );
+    }
+
+    fn runtime_command(args: &[&str]) -> (GlobalOptions, RuntimeCommand) {
+        match parse(args).unwrap().command {
+            ClientCommand::Runtime(RuntimeArgs { global, command }) => (global, command),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn runtime_help_lists_every_subcommand() {
+        use clap::CommandFactory;
+        let mut cli = TestCli::command();
+        let help = cli
+            .find_subcommand_mut("runtime")
+            .expect("a runtime command")
+            .render_long_help()
+            .to_string();
+        for command in [
+            "build", "list", "info", "verify", "export", "install", "remove",
+        ] {
+            assert!(
+                help.contains(&format!("\n  {command} ")),
+                "{command}:\n{help}"
+            );
+        }
+        let top = TestCli::command().render_help().to_string();
+        assert!(top.contains("runtime"), "{top}");
+    }
+
+    #[test]
+    fn runtime_commands_take_their_arguments_and_aliases() {
+        let (global, command) = runtime_command(&[
+            "runtime",
+            "build",
+            "python.yml",
+            "--replace",
+            "--server",
+            "b",
+        ]);
+        assert_eq!(global.server.as_deref(), Some("b"));
+        let RuntimeCommand::Build(build) = command else {
+            panic!("{command:?}")
+        };
+        assert_eq!(
+            (build.spec, build.replace),
+            (PathBuf::from("python.yml"), true)
+        );
+
+        let (_, command) = runtime_command(&["runtime", "ls", "--json"]);
+        assert!(matches!(
+            command,
+            RuntimeCommand::List(RuntimeListArgs { json: true })
+        ));
+
+        let (_, command) = runtime_command(&["runtime", "info", "python-3.11", "--json"]);
+        let RuntimeCommand::Info(info) = command else {
+            panic!("{command:?}")
+        };
+        assert_eq!(
+            (info.runtime.to_string(), info.json),
+            ("python-3.11".into(), true)
+        );
+
+        let (_, command) = runtime_command(&["runtime", "export", "node@1.2.3", "-o", "-"]);
+        let RuntimeCommand::Export(export) = command else {
+            panic!("{command:?}")
+        };
+        assert_eq!(export.runtime.to_string(), "node@1.2.3");
+        assert_eq!(export.output, PathBuf::from("-"));
+
+        let (_, command) = runtime_command(&["runtime", "install", "node.tar"]);
+        let RuntimeCommand::Install(install) = command else {
+            panic!("{command:?}")
+        };
+        assert_eq!(
+            (install.archive, install.replace),
+            (PathBuf::from("node.tar"), false)
+        );
+
+        let (_, command) = runtime_command(&["runtime", "rm", "node@1.2.3"]);
+        let RuntimeCommand::Remove(remove) = command else {
+            panic!("{command:?}")
+        };
+        assert_eq!(remove.runtime.version, Some(semver::Version::new(1, 2, 3)));
+
+        let (_, command) = runtime_command(&["runtime", "verify", "node"]);
+        assert!(matches!(command, RuntimeCommand::Verify(_)));
+    }
+
+    #[test]
+    fn bad_runtime_arguments_are_refused_while_parsing_with_the_reason() {
+        for (args, reason) in [
+            (
+                &["runtime", "info", "Python"][..],
+                "'P' is not allowed in a name",
+            ),
+            (&["runtime", "verify", "python@1.0"], "not semver"),
+            (&["runtime", "export", "python"], "--output"),
+            (
+                &["runtime", "remove", "python"],
+                "name the version: python@VERSION",
+            ),
+            (
+                &["runtime", "remove", "python@"],
+                "version after '@' is missing",
+            ),
+            (&["runtime", "build"], "FILE.yml"),
+            (&["runtime", "install"], "FILE"),
+            (&["runtime", "frobnicate"], "unrecognized subcommand"),
+            (
+                &["job", "run", "--runtime", "-x", "--", "true"],
+                "must start with a lower-case letter or a digit",
+            ),
+        ] {
+            let err = parse(args).unwrap_err().to_string();
+            assert!(err.contains(reason), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn run_takes_a_runtime_with_or_without_its_version() {
+        let run = run_args(&["job", "run", "--runtime", "python-3.11", "--", "python3"]);
+        assert_eq!(
+            run.runtime.map(|r| r.to_string()).as_deref(),
+            Some("python-3.11")
+        );
+        let run = run_args(&["job", "run", "--runtime=python-3.11@1.0.0", "--", "python3"]);
+        assert_eq!(
+            run.runtime.and_then(|r| r.version),
+            Some(semver::Version::new(1, 0, 0))
+        );
+        assert!(run_args(&["job", "run", "--", "true"]).runtime.is_none());
     }
 }

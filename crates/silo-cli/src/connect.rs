@@ -9,13 +9,15 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use silo_proto::v1::job_service_client::JobServiceClient;
+use silo_proto::v1::runtime_service_client::RuntimeServiceClient;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::config::ServerTarget;
 
-/// The largest message the client accepts or sends: 64 MiB (log chunks, uploads).
+/// The largest message the client accepts or sends: 64 MiB (log chunks, uploads, runtime
+/// archive chunks).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 /// How long to wait for the TCP connection and the TLS handshake.
@@ -80,10 +82,35 @@ pub enum ConnectError {
 
 /// A gRPC client of the job service on the server chosen by `target`.
 ///
+/// Guarantees: as [`connect_channel`]; messages up to [`MAX_MESSAGE_BYTES`] are accepted
+/// and sent.
+pub async fn connect(target: &ServerTarget) -> Result<JobServiceClient<Channel>, ConnectError> {
+    Ok(job_client(connect_channel(target).await?))
+}
+
+/// The job service on `channel`, accepting and sending messages up to
+/// [`MAX_MESSAGE_BYTES`].
+pub fn job_client(channel: Channel) -> JobServiceClient<Channel> {
+    JobServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// The runtime service on `channel`, accepting and sending messages up to
+/// [`MAX_MESSAGE_BYTES`].
+pub fn runtime_client(channel: Channel) -> RuntimeServiceClient<Channel> {
+    RuntimeServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// A connection (one HTTP/2 channel, shared by every service client built on it) to the
+/// server chosen by `target`.
+///
 /// Guarantees: the connection is established (TCP and TLS) before this returns; the
 /// server was verified against the configured CA and `server_name` (default: the
-/// address's host); messages up to [`MAX_MESSAGE_BYTES`] are accepted and sent.
-pub async fn connect(target: &ServerTarget) -> Result<JobServiceClient<Channel>, ConnectError> {
+/// address's host).
+pub async fn connect_channel(target: &ServerTarget) -> Result<Channel, ConnectError> {
     let entry = &target.entry;
     let address = entry.address.clone();
     let host = address_host(&address)?;
@@ -119,7 +146,7 @@ pub async fn connect(target: &ServerTarget) -> Result<JobServiceClient<Channel>,
             tls.clone(),
         )
     });
-    let channel = endpoint
+    endpoint
         .connect_with_connector(connector)
         .await
         .map_err(|err| match connector_message(&err) {
@@ -128,10 +155,7 @@ pub async fn connect(target: &ServerTarget) -> Result<JobServiceClient<Channel>,
                 address: address.clone(),
                 message: error_chain(&err),
             },
-        })?;
-    Ok(JobServiceClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+        })
 }
 
 /// TCP, then the TLS handshake; the stream wrapped for hyper.

@@ -1,5 +1,5 @@
-//! Small text forms of job facts shared by the table, the status view and messages:
-//! states, exit statuses, ages, durations, command lines.
+//! Small text forms of job and runtime facts shared by the tables, the detail views and
+//! messages: states, exit statuses, ages, durations, sizes, command lines.
 
 use std::time::{Duration, SystemTime};
 
@@ -192,6 +192,41 @@ fn quote(arg: &str) -> String {
     }
 }
 
+/// A byte count rounded for reading, in binary units with one decimal: `512 bytes`,
+/// `1.5 KiB`, `142.3 MiB`, `2.0 GiB`. (Limits, which are exact, use `format_size`.)
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return if bytes == 1 {
+            "1 byte".to_owned()
+        } else {
+            format!("{bytes} bytes")
+        };
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    // 1023.96 KiB would round to "1024.0 KiB": move up a unit before rounding does.
+    while value >= 1023.95 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// `text` with control characters escaped (`\n`, `\u{1b}`), so it stays on one line and
+/// cannot move a terminal's cursor.
+pub fn single_line(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
 /// `text` cut to at most `max` characters, ending in `…` when cut.
 pub fn truncate(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
@@ -312,6 +347,30 @@ mod tests {
         assert_eq!(truncate("abcdef", 4), "abc…");
         assert_eq!(truncate("ééééé", 3), "éé…");
         assert_eq!(truncate("ab cd", 4), "ab…");
+    }
+
+    #[test]
+    fn human_sizes_use_binary_units_with_one_decimal() {
+        for (bytes, text) in [
+            (0, "0 bytes"),
+            (1, "1 byte"),
+            (1023, "1023 bytes"),
+            (1024, "1.0 KiB"),
+            (1536, "1.5 KiB"),
+            ((1 << 20) - 1, "1.0 MiB"),
+            (149_212_365, "142.3 MiB"),
+            (2 << 30, "2.0 GiB"),
+            (u64::MAX, "16.0 EiB"),
+        ] {
+            assert_eq!(human_size(bytes), text, "{bytes}");
+        }
+    }
+
+    #[test]
+    fn single_lines_escape_control_characters() {
+        assert_eq!(single_line("a\nb\tc"), r"a\nb\tc");
+        assert_eq!(single_line("\u{1b}[2J"), r"\u{1b}[2J");
+        assert_eq!(single_line("plain é"), "plain é");
     }
 
     #[test]

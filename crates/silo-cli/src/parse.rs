@@ -1,5 +1,5 @@
 //! Parsing of the values users type on the command line: sizes, durations, environment
-//! variables and resource limits. Every rejection is one sentence that names the bad value
+//! variables, resource limits and runtime references. Every rejection is one sentence that names the bad value
 //! and says what would be accepted, so the job is never sent.
 
 use std::ffi::OsString;
@@ -232,6 +232,108 @@ pub fn parse_cpu_list(value: &str) -> Result<String, ParseError> {
         .map_err(|err| invalid("--cpus list", value, err.to_string()))
 }
 
+/// The longest runtime name.
+pub const MAX_RUNTIME_NAME_LEN: usize = 64;
+
+/// A runtime as a command names it: `NAME` (the server picks its highest installed
+/// version) or `NAME@VERSION` (exactly that version).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeRef {
+    /// 1 to [`MAX_RUNTIME_NAME_LEN`] characters of `a-z`, `0-9`, `.`, `_` and `-`, the
+    /// first a letter or digit.
+    pub name: String,
+    /// The exact version, when one was named.
+    pub version: Option<semver::Version>,
+}
+
+impl std::fmt::Display for RuntimeRef {
+    /// `NAME` or `NAME@VERSION`, as the API takes it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.version {
+            Some(version) => write!(f, "{}@{version}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// Parses a runtime reference: `NAME` or `NAME@VERSION`, the version in semver
+/// (`python-3.11`, `python-3.11@1.0.0`).
+pub fn parse_runtime_ref(value: &str) -> Result<RuntimeRef, ParseError> {
+    const WHAT: &str = "runtime";
+    let (name, version) = match value.split_once('@') {
+        Some((name, version)) => (name, Some(version)),
+        None => (value, None),
+    };
+    if let Some(reason) = runtime_name_problem(name) {
+        return Err(invalid(WHAT, value, reason));
+    }
+    let version = match version {
+        None => None,
+        Some("") => {
+            return Err(invalid(
+                WHAT,
+                value,
+                "the version after '@' is missing (expected NAME or NAME@VERSION, e.g. python-3.11@1.0.0)",
+            ));
+        }
+        Some(text) => Some(semver::Version::parse(text).map_err(|err| {
+            let hint = if text.starts_with(['v', 'V']) {
+                format!(" (write {}, without the v)", &text[1..])
+            } else {
+                " (expected MAJOR.MINOR.PATCH, e.g. 1.0.0)".to_owned()
+            };
+            invalid(
+                WHAT,
+                value,
+                format!("the version {text:?} is not semver: {err}{hint}"),
+            )
+        })?),
+    };
+    Ok(RuntimeRef {
+        name: name.to_owned(),
+        version,
+    })
+}
+
+/// Parses a runtime reference that must name its version: `NAME@VERSION`.
+///
+/// Guarantees: the result's `version` is set.
+pub fn parse_exact_runtime_ref(value: &str) -> Result<RuntimeRef, ParseError> {
+    let runtime = parse_runtime_ref(value)?;
+    if runtime.version.is_none() {
+        return Err(invalid(
+            "runtime",
+            value,
+            format!(
+                "name the version: {value}@VERSION (silo runtime list shows the installed ones)"
+            ),
+        ));
+    }
+    Ok(runtime)
+}
+
+/// Why `name` is not a runtime name, or `None` when it is one.
+fn runtime_name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("the name is missing (expected NAME or NAME@VERSION)".to_owned());
+    }
+    if name.chars().count() > MAX_RUNTIME_NAME_LEN {
+        return Some(format!(
+            "the name is longer than {MAX_RUNTIME_NAME_LEN} characters"
+        ));
+    }
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c);
+    if let Some(bad) = name.chars().find(|c| !allowed(*c)) {
+        return Some(format!(
+            "{bad:?} is not allowed in a name (lower-case letters, digits, '.', '_' and '-')"
+        ));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit()) {
+        return Some("the name must start with a lower-case letter or a digit".to_owned());
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,5 +467,65 @@ mod tests {
         assert_eq!(parse_cpu_list("2,0"), Ok("0,2".to_owned()));
         assert_eq!(parse_cpu_list("0,0"), Ok("0".to_owned()));
         assert_eq!(parse_cpu_list("0-2,1"), Ok("0-2".to_owned()));
+    }
+
+    #[test]
+    fn runtimes_are_named_with_or_without_a_semver_version() {
+        let bare = parse_runtime_ref("python-3.11").unwrap();
+        assert_eq!(
+            (bare.name.as_str(), bare.version.as_ref()),
+            ("python-3.11", None)
+        );
+        assert_eq!(bare.to_string(), "python-3.11");
+        let exact = parse_runtime_ref("python-3.11@1.0.0").unwrap();
+        assert_eq!(exact.version, Some(semver::Version::new(1, 0, 0)));
+        assert_eq!(exact.to_string(), "python-3.11@1.0.0");
+        for good in ["0", "node_20", "a.b-c_d", "java-21@2.1.0-rc.1+build.5"] {
+            let runtime = parse_runtime_ref(good).expect(good);
+            assert_eq!(runtime.to_string(), good);
+        }
+        let longest = "a".repeat(MAX_RUNTIME_NAME_LEN);
+        assert!(parse_runtime_ref(&longest).is_ok());
+    }
+
+    #[test]
+    fn bad_runtime_names_and_versions_are_refused_with_the_reason() {
+        let too_long = "a".repeat(MAX_RUNTIME_NAME_LEN + 1);
+        for (input, reason) in [
+            ("", "name is missing"),
+            ("@1.0.0", "name is missing"),
+            ("Python", "'P' is not allowed"),
+            ("py thon", "' ' is not allowed"),
+            ("py/thon", "'/' is not allowed"),
+            ("-python", "must start with a lower-case letter or a digit"),
+            (".hidden", "must start with"),
+            (too_long.as_str(), "longer than 64 characters"),
+            ("python@", "version after '@' is missing"),
+            ("python@1.0", "not semver"),
+            ("python@v1.0.0", "write 1.0.0, without the v"),
+            ("python@1.0.0@2", "not semver"),
+            ("python@latest", "not semver"),
+        ] {
+            let err = parse_runtime_ref(input).expect_err(input).to_string();
+            assert!(err.contains(reason), "{input:?}: {err}");
+            assert!(
+                err.starts_with(&format!("invalid runtime {input:?}: ")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_exact_runtime_reference_names_its_version() {
+        let exact = parse_exact_runtime_ref("python-3.11@1.0.0").unwrap();
+        assert_eq!(exact.version, Some(semver::Version::new(1, 0, 0)));
+        let err = parse_exact_runtime_ref("python-3.11")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("name the version: python-3.11@VERSION"),
+            "{err}"
+        );
+        assert!(parse_exact_runtime_ref("Python@1.0.0").is_err());
     }
 }

@@ -1,12 +1,13 @@
 //! A connection to the configured server, with every failed call turned into one sentence.
 
 use silo_proto::v1::job_service_client::JobServiceClient;
+use silo_proto::v1::runtime_service_client::RuntimeServiceClient;
 use silo_proto::v1::{GetJobRequest, Job, WatchJobRequest};
 use tonic::transport::Channel;
 
 use crate::cli::GlobalOptions;
 use crate::config::{ConfigSources, resolve_server};
-use crate::connect::{connect, describe_status};
+use crate::connect::{connect_channel, describe_status, job_client, runtime_client};
 use crate::format::job_state;
 
 /// A failed call: the server's own message, or what went wrong on the way.
@@ -19,11 +20,13 @@ pub struct CallError {
     pub code: tonic::Code,
 }
 
-/// The job service of the server chosen by the global options.
+/// The job and runtime services of the server chosen by the global options.
 #[derive(Debug, Clone)]
 pub struct Session {
-    /// The gRPC client; cheap to clone (one shared HTTP/2 connection).
+    /// The job service's gRPC client; cheap to clone (one shared HTTP/2 connection).
     pub client: JobServiceClient<Channel>,
+    /// The runtime service's gRPC client, on the same connection.
+    pub runtimes: RuntimeServiceClient<Channel>,
     /// `host:port`, for messages.
     pub address: String,
 }
@@ -33,9 +36,10 @@ impl Session {
     pub async fn open(global: &GlobalOptions) -> anyhow::Result<Self> {
         let sources = ConfigSources::from_process(global.config.clone());
         let target = resolve_server(&sources, global.server.as_deref())?;
-        let client = connect(&target).await?;
+        let channel = connect_channel(&target).await?;
         Ok(Session {
-            client,
+            client: job_client(channel.clone()),
+            runtimes: runtime_client(channel),
             address: target.entry.address,
         })
     }
@@ -45,6 +49,33 @@ impl Session {
         CallError {
             message: describe_status(status, &self.address),
             code: status.code(),
+        }
+    }
+
+    /// `status` from the runtime service as a [`CallError`]: as [`Session::error`], but a
+    /// server without the service (older than this client) is named as such.
+    pub fn runtime_error(&self, status: &tonic::Status) -> CallError {
+        if status.code() == tonic::Code::Unimplemented
+            && std::error::Error::source(status).is_none()
+        {
+            return CallError {
+                message: format!(
+                    "the server at {} does not offer runtimes (it does not implement the runtime API; is it older than this client?)",
+                    self.address
+                ),
+                code: status.code(),
+            };
+        }
+        self.error(status)
+    }
+
+    /// Whether the server builds and runs jobs in runtimes (its features name
+    /// "runtimes"); a server too old to describe itself does not.
+    pub async fn offers_runtimes(&mut self) -> Result<bool, CallError> {
+        match self.server_info().await {
+            Ok(info) => Ok(info.features.iter().any(|feature| feature == "runtimes")),
+            Err(err) if err.code == tonic::Code::Unimplemented => Ok(false),
+            Err(err) => Err(err),
         }
     }
 

@@ -11,7 +11,7 @@
 //!   "created_at": "2025-01-31T12:00:00.000Z", "started_at": "…", "ended_at": "…",
 //!   "duration_ms": 1234,
 //!   "command": ["make", "-j4"], "workdir": "", "env": ["CC"],
-//!   "timeout_ms": null, "stop_grace_ms": null,
+//!   "timeout_ms": null, "stop_grace_ms": null, "runtime": "python-3.11@1.0.0",
 //!   "limits": {"cpu_percent": null, "cpus": null, "memory_bytes": 67108864,
 //!              "io_bps": null, "pids": null, "disk_bytes": null},
 //!   "uploads": ["src", "src/main.c"]
@@ -33,12 +33,28 @@
 //! `stream` is `stdout`, `stderr` or `system` (a message from silo itself). `data` is the
 //! record's bytes as UTF-8 text, with invalid sequences replaced by U+FFFD; when the bytes
 //! are not valid UTF-8, `data_base64` is added holding the exact bytes (standard base64).
+//!
+//! A runtime (`silo runtime info --json`; `silo runtime list --json` prints an array):
+//!
+//! ```json
+//! {
+//!   "name": "python-3.11", "version": "1.0.0", "description": "CPython 3.11",
+//!   "size_bytes": 149212365, "shared_bytes": 0, "entries": 5123,
+//!   "manifest_digest": "sha256:…", "signer": "…", "signed_here": true,
+//!   "installed_at": "2025-01-31T12:00:00.000Z", "used_by_jobs": 0,
+//!   "spec_yaml": "name: python-3.11\n…", "packages": ["dpkg:python3=3.11.2-1"],
+//!   "env": [{"name": "PATH", "value": "/usr/local/bin:/usr/bin:/bin"}]
+//! }
+//! ```
+//!
+//! A runtime's `env` is printed with its values: they come from its spec, which anyone
+//! who may read the runtime can read whole.
 
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use serde::Serialize;
-use silo_proto::v1::{Job, LogRecord, LogStream, Usage};
+use silo_proto::v1::{Job, LogRecord, LogStream, Runtime, Usage};
 
 use crate::format::{job_state, state_name, system_time};
 
@@ -68,6 +84,9 @@ pub struct JobView {
     env: Vec<String>,
     timeout_ms: Option<u64>,
     stop_grace_ms: Option<u64>,
+    /// The runtime the job runs in (`NAME@VERSION` once the server picked it); null for
+    /// the host's tree.
+    runtime: Option<String>,
     limits: LimitsView,
     uploads: Vec<String>,
     usage: Option<UsageView>,
@@ -171,6 +190,7 @@ impl From<&Job> for JobView {
             env: spec.env.iter().map(|var| var.name.clone()).collect(),
             timeout_ms: set(spec.timeout_ms),
             stop_grace_ms: set(spec.stop_grace_ms),
+            runtime: set(spec.runtime.clone()),
             limits: LimitsView {
                 cpu_percent: limits.cpu_percent,
                 cpus: limits.cpus,
@@ -181,6 +201,60 @@ impl From<&Job> for JobView {
             },
             uploads: job.uploads.clone(),
             usage: job.usage.as_ref().map(UsageView::from),
+        }
+    }
+}
+
+/// A runtime as printed by `silo runtime info --json` and `silo runtime list --json`.
+#[derive(Debug, Serialize)]
+pub struct RuntimeView {
+    name: String,
+    version: String,
+    description: String,
+    size_bytes: u64,
+    shared_bytes: u64,
+    entries: u64,
+    manifest_digest: String,
+    signer: String,
+    signed_here: bool,
+    installed_at: Option<String>,
+    used_by_jobs: u32,
+    spec_yaml: String,
+    packages: Vec<String>,
+    env: Vec<EnvView>,
+}
+
+/// One environment variable, name and value.
+#[derive(Debug, Serialize)]
+struct EnvView {
+    name: String,
+    value: String,
+}
+
+impl From<&Runtime> for RuntimeView {
+    fn from(runtime: &Runtime) -> Self {
+        RuntimeView {
+            name: runtime.name.clone(),
+            version: runtime.version.clone(),
+            description: runtime.description.clone(),
+            size_bytes: runtime.size_bytes,
+            shared_bytes: runtime.shared_bytes,
+            entries: runtime.entries,
+            manifest_digest: runtime.manifest_digest.clone(),
+            signer: runtime.signer.clone(),
+            signed_here: runtime.signed_here,
+            installed_at: rfc3339_millis(system_time(runtime.installed_at.as_ref())),
+            used_by_jobs: runtime.used_by_jobs,
+            spec_yaml: runtime.spec_yaml.clone(),
+            packages: runtime.packages.clone(),
+            env: runtime
+                .env
+                .iter()
+                .map(|var| EnvView {
+                    name: var.name.clone(),
+                    value: var.value.clone(),
+                })
+                .collect(),
         }
     }
 }
@@ -279,7 +353,7 @@ mod tests {
                 "ended_at": "2023-11-14T22:13:21.734Z",
                 "duration_ms": 1234,
                 "command": ["make", "-j4"], "workdir": "", "env": ["TOKEN"],
-                "timeout_ms": null, "stop_grace_ms": null,
+                "timeout_ms": null, "stop_grace_ms": null, "runtime": null,
                 "limits": {"cpu_percent": null, "cpus": null, "memory_bytes": 67108864,
                            "io_bps": null, "pids": null, "disk_bytes": null},
                 "uploads": ["src"],
@@ -287,6 +361,42 @@ mod tests {
             })
         );
         assert!(!value.to_string().contains("secret"));
+    }
+
+    #[test]
+    fn a_runtime_has_a_stable_json_shape_with_its_env_values() {
+        let runtime = Runtime {
+            name: "python-3.11".into(),
+            version: "1.0.0".into(),
+            description: "CPython 3.11".into(),
+            size_bytes: 149_212_365,
+            shared_bytes: 1024,
+            entries: 5123,
+            manifest_digest: "sha256:ab".into(),
+            signer: "fp".into(),
+            signed_here: true,
+            installed_at: at(1_700_000_000, 0),
+            used_by_jobs: 2,
+            spec_yaml: "name: python-3.11\n".into(),
+            packages: vec!["pip:numpy=1.26.4".into()],
+            env: vec![EnvVar {
+                name: "LANG".into(),
+                value: "C.UTF-8".into(),
+            }],
+        };
+        assert_eq!(
+            serde_json::to_value(RuntimeView::from(&runtime)).unwrap(),
+            json!({
+                "name": "python-3.11", "version": "1.0.0", "description": "CPython 3.11",
+                "size_bytes": 149_212_365, "shared_bytes": 1024, "entries": 5123,
+                "manifest_digest": "sha256:ab", "signer": "fp", "signed_here": true,
+                "installed_at": "2023-11-14T22:13:20.000Z", "used_by_jobs": 2,
+                "spec_yaml": "name: python-3.11\n", "packages": ["pip:numpy=1.26.4"],
+                "env": [{"name": "LANG", "value": "C.UTF-8"}]
+            })
+        );
+        let unset = serde_json::to_value(RuntimeView::from(&Runtime::default())).unwrap();
+        assert_eq!(unset["installed_at"], serde_json::Value::Null);
     }
 
     #[test]

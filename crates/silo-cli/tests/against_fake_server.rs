@@ -54,6 +54,7 @@ fn run_args(command: &[&str]) -> RunArgs {
         disk: None,
         user: None,
         network: None,
+        runtime: None,
         command: command.iter().map(|s| s.to_string()).collect(),
     }
 }
@@ -96,6 +97,21 @@ fn run_sends_the_spec_and_uploads() {
     assert_eq!(request.uploads[0].content, b"data");
     let limits = request.spec.as_ref().unwrap().limits.clone().unwrap();
     assert_eq!(limits.memory_bytes, Some(64 << 20));
+}
+
+#[test]
+fn a_runtime_is_not_sent_to_a_server_that_does_not_offer_runtimes() {
+    let setup = setup();
+    let mut args = run_args(&["python3"]);
+    args.runtime = Some(silo_cli::parse::parse_runtime_ref("python-3.11").unwrap());
+    let err = job(&setup.config, JobCommand::Run(Box::new(args))).unwrap_err();
+    let message = error_message(&err);
+    assert!(
+        message.starts_with("cannot run in runtime python-3.11: the server at ")
+            && message.contains("does not offer runtimes"),
+        "{message}"
+    );
+    assert!(setup.server.calls.lock().unwrap().runs.is_empty());
 }
 
 #[test]

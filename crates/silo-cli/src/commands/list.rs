@@ -8,7 +8,7 @@ use silo_proto::v1::{Job, JobState, ListJobsRequest, ListJobsResponse};
 use crate::cli::{GlobalOptions, ListArgs};
 use crate::format::{
     command_line, exit_text, format_age, format_elapsed, job_duration, job_state, short_id,
-    state_name, system_time, truncate,
+    single_line, state_name, system_time, truncate,
 };
 use crate::output::{print, print_json};
 use crate::session::Session;
@@ -132,19 +132,6 @@ fn or_dash(text: String) -> String {
     } else {
         text
     }
-}
-
-/// `text` with control characters escaped, so one job is one line.
-fn single_line(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            if c.is_control() {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]

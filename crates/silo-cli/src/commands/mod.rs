@@ -6,6 +6,7 @@ pub mod info;
 pub mod list;
 pub mod logs;
 pub mod run;
+pub mod runtime;
 pub mod stats;
 pub mod status;
 pub mod stop;

@@ -20,6 +20,15 @@ use crate::uploads::collect_uploads;
 pub async fn run(global: &GlobalOptions, args: RunArgs) -> anyhow::Result<i32> {
     let request = build_request(&args)?;
     let mut session = Session::open(global).await?;
+    // A server older than runtimes would ignore the field and run the job on its own tree.
+    if let Some(runtime) = &args.runtime
+        && !session.offers_runtimes().await?
+    {
+        anyhow::bail!(
+            "cannot run in runtime {runtime}: the server at {} does not offer runtimes (its features do not name \"runtimes\")",
+            session.address
+        );
+    }
     let job = match session.client.run_job(request).await {
         Ok(response) => response.into_inner(),
         Err(status) => return Err(session.error(&status).into()),
@@ -81,6 +90,11 @@ pub fn build_request(args: &RunArgs) -> anyhow::Result<RunJobRequest> {
                 Some(_) => JobNetwork::None as i32,
                 None => JobNetwork::Unspecified as i32,
             },
+            runtime: args
+                .runtime
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
         }),
         uploads,
     })
@@ -211,6 +225,8 @@ mod tests {
             "64",
             "--disk",
             "2G",
+            "--runtime",
+            "python-3.11@1.0.0",
             "--",
             "sh",
             "-c",
@@ -230,6 +246,7 @@ mod tests {
         assert_eq!(spec.workdir, "sub");
         assert_eq!(spec.timeout_ms, 120_000);
         assert_eq!(spec.stop_grace_ms, 1000);
+        assert_eq!(spec.runtime, "python-3.11@1.0.0");
         assert_eq!(
             spec.limits,
             Some(Limits {
@@ -242,6 +259,18 @@ mod tests {
             })
         );
         assert!(request.uploads.is_empty());
+    }
+
+    #[test]
+    fn without_runtime_the_job_gets_the_hosts_tree_and_a_bad_runtime_is_refused() {
+        let spec = request(&["--", "true"]).unwrap().spec.unwrap();
+        assert_eq!(spec.runtime, "");
+        let bare = request(&["--runtime", "node-20", "--", "node"]).unwrap();
+        assert_eq!(bare.spec.unwrap().runtime, "node-20");
+        let err = request(&["--runtime", "Node@20", "--", "node"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("'N' is not allowed in a name"), "{err}");
     }
 
     #[test]

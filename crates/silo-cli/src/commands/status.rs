@@ -24,8 +24,8 @@ pub async fn status(global: &GlobalOptions, args: StatusArgs) -> anyhow::Result<
 }
 
 /// The job as aligned `key: value` lines, in a fixed order: id, name, state, reason,
-/// exit, owner, created, started, ended (RFC 3339, UTC), duration, command, workdir, env
-/// (names only), limits, timeout, grace, uploads. Unset values read `-`.
+/// exit, owner, created, started, ended (RFC 3339, UTC), duration, command, runtime,
+/// workdir, env (names only), limits, timeout, grace, uploads. Unset values read `-`.
 pub fn render_status(job: &Job, now: SystemTime) -> String {
     let spec = job.spec.clone().unwrap_or_default();
     let limits = spec.limits.clone().unwrap_or_default();
@@ -72,6 +72,7 @@ pub fn render_status(job: &Job, now: SystemTime) -> String {
             job_duration(job, now).map_or_else(|| "-".to_owned(), format_elapsed),
         ),
         ("command", command_line(&spec.command)),
+        ("runtime", text(&spec.runtime)),
         ("workdir", text(&spec.workdir)),
         (
             "env",
@@ -135,6 +136,7 @@ mod tests {
                     },
                 ],
                 timeout_ms: 5000,
+                runtime: "python-3.11@1.0.0".into(),
                 limits: Some(Limits {
                     cpu_percent: Some(50),
                     memory_bytes: Some(64 << 20),
@@ -159,6 +161,7 @@ started:  2023-11-14T22:13:20Z
 ended:    -
 duration: 5.0s
 command:  sleep 60
+runtime:  python-3.11@1.0.0
 workdir:  -
 env:      A, B
 limits:   cpu=50% memory=64M

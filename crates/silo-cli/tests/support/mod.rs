@@ -1,13 +1,16 @@
-//! A fake job service behind silo's real mutual TLS, so the client's connection handling,
-//! streaming and exit statuses can be tested without the real server.
+//! A fake job service and runtime service behind silo's real mutual TLS, so the client's
+//! connection handling, streaming and exit statuses can be tested without the real server.
 
 #![allow(dead_code)]
+
+pub mod runtimes;
 
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use silo_proto::v1::job_service_server::{JobService, JobServiceServer};
+use silo_proto::v1::runtime_service_server::RuntimeServiceServer;
 use silo_proto::v1::{
     DeleteJobRequest, DeleteJobResponse, GetJobRequest, GetServerInfoRequest, Job, JobSpec,
     JobState, ListJobsRequest, ListJobsResponse, LogChunk, LogRecord, LogStream, RunJobRequest,
@@ -56,6 +59,9 @@ pub struct Calls {
     pub runs: Vec<RunJobRequest>,
     pub stops: Vec<StopJobRequest>,
     pub lists: Vec<ListJobsRequest>,
+    pub builds: Vec<silo_proto::v1::BuildRuntimeRequest>,
+    /// Per install, each chunk's size and replace flag.
+    pub installs: Vec<Vec<(usize, bool)>>,
 }
 
 /// How many jobs the fake lists, and the most it sends in one page (whatever the page size
@@ -86,18 +92,26 @@ pub fn start(pki_dir: &Path) -> FakeServer {
     let service = Fake {
         calls: calls.clone(),
     };
+    let runtimes = runtimes::FakeRuntimes {
+        calls: calls.clone(),
+    };
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
-        runtime.block_on(serve(listener, tls, service));
+        runtime.block_on(serve(listener, tls, service, runtimes));
     });
     FakeServer { address, calls }
 }
 
-async fn serve(listener: StdListener, tls: Arc<rustls::ServerConfig>, service: Fake) {
+async fn serve(
+    listener: StdListener,
+    tls: Arc<rustls::ServerConfig>,
+    service: Fake,
+    runtimes: runtimes::FakeRuntimes,
+) {
     let listener = TcpListener::from_std(listener).unwrap();
     let acceptor = TlsAcceptor::from(tls);
     let (sender, receiver) = tokio::sync::mpsc::channel(4);
@@ -123,6 +137,7 @@ async fn serve(listener: StdListener, tls: Arc<rustls::ServerConfig>, service: F
     });
     tonic::transport::Server::builder()
         .add_service(JobServiceServer::new(service))
+        .add_service(RuntimeServiceServer::new(runtimes))
         .serve_with_incoming(ReceiverStream::new(receiver))
         .await
         .unwrap();
