@@ -119,7 +119,7 @@ impl Isolation {
 }
 
 /// The job's root filesystem.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum Rootfs {
     /// A read-only view of the host's system directories (/usr, /bin, /sbin, /lib*) and a

@@ -12,7 +12,8 @@ use crate::manifest::{EntryKind, Manifest, ManifestError};
 
 /// Writes the version directory as an archive (see [the module](super)) to `out`,
 /// streaming: memory use does not grow with the runtime's size. `progress` is called
-/// with the number of bytes written so far, many times along the way.
+/// with the number of tar bytes produced so far (before compression), many times along
+/// the way.
 ///
 /// The files are written as stored and not re-hashed: the receiver checks them against
 /// the signed manifest. A file whose type or size no longer matches the manifest is an
@@ -34,9 +35,11 @@ pub fn export(
     let spec = read(version.spec())?;
     let manifest = Manifest::from_bytes(&manifest_bytes).map_err(ArchiveError::Manifest)?;
 
+    let encoder =
+        zstd::stream::write::Encoder::new(out, super::ZSTD_LEVEL).map_err(ArchiveError::Write)?;
     let mut builder = tar::Builder::new(CountingWriter {
         // tar writes 512-byte headers one by one; batch them into large writes.
-        inner: io::BufWriter::with_capacity(1 << 20, out),
+        inner: io::BufWriter::with_capacity(1 << 20, encoder),
         written: 0,
         failed: false,
         progress,
@@ -80,8 +83,13 @@ pub fn export(
     }
     let result = builder.finish();
     check(&builder, result, &rootfs)?;
-    let mut out = builder.into_inner().map_err(ArchiveError::Write)?;
-    out.inner.flush().map_err(ArchiveError::Write)
+    let out = builder.into_inner().map_err(ArchiveError::Write)?;
+    let encoder = out
+        .inner
+        .into_inner()
+        .map_err(|e| ArchiveError::Write(e.into_error()))?;
+    let mut out = encoder.finish().map_err(ArchiveError::Write)?;
+    out.flush().map_err(ArchiveError::Write)
 }
 
 fn header(kind: EntryType, mode: u32, uid: u32, gid: u32) -> Header {

@@ -70,7 +70,8 @@ pub fn unpack(
     check_empty_dir(staging)?;
     let version = VersionDir(staging.to_owned());
     // tar reads 512-byte headers one by one; batch them into large reads.
-    let mut archive = tar::Archive::new(io::BufReader::with_capacity(1 << 20, input));
+    let decoder = zstd::stream::read::Decoder::new(input).map_err(ArchiveError::Read)?;
+    let mut archive = tar::Archive::new(io::BufReader::with_capacity(1 << 20, decoder));
     let mut entries = archive.entries().map_err(ArchiveError::Read)?.raw(true);
 
     let manifest_bytes = read_metadata(&mut entries, MANIFEST_ENTRY, MANIFEST_LIMIT)?;

@@ -123,6 +123,11 @@ const RUNTIME_JOB_FILES: &[&str] = &["passwd", "group", "hosts", "hostname", "re
 /// and nothing of it stays visible elsewhere in the root.
 pub(super) fn cover_runtime_files(root: &Path, iso: &Isolation) -> Result<(), InitError> {
     let etc = root.join("etc");
+    // Only a directory of the runtime's own (bound in the root): never through a symlink,
+    // which would resolve against the host's tree before the pivot.
+    if !fs::symlink_metadata(&etc).is_ok_and(|m| m.is_dir()) {
+        return Ok(());
+    }
     for name in RUNTIME_JOB_FILES {
         let target = etc.join(name);
         if !fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_file()) {

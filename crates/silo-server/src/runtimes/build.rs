@@ -495,9 +495,20 @@ fn busybox_tree(busybox: &Path, applets: &[String], rootfs: &Path) -> Result<(),
 
 /// Makes /etc/passwd, group, hosts, hostname and resolv.conf regular files (a job's sandbox
 /// covers them with its own; Debian's resolv.conf may be a symlink or absent).
+///
+/// The tree may have been written by a package manager's code: /etc must be a directory of
+/// the tree, not a symlink out of it.
 fn ensure_job_etc_files(rootfs: &Path) -> Result<(), RuntimeError> {
     let etc = rootfs.join("etc");
-    std::fs::create_dir_all(&etc).map_err(|e| host_error("create", &etc, e))?;
+    match std::fs::symlink_metadata(&etc) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            return Err(RuntimeError::Failed(
+                "the runtime's /etc is not a directory (a symlink?)".into(),
+            ));
+        }
+        Err(_) => std::fs::create_dir(&etc).map_err(|e| host_error("create", &etc, e))?,
+    }
     for name in JOB_ETC_FILES {
         let path = etc.join(name);
         match std::fs::symlink_metadata(&path) {
@@ -526,18 +537,26 @@ fn ensure_job_etc_files(rootfs: &Path) -> Result<(), RuntimeError> {
 /// directories; removes device nodes, fifos and sockets; drops setuid and setgid bits;
 /// makes everything root's.
 fn clean(rootfs: &Path) -> Result<(), RuntimeError> {
-    for dir in LEFT_OUT {
-        empty_dir(&rootfs.join(dir))?;
-    }
-    for dir in EMPTIED {
-        empty_dir(&rootfs.join(dir))?;
+    for dir in LEFT_OUT.iter().chain(EMPTIED) {
+        empty_dir(rootfs, dir)?;
     }
     ensure_job_etc_files(rootfs)?;
     normalize(rootfs)
 }
 
-/// Removes everything inside `dir` (not `dir` itself); nothing when it does not exist.
-fn empty_dir(dir: &Path) -> Result<(), RuntimeError> {
+/// Removes everything inside `rootfs/relative` (not the directory itself); nothing when it
+/// does not exist, or when it or a directory on the way is a symlink: a package manager's
+/// code may have left `usr/share/doc -> /etc` in the tree, and nothing outside the tree
+/// may ever be touched.
+fn empty_dir(rootfs: &Path, relative: &str) -> Result<(), RuntimeError> {
+    let mut dir = rootfs.to_path_buf();
+    for part in relative.split('/') {
+        dir.push(part);
+        if !std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+            return Ok(());
+        }
+    }
+    let dir = dir.as_path();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(());
     };

@@ -142,6 +142,9 @@ struct Inner {
     /// This server's key first, then the trusted ones.
     trusted: Vec<PublicKey>,
     index: Mutex<BTreeMap<String, BTreeMap<Version, Installed>>>,
+    /// Held while files are interned into the object store or its unused objects are
+    /// collected: a collection must not remove an object an intern is about to link.
+    objects_busy: Mutex<()>,
     /// Held shared by a job's start from resolving its runtime until it is live, and
     /// exclusively by a change to the installed versions: a version is never removed
     /// between a job's choice of it and its mounts.
@@ -202,6 +205,7 @@ impl Catalog {
                 key,
                 trusted,
                 index: Mutex::new(index),
+                objects_busy: Mutex::default(),
                 changes: Arc::default(),
                 jobs,
             }),
@@ -310,6 +314,7 @@ impl Catalog {
             let (spec, manifest, signature) = version
                 .read(&trusted)
                 .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+            let _busy = catalog.inner.objects_busy.lock();
             catalog
                 .inner
                 .objects
@@ -423,6 +428,7 @@ impl Catalog {
                     }
                 }
             }
+            let _busy = catalog.inner.objects_busy.lock();
             catalog.inner.objects.collect_garbage().unwrap_or_else(|e| {
                 tracing::warn!("cannot collect unused runtime files: {e}");
                 0

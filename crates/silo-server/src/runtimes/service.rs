@@ -230,12 +230,12 @@ impl RuntimeService for RuntimeApi {
         authorize(&request, Access::Read, "ExportRuntime")?;
         let installed = self.catalog.get(&request.get_ref().runtime)?;
         let (tx, rx) = mpsc::channel(8);
-        let total = estimated_archive_size(&installed);
         tokio::task::spawn_blocking(move || {
             let mut out = ChunkWriter {
                 tx: tx.clone(),
                 buffer: Vec::with_capacity(EXPORT_CHUNK),
-                total: Some(total),
+                // The compressed size is known only at the end.
+                total: Some(0),
             };
             let exported =
                 silo_runtime::archive::export(&installed.version_dir(), &mut out, |_| {})
@@ -377,23 +377,4 @@ impl Write for ChunkWriter {
             std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
         })
     }
-}
-
-/// About how many bytes the archive of `installed` has: a 512-byte header per entry, each
-/// file rounded up to 512 bytes, and the metadata files.
-fn estimated_archive_size(installed: &Installed) -> u64 {
-    let body: u64 = installed
-        .manifest
-        .entries
-        .iter()
-        .map(|e| {
-            let long_name = if e.path.len() > 90 { 1024 } else { 0 };
-            512 + long_name
-                + match e.kind {
-                    EntryKind::File { size, .. } => size.div_ceil(512) * 512,
-                    _ => 0,
-                }
-        })
-        .sum();
-    body + 3 * 1024 + installed.manifest.to_bytes().len() as u64 + 10240
 }
