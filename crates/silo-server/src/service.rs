@@ -153,7 +153,7 @@ impl JobService for JobApi {
                     match e {
                         crate::runtimes::RuntimeError::Host(_) => Status::from(e),
                         // A runtime the job names that is not there is a bad job spec.
-                        _ => Status::invalid_argument(format!("runtime: {e}")),
+                        _ => Status::invalid_argument(e.to_string()),
                     }
                 })?;
                 spec.runtime = installed.label();

@@ -79,11 +79,12 @@ where
                 return Err(describe(&status).into());
             }
         };
-        view.show(&progress);
+        // The last message carries the result, not a phase of its own.
         if let Some(runtime) = progress.runtime.take() {
             view.finish();
             return Ok(runtime);
         }
+        view.show(&progress);
     }
     view.abandon();
     anyhow::bail!("the server ended the {} without a result", operation.noun())
@@ -403,9 +404,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(runtime, built());
+        // The result's message is not a phase: nothing is printed for it.
         assert_eq!(
             String::from_utf8(lines.out).unwrap(),
-            "[base] started\n[base] hello\n[sign] started\n"
+            "[base] started\n[base] hello\n"
         );
         assert_eq!(
             summary(Operation::Build, &runtime),
