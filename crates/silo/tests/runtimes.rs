@@ -179,12 +179,64 @@ async fn a_busybox_runtime_job_sees_only_the_runtime_read_only() {
     assert!(out.contains("1000\n1\nwork-ok"), "{out}");
     // The job records the exact version it ran in.
     assert_eq!(end.spec.unwrap().runtime, "busybox@1.0.0");
+    // Not even the job's root may write the tree.
+    let (end, out, _) = sh_spec(
+        &mut jobs,
+        JobSpec {
+            uid: Some(0),
+            gid: Some(0),
+            ..in_runtime(
+                "busybox",
+                "id -u; for p in /x /usr/x /bin/x /etc/passwd; do echo > $p 2>/dev/null && echo WROTE $p; done; \
+                 chmod 777 /bin/busybox 2>/dev/null && echo CHMOD; true",
+            )
+        },
+    )
+    .await;
+    assert_eq!(end.state(), JobState::Completed, "{end:?}");
+    assert_eq!(out, "0\n", "a root job changed the runtime");
     // The second job in it comes from the runtime's ready init.
     let (again, out, _) = sh_spec(&mut jobs, in_runtime("busybox@1.0.0", "echo again")).await;
     assert_eq!(
         (again.state(), out.as_str()),
         (JobState::Completed, "again\n")
     );
+}
+
+#[tokio::test]
+async fn a_second_runtime_with_the_same_files_stores_them_once() {
+    if !privileged() || !busybox_or_skip() {
+        return;
+    }
+    let server = TestServer::start();
+    build_busybox(&server).await;
+    let twin = spec_file("busybox").replace("name: busybox", "name: busybox-twin");
+    let (built, lines) = build(&mut runtimes(&server).await, &twin).await;
+    let twin = built.unwrap_or_else(|e| panic!("{e:?} {lines:?}"));
+    assert!(twin.shared_bytes > 1_000_000, "{twin:?}");
+    let ino = |name: &str| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(
+            server
+                .state()
+                .join(format!("runtimes/{name}/1.0.0/rootfs/bin/busybox")),
+        )
+        .unwrap()
+        .ino()
+    };
+    assert_eq!(ino("busybox"), ino("busybox-twin"));
+    let listed = runtimes(&server)
+        .await
+        .list_runtimes(ListRuntimesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<(&str, bool)> = listed
+        .runtimes
+        .iter()
+        .map(|r| (r.name.as_str(), r.shared_bytes > 1_000_000))
+        .collect();
+    assert_eq!(names, [("busybox", true), ("busybox-twin", true)]);
 }
 
 #[tokio::test]
