@@ -111,20 +111,25 @@ pub(super) fn generate_for_job(root: &Path, iso: &Isolation) -> Result<(), InitE
     Ok(())
 }
 
-/// The files of a runtime's /etc that belong to the job, not to the runtime.
+/// The files of a runtime's /etc that belong to the job, not to the runtime, with
+/// resolv.conf (the host's resolver configuration, the same for every job) last.
 const RUNTIME_JOB_FILES: &[&str] = &["passwd", "group", "hosts", "hostname", "resolv.conf"];
 
-/// Covers a runtime's /etc/passwd, group, hosts, hostname and resolv.conf with the job's
-/// own (the host's resolver configuration for resolv.conf), each bound read-only over the
-/// runtime's file of that name. The runtime's tree is not changed; a name the runtime does
-/// not have as a regular file is left out (a bind mount needs a file to cover).
-///
-/// Each file is written into the root's tmpfs, bound, then unlinked: the mount keeps it,
-/// and nothing of it stays visible elsewhere in the root.
-pub(super) fn cover_runtime_files(root: &Path, iso: &Isolation) -> Result<(), InitError> {
+/// The file in the root's tmpfs that is bound over the runtime's /etc/`name` until the job
+/// fills it.
+fn runtime_file_source(root: &Path, name: &str) -> std::path::PathBuf {
+    root.join(format!(".silo-etc-{name}"))
+}
+
+/// Covers a runtime's /etc/passwd, group, hosts, hostname and resolv.conf, each with a file
+/// of the root's tmpfs bound read-only over it; the job's contents are written into them
+/// by [`fill_runtime_files`] at its start (no mount then: the launch pays only for writes).
+/// resolv.conf gets the host's resolver configuration now. The runtime's tree is not
+/// changed; a name the runtime does not have as a regular file is left out (a bind mount
+/// needs a file to cover), and so is all of /etc unless it is a real directory of the
+/// runtime (never through a symlink, which would resolve against the host's tree).
+pub(super) fn cover_runtime_files(root: &Path) -> Result<(), InitError> {
     let etc = root.join("etc");
-    // Only a directory of the runtime's own (bound in the root): never through a symlink,
-    // which would resolve against the host's tree before the pivot.
     if !fs::symlink_metadata(&etc).is_ok_and(|m| m.is_dir()) {
         return Ok(());
     }
@@ -134,24 +139,48 @@ pub(super) fn cover_runtime_files(root: &Path, iso: &Isolation) -> Result<(), In
             continue;
         }
         let contents = match *name {
-            "passwd" => passwd(iso.uid, iso.gid).into_bytes(),
-            "group" => group(iso.gid).into_bytes(),
-            "hosts" => hosts(&iso.hostname).into_bytes(),
-            "hostname" => format!("{}\n", iso.hostname).into_bytes(),
-            _ => fs::read("/etc/resolv.conf").unwrap_or_default(),
+            "resolv.conf" => fs::read("/etc/resolv.conf").unwrap_or_default(),
+            _ => Vec::new(),
         };
-        let source = root.join(format!(".silo-etc-{name}"));
+        let source = runtime_file_source(root, name);
         write_file("runtime_etc", &source, &contents, 0o644)?;
         super::mounts::bind("runtime_etc", &source, &target, super::rootfs::READ_ONLY)?;
-        fs::remove_file(&source).map_err(|e| {
-            fail(
-                "runtime_etc",
-                errno_of(&e),
-                format_args!("remove {}", source.display()),
-            )
-        })?;
+        if *name == "resolv.conf" {
+            remove_source(&source)?;
+        }
     }
     Ok(())
+}
+
+/// Writes the job's passwd, group, hosts and hostname into the files
+/// [`cover_runtime_files`] bound over the runtime's, then unlinks their sources from the
+/// root (the mounts keep them).
+pub(super) fn fill_runtime_files(root: &Path, iso: &Isolation) -> Result<(), InitError> {
+    for name in RUNTIME_JOB_FILES {
+        let source = runtime_file_source(root, name);
+        if !source.exists() {
+            continue;
+        }
+        let contents = match *name {
+            "passwd" => passwd(iso.uid, iso.gid),
+            "group" => group(iso.gid),
+            "hosts" => hosts(&iso.hostname),
+            _ => format!("{}\n", iso.hostname),
+        };
+        write_file("runtime_etc", &source, contents.as_bytes(), 0o644)?;
+        remove_source(&source)?;
+    }
+    Ok(())
+}
+
+fn remove_source(source: &Path) -> Result<(), InitError> {
+    fs::remove_file(source).map_err(|e| {
+        fail(
+            "runtime_etc",
+            errno_of(&e),
+            format_args!("remove {}", source.display()),
+        )
+    })
 }
 
 /// The passwd file: root, the job's user (unless it is root) and nobody. Home is /work.

@@ -42,7 +42,10 @@ pub(super) fn assemble(base: &SandboxBase) -> Result<(), InitError> {
             show_host_system_dirs(root)?;
             etc::generate_common(root)?;
         }
-        Rootfs::Runtime { path, writable } => show_runtime(path, *writable, root)?,
+        Rootfs::Runtime { path, writable } => {
+            show_runtime(path, *writable, root)?;
+            etc::cover_runtime_files(root)?;
+        }
     }
     proc_mask::mount_proc(root)?;
     proc_mask::mount_sys(root)?;
@@ -62,7 +65,7 @@ pub(super) fn add_job(iso: &Isolation) -> Result<(), InitError> {
     let root = iso.root_dir.as_path();
     match &iso.rootfs {
         Rootfs::HostView => etc::generate_for_job(root, iso)?,
-        Rootfs::Runtime { .. } => etc::cover_runtime_files(root, iso)?,
+        Rootfs::Runtime { .. } => etc::fill_runtime_files(root, iso)?,
     }
     match iso.work_disk {
         // Mounted when the sandbox was prepared.
