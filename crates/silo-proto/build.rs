@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         root.join("silo/v1/job.proto"),
         root.join("silo/v1/runtime.proto"),
+        root.join("silo/v1/workflow.proto"),
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
