@@ -2,15 +2,16 @@
 # silo's benchmark: builds release, starts a throw-away `silo server` on 127.0.0.1, measures
 # it and its peers in the same run, and prints one table. Run as root.
 #
-#   bench/run.sh            full run (200 launches, 512 MiB of logs, 1,000 jobs)
+#   bench/run.sh            full run (200 launches, 512 MiB of logs, 1,000 jobs, and the
+#                           python-3.11-ml runtime, which takes minutes)
 #   bench/run.sh --quick    fast check (30 launches, 64 MiB of logs, 100 jobs)
 #
 # Progress goes to stderr; only the table goes to stdout. See bench/README.md.
 set -euo pipefail
 
-RUNS=200 LOG_BYTES=512MiB JOBS=1000 MODE=full
+RUNS=200 LOG_BYTES=512MiB JOBS=1000 PY_RUNS=30 MODE=full
 case "${1:-}" in
-    --quick) RUNS=30 LOG_BYTES=64MiB JOBS=100 MODE=quick ;;
+    --quick) RUNS=30 LOG_BYTES=64MiB JOBS=100 PY_RUNS=10 MODE=quick ;;
     "") ;;
     *) echo "usage: $0 [--quick]" >&2; exit 2 ;;
 esac
@@ -26,10 +27,12 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 SILO=$TARGET/release/silo
 BENCH=$TARGET/release/silo-bench
 
-# Peers. hyperfine is not needed: silo-bench times every peer with the same loop.
+# Peers, and mmdebstrap for the server's python-3.11 runtime builds. hyperfine is not
+# needed: silo-bench times every peer with the same loop.
 missing=()
 command -v bwrap >/dev/null || missing+=(bubblewrap)
 command -v crun >/dev/null || missing+=(crun)
+command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
 if [[ ${#missing[@]} -gt 0 ]] && command -v apt-get >/dev/null; then
     note "installing ${missing[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2 \
@@ -70,6 +73,8 @@ trap 'exit 130' INT TERM
 
 # A row that could not be measured, and why (no quotes or backslashes in REASON).
 skip() { printf '{"name":"%s","error":"%s"}\n' "$1" "$2" >>"$RESULTS"; note "$1: $2"; }
+# A row this mode leaves out, and why (same rule for REASON).
+leave_out() { printf '{"name":"%s","skipped":"%s"}\n' "$1" "$2" >>"$RESULTS"; note "$1: $2"; }
 # Runs one measurement; its JSON line (result or error) goes to the results.
 measure() { note "$1"; shift; "$BENCH" "$@" >>"$RESULTS" || true; }
 
@@ -90,8 +95,12 @@ sleep 0.5 # let it settle before reading its idle memory
 
 # Memory first, while the server is still idle.
 measure "memory: idle RSS, then $JOBS jobs" memory --config "$CONFIG" --pid "$SERVER" --jobs "$JOBS"
+# busybox, the runtime of the next launch row (offline, under a second; runtimes go under
+# $STATE/runtimes). After the memory row, which wants the server idle.
+measure "runtime busybox: build" runtime --config "$CONFIG" --spec runtimes/busybox.yml --build-only
 measure "fork/exec of /bin/true" fork-exec --runs "$RUNS"
 measure "launch" launch --config "$CONFIG" --runs "$RUNS"
+measure "launch in the busybox runtime" launch --config "$CONFIG" --runs "$RUNS" --runtime busybox
 measure "launch with limits" launch --config "$CONFIG" --runs "$RUNS" --memory 64M --cpu 50 --pids 64
 measure "cgroup create + limits + remove" cgroup --runs "$RUNS"
 measure "logs: $LOG_BYTES through StreamLogs" logs --config "$CONFIG" --bytes "$LOG_BYTES"
@@ -126,6 +135,30 @@ if command -v crun >/dev/null; then
     fi
 else
     skip crun "crun is not installed and apt-get could not install it"
+fi
+
+# Runtimes: python-3.11 built (mmdebstrap, network), exported, removed, reinstalled from
+# its export and verified; then python3 -c pass in it beside the host's python3.
+if command -v mmdebstrap >/dev/null; then
+    measure "runtime python-3.11: build, export, remove, install, verify" \
+        runtime --config "$CONFIG" --spec runtimes/python-3.11.yml
+else
+    skip "runtime python-3.11" "mmdebstrap is not installed and apt-get could not install it"
+fi
+measure "python3 -c pass, host view" launch --config "$CONFIG" --runs "$PY_RUNS" --command python3 -c pass
+measure "python3 -c pass in python-3.11" \
+    launch --config "$CONFIG" --runs "$PY_RUNS" --runtime python-3.11 --command python3 -c pass
+# python-3.11-ml (pip, minutes) and the disk it shares with python-3.11: full run only.
+if [[ $MODE == quick ]]; then
+    leave_out "runtime python-3.11-ml" "skipped in --quick"
+    leave_out "runtime disk" "skipped in --quick"
+elif command -v mmdebstrap >/dev/null; then
+    measure "runtime python-3.11-ml: build (minutes)" \
+        runtime --config "$CONFIG" --spec runtimes/python-3.11-ml.yml --build-only
+    measure "disk of python-3.11 + python-3.11-ml" runtime-disk --config "$CONFIG" python-3.11 python-3.11-ml
+else
+    skip "runtime python-3.11-ml" "mmdebstrap is not installed and apt-get could not install it"
+    skip "runtime disk" "mmdebstrap is not installed and apt-get could not install it"
 fi
 
 LOAD=$(cut -d' ' -f1-3 /proc/loadavg)

@@ -3,8 +3,10 @@
 
 mod cgroup;
 mod client;
+mod disk;
 mod measure;
 mod report;
+mod runtime;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,9 +40,16 @@ struct Server {
     config: PathBuf,
 }
 
+impl Server {
+    /// The server's state directory, taken to be the one holding its client configuration.
+    fn state_dir(&self) -> PathBuf {
+        self.config.parent().unwrap_or(".".as_ref()).to_path_buf()
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// RunJob of /bin/true, then WatchJob until it ended, on one warm connection.
+    /// RunJob of a command (/bin/true), then WatchJob until it ended, on one warm connection.
     Launch {
         #[command(flatten)]
         server: Server,
@@ -55,6 +64,12 @@ enum Command {
         /// Process limit.
         #[arg(long)]
         pids: Option<u32>,
+        /// Run the job in this runtime (NAME or NAME@VERSION) instead of the host's view.
+        #[arg(long)]
+        runtime: Option<String>,
+        /// The job's command, to the end of the line (default: /bin/true).
+        #[arg(long, num_args = 1.., allow_hyphen_values = true, value_name = "COMMAND")]
+        command: Vec<String>,
     },
     /// A job writes BYTES zeros to stdout; StreamLogs(follow) reads them and drops them.
     Logs {
@@ -102,6 +117,31 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         jobs: usize,
         /// Where silo.db lies; default: the directory of --config.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// A runtime built from SPEC (replacing an installed one), then exported, removed,
+    /// installed from the export and verified, each step timed. The line is named
+    /// `runtime NAME`, NAME being the spec file's name without `.yml`.
+    Runtime {
+        #[command(flatten)]
+        server: Server,
+        /// The runtime spec (YAML), e.g. runtimes/python-3.11.yml.
+        #[arg(long)]
+        spec: PathBuf,
+        /// Only build it.
+        #[arg(long)]
+        build_only: bool,
+    },
+    /// The disk that the installed runtimes NAME... take together (each inode once) beside
+    /// the sum of their trees' sizes.
+    RuntimeDisk {
+        #[command(flatten)]
+        server: Server,
+        /// Runtime names (their highest installed versions).
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Where `runtimes/` lies; default: the directory of --config.
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
@@ -157,23 +197,37 @@ fn run(command: Command) -> (Value, Result<Value>) {
             memory,
             cpu,
             pids,
+            runtime,
+            command,
         } => {
-            let limits = silo_proto::v1::Limits {
-                memory_bytes: memory,
-                cpu_percent: cpu,
-                pids,
-                ..Default::default()
+            let launch = measure::Launch {
+                command: if command.is_empty() {
+                    vec![measure::LAUNCH_COMMAND.to_string()]
+                } else {
+                    command
+                },
+                limits: silo_proto::v1::Limits {
+                    memory_bytes: memory,
+                    cpu_percent: cpu,
+                    pids,
+                    ..Default::default()
+                },
+                runtime,
             };
-            let limited = memory.is_some() || cpu.is_some() || pids.is_some();
-            let name = if limited { "launch+limits" } else { "launch" };
-            let id =
-                json!({"name": name, "memory_bytes": memory, "cpu_percent": cpu, "pids": pids});
+            let id = json!({
+                "name": launch.name(),
+                "command": launch.command.join(" "),
+                "runtime": launch.runtime,
+                "memory_bytes": memory,
+                "cpu_percent": cpu,
+                "pids": pids,
+            });
             let out = rt().and_then(|rt| {
                 rt.block_on(measure::launch(
                     &server.config,
                     runs.runs,
                     runs.warmup,
-                    limits,
+                    launch,
                 ))
             });
             (id, out)
@@ -209,11 +263,46 @@ fn run(command: Command) -> (Value, Result<Value>) {
             jobs,
             state_dir,
         } => {
-            let dir = state_dir
-                .unwrap_or_else(|| server.config.parent().unwrap_or(".".as_ref()).to_path_buf());
+            let dir = state_dir.unwrap_or_else(|| server.state_dir());
             (
                 json!({"name": "memory"}),
                 rt().and_then(|rt| rt.block_on(measure::memory(&server.config, pid, jobs, &dir))),
+            )
+        }
+        Command::Runtime {
+            server,
+            spec,
+            build_only,
+        } => {
+            let stem = spec.file_stem().unwrap_or_default().to_string_lossy();
+            let mut line = json!({"name": format!("runtime {stem}"), "spec": spec});
+            let steps = if build_only {
+                runtime::Steps::Build
+            } else {
+                runtime::Steps::All
+            };
+            // What was measured before a failure stays in the line beside the error.
+            let mut fields = serde_json::Map::new();
+            let out = rt().and_then(|rt| {
+                rt.block_on(runtime::lifecycle(
+                    &server.config,
+                    &spec,
+                    steps,
+                    &mut fields,
+                ))
+            });
+            merge(&mut line, Value::Object(fields));
+            (line, out.map(|()| json!({})))
+        }
+        Command::RuntimeDisk {
+            server,
+            names,
+            state_dir,
+        } => {
+            let dir = state_dir.unwrap_or_else(|| server.state_dir());
+            (
+                json!({"name": "runtime disk", "names": names}),
+                rt().and_then(|rt| rt.block_on(runtime::disk(&server.config, &dir, &names))),
             )
         }
         Command::Report { .. } => unreachable!("handled in main"),

@@ -78,12 +78,46 @@ async fn run_to_end(client: &mut Client, spec: JobSpec) -> Result<Instant> {
     Ok(answered)
 }
 
+/// What a launch measurement runs: its command, its limits, and the runtime whose tree is
+/// its root (`None`: the host's view).
+pub struct Launch {
+    pub command: Vec<String>,
+    pub limits: Limits,
+    pub runtime: Option<String>,
+}
+
+/// The command a launch runs unless told otherwise.
+pub const LAUNCH_COMMAND: &str = "/bin/true";
+
+impl Launch {
+    /// The name of its result line, by which the report finds it: `launch` (`launch+limits`
+    /// with any limit), then the command unless it is /bin/true, then `in RUNTIME`; e.g.
+    /// `launch python3 -c pass in python-3.11`.
+    pub fn name(&self) -> String {
+        let limits = &self.limits;
+        let limited =
+            limits.memory_bytes.is_some() || limits.cpu_percent.is_some() || limits.pids.is_some();
+        let mut name = String::from(if limited { "launch+limits" } else { "launch" });
+        if self.command != [LAUNCH_COMMAND] {
+            name = format!("{name} {}", self.command.join(" "));
+        }
+        if let Some(runtime) = &self.runtime {
+            name = format!("{name} in {runtime}");
+        }
+        name
+    }
+}
+
 /// Launch latency: RunJob → job ended, `warmup` untimed runs then `runs` timed ones, all
 /// on one connection. Also the latency of RunJob's answer alone, for diagnosis.
-pub async fn launch(config: &Path, runs: usize, warmup: usize, limits: Limits) -> Result<Value> {
+pub async fn launch(config: &Path, runs: usize, warmup: usize, launch: Launch) -> Result<Value> {
     ensure!(runs > 0, "--runs must be positive");
     let mut client = client::connect(config).await?;
-    let spec = spec(&["/bin/true"], Some(limits));
+    let command: Vec<&str> = launch.command.iter().map(String::as_str).collect();
+    let spec = JobSpec {
+        runtime: launch.runtime.unwrap_or_default(),
+        ..spec(&command, Some(launch.limits))
+    };
     let (mut samples, mut answers) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
     for i in 0..warmup + runs {
         let start = Instant::now();

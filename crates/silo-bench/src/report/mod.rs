@@ -1,5 +1,7 @@
 //! The table: silo beside its peers, from the JSON lines of one run of bench/run.sh.
 
+mod runtimes;
+
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -14,9 +16,19 @@ impl Results {
     /// The line called `name`, or why there is none.
     fn get(&self, name: &str) -> Result<&Value, String> {
         let line = self.0.get(name).ok_or_else(|| "not measured".to_string())?;
-        match line.get("error").and_then(Value::as_str) {
-            Some(err) => Err(format!("not measured: {err}")),
+        match why_not(line) {
+            Some(why) => Err(why),
             None => Ok(line),
+        }
+    }
+
+    /// One number of the line called `name`, also from a line that failed after measuring
+    /// it (a runtime's build time, when its install failed); else why there is none.
+    fn field(&self, name: &str, field: &str) -> Result<f64, String> {
+        let line = self.0.get(name).ok_or_else(|| "not measured".to_string())?;
+        match line.get(field).and_then(Value::as_f64) {
+            Some(x) => Ok(x),
+            None => Err(why_not(line).unwrap_or_else(|| format!("{name}: no {field}"))),
         }
     }
 
@@ -37,6 +49,17 @@ impl Results {
             .map(|r| format!("{r}"))
             .unwrap_or_else(|_| "?".into())
     }
+}
+
+/// Why a line has no numbers: the measurement failed (`error`), or bench/run.sh did not
+/// run it (`skipped`, e.g. "skipped in --quick"); `None` for a measured line.
+fn why_not(line: &Value) -> Option<String> {
+    if let Some(err) = line.get("error").and_then(Value::as_str) {
+        return Some(format!("not measured: {err}"));
+    }
+    line.get("skipped")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
 }
 
 /// One row: what silo measured, what the peer measured, and how they compare.
@@ -311,5 +334,7 @@ fn rows(r: &Results) -> Vec<Row> {
             met: verdict(ok.and_then(|k| both.map(|(s, p)| s <= k * p))),
         });
     }
+
+    rows.extend(runtimes::rows(r, &launch));
     rows
 }
