@@ -234,6 +234,21 @@ impl Build<'_> {
         install: bool,
     ) -> Result<(), RuntimeError> {
         let jobs = self.catalog.jobs();
+        let mut env: Vec<EnvVar> = self
+            .spec
+            .env
+            .iter()
+            .map(|(name, value)| EnvVar {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect();
+        let mut uploads = Vec::new();
+        if install {
+            let (file, vars) = host_trust_for_package_managers();
+            uploads.extend(file);
+            env.extend(vars);
+        }
         let spec = JobSpec {
             command: argv.clone(),
             name: format!("runtime build {}: {phase}", self.label),
@@ -246,15 +261,7 @@ impl Build<'_> {
             } else {
                 JobNetwork::None
             } as i32,
-            env: self
-                .spec
-                .env
-                .iter()
-                .map(|(name, value)| EnvVar {
-                    name: name.clone(),
-                    value: value.clone(),
-                })
-                .collect(),
+            env,
             ..JobSpec::default()
         };
         let root = JobRoot {
@@ -264,7 +271,15 @@ impl Build<'_> {
             pooled: false,
         };
         let started = jobs
-            .run_in(spec, Vec::new(), self.owner.to_owned(), Some(root))
+            .run_in(
+                spec,
+                uploads,
+                self.owner.to_owned(),
+                crate::jobs::JobOptions {
+                    root: Some(root),
+                    ..Default::default()
+                },
+            )
             .await;
         // A writable tree was lent to the step's user: it is root's again whatever happened.
         let give_back = || async {
@@ -402,6 +417,54 @@ impl Build<'_> {
             "{program} failed ({status}){last}"
         )))
     }
+}
+
+/// The host's CA bundle, whose name the package managers of a build step (pip, npm) are
+/// given to trust, and the host's proxy settings.
+const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// Where a build step finds the host's CA bundle (in its /work).
+const STEP_CA_BUNDLE: &str = ".silo-host-ca.crt";
+
+/// What lets a package manager in a build step reach its registry the way the host does:
+/// the host's CA bundle as an upload (a registry behind a TLS-inspecting proxy that the host
+/// trusts is then trusted too; the runtime's own trust store is not changed) with the
+/// variables that point pip, requests, npm and node at it, and the host's proxy variables.
+fn host_trust_for_package_managers() -> (Option<silo_proto::v1::Upload>, Vec<EnvVar>) {
+    let var = |name: &str, value: String| EnvVar {
+        name: name.to_owned(),
+        value,
+    };
+    let mut env: Vec<EnvVar> = [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+    ]
+    .iter()
+    .filter_map(|name| Some(var(name, std::env::var(name).ok()?)))
+    .collect();
+    let Ok(bundle) = std::fs::read(HOST_CA_BUNDLE) else {
+        return (None, env);
+    };
+    let path = format!("/work/{STEP_CA_BUNDLE}");
+    for name in [
+        "PIP_CERT",
+        "REQUESTS_CA_BUNDLE",
+        "SSL_CERT_FILE",
+        "NODE_EXTRA_CA_CERTS",
+        "NPM_CONFIG_CAFILE",
+    ] {
+        env.push(var(name, path.clone()));
+    }
+    let upload = silo_proto::v1::Upload {
+        path: STEP_CA_BUNDLE.to_owned(),
+        content: bundle,
+        mode: 0o644,
+        directory: false,
+    };
+    (Some(upload), env)
 }
 
 /// Keeps the last 20 lines.
