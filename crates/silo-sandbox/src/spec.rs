@@ -58,6 +58,10 @@ pub struct Isolation {
     /// Files (inodes) the job's `/tmp` and `/dev/shm` may each hold.
     #[serde(default = "default_tmp_inodes")]
     pub tmp_inodes: u64,
+    /// A host directory shown writable at `/shared` (a workflow's directory for passing
+    /// files between its jobs); none when `None`.
+    #[serde(default)]
+    pub shared_dir: Option<PathBuf>,
 }
 
 /// The part of a sandbox that does not depend on the job: what an init can build while it

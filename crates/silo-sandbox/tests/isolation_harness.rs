@@ -228,6 +228,7 @@ impl HostDirs {
             network: Network::None,
             tmp_size_bytes: 8 << 20,
             tmp_inodes: 1024,
+            shared_dir: None,
         }
     }
 

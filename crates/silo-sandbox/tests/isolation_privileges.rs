@@ -39,6 +39,7 @@ fn identity(uid: u32, gid: u32) -> Isolation {
         network: Network::None,
         tmp_size_bytes: 0,
         tmp_inodes: 16,
+        shared_dir: None,
     }
 }
 

@@ -166,7 +166,11 @@ impl JobService for JobApi {
         let jobs = self.jobs.clone();
         let row = tokio::spawn(async move {
             let (root, hold) = runtime.unzip();
-            let row = jobs.run_in(spec, req.uploads, owner, root).await;
+            let options = crate::jobs::JobOptions {
+                root,
+                ..Default::default()
+            };
+            let row = jobs.run_in(spec, req.uploads, owner, options).await;
             drop(hold);
             row
         })

@@ -167,6 +167,8 @@ pub struct JobRow {
     pub failed_step: Option<String>,
     /// With a start failure: the errno.
     pub errno: Option<i32>,
+    /// The caller's idempotency token, unique among jobs (see [`Store::find_by_token`]).
+    pub request_token: Option<String>,
 }
 
 /// The job store.
@@ -177,7 +179,7 @@ pub struct Store {
 
 const COLUMNS: &str = "id, name, owner, spec, uploads, state, reason, exit_code, signal, \
                        created_at, started_at, ended_at, init_pid, init_start, usage, host_id, \
-                       end_cause, start_failure, failed_step, errno";
+                       end_cause, start_failure, failed_step, errno, request_token";
 
 impl Store {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
@@ -200,7 +202,7 @@ impl Store {
     /// Stores a new job.
     pub async fn insert(&self, job: &JobRow) -> Result<(), StoreError> {
         sqlx::query(&format!(
-            "INSERT INTO jobs ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO jobs ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
         .bind(&job.id)
         .bind(&job.spec.name)
@@ -222,9 +224,21 @@ impl Store {
         .bind(job.start_failure as i32)
         .bind(&job.failed_step)
         .bind(job.errno)
+        .bind(&job.request_token)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// The job a caller started with `token`, if it exists.
+    pub async fn find_by_token(&self, token: &str) -> Result<Option<JobRow>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM jobs WHERE request_token = ?"
+        ))
+        .bind(token)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(decode).transpose()
     }
 
     /// Records the job's state, reason, exit, times and init process.
@@ -415,6 +429,7 @@ fn decode(row: &SqliteRow) -> Result<JobRow, StoreError> {
             .unwrap_or_default(),
         failed_step: row.try_get("failed_step")?,
         errno: row.try_get("errno")?,
+        request_token: row.try_get("request_token")?,
         id,
     })
 }

@@ -60,7 +60,7 @@ pub(super) fn assemble(base: &SandboxBase) -> Result<(), InitError> {
 }
 
 /// Adds what belongs to the job to an assembled tree: its user, group and hostname in a
-/// generated /etc, and its work directory at /work.
+/// generated /etc, its work directory at /work, and its shared directory at /shared.
 pub(super) fn add_job(iso: &Isolation) -> Result<(), InitError> {
     let root = iso.root_dir.as_path();
     match &iso.rootfs {
@@ -69,9 +69,20 @@ pub(super) fn add_job(iso: &Isolation) -> Result<(), InitError> {
     }
     match iso.work_disk {
         // Mounted when the sandbox was prepared.
-        Some(_) => Ok(()),
-        None => mount_work(root, &iso.work_dir),
+        Some(_) => {}
+        None => mount_work(root, &iso.work_dir)?,
     }
+    if let Some(shared) = &iso.shared_dir {
+        let target = root.join("shared");
+        mkdir("bind_shared", &target, 0o755)?;
+        bind(
+            "bind_shared",
+            shared,
+            &target,
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        )?;
+    }
+    Ok(())
 }
 
 /// Shows the host's /usr, /bin, /sbin and /lib* read-only; on a merged-/usr system the

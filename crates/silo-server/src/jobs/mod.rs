@@ -83,6 +83,19 @@ impl JobRoot {
     }
 }
 
+/// What a caller inside the server may ask of a job beyond its spec.
+#[derive(Debug, Clone, Default)]
+pub struct JobOptions {
+    /// The tree its root shows instead of the host's system directories.
+    pub root: Option<JobRoot>,
+    /// A host directory shown writable at `/shared`.
+    pub shared_dir: Option<PathBuf>,
+    /// An idempotency token, unique among jobs: a caller that lost track of a start (it
+    /// crashed) finds the job by it ([`JobManager::find_by_token`]), or knows that it
+    /// never existed (the job is stored before its command starts).
+    pub request_token: Option<String>,
+}
+
 /// Why a job operation failed; each maps to one gRPC status.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -243,6 +256,16 @@ impl JobManager {
         self.inner.live.lock().ok()?.get(id).cloned()
     }
 
+    /// The job a caller started with the request token `token`, if there is one.
+    pub async fn find_by_token(&self, token: &str) -> Result<Option<JobRow>, JobError> {
+        let stored = self.inner.store.find_by_token(token).await?;
+        // A live job's row is fresher than the store's.
+        Ok(stored.map(|row| match self.live(&row.id) {
+            Some(live) => live.row.borrow().clone(),
+            None => row,
+        }))
+    }
+
     /// Number of jobs starting or running in the runtime `label` (`name@version`).
     pub fn live_in_runtime(&self, label: &str) -> usize {
         self.inner
@@ -273,19 +296,21 @@ impl JobManager {
         uploads: Vec<Upload>,
         owner: String,
     ) -> Result<JobRow, JobError> {
-        self.run_in(spec, uploads, owner, None).await
+        self.run_in(spec, uploads, owner, JobOptions::default())
+            .await
     }
 
-    /// Validates and starts a job in `root` (a runtime the caller resolved from
-    /// `spec.runtime`), or in a view of the host's system directories when `None`; answers
+    /// Validates and starts a job with `options`: in `options.root` (a runtime the caller
+    /// resolved from `spec.runtime`) or a view of the host's system directories; answers
     /// once its command runs or has failed to start.
     pub async fn run_in(
         &self,
         spec: JobSpec,
         uploads: Vec<Upload>,
         owner: String,
-        root: Option<JobRoot>,
+        options: JobOptions,
     ) -> Result<JobRow, JobError> {
+        let root = options.root.clone();
         let s = &self.inner.settings;
         let mut spec = spec;
         s.bounds.apply_defaults(&mut spec.limits);
@@ -352,6 +377,7 @@ impl JobManager {
             init: reconcile::process_start_ticks(ready.pid).map(|t| (ready.pid, t)),
             usage: None,
             host_id: Some(host_id),
+            request_token: options.request_token.clone(),
             ..JobRow::default()
         };
         let live = Arc::new(LiveJob::new(row));
@@ -367,7 +393,10 @@ impl JobManager {
             return Err(e);
         }
         tracing::debug!(elapsed = ?t0.elapsed(), "job prepared");
-        let init_spec = self.init_spec(&live.row.borrow(), root.as_ref());
+        let mut init_spec = self.init_spec(&live.row.borrow(), root.as_ref());
+        if let Some(iso) = init_spec.isolation.as_mut() {
+            iso.shared_dir = options.shared_dir.clone();
+        }
         let (tx, started) = tokio::sync::oneshot::channel();
         tokio::spawn(supervisor::supervise(
             self.clone(),
@@ -522,6 +551,7 @@ impl JobManager {
                 },
                 tmp_size_bytes: self.inner.settings.tmp_size_bytes,
                 tmp_inodes: self.inner.settings.tmp_inodes,
+                shared_dir: None,
             }),
         }
     }
