@@ -9,6 +9,7 @@ mod logs;
 pub mod runtimes;
 mod service;
 pub mod store;
+pub mod workflows;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -133,6 +134,9 @@ pub enum ServerError {
     /// The runtimes could not be opened.
     #[error(transparent)]
     Runtimes(#[from] runtimes::RuntimeError),
+    /// The workflow engine could not start.
+    #[error(transparent)]
+    Workflows(#[from] workflows::WorkflowError),
     /// silo's cgroup subtree is another server's ([`silo_cgroup::CgroupError::InUse`]).
     #[error(transparent)]
     Cgroups(silo_cgroup::CgroupError),
@@ -179,6 +183,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
 
     let cgroups = open_cgroups(args.cgroup_name.as_deref())?;
     let store = store::Store::open(&state.join("silo.db")).await?;
+    let workflow_store = store.clone();
     let settings = JobSettings {
         jobs_dir: state.join("jobs"),
         log_cap_bytes: args.log_cap,
@@ -242,6 +247,13 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         jobs.clone(),
     )
     .await?;
+    let engine = workflows::Engine::start(
+        &workflow_store,
+        jobs.clone(),
+        catalog.clone(),
+        state.join("workflows"),
+    )
+    .await?;
     let public_key = certs.dir.join("runtime-signing.pub");
     std::fs::write(&public_key, catalog.public_key().to_text() + "\n")
         .map_err(|e| host("write", &public_key, e))?;
@@ -285,6 +297,11 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     )
     .max_decoding_message_size(2 << 20)
     .max_encoding_message_size(2 << 20);
+    let workflow_api = silo_proto::v1::workflow_service_server::WorkflowServiceServer::new(
+        workflows::service::WorkflowApi::new(engine),
+    )
+    .max_decoding_message_size(max_message)
+    .max_encoding_message_size(64 << 20);
     let api = JobServiceServer::new(service::JobApi::new(jobs.clone(), catalog, info))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(64 << 20);
@@ -296,6 +313,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         .add_service(reflection_v1alpha)
         .add_service(api)
         .add_service(runtime_api)
+        .add_service(workflow_api)
         .serve_with_incoming_shutdown(listener::incoming(listener, tls), shutdown())
         .await?;
     jobs.drain_pool().await;
@@ -439,9 +457,9 @@ fn server_info(
         controllers,
         networks: vec![JobNetwork::None as i32, JobNetwork::Host as i32],
         features: if disk_support {
-            vec!["disk".into(), "runtimes".into()]
+            vec!["disk".into(), "runtimes".into(), "workflows".into()]
         } else {
-            vec!["runtimes".into()]
+            vec!["runtimes".into(), "workflows".into()]
         },
         ..Default::default()
     }

@@ -199,6 +199,11 @@ impl Store {
         Ok(Store { pool })
     }
 
+    /// The database, for other tables of the same store (workflows).
+    pub fn pool(&self) -> sqlx::SqlitePool {
+        self.pool.clone()
+    }
+
     /// Stores a new job.
     pub async fn insert(&self, job: &JobRow) -> Result<(), StoreError> {
         sqlx::query(&format!(

@@ -288,6 +288,16 @@ impl JobManager {
             .unwrap_or(0)
     }
 
+    /// Checks a job as [`JobManager::run`] would (with the server's default limits applied),
+    /// without starting anything.
+    pub fn check(&self, spec: &JobSpec, uploads: &[Upload]) -> Result<(), JobError> {
+        let bounds = &self.inner.settings.bounds;
+        let mut spec = spec.clone();
+        bounds.apply_defaults(&mut spec.limits);
+        validate::check_request(&spec, uploads, bounds)?;
+        Ok(())
+    }
+
     /// Validates and starts a job whose root views the host's system directories; answers
     /// once its command runs or has failed to start.
     pub async fn run(

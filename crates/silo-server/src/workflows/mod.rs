@@ -1,0 +1,633 @@
+//! Workflows: YAML DAGs of jobs, run by an engine that submits ordinary jobs through the job
+//! manager and reacts to their ends. The spec, its checks and the scheduling rules are
+//! `silo-workflow`'s; this module keeps workflows in the store ([`store`]), drives each
+//! running one ([`run`]) and serves the gRPC WorkflowService ([`service`]).
+//!
+//! Jobs know nothing about workflows: the engine uses only the job manager's public
+//! interface (a job with a request token and a /shared directory, its live state).
+
+mod node_job;
+mod run;
+pub mod service;
+mod shared;
+mod store;
+mod view;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use prost::Message;
+use silo_proto::v1::{RunWorkflowRequest, Upload, Workflow, WorkflowState};
+use silo_workflow::schedule::{Node, NodeState, Run};
+use silo_workflow::spec::WorkflowSpec;
+use tokio::sync::{mpsc, watch};
+
+use crate::jobs::{JobError, JobManager, JobOptions};
+use crate::runtimes::Catalog;
+use crate::store::{JobRow, StoreError};
+use run::{Event, Running};
+use silo_proto::v1::EndCause;
+use store::{NodeRow, WorkflowRow, WorkflowStore};
+
+/// Why a workflow operation failed; each maps to one gRPC status.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkflowError {
+    /// The YAML or the request is malformed.
+    #[error("{0}")]
+    Invalid(String),
+    /// No workflow has this id.
+    #[error("workflow {0} not found")]
+    NotFound(String),
+    /// Several workflows start with this prefix.
+    #[error("workflow id prefix {0} is ambiguous; give more characters")]
+    Ambiguous(String),
+    /// It has not ended (delete, retry).
+    #[error("workflow {0} is still running; cancel it first")]
+    StillRunning(String),
+    /// Something on the host failed.
+    #[error("{0}")]
+    Host(String),
+}
+
+impl From<StoreError> for WorkflowError {
+    fn from(e: StoreError) -> WorkflowError {
+        match e {
+            StoreError::NotFound(id) => WorkflowError::NotFound(id),
+            StoreError::Ambiguous { prefix, .. } => WorkflowError::Ambiguous(prefix),
+            other => WorkflowError::Host(other.to_string()),
+        }
+    }
+}
+
+impl From<WorkflowError> for tonic::Status {
+    fn from(e: WorkflowError) -> tonic::Status {
+        use tonic::Status;
+        match &e {
+            WorkflowError::Invalid(_) | WorkflowError::Ambiguous(_) => {
+                Status::invalid_argument(e.to_string())
+            }
+            WorkflowError::NotFound(_) => Status::not_found(e.to_string()),
+            WorkflowError::StillRunning(_) => Status::failed_precondition(e.to_string()),
+            WorkflowError::Host(_) => Status::internal(e.to_string()),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    u64::try_from(crate::jobs::now_micros() / 1000).unwrap_or(0)
+}
+
+/// The workflow engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: WorkflowStore,
+    jobs: JobManager,
+    catalog: Catalog,
+    /// `<state>/workflows`.
+    dir: PathBuf,
+    /// The running workflows: how to reach each, and its current view.
+    active: Mutex<HashMap<String, Active>>,
+}
+
+struct Active {
+    tx: mpsc::UnboundedSender<Event>,
+    view: watch::Receiver<Workflow>,
+}
+
+impl Engine {
+    /// The engine over the workflow tables of `store`; resumes every workflow that had not
+    /// ended when the previous server stopped.
+    pub async fn start(
+        store: &crate::store::Store,
+        jobs: JobManager,
+        catalog: Catalog,
+        dir: PathBuf,
+    ) -> Result<Engine, WorkflowError> {
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| crate::restrict_to_root(&dir))
+            .map_err(|e| WorkflowError::Host(format!("cannot create {}: {e}", dir.display())))?;
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                store: WorkflowStore::new(store.pool()),
+                jobs,
+                catalog,
+                dir,
+                active: Mutex::default(),
+            }),
+        };
+        for id in engine.inner.store.running().await? {
+            if let Err(e) = engine.resume(&id).await {
+                tracing::error!(workflow = %id, "cannot resume a workflow: {e}");
+            }
+        }
+        Ok(engine)
+    }
+
+    fn workflow_dir(&self, id: &str) -> PathBuf {
+        self.inner.dir.join(id)
+    }
+
+    /// Parses and checks a workflow as RunWorkflow would, without storing anything.
+    pub fn check(&self, yaml: &str, files: &[Upload]) -> Result<WorkflowSpec, WorkflowError> {
+        let spec = WorkflowSpec::parse(yaml).map_err(|e| WorkflowError::Invalid(e.to_string()))?;
+        for (i, job) in spec.jobs.iter().enumerate() {
+            if !job.secret_env.is_empty() {
+                return Err(WorkflowError::Invalid(format!(
+                    "job {}: secret_environment is not supported by this server yet; \
+                     nothing was run",
+                    job.name
+                )));
+            }
+            if let Some(runtime) = &job.runtime {
+                self.inner
+                    .catalog
+                    .get(runtime)
+                    .map_err(|e| WorkflowError::Invalid(format!("job {}: {e}", job.name)))?;
+            }
+            for wanted in &job.uploads {
+                let w = wanted.trim_end_matches('/');
+                if !files
+                    .iter()
+                    .any(|f| f.path == w || f.path.starts_with(&format!("{w}/")))
+                {
+                    return Err(WorkflowError::Invalid(format!(
+                        "job {}: uploads {wanted:?}, which the request does not carry",
+                        job.name
+                    )));
+                }
+            }
+            let job_spec = node_job::job_spec("0", &spec, i);
+            let uploads = node_job::uploads(files, &spec, i);
+            self.inner
+                .jobs
+                .check(&job_spec, &uploads)
+                .map_err(|e| WorkflowError::Invalid(format!("job {}: {e}", job.name)))?;
+        }
+        Ok(spec)
+    }
+
+    /// Checks, stores and starts a workflow.
+    pub async fn submit(
+        &self,
+        request: RunWorkflowRequest,
+        owner: String,
+    ) -> Result<Workflow, WorkflowError> {
+        let mut spec = self.check(&request.yaml, &request.files)?;
+        if !request.name.is_empty() {
+            spec.name = request.name.clone();
+        }
+        let spec = Arc::new(spec);
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let dir = self.workflow_dir(&id);
+        let files = request.files;
+        {
+            let (made, files) = (dir.clone(), files.clone());
+            tokio::task::spawn_blocking(move || {
+                shared::create_shared_dir(&made.join("shared"))?;
+                let keep = RunWorkflowRequest {
+                    files,
+                    ..RunWorkflowRequest::default()
+                };
+                std::fs::write(made.join("files.pb"), keep.encode_to_vec())
+            })
+            .await
+            .map_err(|e| WorkflowError::Host(e.to_string()))?
+            .map_err(|e| WorkflowError::Host(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let row = WorkflowRow {
+            id: id.clone(),
+            name: spec.name.clone(),
+            owner,
+            yaml: request.yaml,
+            state: WorkflowState::Running as i32,
+            reason: String::new(),
+            canceled: None,
+            created_at: crate::jobs::now_micros(),
+            ended_at: None,
+        };
+        let run = Run::new(spec.clone());
+        let nodes: Vec<NodeRow> = run
+            .nodes()
+            .iter()
+            .map(|n| NodeRow {
+                node: n.clone(),
+                job_ids: Vec::new(),
+            })
+            .collect();
+        if let Err(e) = self.inner.store.insert(&row, &nodes).await {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e.into());
+        }
+        tracing::info!(workflow = %id, "workflow {} submitted with {} jobs", spec.name, spec.jobs.len());
+        let view = self.spawn(
+            row,
+            spec,
+            run,
+            vec![Vec::new(); nodes.len()],
+            Arc::new(files),
+            &[],
+        );
+        let first = view.borrow().clone();
+        Ok(first)
+    }
+
+    /// Starts the task that drives a workflow; `recover` lists the running nodes whose job
+    /// must be found (or started) first.
+    fn spawn(
+        &self,
+        row: WorkflowRow,
+        spec: Arc<WorkflowSpec>,
+        run: Run,
+        job_ids: Vec<Vec<String>>,
+        files: Arc<Vec<Upload>>,
+        recover: &[(usize, Option<JobRow>)],
+    ) -> watch::Receiver<Workflow> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let nodes = run.nodes().to_vec();
+        let last_jobs = vec![None; nodes.len()];
+        let first = view::workflow(&row, &spec, &nodes, &job_ids, &last_jobs);
+        let (view_tx, view_rx) = watch::channel(first);
+        let running = Running {
+            engine: self.clone(),
+            row,
+            spec,
+            run,
+            job_ids,
+            last_jobs,
+            files,
+            tx: tx.clone(),
+            view: view_tx,
+        };
+        for (node, found) in recover {
+            let attempt = running.run.nodes()[*node].attempts;
+            match found {
+                Some(job) => running.watch_end(*node, attempt, job.clone()),
+                None => running.start(*node),
+            }
+        }
+        if let Ok(mut active) = self.inner.active.lock() {
+            active.insert(
+                running.row.id.clone(),
+                Active {
+                    tx,
+                    view: view_rx.clone(),
+                },
+            );
+        }
+        tokio::spawn(running.drive(rx));
+        view_rx
+    }
+
+    fn forget(&self, id: &str) {
+        if let Ok(mut active) = self.inner.active.lock() {
+            active.remove(id);
+        }
+    }
+
+    /// The token of a node's attempt's job, the `k`-th try of it (a try whose job never
+    /// ran because the server stopped during its start is tried again).
+    fn token(id: &str, node: usize, attempt: u32, k: u32) -> String {
+        match k {
+            0 => format!("{id}:{node}:{attempt}"),
+            k => format!("{id}:{node}:{attempt}#{k}"),
+        }
+    }
+
+    /// The job of a node's attempt, if one exists that ran or runs, and the try number for
+    /// a new one otherwise.
+    async fn find_attempt(
+        &self,
+        id: &str,
+        node: usize,
+        attempt: u32,
+    ) -> Result<Result<JobRow, u32>, JobError> {
+        for k in 0.. {
+            match self
+                .inner
+                .jobs
+                .find_by_token(&Self::token(id, node, attempt, k))
+                .await?
+            {
+                None => return Ok(Err(k)),
+                Some(row) if never_ran(&row) => continue,
+                Some(row) => return Ok(Ok(row)),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// Starts the job of a node's attempt (or finds the one a crash left); answers with
+    /// its row, or why it could not start.
+    async fn start_job(
+        &self,
+        id: &str,
+        owner: &str,
+        spec: &WorkflowSpec,
+        files: &[Upload],
+        node: usize,
+        attempt: u32,
+    ) -> Result<JobRow, String> {
+        let k = match self.find_attempt(id, node, attempt).await {
+            Ok(Ok(row)) => return Ok(row),
+            Ok(Err(k)) => k,
+            Err(e) => return Err(e.to_string()),
+        };
+        let mut job = node_job::job_spec(id, spec, node);
+        let uploads = node_job::uploads(files, spec, node);
+        let mut root = None;
+        let mut hold = None;
+        if !job.runtime.is_empty() {
+            let (installed, guard) = self
+                .inner
+                .catalog
+                .resolve(&job.runtime)
+                .await
+                .map_err(|e| e.to_string())?;
+            job.runtime = installed.label();
+            root = Some(installed.job_root());
+            hold = Some(guard);
+        }
+        let options = JobOptions {
+            root,
+            shared_dir: Some(self.workflow_dir(id).join("shared")),
+            request_token: Some(Self::token(id, node, attempt, k)),
+        };
+        let started = self
+            .inner
+            .jobs
+            .run_in(job, uploads, owner.to_owned(), options)
+            .await;
+        drop(hold);
+        started.map_err(|e| e.to_string())
+    }
+
+    /// Resumes a workflow the previous server left running.
+    async fn resume(&self, id: &str) -> Result<(), WorkflowError> {
+        let (row, nodes) = self.inner.store.get(id).await?;
+        let spec = match WorkflowSpec::parse(&row.yaml) {
+            Ok(spec) => Arc::new(spec),
+            Err(e) => {
+                let mut row = row;
+                row.state = WorkflowState::Failed as i32;
+                row.reason = format!("its YAML no longer parses after a restart: {e}");
+                row.ended_at = Some(crate::jobs::now_micros());
+                self.inner.store.update(&row).await?;
+                return Ok(());
+            }
+        };
+        let files = self.read_files(id);
+        let job_ids: Vec<Vec<String>> = nodes.iter().map(|n| n.job_ids.clone()).collect();
+        let run = Run::restore(
+            spec.clone(),
+            nodes.iter().map(|n| n.node.clone()).collect(),
+            row.canceled.clone(),
+        );
+        let mut recover = Vec::new();
+        let mut job_ids = job_ids;
+        for (node, n) in run.nodes().iter().enumerate() {
+            if n.state != NodeState::Running {
+                continue;
+            }
+            match self
+                .find_attempt(id, node, n.attempts)
+                .await
+                .map_err(|e| WorkflowError::Host(e.to_string()))?
+            {
+                Ok(job) => {
+                    if !job_ids[node].contains(&job.id) {
+                        job_ids[node].push(job.id.clone());
+                    }
+                    recover.push((node, Some(job)));
+                }
+                Err(_) => recover.push((node, None)),
+            }
+        }
+        tracing::info!(workflow = %id, "resuming workflow {} ({} jobs in flight)", row.name, recover.len());
+        self.spawn(row, spec, run, job_ids, Arc::new(files), &recover);
+        Ok(())
+    }
+
+    fn read_files(&self, id: &str) -> Vec<Upload> {
+        std::fs::read(self.workflow_dir(id).join("files.pb"))
+            .ok()
+            .and_then(|b| RunWorkflowRequest::decode(b.as_slice()).ok())
+            .map(|r| r.files)
+            .unwrap_or_default()
+    }
+
+    /// The full id of the one workflow `prefix` names.
+    pub async fn resolve(&self, prefix: &str) -> Result<String, WorkflowError> {
+        Ok(self.inner.store.resolve(prefix).await?)
+    }
+
+    /// A workflow as it is now.
+    pub async fn get(&self, prefix: &str) -> Result<Workflow, WorkflowError> {
+        let id = self.resolve(prefix).await?;
+        if let Some(view) = self.active_view(&id) {
+            return Ok(view.borrow().clone());
+        }
+        self.stored_view(&id).await.map(|(w, _, _)| w)
+    }
+
+    fn active_view(&self, id: &str) -> Option<watch::Receiver<Workflow>> {
+        self.inner
+            .active
+            .lock()
+            .ok()?
+            .get(id)
+            .map(|a| a.view.clone())
+    }
+
+    /// A stored workflow's view, with its spec and nodes.
+    async fn stored_view(
+        &self,
+        id: &str,
+    ) -> Result<(Workflow, Option<Arc<WorkflowSpec>>, Vec<Node>), WorkflowError> {
+        let (row, nodes) = self.inner.store.get(id).await?;
+        let spec = WorkflowSpec::parse(&row.yaml).ok().map(Arc::new);
+        let job_ids: Vec<Vec<String>> = nodes.iter().map(|n| n.job_ids.clone()).collect();
+        let states: Vec<Node> = nodes.iter().map(|n| n.node.clone()).collect();
+        let mut last_jobs = Vec::with_capacity(nodes.len());
+        for ids in &job_ids {
+            last_jobs.push(match ids.last() {
+                Some(job) => self.inner.jobs.get(job).await.ok(),
+                None => None,
+            });
+        }
+        let view = match &spec {
+            Some(spec) => view::workflow(&row, spec, &states, &job_ids, &last_jobs),
+            None => Workflow {
+                id: row.id.clone(),
+                name: row.name.clone(),
+                state: row.state,
+                reason: row.reason.clone(),
+                owner: row.owner.clone(),
+                ..Workflow::default()
+            },
+        };
+        Ok((view, spec, states))
+    }
+
+    /// The newest `limit` workflows.
+    pub async fn list(&self, limit: u32) -> Result<Vec<Workflow>, WorkflowError> {
+        let ids: Vec<String> = self
+            .inner
+            .store
+            .list(limit)
+            .await?
+            .into_iter()
+            .map(|(row, _)| row.id)
+            .collect();
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            found.push(self.get(&id).await?);
+        }
+        Ok(found)
+    }
+
+    /// A workflow's views: now, then on every change; `None` once it has ended.
+    pub async fn watch(
+        &self,
+        prefix: &str,
+    ) -> Result<(Workflow, Option<watch::Receiver<Workflow>>), WorkflowError> {
+        let id = self.resolve(prefix).await?;
+        match self.active_view(&id) {
+            Some(view) => {
+                let now = view.borrow().clone();
+                Ok((now, Some(view)))
+            }
+            None => Ok((self.get(&id).await?, None)),
+        }
+    }
+
+    /// Cancels a running workflow and answers once it has ended (a finished one answers
+    /// as it is).
+    pub async fn cancel(&self, prefix: &str, reason: &str) -> Result<Workflow, WorkflowError> {
+        let id = self.resolve(prefix).await?;
+        let active = self
+            .inner
+            .active
+            .lock()
+            .ok()
+            .and_then(|a| a.get(&id).map(|a| (a.tx.clone(), a.view.clone())));
+        let Some((tx, mut view)) = active else {
+            return self.get(&id).await;
+        };
+        let _ = tx.send(Event::Cancel {
+            reason: reason.to_owned(),
+        });
+        let ended = view
+            .wait_for(|w| w.state != WorkflowState::Running as i32)
+            .await
+            .map(|w| w.clone());
+        match ended {
+            Ok(w) => Ok(w),
+            Err(_) => self.get(&id).await,
+        }
+    }
+
+    /// Runs again the failed, stopped and skipped jobs of a finished workflow.
+    pub async fn retry(&self, prefix: &str) -> Result<Workflow, WorkflowError> {
+        let id = self.resolve(prefix).await?;
+        if self.active_view(&id).is_some() {
+            return Err(WorkflowError::StillRunning(id));
+        }
+        let (mut row, nodes) = self.inner.store.get(&id).await?;
+        let spec = Arc::new(
+            WorkflowSpec::parse(&row.yaml).map_err(|e| WorkflowError::Invalid(e.to_string()))?,
+        );
+        let mut run = Run::restore(
+            spec.clone(),
+            nodes.iter().map(|n| n.node.clone()).collect(),
+            row.canceled.clone(),
+        );
+        if !run.retry() {
+            return Err(WorkflowError::StillRunning(id));
+        }
+        row.state = WorkflowState::Running as i32;
+        row.reason.clear();
+        row.canceled = None;
+        row.ended_at = None;
+        let job_ids: Vec<Vec<String>> = nodes.iter().map(|n| n.job_ids.clone()).collect();
+        for (i, node) in run.nodes().iter().enumerate() {
+            let stored = NodeRow {
+                node: node.clone(),
+                job_ids: job_ids[i].clone(),
+            };
+            self.inner.store.update_node(&id, i, &stored).await?;
+        }
+        self.inner.store.update(&row).await?;
+        let files = self.read_files(&id);
+        let view = self.spawn(row, spec, run, job_ids, Arc::new(files), &[]);
+        let now = view.borrow().clone();
+        Ok(now)
+    }
+
+    /// Removes a finished workflow, its jobs and its directory.
+    pub async fn delete(&self, prefix: &str) -> Result<String, WorkflowError> {
+        let id = self.resolve(prefix).await?;
+        if self.active_view(&id).is_some() {
+            return Err(WorkflowError::StillRunning(id));
+        }
+        let (_, nodes) = self.inner.store.get(&id).await?;
+        for job in nodes.iter().flat_map(|n| n.job_ids.iter()) {
+            match self.inner.jobs.delete(job).await {
+                Ok(_) | Err(JobError::Store(StoreError::NotFound(_))) => {}
+                Err(e) => return Err(WorkflowError::Host(format!("cannot delete job {job}: {e}"))),
+            }
+        }
+        self.inner.store.delete(&id).await?;
+        let dir = self.workflow_dir(&id);
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+        Ok(id)
+    }
+
+    /// The workflow's DAG in `format`, with its jobs' states.
+    pub async fn graph(
+        &self,
+        prefix: &str,
+        format: silo_workflow::graph::Format,
+    ) -> Result<String, WorkflowError> {
+        let id = self.resolve(prefix).await?;
+        let (_, spec, nodes) = self.stored_view(&id).await?;
+        let spec = spec.ok_or_else(|| WorkflowError::Invalid("its YAML does not parse".into()))?;
+        let states: Vec<NodeState> = match self.active_view(&id) {
+            Some(view) => {
+                let now = view.borrow().clone();
+                // The live view is fresher than the store: map its states back.
+                nodes
+                    .iter()
+                    .zip(now.jobs.iter())
+                    .map(|(n, j)| live_state(j.state(), &n.state))
+                    .collect()
+            }
+            None => nodes.iter().map(|n| n.state).collect(),
+        };
+        Ok(silo_workflow::graph::render(&spec, Some(&states), format))
+    }
+}
+
+/// The scheduler state a live wire state stands for (`stored` keeps a backoff's time).
+fn live_state(state: silo_proto::v1::WorkflowJobState, stored: &NodeState) -> NodeState {
+    use silo_proto::v1::WorkflowJobState as S;
+    match state {
+        S::Running => NodeState::Running,
+        S::Backoff => *stored,
+        S::Completed => NodeState::Completed,
+        S::Failed => NodeState::Failed,
+        S::Stopped => NodeState::Stopped,
+        S::Skipped => NodeState::Skipped,
+        S::Waiting | S::Unspecified => NodeState::Waiting,
+    }
+}
+
+/// Whether a job never ran its command because the server stopped during its start.
+fn never_ran(row: &JobRow) -> bool {
+    row.end_cause == EndCause::ServerRestart && row.started_at.is_none()
+}

@@ -1,0 +1,262 @@
+//! One workflow while it runs: a task that owns its scheduler state, starts its jobs,
+//! reacts to their ends (events from the job manager, never polling), and writes every
+//! step to the store before it takes effect.
+//!
+//! Exactly once: a node's row says RUNNING with attempt N before its job is asked for,
+//! and the job carries the request token `<workflow>:<node>:<N>`. After a crash the
+//! restarted server finds the job by that token (adopting it, or reading its end), or
+//! knows it never existed (a job is stored before its command starts) and starts it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use silo_proto::v1::{Upload, Workflow};
+use silo_workflow::schedule::{Action, Node, NodeState, Outcome, Run, RunState};
+use silo_workflow::spec::WorkflowSpec;
+use tokio::sync::{mpsc, watch};
+
+use super::node_job;
+use super::store::{NodeRow, WorkflowRow};
+use super::{Engine, now_ms, view};
+use crate::store::JobRow;
+
+/// What reaches a running workflow.
+pub enum Event {
+    /// The job of a node's attempt exists (its id), or could not be started.
+    Started {
+        node: usize,
+        attempt: u32,
+        result: Result<JobRow, String>,
+    },
+    /// The job of a node's attempt ended.
+    Ended {
+        node: usize,
+        attempt: u32,
+        row: JobRow,
+    },
+    /// A client cancels it.
+    Cancel { reason: String },
+}
+
+/// A running workflow's state, owned by its task.
+pub struct Running {
+    pub engine: Engine,
+    pub row: WorkflowRow,
+    pub spec: Arc<WorkflowSpec>,
+    pub run: Run,
+    pub job_ids: Vec<Vec<String>>,
+    /// Per node: the last attempt's job row, once it ended (exit code and times).
+    pub last_jobs: Vec<Option<JobRow>>,
+    pub files: Arc<Vec<Upload>>,
+    pub tx: mpsc::UnboundedSender<Event>,
+    pub view: watch::Sender<Workflow>,
+}
+
+impl Running {
+    /// Drives the workflow to its end.
+    pub async fn drive(mut self, mut rx: mpsc::UnboundedReceiver<Event>) {
+        let deadline = self.spec.timeout.map(|t| {
+            let created = u64::try_from(self.row.created_at / 1000).unwrap_or(0);
+            created.saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
+        });
+        loop {
+            let actions = self.run.next(now_ms());
+            for action in actions {
+                self.apply(action).await;
+            }
+            self.publish();
+            if self.run.state() != RunState::Running {
+                self.finish().await;
+                return;
+            }
+            let wake = [
+                self.run.wake_at(),
+                deadline.filter(|_| self.row.canceled.is_none()),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let sleep = async {
+                match wake {
+                    Some(at) => {
+                        tokio::time::sleep(Duration::from_millis(at.saturating_sub(now_ms()))).await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                event = rx.recv() => match event {
+                    Some(event) => self.handle(event).await,
+                    None => return,
+                },
+                () = sleep => {
+                    if let Some(deadline) = deadline
+                        && now_ms() >= deadline
+                        && self.row.canceled.is_none()
+                    {
+                        let limit = self.spec.timeout.unwrap_or_default();
+                        self.cancel(format!("timed out after {}", humantime::format_duration(limit))).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, event: Event) {
+        match event {
+            Event::Started {
+                node,
+                attempt,
+                result,
+            } => {
+                if self.run.nodes()[node].attempts != attempt {
+                    return;
+                }
+                match result {
+                    Ok(row) => {
+                        if !self.job_ids[node].contains(&row.id) {
+                            self.job_ids[node].push(row.id.clone());
+                            self.save_node(node).await;
+                        }
+                        if self.row.canceled.is_some() {
+                            self.stop_job(row.id.clone());
+                        }
+                        self.watch_end(node, attempt, row);
+                    }
+                    Err(reason) => {
+                        self.run.ended(node, Outcome::Failed(reason), now_ms());
+                        self.save_node(node).await;
+                    }
+                }
+            }
+            Event::Ended { node, attempt, row } => {
+                let current = &self.run.nodes()[node];
+                if current.attempts != attempt || current.state != NodeState::Running {
+                    return;
+                }
+                self.run.ended(node, node_job::outcome(&row), now_ms());
+                self.last_jobs[node] = Some(row);
+                self.save_node(node).await;
+            }
+            Event::Cancel { reason } => self.cancel(reason).await,
+        }
+    }
+
+    async fn cancel(&mut self, reason: String) {
+        if self.row.canceled.is_some() || self.run.state() != RunState::Running {
+            return;
+        }
+        self.row.canceled = Some(reason.clone());
+        self.save_workflow().await;
+        for action in self.run.cancel(&reason) {
+            self.apply(action).await;
+        }
+        for node in 0..self.spec.jobs.len() {
+            self.save_node(node).await;
+        }
+    }
+
+    async fn apply(&mut self, action: Action) {
+        match action {
+            Action::Skip { node, .. } => self.save_node(node).await,
+            Action::Start { node } => {
+                // Written first: after a crash, the token says whether the job exists.
+                self.save_node(node).await;
+                self.start(node);
+            }
+            Action::Stop { node } => {
+                if let Some(id) = self.job_ids[node].last() {
+                    self.stop_job(id.clone());
+                }
+            }
+        }
+    }
+
+    /// Starts the job of `node`'s current attempt in the background.
+    pub fn start(&self, node: usize) {
+        let attempt = self.run.nodes()[node].attempts;
+        let engine = self.engine.clone();
+        let id = self.row.id.clone();
+        let owner = self.row.owner.clone();
+        let spec = self.spec.clone();
+        let files = self.files.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let result = engine
+                .start_job(&id, &owner, &spec, &files, node, attempt)
+                .await;
+            let _ = tx.send(Event::Started {
+                node,
+                attempt,
+                result,
+            });
+        });
+    }
+
+    /// Sends the job's end to the workflow when it comes (from the job manager's live
+    /// state; a job that already ended answers at once).
+    pub fn watch_end(&self, node: usize, attempt: u32, row: JobRow) {
+        let jobs = self.engine.inner.jobs.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let row = match jobs.live(&row.id) {
+                Some(live) => live.ended().await,
+                None if row.state.is_final() => row,
+                None => jobs.get(&row.id).await.unwrap_or(row),
+            };
+            let _ = tx.send(Event::Ended { node, attempt, row });
+        });
+    }
+
+    fn stop_job(&self, id: String) {
+        let jobs = self.engine.inner.jobs.clone();
+        tokio::spawn(async move {
+            let _ = jobs.stop(&id, None).await;
+        });
+    }
+
+    async fn save_node(&self, node: usize) {
+        let row = NodeRow {
+            node: self.run.nodes()[node].clone(),
+            job_ids: self.job_ids[node].clone(),
+        };
+        if let Err(e) = self
+            .engine
+            .inner
+            .store
+            .update_node(&self.row.id, node, &row)
+            .await
+        {
+            tracing::error!(workflow = %self.row.id, "cannot record a node: {e}");
+        }
+    }
+
+    async fn save_workflow(&self) {
+        if let Err(e) = self.engine.inner.store.update(&self.row).await {
+            tracing::error!(workflow = %self.row.id, "cannot record the workflow: {e}");
+        }
+    }
+
+    async fn finish(&mut self) {
+        let (state, reason) = view::state_of(&self.run.state());
+        self.row.state = state as i32;
+        self.row.reason = reason;
+        self.row.ended_at = Some(crate::jobs::now_micros());
+        self.save_workflow().await;
+        self.publish();
+        self.engine.forget(&self.row.id);
+        tracing::info!(workflow = %self.row.id, "workflow {} ended: {:?} {}", self.row.name, state, self.row.reason);
+    }
+
+    fn publish(&self) {
+        let nodes: Vec<Node> = self.run.nodes().to_vec();
+        let workflow = view::workflow(
+            &self.row,
+            &self.spec,
+            &nodes,
+            &self.job_ids,
+            &self.last_jobs,
+        );
+        self.view.send_replace(workflow);
+    }
+}

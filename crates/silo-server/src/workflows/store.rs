@@ -1,0 +1,272 @@
+//! The workflows' tables: one row per workflow, one per job of it ("node"), in the server's
+//! SQLite store (migration 0006). The engine writes a node's row before the step it
+//! describes takes effect.
+
+use silo_workflow::schedule::{Node, NodeState};
+use sqlx::{Row, SqlitePool};
+
+use crate::store::StoreError;
+
+/// One workflow as stored.
+#[derive(Debug, Clone)]
+pub struct WorkflowRow {
+    /// 32 lowercase hex digits.
+    pub id: String,
+    /// Its name (the YAML's, or the one RunWorkflow gave).
+    pub name: String,
+    /// The CN of the client that ran it.
+    pub owner: String,
+    /// The YAML as submitted.
+    pub yaml: String,
+    /// silo.v1.WorkflowState.
+    pub state: i32,
+    /// Why it is in its state.
+    pub reason: String,
+    /// The reason it was canceled, once it was.
+    pub canceled: Option<String>,
+    /// Microseconds since the epoch.
+    pub created_at: i64,
+    /// When it ended.
+    pub ended_at: Option<i64>,
+}
+
+/// One node as stored: the scheduler's state, and the job id of each attempt.
+#[derive(Debug, Clone)]
+pub struct NodeRow {
+    /// The scheduler's view.
+    pub node: Node,
+    /// The job of each attempt, oldest first.
+    pub job_ids: Vec<String>,
+}
+
+/// The workflow tables.
+#[derive(Clone)]
+pub struct WorkflowStore {
+    pool: SqlitePool,
+}
+
+fn state_name(state: &NodeState) -> (&'static str, Option<i64>) {
+    match state {
+        NodeState::Waiting => ("waiting", None),
+        NodeState::Running => ("running", None),
+        NodeState::Backoff { until_ms } => ("backoff", i64::try_from(*until_ms).ok()),
+        NodeState::Completed => ("completed", None),
+        NodeState::Failed => ("failed", None),
+        NodeState::Stopped => ("stopped", None),
+        NodeState::Skipped => ("skipped", None),
+    }
+}
+
+fn state_from(name: &str, until_ms: Option<i64>) -> Result<NodeState, StoreError> {
+    Ok(match name {
+        "waiting" => NodeState::Waiting,
+        "running" => NodeState::Running,
+        "backoff" => NodeState::Backoff {
+            until_ms: until_ms.and_then(|u| u64::try_from(u).ok()).unwrap_or(0),
+        },
+        "completed" => NodeState::Completed,
+        "failed" => NodeState::Failed,
+        "stopped" => NodeState::Stopped,
+        "skipped" => NodeState::Skipped,
+        other => {
+            return Err(StoreError::Corrupt {
+                id: "a workflow node".into(),
+                what: format!("unknown state {other:?}"),
+            });
+        }
+    })
+}
+
+impl WorkflowStore {
+    /// The tables in the store behind `pool`.
+    pub fn new(pool: SqlitePool) -> WorkflowStore {
+        WorkflowStore { pool }
+    }
+
+    /// Stores a new workflow and its nodes, all at once.
+    pub async fn insert(&self, row: &WorkflowRow, nodes: &[NodeRow]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO workflows (id, name, owner, yaml, state, reason, canceled, created_at, \
+             ended_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&row.id)
+        .bind(&row.name)
+        .bind(&row.owner)
+        .bind(&row.yaml)
+        .bind(row.state)
+        .bind(&row.reason)
+        .bind(&row.canceled)
+        .bind(row.created_at)
+        .bind(row.ended_at)
+        .execute(&mut *tx)
+        .await?;
+        for (idx, node) in nodes.iter().enumerate() {
+            let (state, until) = state_name(&node.node.state);
+            sqlx::query(
+                "INSERT INTO workflow_nodes (workflow_id, idx, state, until_ms, attempts, reason, \
+                 job_ids) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&row.id)
+            .bind(idx as i64)
+            .bind(state)
+            .bind(until)
+            .bind(node.node.attempts)
+            .bind(&node.node.reason)
+            .bind(node.job_ids.join(" "))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records one node's state, attempts, reason and jobs.
+    pub async fn update_node(
+        &self,
+        id: &str,
+        idx: usize,
+        node: &NodeRow,
+    ) -> Result<(), StoreError> {
+        let (state, until) = state_name(&node.node.state);
+        sqlx::query(
+            "UPDATE workflow_nodes SET state = ?, until_ms = ?, attempts = ?, reason = ?, \
+             job_ids = ? WHERE workflow_id = ? AND idx = ?",
+        )
+        .bind(state)
+        .bind(until)
+        .bind(node.node.attempts)
+        .bind(&node.node.reason)
+        .bind(node.job_ids.join(" "))
+        .bind(id)
+        .bind(idx as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records the workflow's state, reason, cancel and end.
+    pub async fn update(&self, row: &WorkflowRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE workflows SET state = ?, reason = ?, canceled = ?, ended_at = ? WHERE id = ?",
+        )
+        .bind(row.state)
+        .bind(&row.reason)
+        .bind(&row.canceled)
+        .bind(row.ended_at)
+        .bind(&row.id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The full id of the one workflow whose id starts with `prefix`.
+    pub async fn resolve(&self, prefix: &str) -> Result<String, StoreError> {
+        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::NotFound(prefix.to_owned()));
+        }
+        let lower = prefix.to_ascii_lowercase();
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM workflows WHERE id >= ? AND id < ? LIMIT 2")
+                .bind(&lower)
+                .bind(format!("{lower}g"))
+                .fetch_all(&self.pool)
+                .await?;
+        match ids.as_slice() {
+            [id] => Ok(id.clone()),
+            [] => Err(StoreError::NotFound(prefix.to_owned())),
+            _ => Err(StoreError::Ambiguous {
+                prefix: prefix.to_owned(),
+                count: ids.len(),
+            }),
+        }
+    }
+
+    /// One workflow and its nodes by full id.
+    pub async fn get(&self, id: &str) -> Result<(WorkflowRow, Vec<NodeRow>), StoreError> {
+        let row = sqlx::query(
+            "SELECT id, name, owner, yaml, state, reason, canceled, created_at, ended_at \
+             FROM workflows WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+        let workflow = decode_workflow(&row)?;
+        let nodes = self.nodes(id).await?;
+        Ok((workflow, nodes))
+    }
+
+    async fn nodes(&self, id: &str) -> Result<Vec<NodeRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT state, until_ms, attempts, reason, job_ids FROM workflow_nodes \
+             WHERE workflow_id = ? ORDER BY idx",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let job_ids: String = r.try_get("job_ids")?;
+                Ok(NodeRow {
+                    node: Node {
+                        state: state_from(
+                            &r.try_get::<String, _>("state")?,
+                            r.try_get("until_ms")?,
+                        )?,
+                        attempts: r.try_get::<i64, _>("attempts")?.try_into().unwrap_or(0),
+                        reason: r.try_get("reason")?,
+                    },
+                    job_ids: job_ids.split_whitespace().map(str::to_owned).collect(),
+                })
+            })
+            .collect()
+    }
+
+    /// The newest `limit` workflows (without their nodes' details beyond counts).
+    pub async fn list(&self, limit: u32) -> Result<Vec<(WorkflowRow, Vec<NodeRow>)>, StoreError> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM workflows ORDER BY created_at DESC, id DESC LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            found.push(self.get(&id).await?);
+        }
+        Ok(found)
+    }
+
+    /// Ids of the workflows that have not ended.
+    pub async fn running(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM workflows WHERE ended_at IS NULL ORDER BY created_at",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Removes a workflow and its nodes.
+    pub async fn delete(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM workflows WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+fn decode_workflow(row: &sqlx::sqlite::SqliteRow) -> Result<WorkflowRow, StoreError> {
+    Ok(WorkflowRow {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        owner: row.try_get("owner")?,
+        yaml: row.try_get("yaml")?,
+        state: row.try_get("state")?,
+        reason: row.try_get("reason")?,
+        canceled: row.try_get("canceled")?,
+        created_at: row.try_get("created_at")?,
+        ended_at: row.try_get("ended_at")?,
+    })
+}

@@ -1,0 +1,410 @@
+//! Workflows end to end: DAGs of real jobs on a real server, their conditions, retries,
+//! timeouts, cancel, retry, /shared, refusals, and a server killed at random moments.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use silo_proto::v1::workflow_service_client::WorkflowServiceClient;
+use silo_proto::v1::{
+    CancelWorkflowRequest, DeleteWorkflowRequest, GetWorkflowRequest, RetryWorkflowRequest,
+    RunWorkflowRequest, Upload, WatchWorkflowRequest, Workflow, WorkflowJobState, WorkflowState,
+};
+use tonic::Code;
+use tonic::transport::Channel;
+
+async fn client(server: &TestServer) -> WorkflowServiceClient<Channel> {
+    WorkflowServiceClient::new(server.channel("admin").await)
+}
+
+async fn submit(
+    c: &mut WorkflowServiceClient<Channel>,
+    yaml: &str,
+) -> Result<Workflow, tonic::Status> {
+    c.run_workflow(RunWorkflowRequest {
+        yaml: yaml.to_owned(),
+        ..Default::default()
+    })
+    .await
+    .map(|r| r.into_inner())
+}
+
+/// Follows a workflow through WatchWorkflow to its final state.
+async fn wait_final(c: &mut WorkflowServiceClient<Channel>, id: &str) -> Workflow {
+    let mut stream = c
+        .watch_workflow(WatchWorkflowRequest { id: id.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last = None;
+    while let Some(w) = stream.message().await.unwrap() {
+        last = Some(w);
+    }
+    let w = last.unwrap();
+    assert_ne!(w.state(), WorkflowState::Running, "{w:#?}");
+    w
+}
+
+async fn run_to_end(c: &mut WorkflowServiceClient<Channel>, yaml: &str) -> Workflow {
+    let w = submit(c, yaml)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{yaml}"));
+    tokio::time::timeout(Duration::from_secs(120), wait_final(c, &w.id))
+        .await
+        .expect("the workflow did not end in 120 s")
+}
+
+/// Each job's state by name.
+fn states(w: &Workflow) -> HashMap<String, WorkflowJobState> {
+    w.jobs.iter().map(|j| (j.name.clone(), j.state())).collect()
+}
+
+use WorkflowJobState::{Completed as C, Failed as F, Skipped as S};
+
+#[tokio::test]
+async fn conditions_decide_what_runs_and_what_is_skipped() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let mut c = client(&server).await;
+    // name, yaml, workflow state, job states.
+    let table: Vec<(&str, &str, WorkflowState, Vec<(&str, WorkflowJobState)>)> = vec![
+        (
+            "diamond",
+            "name: diamond\njobs:\n  a: {command: 'true'}\n  b: {command: 'true', needs: [a]}\n  c: {command: 'true', needs: [a]}\n  d: {command: 'true', needs: [b, c]}\n",
+            WorkflowState::Completed,
+            vec![("a", C), ("b", C), ("c", C), ("d", C)],
+        ),
+        (
+            "failure, other branches go on, FINISHED cleanup runs, dependents skip",
+            "name: branches\njobs:\n  a: {command: 'false'}\n  b: {command: 'true'}\n  after_a: {command: 'true', needs: [a]}\n  after_after: {command: 'true', needs: [after_a]}\n  on_fail: {command: 'true', requires: [{a: FAILED}]}\n  cleanup: {command: 'true', requires: [{a: FINISHED}, {b: FINISHED}]}\n",
+            WorkflowState::Failed,
+            vec![
+                ("a", F),
+                ("b", C),
+                ("after_a", S),
+                ("after_after", S),
+                ("on_fail", C),
+                ("cleanup", C),
+            ],
+        ),
+        (
+            "fail_fast skips what has not started",
+            "name: ff\nfail_fast: true\nmax_parallel: 1\njobs:\n  a: {command: 'false'}\n  b: {command: 'true'}\n",
+            WorkflowState::Failed,
+            vec![("a", F), ("b", S)],
+        ),
+        (
+            "continue_on_failure keeps the workflow completed",
+            "name: cof\njobs:\n  a: {command: 'false', continue_on_failure: true}\n  b: {command: 'true', requires: [{a: FINISHED}]}\n",
+            WorkflowState::Completed,
+            vec![("a", F), ("b", C)],
+        ),
+        (
+            "a job requiring SKIPPED runs when its upstream was skipped",
+            "name: skipped\njobs:\n  a: {command: 'false', continue_on_failure: true}\n  b: {command: 'true', needs: [a]}\n  c: {command: 'true', requires: [{b: SKIPPED}]}\n",
+            WorkflowState::Completed,
+            vec![("a", F), ("b", S), ("c", C)],
+        ),
+    ];
+    for (what, yaml, state, jobs) in table {
+        let w = run_to_end(&mut c, yaml).await;
+        assert_eq!(w.state(), state, "{what}: {w:#?}");
+        let got = states(&w);
+        for (name, want) in jobs {
+            assert_eq!(got[name], want, "{what}: job {name}: {w:#?}");
+        }
+        if state == WorkflowState::Failed {
+            assert!(
+                w.reason.contains("a"),
+                "{what}: the reason names the failing job: {}",
+                w.reason
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_fan_out_of_100_and_a_fan_in_run_every_job_once() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start_with(&["--max-jobs", "200"]);
+    let mut c = client(&server).await;
+    let mut yaml = String::from("name: fan\nmax_parallel: 20\njobs:\n  start: {command: 'true'}\n");
+    let mut all = Vec::new();
+    for i in 0..100 {
+        yaml.push_str(&format!(
+            "  w{i}: {{command: sh, args: [-c, 'echo w{i} >> /shared/ran'], needs: [start]}}\n"
+        ));
+        all.push(format!("w{i}"));
+    }
+    yaml.push_str(&format!(
+        "  end: {{command: sh, args: [-c, 'test $(wc -l < /shared/ran) = 100'], needs: [{}]}}\n",
+        all.join(", ")
+    ));
+    let w = run_to_end(&mut c, &yaml).await;
+    assert_eq!(w.state(), WorkflowState::Completed, "{w:#?}");
+    assert_eq!((w.done, w.total), (102, 102));
+    assert!(
+        w.jobs
+            .iter()
+            .all(|j| j.attempts == 1 && j.job_ids.len() == 1),
+        "{w:#?}"
+    );
+}
+
+#[tokio::test]
+async fn retries_back_off_and_timeouts_end_jobs_and_workflows() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let mut c = client(&server).await;
+    // Fails twice, then succeeds: the attempt count lives in /shared.
+    let flaky = "name: flaky\njobs:\n  f:\n    command: sh\n    args: [-c, 'echo x >> /shared/n; test $(wc -l < /shared/n) -ge 3']\n    retry: {limit: 3, backoff: 100ms, max_backoff: 1s}\n";
+    let started = std::time::Instant::now();
+    let w = run_to_end(&mut c, flaky).await;
+    assert_eq!(w.state(), WorkflowState::Completed, "{w:#?}");
+    assert_eq!(
+        (w.jobs[0].attempts, w.jobs[0].job_ids.len()),
+        (3, 3),
+        "{w:#?}"
+    );
+    // 100 ms, then 200 ms of backoff.
+    assert!(started.elapsed() >= Duration::from_millis(300));
+
+    let exhausted =
+        "name: exhausted\njobs:\n  f: {command: 'false', retry: {limit: 1, backoff: 10ms}}\n";
+    let w = run_to_end(&mut c, exhausted).await;
+    assert_eq!(
+        (w.state(), w.jobs[0].state(), w.jobs[0].attempts),
+        (WorkflowState::Failed, F, 2)
+    );
+
+    let job_timeout = "name: jt\njobs:\n  slow: {command: sleep, args: ['30'], timeout: 300ms}\n";
+    let w = run_to_end(&mut c, job_timeout).await;
+    assert_eq!(w.state(), WorkflowState::Failed, "{w:#?}");
+    assert!(w.jobs[0].reason.contains("timed out"), "{w:#?}");
+
+    let workflow_timeout = "name: wt\ntimeout: 500ms\njobs:\n  slow: {command: sleep, args: ['30']}\n  later: {command: 'true', needs: [slow]}\n";
+    let w = run_to_end(&mut c, workflow_timeout).await;
+    assert_eq!(w.state(), WorkflowState::Canceled, "{w:#?}");
+    assert!(w.reason.contains("timed out"), "{w:#?}");
+    assert_eq!(states(&w)["later"], S);
+}
+
+#[tokio::test]
+async fn cancel_stops_running_jobs_and_retry_reruns_only_what_did_not_complete() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let mut c = client(&server).await;
+    let yaml = "name: cancel-me\njobs:\n  quick: {command: 'true'}\n  slow: {command: sleep, args: ['60'], needs: [quick]}\n  after: {command: 'true', needs: [slow]}\n";
+    let w = submit(&mut c, yaml).await.unwrap();
+    // Wait until slow runs.
+    for _ in 0..200 {
+        let now = c
+            .get_workflow(GetWorkflowRequest { id: w.id.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        if states(&now)["slow"] == WorkflowJobState::Running && !now.jobs[1].job_ids.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let canceled = c
+        .cancel_workflow(CancelWorkflowRequest { id: w.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(canceled.state(), WorkflowState::Canceled, "{canceled:#?}");
+    let s = states(&canceled);
+    assert_eq!(
+        (s["quick"], s["slow"], s["after"]),
+        (C, WorkflowJobState::Stopped, S)
+    );
+
+    let retried = c
+        .retry_workflow(RetryWorkflowRequest {
+            id: w.id[..8].into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(retried.state(), WorkflowState::Running);
+    // Cancel again, then the quick job was never run twice.
+    let again = c
+        .cancel_workflow(CancelWorkflowRequest { id: w.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        again.jobs[0].job_ids.len(),
+        1,
+        "a completed job ran again: {again:#?}"
+    );
+    assert_eq!(again.jobs[1].job_ids.len(), 2, "{again:#?}");
+
+    c.delete_workflow(DeleteWorkflowRequest { id: w.id.clone() })
+        .await
+        .unwrap();
+    let gone = c
+        .get_workflow(GetWorkflowRequest { id: w.id.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn jobs_pass_files_through_shared_and_get_their_uploads() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let mut c = client(&server).await;
+    let yaml = "name: pass\njobs:\n  make:\n    command: sh\n    args: [-c, 'cat /work/input.txt > /shared/out']\n    uploads: {files: [input.txt]}\n  use:\n    command: sh\n    args: [-c, 'grep -q hello /shared/out && echo more >> /shared/out']\n    needs: [make]\n";
+    let w = c
+        .run_workflow(RunWorkflowRequest {
+            yaml: yaml.into(),
+            name: String::new(),
+            files: vec![Upload {
+                path: "input.txt".into(),
+                content: b"hello\n".to_vec(),
+                mode: 0o644,
+                directory: false,
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let w = wait_final(&mut c, &w.id).await;
+    assert_eq!(w.state(), WorkflowState::Completed, "{w:#?}");
+    let shared = server
+        .state()
+        .join(format!("workflows/{}/shared/out", w.id));
+    assert_eq!(std::fs::read_to_string(shared).unwrap(), "hello\nmore\n");
+}
+
+#[tokio::test]
+async fn bad_workflows_are_refused_with_their_place_and_nothing_is_stored() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let mut c = client(&server).await;
+    let cases = [
+        (
+            "name: x\njobs:\n  a: {command: 'true', comand: x}\n",
+            "comand",
+        ),
+        (
+            "name: x\njobs:\n  a: {command: 'true', needs: [nope]}\n",
+            "nope",
+        ),
+        (
+            "name: x\njobs:\n  a: {command: 'true', needs: [c]}\n  b: {command: 'true', needs: [a]}\n  c: {command: 'true', needs: [b]}\n",
+            "a → b → c → a",
+        ),
+        (
+            "name: x\njobs:\n  a: {command: 'true', resources: {max_memory: 0}}\n",
+            "memory",
+        ),
+        (
+            "name: x\njobs:\n  a: {command: 'true', runtime: no-such-runtime}\n",
+            "no-such-runtime",
+        ),
+        (
+            "name: x\njobs:\n  a: {command: 'true', uploads: {files: [missing.txt]}}\n",
+            "missing.txt",
+        ),
+    ];
+    for (yaml, needle) in cases {
+        let refused = submit(&mut c, yaml).await.unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{yaml}: {refused:?}");
+        assert!(
+            refused.message().contains(needle),
+            "{yaml}: {}",
+            refused.message()
+        );
+    }
+    let listed = c
+        .list_workflows(silo_proto::v1::ListWorkflowsRequest { limit: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.workflows.is_empty(), "{listed:#?}");
+}
+
+/// A 30-job workflow while the server is killed with SIGKILL at random moments: each job
+/// appends its name to a file in /shared, and every name appears exactly once.
+#[tokio::test]
+async fn a_server_killed_at_random_moments_runs_every_job_exactly_once() {
+    if !privileged() {
+        return;
+    }
+    use rand::Rng;
+    let mut server = TestServer::start_with(&["--max-jobs", "64"]);
+    let mut yaml = String::from("name: crash\nmax_parallel: 4\njobs:\n");
+    for i in 0..30 {
+        let needs = match i {
+            0 => String::new(),
+            i if i % 3 == 0 => format!(", needs: [j{}, j{}]", i - 1, i - 2),
+            i => format!(", needs: [j{}]", i - 1),
+        };
+        yaml.push_str(&format!(
+            "  j{i}: {{command: sh, args: [-c, 'echo j{i} >> /shared/names; sleep 0.2']{needs}}}\n"
+        ));
+    }
+    let mut c = client(&server).await;
+    let w = submit(&mut c, &yaml).await.unwrap();
+    let mut rng = rand::rng();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(20..250))).await;
+        server.crash_and_restart();
+    }
+    // Every kill found the workflow running: each restart resumed it.
+    let resumed = server
+        .server_log()
+        .matches("resuming workflow crash")
+        .count();
+    assert!(
+        resumed >= 10,
+        "resumed {resumed} times:\n{}",
+        server.server_log()
+    );
+    let mut c = client(&server).await;
+    let end = tokio::time::timeout(Duration::from_secs(120), wait_final(&mut c, &w.id))
+        .await
+        .expect("the workflow did not end after the crashes");
+    assert_eq!(
+        end.state(),
+        WorkflowState::Completed,
+        "{end:#?}\n{}",
+        server.server_log()
+    );
+    let names = std::fs::read_to_string(
+        server
+            .state()
+            .join(format!("workflows/{}/shared/names", w.id)),
+    )
+    .unwrap();
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for name in names.lines() {
+        *counts.entry(name).or_default() += 1;
+    }
+    for i in 0..30 {
+        let name = format!("j{i}");
+        assert_eq!(
+            counts.get(name.as_str()),
+            Some(&1),
+            "{name} ran {:?} times:\n{names}",
+            counts.get(name.as_str())
+        );
+    }
+}
