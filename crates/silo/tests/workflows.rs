@@ -408,3 +408,44 @@ async fn a_server_killed_at_random_moments_runs_every_job_exactly_once() {
         );
     }
 }
+
+/// The pipelines in examples/workflows run green, with the files they upload.
+#[tokio::test]
+async fn the_example_workflows_complete() {
+    if !privileged() {
+        return;
+    }
+    let examples =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/workflows");
+    // Every script beside the examples, by its path relative to them.
+    let mut files = Vec::new();
+    for dir in ["ml", "etl"] {
+        for entry in std::fs::read_dir(examples.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            files.push(Upload {
+                path: format!("{dir}/{}", path.file_name().unwrap().to_string_lossy()),
+                content: std::fs::read(&path).unwrap(),
+                mode: 0o644,
+                directory: false,
+            });
+        }
+    }
+    let server = TestServer::start();
+    let mut c = client(&server).await;
+    for example in ["ml-pipeline.yml", "ci.yml", "etl.yml"] {
+        let yaml = std::fs::read_to_string(examples.join(example)).unwrap();
+        let w = c
+            .run_workflow(RunWorkflowRequest {
+                yaml,
+                name: String::new(),
+                files: files.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{example}: {e:?}"))
+            .into_inner();
+        let end = tokio::time::timeout(Duration::from_secs(120), wait_final(&mut c, &w.id))
+            .await
+            .unwrap_or_else(|_| panic!("{example} did not end"));
+        assert_eq!(end.state(), WorkflowState::Completed, "{example}: {end:#?}");
+    }
+}
