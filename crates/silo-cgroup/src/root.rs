@@ -276,18 +276,39 @@ fn claim(dir: &Path, own: bool) -> Result<Flock<File>> {
     } else {
         FlockArg::LockSharedNonblock
     };
-    match Flock::lock(file, how) {
-        Ok(claim) => Ok(claim),
-        Err((_, Errno::EWOULDBLOCK)) => Err(CgroupError::InUse {
-            path: dir.to_owned(),
-            holder: flock_holder(dir),
-        }),
-        Err((_, errno)) => Err(CgroupError::Open {
-            path: dir.to_owned(),
-            cause: errno.into(),
-        }),
+    // A server restarted right after a crash can find the claim held for a moment more:
+    // a child the dead server had just cloned holds the descriptor until its exec (which
+    // closes it). A claim that stays held for CLAIM_PATIENCE is another server's.
+    let deadline = std::time::Instant::now() + CLAIM_PATIENCE;
+    let mut file = file;
+    loop {
+        match Flock::lock(file, how) {
+            Ok(claim) => return Ok(claim),
+            Err((back, Errno::EWOULDBLOCK)) if std::time::Instant::now() < deadline => {
+                file = back;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err((_, Errno::EWOULDBLOCK)) => {
+                return Err(CgroupError::InUse {
+                    path: dir.to_owned(),
+                    holder: flock_holder(dir),
+                });
+            }
+            Err((_, errno)) => {
+                return Err(CgroupError::Open {
+                    path: dir.to_owned(),
+                    cause: errno.into(),
+                });
+            }
+        }
     }
 }
+
+/// How long a claim may stay held before it counts as another server's.
+#[cfg(not(test))]
+const CLAIM_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+#[cfg(test)]
+const CLAIM_PATIENCE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The pid of a process holding a `flock` on `dir`: the process with a descriptor open on
 /// it whose `/proc/<pid>/fdinfo/<fd>` lists a `lock:` line (the kernel prints there the

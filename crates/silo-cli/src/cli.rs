@@ -1,6 +1,6 @@
-//! The client's command line: `silo job …`, `silo runtime …` and `silo certs …`, with the
-//! options every client command shares. Values are checked here, while parsing, so a bad flag is refused
-//! before anything is sent.
+//! The client's command line: `silo job …`, `silo workflow …`, `silo runtime …` and
+//! `silo certs …`, with the options every client command shares. Values are checked here,
+//! while parsing, so a bad flag is refused before anything is sent.
 
 use std::path::PathBuf;
 
@@ -10,10 +10,15 @@ use silo_proto::v1::JobState;
 use crate::parse::{self, EnvSetting, RuntimeRef};
 
 mod runtime;
+mod workflow;
 
 pub use runtime::{
     BuildArgs, ExportArgs, InstallArgs, RemoveArgs, RuntimeArgs, RuntimeCommand, RuntimeInfoArgs,
     RuntimeListArgs, VerifyArgs,
+};
+pub use workflow::{
+    GraphArgs, GraphFormat, ValidateArgs, WorkflowArgs, WorkflowCommand, WorkflowIdArgs,
+    WorkflowListArgs, WorkflowLogsArgs, WorkflowRunArgs, WorkflowStatusArgs,
 };
 
 /// Options every client command takes.
@@ -35,6 +40,8 @@ pub struct GlobalOptions {
 pub enum ClientCommand {
     /// Run jobs and look at them
     Job(JobArgs),
+    /// Run workflows (DAGs of jobs written in YAML) and look at them
+    Workflow(WorkflowArgs),
     /// Build, install and inspect runtimes: root filesystems that jobs run in
     Runtime(RuntimeArgs),
     /// Create certificates for silo's mutual TLS

@@ -10,6 +10,7 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use silo_proto::v1::job_service_client::JobServiceClient;
 use silo_proto::v1::runtime_service_client::RuntimeServiceClient;
+use silo_proto::v1::workflow_service_client::WorkflowServiceClient;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -100,6 +101,14 @@ pub fn job_client(channel: Channel) -> JobServiceClient<Channel> {
 /// [`MAX_MESSAGE_BYTES`].
 pub fn runtime_client(channel: Channel) -> RuntimeServiceClient<Channel> {
     RuntimeServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// The workflow service on `channel`, accepting and sending messages up to
+/// [`MAX_MESSAGE_BYTES`].
+pub fn workflow_client(channel: Channel) -> WorkflowServiceClient<Channel> {
+    WorkflowServiceClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }

@@ -1,6 +1,7 @@
-//! silo's client: `silo job …` (run, list, status, logs, stop, delete), `silo runtime …`
+//! silo's client: `silo job …` (run, list, status, logs, stop, delete), `silo workflow …`
+//! (run, list, status, logs, graph, validate, cancel, retry, delete), `silo runtime …`
 //! (build, list, info, verify, export, install, remove) and `silo certs …`, speaking the
-//! job and runtime APIs over mutual TLS.
+//! job, workflow and runtime APIs over mutual TLS.
 //!
 //! The binary parses a [`ClientCommand`] with clap, calls [`run`],
 //! and exits with the status it returns; on an error it prints it with [`report_error`]
@@ -23,9 +24,11 @@ mod view;
 
 pub use cli::{
     BuildArgs, CertsCommand, ClientCommand, DeleteArgs, EnvArg, ExportArgs, GlobalOptions,
-    InitArgs, InstallArgs, IssueArgs, JobArgs, JobCommand, ListArgs, LogsArgs, RemoveArgs, RoleArg,
-    RunArgs, RuntimeArgs, RuntimeCommand, RuntimeInfoArgs, RuntimeListArgs, ServerCommand,
-    ServerInfoArgs, StateArg, StatusArgs, StopArgs, VerifyArgs,
+    GraphArgs, GraphFormat, InitArgs, InstallArgs, IssueArgs, JobArgs, JobCommand, ListArgs,
+    LogsArgs, RemoveArgs, RoleArg, RunArgs, RuntimeArgs, RuntimeCommand, RuntimeInfoArgs,
+    RuntimeListArgs, ServerCommand, ServerInfoArgs, StateArg, StatusArgs, StopArgs, ValidateArgs,
+    VerifyArgs, WorkflowArgs, WorkflowCommand, WorkflowIdArgs, WorkflowListArgs, WorkflowLogsArgs,
+    WorkflowRunArgs, WorkflowStatusArgs,
 };
 pub use exit::{
     EXIT_BROKEN_PIPE, EXIT_CANNOT_EXECUTE, EXIT_INTERRUPTED, EXIT_NO_STATUS, EXIT_NOT_FOUND,
@@ -55,12 +58,14 @@ pub fn run_server_command(command: ServerCommand) -> anyhow::Result<i32> {
 
 /// Runs one client command and returns the process exit status.
 ///
-/// For `silo job run` that is the job's own status (see its `--help`); for `silo runtime
-/// verify` 1 when the runtime differs from its manifest; for every other command 0, or
-/// 141 when stdout was closed by its reader. Errors are returned as one
-/// sentence each (print them with [`report_error`]): a server's message as it sent it
-/// ("job 3f2a not found"), or what failed on the way ("cannot connect to 127.0.0.1:50051:
-/// connection refused", "the server rejected this client's certificate …").
+/// For `silo job run` that is the job's own status (see its `--help`); for `silo workflow
+/// run` (attached) 0 when the workflow completed, else 1 (130 when Ctrl-C stopped
+/// following it); for `silo runtime verify` 1 when the runtime differs from its manifest;
+/// for every other command 0, or 141 when stdout was closed by its reader. Errors are
+/// returned as one sentence each (print them with [`report_error`]): a server's message as
+/// it sent it ("job 3f2a not found"), or what failed on the way ("cannot connect to
+/// 127.0.0.1:50051: connection refused", "the server rejected this client's certificate
+/// …").
 ///
 /// Builds its own single-threaded tokio runtime; call it from outside any runtime.
 pub fn run(command: ClientCommand) -> anyhow::Result<i32> {
@@ -71,6 +76,9 @@ pub fn run(command: ClientCommand) -> anyhow::Result<i32> {
         ClientCommand::Certs(certs) => return commands::certs::certs(certs),
         ClientCommand::Runtime(RuntimeArgs { global, command }) => {
             return client_runtime()?.block_on(commands::runtime::runtime(&global, command));
+        }
+        ClientCommand::Workflow(WorkflowArgs { global, command }) => {
+            return client_runtime()?.block_on(commands::workflow::workflow(&global, command));
         }
         ClientCommand::Job(job) => job,
     };

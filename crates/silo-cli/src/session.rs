@@ -2,12 +2,15 @@
 
 use silo_proto::v1::job_service_client::JobServiceClient;
 use silo_proto::v1::runtime_service_client::RuntimeServiceClient;
+use silo_proto::v1::workflow_service_client::WorkflowServiceClient;
 use silo_proto::v1::{GetJobRequest, Job, WatchJobRequest};
 use tonic::transport::Channel;
 
 use crate::cli::GlobalOptions;
 use crate::config::{ConfigSources, resolve_server};
-use crate::connect::{connect_channel, describe_status, job_client, runtime_client};
+use crate::connect::{
+    connect_channel, describe_status, job_client, runtime_client, workflow_client,
+};
 use crate::format::job_state;
 
 /// A failed call: the server's own message, or what went wrong on the way.
@@ -20,13 +23,15 @@ pub struct CallError {
     pub code: tonic::Code,
 }
 
-/// The job and runtime services of the server chosen by the global options.
+/// The job, runtime and workflow services of the server chosen by the global options.
 #[derive(Debug, Clone)]
 pub struct Session {
     /// The job service's gRPC client; cheap to clone (one shared HTTP/2 connection).
     pub client: JobServiceClient<Channel>,
     /// The runtime service's gRPC client, on the same connection.
     pub runtimes: RuntimeServiceClient<Channel>,
+    /// The workflow service's gRPC client, on the same connection.
+    pub workflows: WorkflowServiceClient<Channel>,
     /// `host:port`, for messages.
     pub address: String,
 }
@@ -39,7 +44,8 @@ impl Session {
         let channel = connect_channel(&target).await?;
         Ok(Session {
             client: job_client(channel.clone()),
-            runtimes: runtime_client(channel),
+            runtimes: runtime_client(channel.clone()),
+            workflows: workflow_client(channel),
             address: target.entry.address,
         })
     }
@@ -55,12 +61,24 @@ impl Session {
     /// `status` from the runtime service as a [`CallError`]: as [`Session::error`], but a
     /// server without the service (older than this client) is named as such.
     pub fn runtime_error(&self, status: &tonic::Status) -> CallError {
+        self.service_error(status, "runtimes", "runtime")
+    }
+
+    /// `status` from the workflow service as a [`CallError`]: as [`Session::error`], but
+    /// a server without the service (older than this client) is named as such.
+    pub fn workflow_error(&self, status: &tonic::Status) -> CallError {
+        self.service_error(status, "workflows", "workflow")
+    }
+
+    /// As [`Session::error`], but an Unimplemented answer from the server itself (not the
+    /// transport) says that the server does not offer `what` (the `api` API).
+    fn service_error(&self, status: &tonic::Status, what: &str, api: &str) -> CallError {
         if status.code() == tonic::Code::Unimplemented
             && std::error::Error::source(status).is_none()
         {
             return CallError {
                 message: format!(
-                    "the server at {} does not offer runtimes (it does not implement the runtime API; is it older than this client?)",
+                    "the server at {} does not offer {what} (it does not implement the {api} API; is it older than this client?)",
                     self.address
                 ),
                 code: status.code(),

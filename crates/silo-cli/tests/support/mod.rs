@@ -1,9 +1,11 @@
-//! A fake job service and runtime service behind silo's real mutual TLS, so the client's
-//! connection handling, streaming and exit statuses can be tested without the real server.
+//! A fake job service, runtime service and workflow service behind silo's real mutual
+//! TLS, so the client's connection handling, streaming and exit statuses can be tested
+//! without the real server.
 
 #![allow(dead_code)]
 
 pub mod runtimes;
+pub mod workflows;
 
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
@@ -11,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use silo_proto::v1::job_service_server::{JobService, JobServiceServer};
 use silo_proto::v1::runtime_service_server::RuntimeServiceServer;
+use silo_proto::v1::workflow_service_server::WorkflowServiceServer;
 use silo_proto::v1::{
     DeleteJobRequest, DeleteJobResponse, GetJobRequest, GetServerInfoRequest, Job, JobSpec,
     JobState, ListJobsRequest, ListJobsResponse, LogChunk, LogRecord, LogStream, RunJobRequest,
@@ -62,6 +65,11 @@ pub struct Calls {
     pub builds: Vec<silo_proto::v1::BuildRuntimeRequest>,
     /// Per install, each chunk's size and replace flag.
     pub installs: Vec<Vec<(usize, bool)>>,
+    /// Every StreamLogs request.
+    pub logs: Vec<StreamLogsRequest>,
+    pub workflow_runs: Vec<silo_proto::v1::RunWorkflowRequest>,
+    /// Every other workflow call: "list 5", "watch <id>", "cancel <id>", ….
+    pub workflow_calls: Vec<String>,
 }
 
 /// How many jobs the fake lists, and the most it sends in one page (whatever the page size
@@ -95,13 +103,16 @@ pub fn start(pki_dir: &Path) -> FakeServer {
     let runtimes = runtimes::FakeRuntimes {
         calls: calls.clone(),
     };
+    let workflows = workflows::FakeWorkflows {
+        calls: calls.clone(),
+    };
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
-        runtime.block_on(serve(listener, tls, service, runtimes));
+        runtime.block_on(serve(listener, tls, service, runtimes, workflows));
     });
     FakeServer { address, calls }
 }
@@ -111,6 +122,7 @@ async fn serve(
     tls: Arc<rustls::ServerConfig>,
     service: Fake,
     runtimes: runtimes::FakeRuntimes,
+    workflows: workflows::FakeWorkflows,
 ) {
     let listener = TcpListener::from_std(listener).unwrap();
     let acceptor = TlsAcceptor::from(tls);
@@ -138,6 +150,7 @@ async fn serve(
     tonic::transport::Server::builder()
         .add_service(JobServiceServer::new(service))
         .add_service(RuntimeServiceServer::new(runtimes))
+        .add_service(WorkflowServiceServer::new(workflows))
         .serve_with_incoming(ReceiverStream::new(receiver))
         .await
         .unwrap();
@@ -285,6 +298,7 @@ impl JobService for Fake {
     ) -> Result<Response<Self::StreamLogsStream>, Status> {
         let request = request.into_inner();
         Self::check_id(&request.id)?;
+        self.calls.lock().unwrap().logs.push(request.clone());
         let record = |sequence, stream: LogStream, data: &str| LogRecord {
             sequence,
             timestamp_unix_nanos: 1_700_000_000_000_000_000,
