@@ -63,6 +63,15 @@ fn states(w: &Workflow) -> HashMap<String, WorkflowJobState> {
 
 use WorkflowJobState::{Completed as C, Failed as F, Skipped as S};
 
+/// One row of a semantics table: what it shows, the YAML, the workflow's end state and
+/// each job's.
+type Case = (
+    &'static str,
+    &'static str,
+    WorkflowState,
+    Vec<(&'static str, WorkflowJobState)>,
+);
+
 #[tokio::test]
 async fn conditions_decide_what_runs_and_what_is_skipped() {
     if !privileged() {
@@ -71,7 +80,7 @@ async fn conditions_decide_what_runs_and_what_is_skipped() {
     let server = TestServer::start();
     let mut c = client(&server).await;
     // name, yaml, workflow state, job states.
-    let table: Vec<(&str, &str, WorkflowState, Vec<(&str, WorkflowJobState)>)> = vec![
+    let table: Vec<Case> = vec![
         (
             "diamond",
             "name: diamond\njobs:\n  a: {command: 'true'}\n  b: {command: 'true', needs: [a]}\n  c: {command: 'true', needs: [a]}\n  d: {command: 'true', needs: [b, c]}\n",
