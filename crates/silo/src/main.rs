@@ -1,5 +1,5 @@
 //! `silo`: one binary with three faces. `silo server` is the daemon; `silo job …`,
-//! `silo runtime …` and `silo certs …` are the client (dispatched by `silo_cli::run`);
+//! `silo runtime …`, `silo workflow …` and `silo certs …` are the client (dispatched by `silo_cli::run`);
 //! with `SILO_MODE=init` in its environment (never a visible subcommand) it is a job's
 //! init process, started by the server.
 

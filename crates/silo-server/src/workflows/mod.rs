@@ -230,6 +230,7 @@ impl Engine {
             spec,
             run,
             vec![Vec::new(); nodes.len()],
+            vec![None; nodes.len()],
             Arc::new(files),
             &[],
         );
@@ -245,12 +246,12 @@ impl Engine {
         spec: Arc<WorkflowSpec>,
         run: Run,
         job_ids: Vec<Vec<String>>,
+        last_jobs: Vec<Option<JobRow>>,
         files: Arc<Vec<Upload>>,
         recover: &[(usize, Option<JobRow>)],
     ) -> watch::Receiver<Workflow> {
         let (tx, rx) = mpsc::unbounded_channel();
         let nodes = run.nodes().to_vec();
-        let last_jobs = vec![None; nodes.len()];
         let first = view::workflow(&row, &spec, &nodes, &job_ids, &last_jobs);
         let (view_tx, view_rx) = watch::channel(first);
         let running = Running {
@@ -409,8 +410,29 @@ impl Engine {
             }
         }
         tracing::info!(workflow = %id, "resuming workflow {} ({} jobs in flight)", row.name, recover.len());
-        self.spawn(row, spec, run, job_ids, Arc::new(files), &recover);
+        let last_jobs = self.last_jobs(&job_ids).await;
+        self.spawn(
+            row,
+            spec,
+            run,
+            job_ids,
+            last_jobs,
+            Arc::new(files),
+            &recover,
+        );
         Ok(())
+    }
+
+    /// The job of each node's last attempt (for its exit code and times).
+    async fn last_jobs(&self, job_ids: &[Vec<String>]) -> Vec<Option<JobRow>> {
+        let mut found = Vec::with_capacity(job_ids.len());
+        for ids in job_ids {
+            found.push(match ids.last() {
+                Some(job) => self.inner.jobs.get(job).await.ok(),
+                None => None,
+            });
+        }
+        found
     }
 
     fn read_files(&self, id: &str) -> Vec<Upload> {
@@ -453,13 +475,7 @@ impl Engine {
         let spec = WorkflowSpec::parse(&row.yaml).ok().map(Arc::new);
         let job_ids: Vec<Vec<String>> = nodes.iter().map(|n| n.job_ids.clone()).collect();
         let states: Vec<Node> = nodes.iter().map(|n| n.node.clone()).collect();
-        let mut last_jobs = Vec::with_capacity(nodes.len());
-        for ids in &job_ids {
-            last_jobs.push(match ids.last() {
-                Some(job) => self.inner.jobs.get(job).await.ok(),
-                None => None,
-            });
-        }
+        let last_jobs = self.last_jobs(&job_ids).await;
         let view = match &spec {
             Some(spec) => view::workflow(&row, spec, &states, &job_ids, &last_jobs),
             None => Workflow {
@@ -564,7 +580,8 @@ impl Engine {
         }
         self.inner.store.update(&row).await?;
         let files = self.read_files(&id);
-        let view = self.spawn(row, spec, run, job_ids, Arc::new(files), &[]);
+        let last_jobs = self.last_jobs(&job_ids).await;
+        let view = self.spawn(row, spec, run, job_ids, last_jobs, Arc::new(files), &[]);
         let now = view.borrow().clone();
         Ok(now)
     }

@@ -114,6 +114,7 @@ impl Running {
                 }
                 match result {
                     Ok(row) => {
+                        self.last_jobs[node] = Some(row.clone());
                         if !self.job_ids[node].contains(&row.id) {
                             self.job_ids[node].push(row.id.clone());
                             self.save_node(node).await;
