@@ -229,8 +229,7 @@ impl Engine {
             row,
             spec,
             run,
-            vec![Vec::new(); nodes.len()],
-            vec![None; nodes.len()],
+            (vec![Vec::new(); nodes.len()], vec![None; nodes.len()]),
             Arc::new(files),
             &[],
         );
@@ -238,15 +237,14 @@ impl Engine {
         Ok(first)
     }
 
-    /// Starts the task that drives a workflow; `recover` lists the running nodes whose job
-    /// must be found (or started) first.
+    /// Starts the task that drives a workflow, with each node's job ids and last job;
+    /// `recover` lists the running nodes whose job must be found (or started) first.
     fn spawn(
         &self,
         row: WorkflowRow,
         spec: Arc<WorkflowSpec>,
         run: Run,
-        job_ids: Vec<Vec<String>>,
-        last_jobs: Vec<Option<JobRow>>,
+        (job_ids, last_jobs): (Vec<Vec<String>>, Vec<Option<JobRow>>),
         files: Arc<Vec<Upload>>,
         recover: &[(usize, Option<JobRow>)],
     ) -> watch::Receiver<Workflow> {
@@ -581,7 +579,7 @@ impl Engine {
         self.inner.store.update(&row).await?;
         let files = self.read_files(&id);
         let last_jobs = self.last_jobs(&job_ids).await;
-        let view = self.spawn(row, spec, run, job_ids, last_jobs, Arc::new(files), &[]);
+        let view = self.spawn(row, spec, run, (job_ids, last_jobs), Arc::new(files), &[]);
         let now = view.borrow().clone();
         Ok(now)
     }
