@@ -413,8 +413,7 @@ impl Engine {
             row,
             spec,
             run,
-            job_ids,
-            last_jobs,
+            (job_ids, last_jobs),
             Arc::new(files),
             &recover,
         );
