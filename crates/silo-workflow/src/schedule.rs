@@ -269,40 +269,24 @@ impl Run {
             self.nodes[node].state = NodeState::Waiting;
             self.ready.insert(node);
         }
-        self.propagate(&mut actions);
-
-        if self.halt_reason().is_none() {
-            let limit = self
-                .spec
-                .max_parallel
-                .map_or(usize::MAX, |n| n.max(1) as usize);
-            while self.running < limit {
-                let Some(node) = self.ready.pop_first() else {
-                    break;
-                };
-                let node_state = &mut self.nodes[node];
-                node_state.state = NodeState::Running;
-                node_state.attempts = node_state.attempts.saturating_add(1);
-                node_state.reason.clear();
-                self.running += 1;
-                actions.push(Action::Start { node });
-            }
-        }
-
-        if self.running == 0
-            && self.backoff.is_empty()
-            && self.ready.is_empty()
-            && self.waiting_or_backoff() > 0
-        {
-            // Nothing runs and nothing can start: whatever still waits never will.
-            for node in 0..self.nodes.len() {
-                if self.nodes[node].state == NodeState::Waiting {
-                    let name = &self.spec.jobs[node].name;
-                    let reason = format!("{name}'s requirements can never be met");
-                    self.skip(node, reason, &mut actions);
-                }
-            }
+        loop {
             self.propagate(&mut actions);
+            self.start_ready(&mut actions);
+            if self.running > 0 || !self.backoff.is_empty() || !self.ready.is_empty() {
+                break;
+            }
+            // Nothing runs and nothing can start, yet a node waits: it never will. Skip the
+            // first and look again, since its skip may let others start or be skipped.
+            let Some(node) =
+                (0..self.nodes.len()).find(|&n| self.nodes[n].state == NodeState::Waiting)
+            else {
+                break;
+            };
+            let reason = format!(
+                "{}'s requirements can never be met",
+                self.spec.jobs[node].name
+            );
+            self.skip(node, reason, &mut actions);
         }
         actions
     }
@@ -325,7 +309,7 @@ impl Run {
         if current.state != NodeState::Running {
             return;
         }
-        self.running -= 1;
+        self.running = self.running.saturating_sub(1);
         let job = &self.spec.jobs[node];
         let (state, reason) = match outcome {
             Outcome::Completed => (NodeState::Completed, String::new()),
@@ -333,10 +317,7 @@ impl Run {
             Outcome::Stopped(reason) => (NodeState::Stopped, reason),
         };
         let attempts = current.attempts;
-        if state != NodeState::Completed
-            && attempts <= job.retry.limit
-            && self.halt_reason().is_none()
-        {
+        if state != NodeState::Completed && attempts <= job.retry.limit && !self.halted() {
             let until_ms = now_ms.saturating_add(backoff_ms(job.retry, attempts));
             let verb = if state == NodeState::Failed {
                 "failed"
@@ -425,9 +406,37 @@ impl Run {
         (self.finals, self.nodes.len())
     }
 
+    /// Starts ready nodes in file order while fewer than `max_parallel` run, unless the run
+    /// was canceled or failed fast.
+    fn start_ready(&mut self, actions: &mut Vec<Action>) {
+        if self.halted() {
+            return;
+        }
+        let limit = self
+            .spec
+            .max_parallel
+            .map_or(usize::MAX, |n| n.max(1) as usize);
+        while self.running < limit {
+            let Some(node) = self.ready.pop_first() else {
+                break;
+            };
+            let node_state = &mut self.nodes[node];
+            node_state.state = NodeState::Running;
+            node_state.attempts = node_state.attempts.saturating_add(1);
+            node_state.reason.clear();
+            self.running += 1;
+            actions.push(Action::Start { node });
+        }
+    }
+
     /// How many nodes wait or back off.
     fn waiting_or_backoff(&self) -> usize {
         self.nodes.len().saturating_sub(self.finals + self.running)
+    }
+
+    /// Whether no node may start any more: after a cancel or a fail-fast stop.
+    fn halted(&self) -> bool {
+        self.canceled.is_some() || self.fail_fast.is_some()
     }
 
     /// Why no node may start any more, if so.

@@ -1,8 +1,8 @@
 //! From the file's shape to a [`WorkflowSpec`]: `defaults` applied, every value checked
 //! where it was given, requirements resolved to indices.
 
-use std::collections::HashMap;
-use std::fmt::Display;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::time::Duration;
 
 use serde_saphyr::Spanned;
@@ -45,12 +45,12 @@ pub(crate) fn build(file: WorkflowFile) -> Result<WorkflowSpec, SpecError> {
     let max_parallel = file
         .max_parallel
         .as_ref()
-        .map(|n| in_range(n, "max_parallel".to_owned(), 1, MAX_PARALLEL))
+        .map(|n| in_range(n, Key::Top("max_parallel"), 1, MAX_PARALLEL))
         .transpose()?;
     let timeout = file
         .timeout
         .as_ref()
-        .map(|t| positive_duration(t, || "timeout".to_owned()))
+        .map(|t| positive_duration(t, Key::Top("timeout")))
         .transpose()?;
 
     let no_defaults = JobFile::default();
@@ -138,27 +138,48 @@ struct Source<'a> {
     defaults: &'a JobFile,
 }
 
-/// A value and the path of the key that gave it, for error messages.
+/// The path of a key, for error messages; written out only when an error needs it.
+#[derive(Clone, Copy)]
+enum Key<'a> {
+    /// A key of the workflow itself, e.g. `timeout`.
+    Top(&'static str),
+    /// A key under `defaults`, e.g. `defaults.retry.limit`.
+    Defaults(&'static str),
+    /// A key of one job, e.g. `jobs.fetch.resources.max_memory`.
+    Job(&'a str, &'static str),
+}
+
+impl fmt::Display for Key<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Key::Top(key) => f.write_str(key),
+            Key::Defaults(key) => write!(f, "defaults.{key}"),
+            Key::Job(job, key) => write!(f, "jobs.{job}.{key}"),
+        }
+    }
+}
+
+/// A value and the key that gave it.
 struct Given<'a, T> {
     value: &'a T,
-    key: String,
+    key: Key<'a>,
 }
 
 impl<'a> Source<'a> {
     /// The key's value from the job, else from `defaults`.
     fn pick<T>(
         &self,
-        key: &str,
+        key: &'static str,
         get: impl Fn(&'a JobFile) -> Option<&'a T>,
     ) -> Option<Given<'a, T>> {
         match get(self.job) {
             Some(value) => Some(Given {
                 value,
-                key: format!("jobs.{}.{key}", self.name.value),
+                key: Key::Job(&self.name.value, key),
             }),
             None => get(self.defaults).map(|value| Given {
                 value,
-                key: format!("defaults.{key}"),
+                key: Key::Defaults(key),
             }),
         }
     }
@@ -173,7 +194,7 @@ impl<'a> Source<'a> {
                 });
             }
             Some(command) => {
-                no_nul(command.value, &command.key)?;
+                no_nul(command.value, command.key)?;
                 command.value.value.clone()
             }
             None => {
@@ -187,29 +208,27 @@ impl<'a> Source<'a> {
             Some(args) => args
                 .value
                 .iter()
-                .map(|arg| no_nul(arg, &args.key).map(|()| arg.value.clone()))
+                .map(|arg| no_nul(arg, args.key).map(|()| arg.value.clone()))
                 .collect::<Result<_, _>>()?,
             None => Vec::new(),
         };
         let runtime = match self.pick("runtime", |j| j.runtime.as_ref()) {
-            Some(runtime) => Some(token(runtime.value, &runtime.key)?),
+            Some(runtime) => Some(token(runtime.value, runtime.key)?),
             None => None,
         };
         let uploads = match self.pick("uploads.files", |j| j.uploads.as_ref()?.files.as_ref()) {
             Some(files) => files
                 .value
                 .iter()
-                .map(|file| path(file, &files.key))
+                .map(|file| path(file, files.key))
                 .collect::<Result<_, _>>()?,
             None => Vec::new(),
         };
         let env = self.environment("environment", |j| j.environment.as_ref())?;
         let secret_env =
             self.environment("secret_environment", |j| j.secret_environment.as_ref())?;
-        if let Some((secret, _)) = secret_env
-            .iter()
-            .find(|(s, _)| env.iter().any(|(e, _)| e == s))
-        {
+        let plain: HashSet<&str> = env.iter().map(|(name, _)| name.as_str()).collect();
+        if let Some((secret, _)) = secret_env.iter().find(|(s, _)| plain.contains(s.as_str())) {
             return Err(SpecError::Value {
                 at: location(self.name),
                 key: format!("jobs.{name}.secret_environment"),
@@ -219,10 +238,10 @@ impl<'a> Source<'a> {
         }
         let timeout = self
             .pick("timeout", |j| j.timeout.as_ref())
-            .map(|t| positive_duration(t.value, || t.key))
+            .map(|t| positive_duration(t.value, t.key))
             .transpose()?;
         let workdir = match self.pick("workdir", |j| j.workdir.as_ref()) {
-            Some(workdir) => Some(path(workdir.value, &workdir.key)?),
+            Some(workdir) => Some(path(workdir.value, workdir.key)?),
             None => None,
         };
         let network_host = match self.pick("network", |j| j.network.as_ref()) {
@@ -263,30 +282,35 @@ impl<'a> Source<'a> {
     /// replacing an inherited one in place.
     fn environment(
         &self,
-        key: &str,
+        key: &'static str,
         get: impl Fn(&'a JobFile) -> Option<&'a Entries<Spanned<String>>>,
     ) -> Result<Vec<(String, String)>, SpecError> {
+        let secret = key == "secret_environment";
         let mut env: Vec<(String, String)> = Vec::new();
+        let mut slots: HashMap<&str, usize> = HashMap::new();
         let layers = [
-            (get(self.defaults), format!("defaults.{key}")),
-            (get(self.job), format!("jobs.{}.{key}", self.name.value)),
+            (get(self.defaults), Key::Defaults(key)),
+            (get(self.job), Key::Job(&self.name.value, key)),
         ];
         for (entries, mapping) in layers {
             let Some(entries) = entries else { continue };
-            let mut seen: HashMap<&str, &Spanned<String>> = HashMap::new();
+            let mut seen: HashMap<&str, &Spanned<String>> = HashMap::with_capacity(entries.0.len());
             for (name, value) in &entries.0 {
                 if let Some(first) = seen.insert(&name.value, name) {
                     return Err(SpecError::DuplicateKey {
                         at: location(name),
-                        mapping,
+                        mapping: mapping.to_string(),
                         key: name.value.clone(),
                         first: location(first),
                     });
                 }
-                check_env(name, value, &mapping, key == "secret_environment")?;
-                match env.iter_mut().find(|(n, _)| *n == name.value) {
-                    Some(slot) => slot.1 = value.value.clone(),
-                    None => env.push((name.value.clone(), value.value.clone())),
+                check_env(name, value, mapping, secret)?;
+                match slots.get(name.value.as_str()) {
+                    Some(&slot) => env[slot].1 = value.value.clone(),
+                    None => {
+                        slots.insert(&name.value, env.len());
+                        env.push((name.value.clone(), value.value.clone()));
+                    }
                 }
             }
         }
@@ -330,7 +354,7 @@ impl<'a> Source<'a> {
         let disk_bytes = match self.pick("disk", |j| j.disk.as_ref()) {
             Some(disk) => {
                 let bytes = parse_size(&disk.value.value)
-                    .map_err(|reason| value_error(disk.value, disk.key.clone(), reason))?;
+                    .map_err(|reason| value_error(disk.value, disk.key, reason))?;
                 if bytes == 0 || bytes > MAX_DISK_BYTES {
                     return Err(value_error(
                         disk.value,
@@ -367,7 +391,7 @@ impl<'a> Source<'a> {
             j.retry.as_ref()?.max_backoff.as_ref()
         }) {
             Some(max) => {
-                let value = duration(max.value, max.key.clone())?;
+                let value = duration(max.value, max.key)?;
                 if value < backoff {
                     let reason = format!(
                         "it is shorter than retry.backoff ({})",
@@ -425,28 +449,28 @@ impl<'a> Source<'a> {
     }
 }
 
-fn value_error<T: Display>(
+fn value_error<T: fmt::Display>(
     value: &Spanned<T>,
-    key: String,
+    key: Key<'_>,
     reason: impl Into<String>,
 ) -> SpecError {
     SpecError::Value {
         at: location(value),
-        key,
+        key: key.to_string(),
         value: value.value.to_string(),
         reason: reason.into(),
     }
 }
 
 /// A number within `min..=max`.
-fn in_range(value: &Spanned<u64>, key: String, min: u32, max: u32) -> Result<u32, SpecError> {
+fn in_range(value: &Spanned<u64>, key: Key<'_>, min: u32, max: u32) -> Result<u32, SpecError> {
     in_range_of(value, key, min, max, "")
 }
 
 /// A number within `min..=max`, in `unit` (e.g. " MiB (16 TiB)") for the message.
 fn in_range_of(
     value: &Spanned<u64>,
-    key: String,
+    key: Key<'_>,
     min: u32,
     max: u32,
     unit: &str,
@@ -461,42 +485,38 @@ fn in_range_of(
     }
 }
 
-fn duration(value: &Spanned<String>, key: String) -> Result<Duration, SpecError> {
+fn duration(value: &Spanned<String>, key: Key<'_>) -> Result<Duration, SpecError> {
     parse_duration(&value.value).map_err(|reason| value_error(value, key, reason))
 }
 
-fn positive_duration(
-    value: &Spanned<String>,
-    key: impl FnOnce() -> String,
-) -> Result<Duration, SpecError> {
-    let key = key();
-    let parsed = duration(value, key.clone())?;
+fn positive_duration(value: &Spanned<String>, key: Key<'_>) -> Result<Duration, SpecError> {
+    let parsed = duration(value, key)?;
     if parsed.is_zero() {
         return Err(value_error(value, key, "it must be longer than zero"));
     }
     Ok(parsed)
 }
 
-fn no_nul(value: &Spanned<String>, key: &str) -> Result<(), SpecError> {
+fn no_nul(value: &Spanned<String>, key: Key<'_>) -> Result<(), SpecError> {
     if value.value.contains('\0') {
-        return Err(value_error(value, key.to_owned(), "it must not hold NUL"));
+        return Err(value_error(value, key, "it must not hold NUL"));
     }
     Ok(())
 }
 
 /// A non-empty path without NUL.
-fn path(value: &Spanned<String>, key: &str) -> Result<String, SpecError> {
+fn path(value: &Spanned<String>, key: Key<'_>) -> Result<String, SpecError> {
     if value.value.is_empty() {
-        return Err(value_error(value, key.to_owned(), "it is empty"));
+        return Err(value_error(value, key, "it is empty"));
     }
     no_nul(value, key)?;
     Ok(value.value.clone())
 }
 
 /// A non-empty text without whitespace or control characters.
-fn token(value: &Spanned<String>, key: &str) -> Result<String, SpecError> {
+fn token(value: &Spanned<String>, key: Key<'_>) -> Result<String, SpecError> {
     if value.value.is_empty() {
-        return Err(value_error(value, key.to_owned(), "it is empty"));
+        return Err(value_error(value, key, "it is empty"));
     }
     if value
         .value
@@ -505,7 +525,7 @@ fn token(value: &Spanned<String>, key: &str) -> Result<String, SpecError> {
     {
         return Err(value_error(
             value,
-            key.to_owned(),
+            key,
             "it must not hold whitespace or control characters",
         ));
     }
@@ -516,15 +536,16 @@ fn token(value: &Spanned<String>, key: &str) -> Result<String, SpecError> {
 fn check_env(
     name: &Spanned<String>,
     value: &Spanned<String>,
-    mapping: &str,
+    mapping: Key<'_>,
     secret: bool,
 ) -> Result<(), SpecError> {
     if name.value.is_empty() || name.value.contains(['=', '\0']) {
-        return Err(value_error(
-            name,
-            format!("{mapping} variable name"),
-            "it must be non-empty, without '=' or NUL",
-        ));
+        return Err(SpecError::Value {
+            at: location(name),
+            key: format!("{mapping} variable name"),
+            value: name.value.clone(),
+            reason: "it must be non-empty, without '=' or NUL".to_owned(),
+        });
     }
     if value.value.contains('\0') {
         return Err(SpecError::Value {
