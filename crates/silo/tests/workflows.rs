@@ -348,6 +348,16 @@ async fn bad_workflows_are_refused_with_their_place_and_nothing_is_stored() {
         .unwrap()
         .into_inner();
     assert!(listed.workflows.is_empty(), "{listed:#?}");
+    // A viewer reads, and may not run.
+    let mut viewer = WorkflowServiceClient::new(server.channel("viewer").await);
+    let denied = submit(&mut viewer, "name: x\njobs:\n  a: {command: 'true'}\n")
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    viewer
+        .list_workflows(silo_proto::v1::ListWorkflowsRequest { limit: 0 })
+        .await
+        .unwrap();
 }
 
 /// A 30-job workflow while the server is killed with SIGKILL at random moments: each job
