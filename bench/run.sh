@@ -6,6 +6,8 @@
 #                           python-3.11-ml runtime, which takes minutes)
 #   bench/run.sh --quick    fast check (30 launches, 64 MiB of logs, 100 jobs)
 #
+# Both run the same workflows (a 100-job chain, a 500-job fan-out, a 10,000-job validation).
+#
 # Progress goes to stderr; only the table goes to stdout. See bench/README.md.
 set -euo pipefail
 
@@ -136,6 +138,13 @@ if command -v crun >/dev/null; then
 else
     skip crun "crun is not installed and apt-get could not install it"
 fi
+
+# Workflows: a 100-job chain (each edge from the server's timestamps), then a fan-out of 500
+# under max_parallel 50 with the server's RSS around it (the server's default --max-jobs,
+# 512, leaves room for 50 at once); then the validation of a 10,000-job workflow in-process.
+measure "workflows: 100-job chain, 1 + 500 fan-out (max_parallel 50), RSS per node" \
+    workflow --config "$CONFIG" --pid "$SERVER" --chain 100 --fan-out 500 --max-parallel 50
+measure "workflows: validate 10,000 jobs" workflow-validate --stages 100 --width 100 --repeat 5
 
 # Runtimes: python-3.11 built (mmdebstrap, network), exported, removed, reinstalled from
 # its export and verified; then python3 -c pass in it beside the host's python3.

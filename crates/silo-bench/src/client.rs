@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use silo_cli::config::{ConfigSources, resolve_server};
 use silo_proto::v1::job_service_client::JobServiceClient;
 use silo_proto::v1::runtime_service_client::RuntimeServiceClient;
+use silo_proto::v1::workflow_service_client::WorkflowServiceClient;
 use tonic::transport::Channel;
 
 /// Connects once; every client built on the channel shares its one HTTP/2 connection.
@@ -30,4 +31,17 @@ pub async fn runtime_client(config_path: &Path) -> Result<RuntimeServiceClient<C
     Ok(silo_cli::connect::runtime_client(
         channel(config_path).await?,
     ))
+}
+
+/// The job and workflow services, sharing one connection.
+pub async fn workflow_clients(
+    config_path: &Path,
+) -> Result<(WorkflowServiceClient<Channel>, JobServiceClient<Channel>)> {
+    let channel = channel(config_path).await?;
+    // As the CLI's clients: a 10,000-node workflow is a message of megabytes.
+    let limit = silo_cli::connect::MAX_MESSAGE_BYTES;
+    let workflows = WorkflowServiceClient::new(channel.clone())
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    Ok((workflows, silo_cli::connect::job_client(channel)))
 }

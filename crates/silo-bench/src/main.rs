@@ -7,6 +7,7 @@ mod disk;
 mod measure;
 mod report;
 mod runtime;
+mod workflow;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -144,6 +145,37 @@ enum Command {
         /// Where `runtimes/` lies; default: the directory of --config.
         #[arg(long)]
         state_dir: Option<PathBuf>,
+    },
+    /// Workflows: the latency of each edge of a chain (a job's start after its parent's
+    /// end, server timestamps), a fan-out under max_parallel run to its end with every job
+    /// run once, and the server's RSS growth per workflow node across the fan-out.
+    Workflow {
+        #[command(flatten)]
+        server: Server,
+        /// The server's process id.
+        #[arg(long)]
+        pid: u32,
+        /// Jobs in the chain, each needing the one before.
+        #[arg(long, default_value_t = 100)]
+        chain: usize,
+        /// Jobs that need the fan-out's one root.
+        #[arg(long, default_value_t = 500)]
+        fan_out: usize,
+        /// The fan-out's max_parallel.
+        #[arg(long, default_value_t = 50)]
+        max_parallel: u32,
+    },
+    /// WorkflowSpec::parse, in this process, of a pipeline of STAGES stages, each a hub and
+    /// WIDTH - 1 workers that need it, each hub needing the workers before it.
+    WorkflowValidate {
+        #[arg(long, default_value_t = 100)]
+        stages: usize,
+        /// Jobs per stage, the hub included.
+        #[arg(long, default_value_t = 100)]
+        width: usize,
+        /// Parse this many times and report the median.
+        #[arg(long, default_value_t = 5)]
+        repeat: usize,
     },
     /// Reads the JSON lines of the other subcommands and prints one table.
     Report {
@@ -305,6 +337,45 @@ fn run(command: Command) -> (Value, Result<Value>) {
                 rt().and_then(|rt| rt.block_on(runtime::disk(&server.config, &dir, &names))),
             )
         }
+        Command::Workflow {
+            server,
+            pid,
+            chain,
+            fan_out,
+            max_parallel,
+        } => {
+            let shape = workflow::Shape {
+                chain,
+                fan_out,
+                max_parallel,
+            };
+            // What was measured before a failure stays in the line beside the error.
+            let mut fields = serde_json::Map::new();
+            let out = rt().and_then(|rt| {
+                rt.block_on(workflow::on_server(
+                    &server.config,
+                    pid,
+                    &shape,
+                    &mut fields,
+                ))
+            });
+            let mut line = json!({
+                "name": "workflow",
+                "chain_jobs": chain,
+                "fan_out_jobs": fan_out + 1,
+                "max_parallel": max_parallel,
+            });
+            merge(&mut line, Value::Object(fields));
+            (line, out.map(|()| json!({})))
+        }
+        Command::WorkflowValidate {
+            stages,
+            width,
+            repeat,
+        } => (
+            json!({"name": "workflow validate", "stages": stages, "width": width}),
+            workflow::validate::validate(stages, width, repeat),
+        ),
         Command::Report { .. } => unreachable!("handled in main"),
     }
 }

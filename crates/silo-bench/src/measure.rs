@@ -18,13 +18,17 @@ use crate::client;
 
 type Client = JobServiceClient<Channel>;
 
+/// The `q` quantile (0 < q <= 1) of `sorted`, which is ascending and not empty, by nearest
+/// rank: a value that was measured, never an interpolation.
+pub fn nearest_rank<T: Copy>(sorted: &[T], q: f64) -> T {
+    sorted[((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
 /// p50, p95 (nearest rank) and mean of `samples`, in milliseconds.
 pub fn latency(mut samples: Vec<Duration>) -> Value {
     samples.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let rank = |q: f64| {
-        ms(samples[((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1])
-    };
+    let rank = |q: f64| ms(nearest_rank(&samples, q));
     let mean = samples.iter().map(|d| ms(*d)).sum::<f64>() / samples.len() as f64;
     json!({
         "runs": samples.len(),
@@ -34,7 +38,8 @@ pub fn latency(mut samples: Vec<Duration>) -> Value {
     })
 }
 
-fn round(x: f64) -> f64 {
+/// `x` to three decimals.
+pub fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
@@ -251,7 +256,7 @@ pub fn exec(command: &[String], runs: usize, warmup: usize) -> Result<Value> {
 }
 
 /// The server's resident memory, from /proc/PID/status, in KiB.
-fn rss_kib(pid: u32) -> Result<u64> {
+pub fn rss_kib(pid: u32) -> Result<u64> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     status

@@ -27,7 +27,7 @@ pub enum Steps {
 }
 
 /// One RPC's failure as a sentence: the call, the status code and the server's message.
-fn rpc(call: &str, status: tonic::Status) -> anyhow::Error {
+pub fn rpc(call: &str, status: tonic::Status) -> anyhow::Error {
     anyhow!("{call}: {:?}: {}", status.code(), status.message())
 }
 

@@ -1,6 +1,7 @@
 //! The table: silo beside its peers, from the JSON lines of one run of bench/run.sh.
 
 mod runtimes;
+mod workflows;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -336,5 +337,6 @@ fn rows(r: &Results) -> Vec<Row> {
     }
 
     rows.extend(runtimes::rows(r, &launch));
+    rows.extend(workflows::rows(r));
     rows
 }
