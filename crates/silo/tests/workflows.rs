@@ -143,7 +143,7 @@ async fn a_fan_out_of_100_and_a_fan_in_run_every_job_once() {
     }
     let server = TestServer::start_with(&["--max-jobs", "200"]);
     let mut c = client(&server).await;
-    let mut yaml = String::from("name: fan\nmax_parallel: 20\njobs:\n  start: {command: 'true'}\n");
+    let mut yaml = String::from("name: fan\nmax_parallel: 50\njobs:\n  start: {command: 'true'}\n");
     let mut all = Vec::new();
     for i in 0..100 {
         yaml.push_str(&format!(

@@ -30,7 +30,7 @@ const LO_FLAGS_AUTOCLEAR: u32 = 4;
 const LO_FLAGS_DIRECT_IO: u32 = 16;
 /// Free loop devices taken by someone else between asking and attaching are retried this
 /// many times.
-const ATTACH_ATTEMPTS: usize = 16;
+const ATTACH_ATTEMPTS: usize = 64;
 
 /// `struct loop_info64` from linux/loop.h.
 #[repr(C)]
@@ -116,8 +116,27 @@ fn attach(backing: &File) -> Result<(PathBuf, File), InitError> {
                 format_args!("open /dev/loop-control"),
             )
         })?;
+    // Inits that start together would be handed the same free device and all but one
+    // refused with EBUSY: silo's inits take turns, holding an exclusive lock on
+    // /dev/loop-control from asking for a free device until it is attached (released when
+    // `control` closes). Other programs on the host do not take the lock; their races are
+    // what the retries below are for.
+    // SAFETY: flock on a descriptor we own; it blocks until the lock is ours.
+    while unsafe { libc::flock(control.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        let errno = Errno::last();
+        if errno != Errno::EINTR {
+            return Err(fail(
+                "work_disk",
+                errno,
+                format_args!("lock /dev/loop-control"),
+            ));
+        }
+    }
     let mut last = Errno::EBUSY;
-    for _ in 0..ATTACH_ATTEMPTS {
+    for attempt in 0..ATTACH_ATTEMPTS {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(attempt.min(20) as u64));
+        }
         // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number or -1.
         let n = unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE) };
         if n < 0 {
