@@ -63,7 +63,8 @@ impl From<JobError> for Status {
     }
 }
 
-fn timestamp(micros: Option<i64>) -> Option<prost_types::Timestamp> {
+/// A time in microseconds since the epoch, as the API's Timestamp.
+pub(crate) fn timestamp(micros: Option<i64>) -> Option<prost_types::Timestamp> {
     micros.map(|m| prost_types::Timestamp {
         seconds: m.div_euclid(1_000_000),
         nanos: (m.rem_euclid(1_000_000) * 1000) as i32,

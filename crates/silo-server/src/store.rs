@@ -285,33 +285,7 @@ impl Store {
 
     /// The full id of the one job whose id starts with `prefix`.
     pub async fn resolve(&self, prefix: &str) -> Result<String, StoreError> {
-        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(StoreError::NotFound(prefix.to_owned()));
-        }
-        let prefix_lower = prefix.to_ascii_lowercase();
-        // The range [prefix, prefix + 'g') holds exactly the hex ids that start with it.
-        let ids: Vec<String> =
-            sqlx::query_scalar("SELECT id FROM jobs WHERE id >= ? AND id < ? LIMIT 2")
-                .bind(&prefix_lower)
-                .bind(format!("{prefix_lower}g"))
-                .fetch_all(&self.pool)
-                .await?;
-        match ids.len() {
-            0 => Err(StoreError::NotFound(prefix.to_owned())),
-            1 => Ok(ids.into_iter().next().unwrap_or_default()),
-            _ => {
-                let count: i64 =
-                    sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE id >= ? AND id < ?")
-                        .bind(&prefix_lower)
-                        .bind(format!("{prefix_lower}g"))
-                        .fetch_one(&self.pool)
-                        .await?;
-                Err(StoreError::Ambiguous {
-                    prefix: prefix.to_owned(),
-                    count: count as usize,
-                })
-            }
-        }
+        resolve_id(&self.pool, "jobs", prefix).await
     }
 
     /// Jobs newest first, optionally only those in `states`, at most `limit`.
@@ -389,6 +363,44 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+/// The full id of the one row of `table` (whose ids are lowercase hex) that starts with
+/// `prefix`: NotFound for none, Ambiguous (with how many) for several.
+pub(crate) async fn resolve_id(
+    pool: &SqlitePool,
+    table: &'static str,
+    prefix: &str,
+) -> Result<String, StoreError> {
+    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(StoreError::NotFound(prefix.to_owned()));
+    }
+    let prefix_lower = prefix.to_ascii_lowercase();
+    // The range [prefix, prefix + 'g') holds exactly the hex ids that start with it.
+    let ids: Vec<String> = sqlx::query_scalar(&format!(
+        "SELECT id FROM {table} WHERE id >= ? AND id < ? LIMIT 2"
+    ))
+    .bind(&prefix_lower)
+    .bind(format!("{prefix_lower}g"))
+    .fetch_all(pool)
+    .await?;
+    match ids.len() {
+        0 => Err(StoreError::NotFound(prefix.to_owned())),
+        1 => Ok(ids.into_iter().next().unwrap_or_default()),
+        _ => {
+            let count: i64 = sqlx::query_scalar(&format!(
+                "SELECT COUNT(*) FROM {table} WHERE id >= ? AND id < ?"
+            ))
+            .bind(&prefix_lower)
+            .bind(format!("{prefix_lower}g"))
+            .fetch_one(pool)
+            .await?;
+            Err(StoreError::Ambiguous {
+                prefix: prefix.to_owned(),
+                count: count as usize,
+            })
+        }
     }
 }
 

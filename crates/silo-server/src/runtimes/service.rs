@@ -74,10 +74,7 @@ pub async fn to_proto(catalog: &Catalog, installed: &Installed, details: bool) -
         manifest_digest: manifest.digest(),
         signer: installed.signature.signer.fingerprint(),
         signed_here: installed.signature.signer == catalog.public_key(),
-        installed_at: Some(prost_types::Timestamp {
-            seconds: installed.installed_at.div_euclid(1_000_000),
-            nanos: (installed.installed_at.rem_euclid(1_000_000) * 1000) as i32,
-        }),
+        installed_at: crate::service::timestamp(Some(installed.installed_at)),
         used_by_jobs: catalog.users(&installed.label()) as u32,
         spec_yaml: if details {
             installed.spec.to_yaml()

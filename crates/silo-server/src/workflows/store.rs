@@ -162,24 +162,7 @@ impl WorkflowStore {
 
     /// The full id of the one workflow whose id starts with `prefix`.
     pub async fn resolve(&self, prefix: &str) -> Result<String, StoreError> {
-        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(StoreError::NotFound(prefix.to_owned()));
-        }
-        let lower = prefix.to_ascii_lowercase();
-        let ids: Vec<String> =
-            sqlx::query_scalar("SELECT id FROM workflows WHERE id >= ? AND id < ? LIMIT 2")
-                .bind(&lower)
-                .bind(format!("{lower}g"))
-                .fetch_all(&self.pool)
-                .await?;
-        match ids.as_slice() {
-            [id] => Ok(id.clone()),
-            [] => Err(StoreError::NotFound(prefix.to_owned())),
-            _ => Err(StoreError::Ambiguous {
-                prefix: prefix.to_owned(),
-                count: ids.len(),
-            }),
-        }
+        crate::store::resolve_id(&self.pool, "workflows", prefix).await
     }
 
     /// One workflow and its nodes by full id.

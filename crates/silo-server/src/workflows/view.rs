@@ -5,14 +5,8 @@ use silo_workflow::schedule::{Node, NodeState, RunState};
 use silo_workflow::spec::{Condition, WorkflowSpec};
 
 use super::store::WorkflowRow;
+use crate::service::timestamp;
 use crate::store::JobRow;
-
-fn timestamp(micros: Option<i64>) -> Option<prost_types::Timestamp> {
-    micros.map(|m| prost_types::Timestamp {
-        seconds: m.div_euclid(1_000_000),
-        nanos: (m.rem_euclid(1_000_000) * 1000) as i32,
-    })
-}
 
 /// The name a condition has in the YAML.
 pub fn condition_name(condition: &Condition) -> &'static str {
