@@ -114,11 +114,14 @@ impl JobManager {
     /// Tracks a running job whose init is no longer our child: waits for it to exit, then
     /// reads the exit from the log the init wrote.
     fn adopt(&self, mut row: JobRow, pidfd: std::os::fd::OwnedFd) -> Result<(), JobError> {
-        // Its init outlived the server, so it was given its job: the job runs (a crash
-        // between storing the job and recording its start leaves it STARTING).
-        if row.state == silo_proto::v1::JobState::Starting {
+        // A crash between storing the job and recording its start leaves it STARTING. Its
+        // init may have been given the job, or may be a ready init about to die with the
+        // server that prepared it (it has the server's death as its own signal): whether
+        // the command ever ran is told by the end, an exit report or none. Its start time
+        // stays unknown.
+        let was_starting = row.state == silo_proto::v1::JobState::Starting;
+        if was_starting {
             row.state = silo_proto::v1::JobState::Running;
-            row.started_at = Some(super::now_micros());
         }
         if let Some(id) = row.host_id {
             self.inner.host_ids.hold(id);
@@ -166,7 +169,12 @@ impl JobManager {
                 manager.inner.logs.unwatch(wd);
             }
             let exit = read_exit(log_path).await;
-            let outcome = Outcome::of_run(live.stop_cause(), exit, None);
+            let outcome = match (exit, live.stop_cause()) {
+                // Adopted while starting and ended without running a command to its end:
+                // as far as anyone can tell, the command never ran.
+                (None, None) if was_starting => Outcome::server_restart(),
+                (exit, stop) => Outcome::of_run(stop, exit, None),
+            };
             manager.finish(&live, outcome).await;
             manager.release_cgroup(&live).await;
             manager.give_back_host_id(&live);
