@@ -9,9 +9,11 @@ use silo_proto::v1::JobState;
 
 use crate::parse::{self, EnvSetting, RuntimeRef};
 
+mod node;
 mod runtime;
 mod workflow;
 
+pub use node::{NodeArgs, TopArgs, TopSort};
 pub use runtime::{
     BuildArgs, ExportArgs, InstallArgs, RemoveArgs, RuntimeArgs, RuntimeCommand, RuntimeInfoArgs,
     RuntimeListArgs, VerifyArgs,
@@ -47,6 +49,11 @@ pub enum ClientCommand {
     /// Create certificates for silo's mutual TLS
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Show the server's host: version, uptime, kernel, cgroups, cores, memory, disk,
+    /// jobs, runtimes, load and pressure
+    Node(NodeArgs),
+    /// Show the running jobs' cpu, memory, io and processes live, refreshed every second
+    Top(TopArgs),
 }
 
 /// `silo server …` commands that are clients of a running server.

@@ -9,6 +9,7 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use silo_proto::v1::job_service_client::JobServiceClient;
+use silo_proto::v1::node_service_client::NodeServiceClient;
 use silo_proto::v1::runtime_service_client::RuntimeServiceClient;
 use silo_proto::v1::workflow_service_client::WorkflowServiceClient;
 use tokio::net::TcpStream;
@@ -109,6 +110,14 @@ pub fn runtime_client(channel: Channel) -> RuntimeServiceClient<Channel> {
 /// [`MAX_MESSAGE_BYTES`].
 pub fn workflow_client(channel: Channel) -> WorkflowServiceClient<Channel> {
     WorkflowServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// The node service on `channel`, accepting and sending messages up to
+/// [`MAX_MESSAGE_BYTES`].
+pub fn node_client(channel: Channel) -> NodeServiceClient<Channel> {
+    NodeServiceClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }

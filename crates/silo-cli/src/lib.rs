@@ -25,9 +25,9 @@ mod view;
 pub use cli::{
     BuildArgs, CertsCommand, ClientCommand, DeleteArgs, EnvArg, ExportArgs, GlobalOptions,
     GraphArgs, GraphFormat, InitArgs, InstallArgs, IssueArgs, JobArgs, JobCommand, ListArgs,
-    LogsArgs, RemoveArgs, RoleArg, RunArgs, RuntimeArgs, RuntimeCommand, RuntimeInfoArgs,
+    LogsArgs, NodeArgs, RemoveArgs, RoleArg, RunArgs, RuntimeArgs, RuntimeCommand, RuntimeInfoArgs,
     RuntimeListArgs, ServerCommand, ServerInfoArgs, StateArg, StatusArgs, StopArgs, ValidateArgs,
-    VerifyArgs, WorkflowArgs, WorkflowCommand, WorkflowIdArgs, WorkflowListArgs, WorkflowLogsArgs,
+    TopArgs, TopSort, VerifyArgs, WorkflowArgs, WorkflowCommand, WorkflowIdArgs, WorkflowListArgs, WorkflowLogsArgs,
     WorkflowRunArgs, WorkflowStatusArgs,
 };
 pub use exit::{
@@ -80,6 +80,10 @@ pub fn run(command: ClientCommand) -> anyhow::Result<i32> {
         ClientCommand::Workflow(WorkflowArgs { global, command }) => {
             return client_runtime()?.block_on(commands::workflow::workflow(&global, command));
         }
+        ClientCommand::Node(args) => {
+            return client_runtime()?.block_on(commands::node::node(args));
+        }
+        ClientCommand::Top(args) => return client_runtime()?.block_on(commands::top::top(args)),
         ClientCommand::Job(job) => job,
     };
     let runtime = client_runtime()?;

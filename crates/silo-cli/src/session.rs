@@ -1,6 +1,7 @@
 //! A connection to the configured server, with every failed call turned into one sentence.
 
 use silo_proto::v1::job_service_client::JobServiceClient;
+use silo_proto::v1::node_service_client::NodeServiceClient;
 use silo_proto::v1::runtime_service_client::RuntimeServiceClient;
 use silo_proto::v1::workflow_service_client::WorkflowServiceClient;
 use silo_proto::v1::{GetJobRequest, Job, WatchJobRequest};
@@ -9,7 +10,7 @@ use tonic::transport::Channel;
 use crate::cli::GlobalOptions;
 use crate::config::{ConfigSources, resolve_server};
 use crate::connect::{
-    connect_channel, describe_status, job_client, runtime_client, workflow_client,
+    connect_channel, describe_status, job_client, node_client, runtime_client, workflow_client,
 };
 use crate::format::job_state;
 
@@ -32,6 +33,8 @@ pub struct Session {
     pub runtimes: RuntimeServiceClient<Channel>,
     /// The workflow service's gRPC client, on the same connection.
     pub workflows: WorkflowServiceClient<Channel>,
+    /// The node service's gRPC client, on the same connection.
+    pub nodes: NodeServiceClient<Channel>,
     /// `host:port`, for messages.
     pub address: String,
 }
@@ -45,7 +48,8 @@ impl Session {
         Ok(Session {
             client: job_client(channel.clone()),
             runtimes: runtime_client(channel.clone()),
-            workflows: workflow_client(channel),
+            workflows: workflow_client(channel.clone()),
+            nodes: node_client(channel),
             address: target.entry.address,
         })
     }
@@ -68,6 +72,12 @@ impl Session {
     /// a server without the service (older than this client) is named as such.
     pub fn workflow_error(&self, status: &tonic::Status) -> CallError {
         self.service_error(status, "workflows", "workflow")
+    }
+
+    /// `status` from the node service as a [`CallError`]: as [`Session::error`], but a
+    /// server without the service (older than this client) is named as such.
+    pub fn node_error(&self, status: &tonic::Status) -> CallError {
+        self.service_error(status, "node status", "node")
     }
 
     /// As [`Session::error`], but an Unimplemented answer from the server itself (not the

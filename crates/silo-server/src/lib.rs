@@ -6,6 +6,7 @@ mod client_config;
 pub mod jobs;
 mod listener;
 mod logs;
+pub mod node;
 pub mod runtimes;
 mod service;
 pub mod store;
@@ -302,6 +303,17 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     )
     .max_decoding_message_size(max_message)
     .max_encoding_message_size(64 << 20);
+    // Turns true when the server begins to shut down, ending the node API's endless streams.
+    let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
+    let node_api = silo_proto::v1::node_service_server::NodeServiceServer::new(
+        node::service::NodeApi::new(
+            jobs.clone(),
+            catalog.clone(),
+            state.clone(),
+            &info,
+            stopping_rx,
+        ),
+    );
     let api = JobServiceServer::new(service::JobApi::new(jobs.clone(), catalog, info))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(64 << 20);
@@ -314,7 +326,11 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         .add_service(api)
         .add_service(runtime_api)
         .add_service(workflow_api)
-        .serve_with_incoming_shutdown(listener::incoming(listener, tls), shutdown())
+        .add_service(node_api)
+        .serve_with_incoming_shutdown(listener::incoming(listener, tls), async move {
+            shutdown().await;
+            let _ = stopping.send(true);
+        })
         .await?;
     jobs.drain_pool().await;
     tracing::info!(

@@ -288,6 +288,14 @@ impl Store {
         resolve_id(&self.pool, "jobs", prefix).await
     }
 
+    /// How many jobs the store holds, in any state.
+    pub async fn count(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     /// Jobs newest first, optionally only those in `states`, at most `limit`.
     pub async fn list(&self, states: &[JobState], limit: u32) -> Result<Vec<JobRow>, StoreError> {
         self.select(states, None, i64::from(limit)).await

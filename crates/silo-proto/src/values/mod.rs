@@ -17,3 +17,9 @@ pub const MAX_TIMEOUT_MS: u64 = 365 * 24 * 3600 * 1000;
 /// The longest grace period (`JobSpec.stop_grace_ms`, `StopJobRequest.grace_ms`) the server
 /// accepts: an hour, in milliseconds.
 pub const MAX_STOP_GRACE_MS: u64 = 3_600_000;
+/// `WatchTopRequest.interval_ms` when the request leaves it 0.
+pub const DEFAULT_TOP_INTERVAL_MS: u32 = 1000;
+/// The shortest `WatchTopRequest.interval_ms` the server accepts.
+pub const MIN_TOP_INTERVAL_MS: u32 = 200;
+/// The longest `WatchTopRequest.interval_ms` the server accepts: a minute.
+pub const MAX_TOP_INTERVAL_MS: u32 = 60_000;

@@ -10,6 +10,7 @@ mod ready;
 mod reconcile;
 mod resources;
 mod supervisor;
+pub mod top;
 pub mod uploads;
 pub mod validate;
 
