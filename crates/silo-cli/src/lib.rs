@@ -1,7 +1,7 @@
 //! silo's client: `silo job …` (run, list, status, logs, stop, delete), `silo workflow …`
 //! (run, list, status, logs, graph, validate, cancel, retry, delete), `silo runtime …`
-//! (build, list, info, verify, export, install, remove) and `silo certs …`, speaking the
-//! job, workflow and runtime APIs over mutual TLS.
+//! (build, list, info, verify, export, install, remove), `silo node`, `silo top` and
+//! `silo certs …`, speaking the job, workflow, runtime and node APIs over mutual TLS.
 //!
 //! The binary parses a [`ClientCommand`] with clap, calls [`run`],
 //! and exits with the status it returns; on an error it prints it with [`report_error`]
@@ -26,9 +26,9 @@ pub use cli::{
     BuildArgs, CertsCommand, ClientCommand, DeleteArgs, EnvArg, ExportArgs, GlobalOptions,
     GraphArgs, GraphFormat, InitArgs, InstallArgs, IssueArgs, JobArgs, JobCommand, ListArgs,
     LogsArgs, NodeArgs, RemoveArgs, RoleArg, RunArgs, RuntimeArgs, RuntimeCommand, RuntimeInfoArgs,
-    RuntimeListArgs, ServerCommand, ServerInfoArgs, StateArg, StatusArgs, StopArgs, ValidateArgs,
-    TopArgs, TopSort, VerifyArgs, WorkflowArgs, WorkflowCommand, WorkflowIdArgs, WorkflowListArgs, WorkflowLogsArgs,
-    WorkflowRunArgs, WorkflowStatusArgs,
+    RuntimeListArgs, ServerCommand, ServerInfoArgs, StateArg, StatusArgs, StopArgs, TopArgs,
+    TopSort, ValidateArgs, VerifyArgs, WorkflowArgs, WorkflowCommand, WorkflowIdArgs,
+    WorkflowListArgs, WorkflowLogsArgs, WorkflowRunArgs, WorkflowStatusArgs,
 };
 pub use exit::{
     EXIT_BROKEN_PIPE, EXIT_CANNOT_EXECUTE, EXIT_INTERRUPTED, EXIT_NO_STATUS, EXIT_NOT_FOUND,

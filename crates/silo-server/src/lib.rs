@@ -305,15 +305,14 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     .max_encoding_message_size(64 << 20);
     // Turns true when the server begins to shut down, ending the node API's endless streams.
     let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
-    let node_api = silo_proto::v1::node_service_server::NodeServiceServer::new(
-        node::service::NodeApi::new(
+    let node_api =
+        silo_proto::v1::node_service_server::NodeServiceServer::new(node::service::NodeApi::new(
             jobs.clone(),
             catalog.clone(),
             state.clone(),
             &info,
             stopping_rx,
-        ),
-    );
+        ));
     let api = JobServiceServer::new(service::JobApi::new(jobs.clone(), catalog, info))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(64 << 20);

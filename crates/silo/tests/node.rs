@@ -52,7 +52,10 @@ fn node_json_describes_the_host_and_the_servers_jobs() {
     assert!(node["cpus"].as_u64().unwrap() >= 1, "{node}");
     let total = node["memory_total_bytes"].as_u64().unwrap();
     assert!(total > 0, "{node}");
-    assert!(node["memory_available_bytes"].as_u64().unwrap() <= total, "{node}");
+    assert!(
+        node["memory_available_bytes"].as_u64().unwrap() <= total,
+        "{node}"
+    );
     assert!(node["disk_total_bytes"].as_u64().unwrap() > 0, "{node}");
     assert!(
         node["disk_free_bytes"].as_u64().unwrap() <= node["disk_total_bytes"].as_u64().unwrap(),
@@ -92,7 +95,11 @@ fn node_json_describes_the_host_and_the_servers_jobs() {
     let node = json_of(server.cli().args(["node", "--json"]));
     assert_eq!(node["running_jobs"], 1, "{node}");
     assert_eq!(node["total_jobs"], 2, "{node}");
-    server.cli().args(["job", "stop", &sleeper]).assert().success();
+    server
+        .cli()
+        .args(["job", "stop", &sleeper])
+        .assert()
+        .success();
 }
 
 #[test]
@@ -110,7 +117,9 @@ fn a_viewer_may_see_the_node_and_the_top_table() {
             predicate::str::contains("cpus:")
                 .and(predicate::str::contains("memory:"))
                 .and(predicate::str::contains(" available of "))
-                .and(predicate::str::contains("jobs:            0 running, 0 in all")),
+                .and(predicate::str::contains(
+                    "jobs:            0 running, 0 in all",
+                )),
         );
     server
         .viewer_cli()
@@ -196,12 +205,22 @@ fn top_into_a_pipe_prints_a_plain_line_per_job_per_snapshot() {
     for line in &lines {
         let (time, rest) = line.split_once(' ').unwrap();
         // RFC 3339 in UTC, whole seconds: 2025-01-31T12:00:00Z.
-        assert!(time.len() == 20 && time.ends_with('Z') && time.contains('T'), "{line}");
+        assert!(
+            time.len() == 20 && time.ends_with('Z') && time.contains('T'),
+            "{line}"
+        );
         assert!(rest.starts_with(&sleeper[..8]), "{line}");
         assert!(rest.contains(" cpu=") && rest.contains(" mem="), "{line}");
-        assert!(!line.contains('\x1b'), "no terminal codes in a pipe: {line}");
+        assert!(
+            !line.contains('\x1b'),
+            "no terminal codes in a pipe: {line}"
+        );
     }
-    server.cli().args(["job", "stop", &sleeper]).assert().success();
+    server
+        .cli()
+        .args(["job", "stop", &sleeper])
+        .assert()
+        .success();
 }
 
 #[test]
@@ -215,9 +234,10 @@ fn top_with_no_jobs_prints_the_header_and_says_so() {
         .args(["top", "--once", "--interval", "200ms"])
         .assert()
         .success()
-        .stdout(predicate::str::starts_with("ID").and(predicate::str::ends_with(
-            "\nno jobs are running\n",
-        )));
+        .stdout(
+            predicate::str::starts_with("ID")
+                .and(predicate::str::ends_with("\nno jobs are running\n")),
+        );
 }
 
 #[test]
@@ -233,8 +253,9 @@ fn a_bad_sort_key_or_interval_is_refused_before_anything_is_sent() {
         .assert()
         .failure()
         .stderr(
-            predicate::str::contains("invalid value 'fast' for '--sort <KEY>'")
-                .and(predicate::str::contains("[possible values: cpu, mem, id, uptime]")),
+            predicate::str::contains("invalid value 'fast' for '--sort <KEY>'").and(
+                predicate::str::contains("[possible values: cpu, mem, id, uptime]"),
+            ),
         );
     cli()
         .args(["top", "--interval", "10ms"])
@@ -247,7 +268,9 @@ fn a_bad_sort_key_or_interval_is_refused_before_anything_is_sent() {
         .args(["top", "--interval", "soon"])
         .assert()
         .failure()
-        .stderr(predicate::str::contains("invalid value 'soon' for '--interval"));
+        .stderr(predicate::str::contains(
+            "invalid value 'soon' for '--interval",
+        ));
     cli()
         .args(["node", "--yaml"])
         .assert()

@@ -103,7 +103,11 @@ pub fn render_node(node: &Node, now: SystemTime) -> String {
         ),
         (
             "kernel",
-            or_dash(format!("{} {}", node.kernel, node.architecture).trim().into()),
+            or_dash(
+                format!("{} {}", node.kernel, node.architecture)
+                    .trim()
+                    .into(),
+            ),
         ),
         (
             "cgroups",
@@ -145,7 +149,10 @@ pub fn render_node(node: &Node, now: SystemTime) -> String {
             ),
         ),
         ("cpu pressure", pressure_text(node.cpu_pressure.as_ref())),
-        ("memory pressure", pressure_text(node.memory_pressure.as_ref())),
+        (
+            "memory pressure",
+            pressure_text(node.memory_pressure.as_ref()),
+        ),
         ("io pressure", pressure_text(node.io_pressure.as_ref())),
     ];
     let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;

@@ -17,8 +17,8 @@ use tonic::Streaming;
 
 use crate::cli::{TopArgs, TopSort};
 use crate::format::{
-    command_line, format_elapsed, human_size, rfc3339_seconds, short_id, single_line,
-    system_time, truncate,
+    command_line, format_elapsed, human_size, rfc3339_seconds, short_id, single_line, system_time,
+    truncate,
 };
 use crate::output::{print, write_failure};
 use crate::session::Session;
@@ -56,7 +56,10 @@ pub async fn top(args: TopArgs) -> anyhow::Result<i32> {
         };
         let Some(snapshot) = snapshot else {
             drop(screen.take());
-            anyhow::bail!("the server ended the stream of snapshots");
+            anyhow::bail!(
+                "the server at {} stopped sending snapshots (is it shutting down?)",
+                session.address
+            );
         };
         let written = match &mut screen {
             Some(screen) => screen.draw(&snapshot, args.sort),
@@ -87,7 +90,7 @@ fn uptime(row: &TopRow, snapshot: &TopSnapshot) -> Option<Duration> {
 }
 
 /// The rows in the order `sort` asks for; ties (and unmeasured values, last) by id.
-fn sorted<'a>(snapshot: &'a TopSnapshot, sort: TopSort) -> Vec<&'a TopRow> {
+fn sorted(snapshot: &TopSnapshot, sort: TopSort) -> Vec<&TopRow> {
     let mut rows: Vec<&TopRow> = snapshot.jobs.iter().collect();
     // Most first, with an unmeasured value after every measured one.
     fn most<T: PartialOrd>(a: Option<T>, b: Option<T>) -> Ordering {
@@ -190,8 +193,7 @@ pub fn render_table(snapshot: &TopSnapshot, sort: TopSort) -> String {
 /// One line per job, prefixed with the snapshot's time, `key=value` after the id; one
 /// line saying so when no job runs.
 pub fn plain_lines(snapshot: &TopSnapshot, sort: TopSort) -> String {
-    let time = system_time(snapshot.time.as_ref())
-        .map_or_else(|| "-".to_owned(), rfc3339_seconds);
+    let time = system_time(snapshot.time.as_ref()).map_or_else(|| "-".to_owned(), rfc3339_seconds);
     if snapshot.jobs.is_empty() {
         return format!("{time} {NO_JOBS}\n");
     }
@@ -246,13 +248,10 @@ impl FullScreen {
             snapshot,
             sort,
             self.interval,
-            terminal_rows().unwrap_or(usize::MAX),
+            terminal_size().unwrap_or((usize::MAX, usize::MAX)),
         );
         let mut out = io::stdout().lock();
-        match out
-            .write_all(picture.as_bytes())
-            .and_then(|()| out.flush())
-        {
+        match out.write_all(picture.as_bytes()).and_then(|()| out.flush()) {
             Ok(()) => 0,
             Err(err) => write_failure(&err).unwrap_or(1),
         }
@@ -267,11 +266,16 @@ impl Drop for FullScreen {
     }
 }
 
-/// The whole screen: a title line, then the table cut to `rows` lines in all (with a
-/// last line counting the jobs left out), each line cleared to its end.
-fn screen_text(snapshot: &TopSnapshot, sort: TopSort, interval: Duration, rows: usize) -> String {
-    let time = system_time(snapshot.time.as_ref())
-        .map_or_else(|| "-".to_owned(), rfc3339_seconds);
+/// The whole screen of `(rows, columns)`: a title line, then the table cut to `rows` lines
+/// in all (with a last line counting the jobs left out), each line cut to `columns`
+/// characters (a wrapped line would scroll the picture) and cleared to its end.
+fn screen_text(
+    snapshot: &TopSnapshot,
+    sort: TopSort,
+    interval: Duration,
+    (rows, columns): (usize, usize),
+) -> String {
+    let time = system_time(snapshot.time.as_ref()).map_or_else(|| "-".to_owned(), rfc3339_seconds);
     let title = format!(
         "silo top   {time}   {} running   sorted by {}   every {}   Ctrl-C to quit",
         snapshot.jobs.len(),
@@ -289,14 +293,14 @@ fn screen_text(snapshot: &TopSnapshot, sort: TopSort, interval: Duration, rows: 
         lines.truncate(rows - 1);
         lines.push(more);
     }
-    let mut text = String::from(HOME);
-    for line in lines {
-        text.push_str(line);
-        text.push_str(CLEAR_LINE);
-        text.push_str("\r\n");
-    }
-    text.push_str(CLEAR_BELOW);
-    text
+    // No newline after the last line: on the terminal's last row it would scroll the
+    // title away.
+    let lines: Vec<String> = lines
+        .into_iter()
+        .map(|line| line.chars().take(columns).collect())
+        .collect();
+    let separator = format!("{CLEAR_LINE}\n");
+    format!("{HOME}{}{CLEAR_LINE}{CLEAR_BELOW}", lines.join(&separator))
 }
 
 fn sort_name(sort: TopSort) -> &'static str {
@@ -308,8 +312,8 @@ fn sort_name(sort: TopSort) -> &'static str {
     }
 }
 
-/// The terminal's height in rows, when stdout is one.
-fn terminal_rows() -> Option<usize> {
+/// The terminal's size in rows and columns, when stdout is one.
+fn terminal_size() -> Option<(usize, usize)> {
     let mut size = libc::winsize {
         ws_row: 0,
         ws_col: 0,
@@ -319,7 +323,8 @@ fn terminal_rows() -> Option<usize> {
     // SAFETY: TIOCGWINSZ writes one winsize into the struct we pass, which lives across the
     // call; on a descriptor that is not a terminal it fails and writes nothing.
     let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
-    (ok && size.ws_row > 0).then_some(usize::from(size.ws_row))
+    (ok && size.ws_row > 0 && size.ws_col > 0)
+        .then_some((usize::from(size.ws_row), usize::from(size.ws_col)))
 }
 
 #[cfg(test)]
@@ -362,10 +367,7 @@ mod tests {
     }
 
     fn ids(snapshot: &TopSnapshot, sort: TopSort) -> Vec<&str> {
-        sorted(snapshot, sort)
-            .iter()
-            .map(|r| &r.id[..1])
-            .collect()
+        sorted(snapshot, sort).iter().map(|r| &r.id[..1]).collect()
     }
 
     #[test]
@@ -388,13 +390,16 @@ mod tests {
         assert_eq!(
             words,
             [
-                "bbbbbbbb", "sleep", "30", "99.5%", "1.0", "MiB", "2.0", "MiB", "0", "bytes",
-                "/", "4.0", "KiB", "1", "1.0s"
+                "bbbbbbbb", "sleep", "30", "99.5%", "1.0", "MiB", "2.0", "MiB", "0", "bytes", "/",
+                "4.0", "KiB", "1", "1.0s"
             ],
             "{text}"
         );
         assert!(lines[3].starts_with("cccccccc   build "), "{text}");
-        assert!(lines[3].contains(" - "), "an unmeasured cpu % is a dash: {text}");
+        assert!(
+            lines[3].contains(" - "),
+            "an unmeasured cpu % is a dash: {text}"
+        );
         assert!(!text.contains(NO_JOBS));
     }
 
@@ -428,13 +433,22 @@ mod tests {
 
     #[test]
     fn the_screen_is_drawn_from_the_top_and_cut_to_the_terminal() {
-        let text = screen_text(&snapshot(), TopSort::Cpu, Duration::from_secs(1), 5);
+        let text = screen_text(&snapshot(), TopSort::Cpu, Duration::from_secs(1), (5, 40));
         assert!(text.starts_with(HOME));
-        assert!(text.ends_with(CLEAR_BELOW));
-        let lines: Vec<&str> = text.split("\r\n").collect();
-        // Title, blank, header, one job, then the count of the rest, then the tail.
-        assert_eq!(lines.len(), 6, "{text:?}");
-        assert!(lines[0].contains("3 running   sorted by cpu   every 1s"), "{text:?}");
+        assert!(text.ends_with(&format!("{CLEAR_LINE}{CLEAR_BELOW}")));
+        let lines: Vec<&str> = text.split('\n').collect();
+        // Title, blank, header, one job, then the count of the rest: five rows.
+        assert_eq!(lines.len(), 5, "{text:?}");
+        assert!(
+            lines[0].starts_with("\x1b[Hsilo top   2023-11-14T22:15:00Z   3"),
+            "{text:?}"
+        );
+        // Each line cut to the 40 columns, then cleared to its end.
+        assert!(lines[3].starts_with("bbbbbbbb   sleep 30"), "{text:?}");
+        assert_eq!(
+            lines[3].strip_suffix(CLEAR_LINE).unwrap().chars().count(),
+            40
+        );
         assert!(lines[4].starts_with("… and 2 more"), "{text:?}");
     }
 }

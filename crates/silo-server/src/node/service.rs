@@ -131,7 +131,11 @@ impl NodeService for NodeApi {
                     }
                 };
                 let (jobs_now, at, time) = sample;
-                if tx.send(Ok(sampler.snapshot(jobs_now, at, time))).await.is_err() {
+                if tx
+                    .send(Ok(sampler.snapshot(jobs_now, at, time)))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }

@@ -155,11 +155,7 @@ mod tests {
     fn the_first_snapshot_has_no_rates_and_the_next_has_them_over_the_interval() {
         let mut sampler = TopSampler::default();
         let start = Instant::now();
-        let first = sampler.snapshot(
-            vec![job("a", 1_000_000, 0)],
-            start,
-            SystemTime::UNIX_EPOCH,
-        );
+        let first = sampler.snapshot(vec![job("a", 1_000_000, 0)], start, SystemTime::UNIX_EPOCH);
         assert_eq!(first.interval_ms, 0);
         assert_eq!(first.jobs[0].cpu_percent, None);
         assert_eq!(first.jobs[0].io_read_bps, None);
