@@ -555,7 +555,10 @@ mod tests {
             .insert_with_secrets(&j, std::slice::from_ref(&sealed))
             .await
             .unwrap();
-        assert_eq!(store.secrets_of("ab").await.unwrap(), [sealed.clone()]);
+        assert_eq!(
+            store.secrets_of("ab").await.unwrap(),
+            std::slice::from_ref(&sealed)
+        );
         // A failed insert (the same id again) leaves nothing behind.
         assert!(store.insert_with_secrets(&j, &[sealed]).await.is_err());
         assert_eq!(store.secrets_of("ab").await.unwrap().len(), 1);
