@@ -465,9 +465,14 @@ fn server_info(
         controllers,
         networks: vec![JobNetwork::None as i32, JobNetwork::Host as i32],
         features: if disk_support {
-            vec!["disk".into(), "runtimes".into(), "workflows".into()]
+            vec![
+                "disk".into(),
+                "runtimes".into(),
+                "workflows".into(),
+                "secrets".into(),
+            ]
         } else {
-            vec!["runtimes".into(), "workflows".into()]
+            vec!["runtimes".into(), "workflows".into(), "secrets".into()]
         },
         ..Default::default()
     }
