@@ -41,11 +41,14 @@ struct ServerCommand {
 enum ServerSubcommand {
     #[command(flatten)]
     Client(silo_cli::ServerCommand),
-    /// Replace the key that encrypts stored secrets (`silo job run --secret-env`) with a
-    /// new one and re-encrypt every stored secret with it. Run it as root on a stopped
-    /// server: it refuses while a server holds the state directory, and a server does not
-    /// start while it runs. Interrupted at any point, it loses nothing: the next start (or
-    /// rotation) keeps whichever key the store is encrypted with.
+    /// Re-encrypt the stored secrets with a new key (on a stopped server)
+    ///
+    /// Replaces the key that encrypts stored secrets (`silo job run --secret-env`,
+    /// workflows' `secret_environment`) with a new one and re-encrypts every stored secret
+    /// with it, in one transaction. Run it as root on a stopped server: it refuses while a
+    /// server holds the state directory, and a server does not start while it runs.
+    /// Interrupted at any point, it loses nothing: the next start (or rotation) keeps
+    /// whichever key the store is encrypted with.
     RotateSecretsKey(silo_server::secrets::RotateArgs),
 }
 
