@@ -126,7 +126,8 @@ Examples:
   silo job run -- make -j4
   silo job run --memory 512M --timeout 10m --upload ./src -- ./src/build.sh
   silo job run --runtime python-3.11 --upload ./app -- python3 app/main.py
-  silo job run -d --name nightly --env TOKEN -- ./backup.sh";
+  silo job run -d --name nightly --secret-env TOKEN -- ./backup.sh
+  silo job run --secret-env-file prod.env -- ./deploy.sh";
 
 /// `silo job run`.
 #[derive(Debug, Args)]
@@ -144,6 +145,18 @@ pub struct RunArgs {
     /// (skipped when it is not set here). Repeatable
     #[arg(short, long = "env", value_name = "NAME=VALUE", value_parser = env_arg)]
     pub env: Vec<EnvArg>,
+
+    /// Set a secret environment variable: NAME=VALUE, or NAME alone to pass this shell's
+    /// value (which must be set). Only the job's command sees the value: the server stores
+    /// it encrypted and never shows it, not even to admins (`silo job status` lists
+    /// NAME=<hidden>). Repeatable; replaces the same name from --secret-env-file
+    #[arg(long = "secret-env", value_name = "NAME[=VALUE]", value_parser = secret_arg)]
+    pub secret_env: Vec<SecretArg>,
+
+    /// Read secret environment variables from a dotenv file: NAME=VALUE lines, `export `
+    /// allowed, `#` comments, values optionally in single or double quotes. Repeatable
+    #[arg(long = "secret-env-file", value_name = "FILE")]
+    pub secret_env_file: Vec<PathBuf>,
 
     /// Working directory of the command; relative paths start in the job's work directory
     #[arg(short, long, value_name = "DIR", value_parser = no_nul("--workdir"))]
@@ -215,6 +228,17 @@ pub struct RunArgs {
 /// One `--env` value: a setting, or nothing when `NAME` alone is not set here.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvArg(pub Option<EnvSetting>);
+
+/// One `--secret-env` argument as typed, checked when the request is built (so that no
+/// error, clap's included, repeats a value). Its `Debug` hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretArg(pub String);
+
+impl std::fmt::Debug for SecretArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretArg(<hidden>)")
+    }
+}
 
 /// A job state for `--state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -402,6 +426,10 @@ pub struct InitArgs {
     /// 127.0.0.1, ::1 and this host's name are always included
     #[arg(long, value_name = "NAME")]
     pub san: Vec<String>,
+}
+
+fn secret_arg(value: &str) -> Result<SecretArg, String> {
+    Ok(SecretArg(value.to_owned()))
 }
 
 fn env_arg(value: &str) -> Result<EnvArg, String> {

@@ -157,6 +157,168 @@ pub fn parse_env(
     }))
 }
 
+/// One secret variable for a job (`--secret-env`, `--secret-env-file`). Its `Debug` hides
+/// the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretSetting {
+    /// The variable's name: a letter or `_`, then letters, digits or `_`.
+    pub name: String,
+    /// Its value; never contains NUL.
+    pub value: String,
+}
+
+impl std::fmt::Debug for SecretSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}=<hidden>", self.name)
+    }
+}
+
+/// Parses one `--secret-env` value: `NAME=VALUE`, or `NAME` alone for the variable's
+/// value in this client's environment (looked up with `lookup`), which must be set.
+///
+/// Unlike [`parse_env`], an error never repeats the value: it names the variable at most.
+pub fn parse_secret_env(
+    arg: &str,
+    lookup: impl Fn(&str) -> Option<OsString>,
+) -> Result<SecretSetting, String> {
+    let (name, given) = match arg.split_once('=') {
+        Some((name, given)) => (name, Some(given)),
+        None => (arg, None),
+    };
+    if name.is_empty() {
+        return Err(
+            "--secret-env: the variable name is missing (expected NAME=VALUE or NAME)".into(),
+        );
+    }
+    if !is_env_name(name) {
+        // Without '=', what was given may be a value typed by mistake: not repeated.
+        let shown = if given.is_some() {
+            format!("{name:?}")
+        } else {
+            "the argument".to_owned()
+        };
+        return Err(format!(
+            "--secret-env: {shown} is not a valid variable name (letters, digits and '_', not starting with a digit)"
+        ));
+    }
+    let value = match given {
+        Some(given) => given.to_owned(),
+        None => lookup(name)
+            .ok_or_else(|| {
+                format!(
+                    "--secret-env {name}: {name} is not set in this environment (set it, or give {name}=VALUE)"
+                )
+            })?
+            .into_string()
+            .map_err(|_| {
+                format!("--secret-env {name}: its value in this environment is not valid UTF-8")
+            })?,
+    };
+    if value.contains('\0') {
+        return Err(format!(
+            "--secret-env {name}: the value contains a NUL byte"
+        ));
+    }
+    Ok(SecretSetting {
+        name: name.to_owned(),
+        value,
+    })
+}
+
+/// Parses a dotenv file's `text` (`--secret-env-file`; `file` names it in errors): one
+/// `NAME=VALUE` per line, optionally after `export `; blank lines and lines starting with
+/// `#` are skipped. A value may be in double quotes (with `\"`, `\\`, `\n` escapes) or
+/// single quotes (taken literally), and may be followed by a ` #` comment; an unquoted
+/// value ends at a ` #` comment and loses its trailing blanks. A later line of a name
+/// replaces an earlier one.
+///
+/// An error names `file:line` and the variable, never a value.
+pub fn parse_dotenv(file: &str, text: &str) -> Result<Vec<SecretSetting>, String> {
+    let mut settings: Vec<SecretSetting> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let at = format!("{file}:{}", i + 1);
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = match line.strip_prefix("export") {
+            Some(rest) if rest.starts_with([' ', '\t']) => rest.trim_start(),
+            _ => line,
+        };
+        let Some((name, raw)) = line.split_once('=') else {
+            return Err(format!("{at}: expected NAME=VALUE"));
+        };
+        let name = name.trim_end();
+        if !is_env_name(name) {
+            return Err(format!(
+                "{at}: {name:?} is not a valid variable name (letters, digits and '_', not starting with a digit)"
+            ));
+        }
+        let value = dotenv_value(raw.trim_start())
+            .map_err(|why| format!("{at}: the value of {name} {why}"))?;
+        if value.contains('\0') {
+            return Err(format!("{at}: the value of {name} contains a NUL byte"));
+        }
+        settings.retain(|s| s.name != name);
+        settings.push(SecretSetting {
+            name: name.to_owned(),
+            value,
+        });
+    }
+    Ok(settings)
+}
+
+/// One dotenv value (what follows `=`, leading blanks removed); the error says what is
+/// wrong with it in words that do not repeat it.
+fn dotenv_value(raw: &str) -> Result<String, &'static str> {
+    let rest_is_comment = |rest: &str| {
+        let rest = rest.trim_start();
+        rest.is_empty() || rest.starts_with('#')
+    };
+    if let Some(body) = raw.strip_prefix('"') {
+        let mut value = String::new();
+        let mut chars = body.char_indices();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '"' => {
+                    return if rest_is_comment(&body[i + 1..]) {
+                        Ok(value)
+                    } else {
+                        Err("has text after its closing quote")
+                    };
+                }
+                '\\' => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, 'r')) => value.push('\r'),
+                    Some((_, 't')) => value.push('\t'),
+                    Some((_, c @ ('"' | '\\' | '$'))) => value.push(c),
+                    Some((_, c)) => {
+                        value.push('\\');
+                        value.push(c);
+                    }
+                    None => return Err("has no closing double quote"),
+                },
+                c => value.push(c),
+            }
+        }
+        return Err("has no closing double quote");
+    }
+    if let Some(body) = raw.strip_prefix('\'') {
+        let end = body.find('\'').ok_or("has no closing single quote")?;
+        return if rest_is_comment(&body[end + 1..]) {
+            Ok(body[..end].to_owned())
+        } else {
+            Err("has text after its closing quote")
+        };
+    }
+    let value = match raw.find(" #").or_else(|| raw.find("\t#")) {
+        Some(comment) => &raw[..comment],
+        None if raw.starts_with('#') => "",
+        None => raw,
+    };
+    Ok(value.trim_end().to_owned())
+}
+
 /// Whether `name` is a portable environment variable name: `[A-Za-z_][A-Za-z0-9_]*`.
 pub fn is_env_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -420,6 +582,88 @@ mod tests {
             })
         );
         assert_eq!(parse_env("NOT_SET", lookup).unwrap(), None);
+    }
+
+    #[test]
+    fn secret_env_takes_a_value_or_the_clients_and_never_repeats_it() {
+        let lookup = |name: &str| (name == "TOKEN").then(|| OsString::from("from-shell"));
+        let s = parse_secret_env("A=x=y", lookup).unwrap();
+        assert_eq!((s.name.as_str(), s.value.as_str()), ("A", "x=y"));
+        assert_eq!(
+            parse_secret_env("TOKEN", lookup).unwrap().value,
+            "from-shell"
+        );
+        assert!(!format!("{s:?}").contains("x=y"));
+        let e = parse_secret_env("NOT_SET", lookup).unwrap_err();
+        assert!(e.contains("NOT_SET is not set in this environment"), "{e}");
+        for (arg, expected) in [
+            ("=s3cr3t", "name is missing"),
+            ("1A=s3cr3t", "\"1A\" is not a valid variable name"),
+            ("s3cr3t!", "the argument is not a valid variable name"),
+            ("A=s3cr3t\0", "NUL"),
+        ] {
+            let e = parse_secret_env(arg, lookup).unwrap_err();
+            assert!(e.contains(expected) && !e.contains("s3cr3t"), "{arg}: {e}");
+        }
+    }
+
+    #[test]
+    fn dotenv_files_take_comments_quotes_and_export() {
+        let text = "\
+# a comment
+A=plain value   # comment after
+export B=\"double \\\"quoted\\\" # not a comment\\n\"  # comment
+  C = 'single $literal \\n'
+D=
+E=\"\"
+F=x#y
+A=replaced
+";
+        let got: Vec<(String, String)> = parse_dotenv("f.env", text)
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.name, s.value))
+            .collect();
+        let want = [
+            ("B", "double \"quoted\" # not a comment\n"),
+            ("C", "single $literal \\n"),
+            ("D", ""),
+            ("E", ""),
+            ("F", "x#y"),
+            ("A", "replaced"),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_malformed_dotenv_line_is_named_by_file_and_line_without_its_value() {
+        for (text, expected) in [
+            ("A=1\nno equals s3cr3t\n", "f.env:2: expected NAME=VALUE"),
+            (
+                "\n1X=s3cr3t\n",
+                "f.env:2: \"1X\" is not a valid variable name",
+            ),
+            (
+                "A=\"s3cr3t\n",
+                "f.env:1: the value of A has no closing double quote",
+            ),
+            (
+                "A='s3cr3t\n",
+                "f.env:1: the value of A has no closing single quote",
+            ),
+            (
+                "A=\"s3cr3t\" tail\n",
+                "f.env:1: the value of A has text after its closing quote",
+            ),
+            ("export\n", "f.env:1: expected NAME=VALUE"),
+        ] {
+            let e = parse_dotenv("f.env", text).unwrap_err();
+            assert!(e.starts_with(expected) && !e.contains("s3cr3t"), "{e}");
+        }
     }
 
     #[test]

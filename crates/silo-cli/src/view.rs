@@ -10,7 +10,7 @@
 //!   "errno": null, "exit_code": 0, "signal": null, "owner": "admin",
 //!   "created_at": "2025-01-31T12:00:00.000Z", "started_at": "…", "ended_at": "…",
 //!   "duration_ms": 1234,
-//!   "command": ["make", "-j4"], "workdir": "", "env": ["CC"],
+//!   "command": ["make", "-j4"], "workdir": "", "env": ["CC"], "secret_env": ["TOKEN"],
 //!   "timeout_ms": null, "stop_grace_ms": null, "runtime": "python-3.11@1.0.0",
 //!   "limits": {"cpu_percent": null, "cpus": null, "memory_bytes": 67108864,
 //!              "io_bps": null, "pids": null, "disk_bytes": null},
@@ -21,7 +21,8 @@
 //! States are lower case (`pending`, `starting`, `running`, `completed`, `failed`,
 //! `stopped`). Times are RFC 3339 in UTC with milliseconds, or null when the event has not
 //! happened. Settings that were not given are null. `env` lists variable names only: values
-//! may be secrets and are not printed. `duration_ms` is null until the job has ended.
+//! may be secrets and are not printed; `secret_env` lists the names of the job's secret
+//! variables (`--secret-env`), whose values no client ever receives. `duration_ms` is null until the job has ended.
 //!
 //! A log record (one JSON object per line):
 //!
@@ -82,6 +83,8 @@ pub struct JobView {
     command: Vec<String>,
     workdir: String,
     env: Vec<String>,
+    /// The names of the job's secret variables (their values never reach a client).
+    secret_env: Vec<String>,
     timeout_ms: Option<u64>,
     stop_grace_ms: Option<u64>,
     /// The runtime the job runs in (`NAME@VERSION` once the server picked it); null for
@@ -188,6 +191,7 @@ impl From<&Job> for JobView {
             command: spec.command.clone(),
             workdir: spec.workdir.clone(),
             env: spec.env.iter().map(|var| var.name.clone()).collect(),
+            secret_env: spec.secret_env_names.clone(),
             timeout_ms: set(spec.timeout_ms),
             stop_grace_ms: set(spec.stop_grace_ms),
             runtime: set(spec.runtime.clone()),
@@ -322,7 +326,7 @@ mod tests {
                 command: vec!["make".into(), "-j4".into()],
                 env: vec![EnvVar {
                     name: "TOKEN".into(),
-                    value: "secret".into(),
+                    value: "hunter2".into(),
                 }],
                 name: "build".into(),
                 limits: Some(Limits {
@@ -353,6 +357,7 @@ mod tests {
                 "ended_at": "2023-11-14T22:13:21.734Z",
                 "duration_ms": 1234,
                 "command": ["make", "-j4"], "workdir": "", "env": ["TOKEN"],
+                "secret_env": [],
                 "timeout_ms": null, "stop_grace_ms": null, "runtime": null,
                 "limits": {"cpu_percent": null, "cpus": null, "memory_bytes": 67108864,
                            "io_bps": null, "pids": null, "disk_bytes": null},
@@ -360,7 +365,7 @@ mod tests {
                 "usage": null
             })
         );
-        assert!(!value.to_string().contains("secret"));
+        assert!(!value.to_string().contains("hunter2"));
     }
 
     #[test]

@@ -42,6 +42,8 @@ fn run_args(command: &[&str]) -> RunArgs {
         detach: false,
         name: None,
         env: Vec::new(),
+        secret_env: Vec::new(),
+        secret_env_file: Vec::new(),
         workdir: None,
         timeout: None,
         grace: None,

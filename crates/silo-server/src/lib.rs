@@ -8,6 +8,7 @@ mod listener;
 mod logs;
 pub mod node;
 pub mod runtimes;
+pub mod secrets;
 mod service;
 pub mod store;
 pub mod workflows;
@@ -141,6 +142,9 @@ pub enum ServerError {
     /// silo's cgroup subtree is another server's ([`silo_cgroup::CgroupError::InUse`]).
     #[error(transparent)]
     Cgroups(silo_cgroup::CgroupError),
+    /// The secrets key is unusable, or a key rotation holds the state directory.
+    #[error(transparent)]
+    Secrets(#[from] secrets::SecretError),
 }
 
 fn host(what: &str, path: &std::path::Path, e: std::io::Error) -> ServerError {
@@ -160,6 +164,8 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     // Root only: below it are the jobs' files, and what a job wrote (a setuid program, its
     // environment in a file) must be out of every host user's reach.
     restrict_to_root(state).map_err(|e| host("restrict to root", state, e))?;
+    // Held while the server runs: keeps a secrets key rotation away.
+    let _state_claim = secrets::StateClaim::server(state)?;
     // The binary jobs run: opened once, so replacing the file later changes no job.
     let exe = std::fs::File::open("/proc/self/exe")
         .map_err(|e| host("open", std::path::Path::new("/proc/self/exe"), e))?;
@@ -185,6 +191,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     let cgroups = open_cgroups(args.cgroup_name.as_deref())?;
     let store = store::Store::open(&state.join("silo.db")).await?;
     let workflow_store = store.clone();
+    let secret_key = std::sync::Arc::new(secrets::load_key(state, &store.pool()).await?);
     let settings = JobSettings {
         jobs_dir: state.join("jobs"),
         log_cap_bytes: args.log_cap,
@@ -221,6 +228,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         tmp_inodes: args.tmp_inodes,
         ready_inits: args.ready_inits,
         host_ids: args.host_ids,
+        secret_key,
     };
     let disk_support = check_disk_support();
     if args.default_disk > 0 {
@@ -472,9 +480,14 @@ fn server_info(
         controllers,
         networks: vec![JobNetwork::None as i32, JobNetwork::Host as i32],
         features: if disk_support {
-            vec!["disk".into(), "runtimes".into(), "workflows".into()]
+            vec![
+                "disk".into(),
+                "runtimes".into(),
+                "workflows".into(),
+                "secrets".into(),
+            ]
         } else {
-            vec!["runtimes".into(), "workflows".into()]
+            vec!["runtimes".into(), "workflows".into(), "secrets".into()]
         },
         ..Default::default()
     }

@@ -75,7 +75,12 @@ pub(crate) fn timestamp(micros: Option<i64>) -> Option<prost_types::Timestamp> {
 pub fn to_proto(row: JobRow) -> Job {
     Job {
         id: row.id,
-        spec: Some(row.spec),
+        // Secret values never leave the server; a row never holds them (see
+        // `secrets::Secrets::take`), and this keeps it so for rows made elsewhere.
+        spec: Some(silo_proto::v1::JobSpec {
+            secret_env: Vec::new(),
+            ..row.spec
+        }),
         state: row.state as i32,
         reason: row.reason,
         exit_code: row.exit_code,

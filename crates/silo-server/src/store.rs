@@ -206,6 +206,16 @@ impl Store {
 
     /// Stores a new job.
     pub async fn insert(&self, job: &JobRow) -> Result<(), StoreError> {
+        self.insert_with_secrets(job, &[]).await
+    }
+
+    /// Stores a new job and its sealed secret variables, all or nothing.
+    pub async fn insert_with_secrets(
+        &self,
+        job: &JobRow,
+        secrets: &[crate::secrets::Sealed],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(&format!(
             "INSERT INTO jobs ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
@@ -230,9 +240,40 @@ impl Store {
         .bind(&job.failed_step)
         .bind(job.errno)
         .bind(&job.request_token)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        for sealed in secrets {
+            sqlx::query(
+                "INSERT INTO job_secrets (job_id, name, nonce, ciphertext) VALUES (?, ?, ?, ?)",
+            )
+            .bind(&job.id)
+            .bind(&sealed.name)
+            .bind(&sealed.nonce)
+            .bind(&sealed.ciphertext)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
+    }
+
+    /// The sealed secret variables of the job `id` (none once it is deleted).
+    pub async fn secrets_of(&self, id: &str) -> Result<Vec<crate::secrets::Sealed>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, nonce, ciphertext FROM job_secrets WHERE job_id = ? ORDER BY rowid",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(crate::secrets::Sealed {
+                    name: row.try_get("name")?,
+                    nonce: row.try_get("nonce")?,
+                    ciphertext: row.try_get("ciphertext")?,
+                })
+            })
+            .collect()
     }
 
     /// The job a caller started with `token`, if it exists.
@@ -364,7 +405,7 @@ impl Store {
         .await
     }
 
-    /// Removes the job's row.
+    /// Removes the job's row, and with it its secrets (`ON DELETE CASCADE`).
     pub async fn delete(&self, id: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM jobs WHERE id = ?")
             .bind(id)
@@ -506,6 +547,36 @@ mod tests {
         drop(store);
         let store = Store::open(&path).await.unwrap();
         assert_eq!(store.get("abcdef").await.unwrap(), j);
+    }
+
+    #[tokio::test]
+    async fn a_jobs_secrets_are_stored_with_it_and_deleted_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("silo.db")).await.unwrap();
+        let sealed = crate::secrets::Sealed {
+            name: "TOKEN".into(),
+            nonce: vec![1; 12],
+            ciphertext: vec![2; 20],
+        };
+        let j = job("ab", 1, JobState::Completed);
+        store
+            .insert_with_secrets(&j, std::slice::from_ref(&sealed))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.secrets_of("ab").await.unwrap(),
+            std::slice::from_ref(&sealed)
+        );
+        // A failed insert (the same id again) leaves nothing behind.
+        assert!(store.insert_with_secrets(&j, &[sealed]).await.is_err());
+        assert_eq!(store.secrets_of("ab").await.unwrap().len(), 1);
+        store.delete("ab").await.unwrap();
+        assert!(store.secrets_of("ab").await.unwrap().is_empty());
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM job_secrets")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
     }
 
     #[tokio::test]

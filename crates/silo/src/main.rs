@@ -26,14 +26,30 @@ enum Command {
     Client(silo_cli::ClientCommand),
 }
 
-/// `silo server [FLAGS]` runs the server; `silo server info` is a client of one.
+/// `silo server [FLAGS]` runs the server; `silo server info` is a client of one;
+/// `silo server rotate-secrets-key` works on a stopped server's state directory.
 #[derive(clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
 struct ServerCommand {
     #[command(subcommand)]
-    client: Option<silo_cli::ServerCommand>,
+    client: Option<ServerSubcommand>,
     #[command(flatten)]
     args: silo_server::ServerArgs,
+}
+
+#[derive(Subcommand)]
+enum ServerSubcommand {
+    #[command(flatten)]
+    Client(silo_cli::ServerCommand),
+    /// Re-encrypt the stored secrets with a new key (on a stopped server)
+    ///
+    /// Replaces the key that encrypts stored secrets (`silo job run --secret-env`,
+    /// workflows' `secret_environment`) with a new one and re-encrypts every stored secret
+    /// with it, in one transaction. Run it as root on a stopped server: it refuses while a
+    /// server holds the state directory, and a server does not start while it runs.
+    /// Interrupted at any point, it loses nothing: the next start (or rotation) keeps
+    /// whichever key the store is encrypted with.
+    RotateSecretsKey(silo_server::secrets::RotateArgs),
 }
 
 fn main() {
@@ -46,7 +62,11 @@ fn main() {
     let code = match cli.command {
         Command::Server(server) => match *server {
             ServerCommand {
-                client: Some(command),
+                client: Some(ServerSubcommand::RotateSecretsKey(args)),
+                ..
+            } => rotate_secrets_key(&args),
+            ServerCommand {
+                client: Some(ServerSubcommand::Client(command)),
                 ..
             } => match silo_cli::run_server_command(command) {
                 Ok(code) => code,
@@ -90,6 +110,39 @@ fn run_server(args: silo_server::ServerArgs) -> i32 {
     };
     match runtime.block_on(silo_server::run(args)) {
         Ok(()) => 0,
+        Err(e) => {
+            eprintln!("silo: {e}");
+            1
+        }
+    }
+}
+
+fn rotate_secrets_key(args: &silo_server::secrets::RotateArgs) -> i32 {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SILO_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("silo: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(silo_server::secrets::rotate(args)) {
+        Ok(count) => {
+            println!(
+                "rotated the secrets key of {}: {count} stored secrets re-encrypted",
+                args.state_dir.display()
+            );
+            0
+        }
         Err(e) => {
             eprintln!("silo: {e}");
             1

@@ -1,7 +1,7 @@
 //! `silo job run`: start a job, show its output live, and end with its exit status.
 
 use silo_proto::v1::{
-    EnvVar, Job, JobNetwork, JobSpec, JobState, Limits, RunJobRequest, StopJobRequest,
+    EnvVar, Job, JobNetwork, JobSpec, JobState, Limits, RunJobRequest, SecretVar, StopJobRequest,
 };
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -44,6 +44,43 @@ pub async fn run(global: &GlobalOptions, args: RunArgs) -> anyhow::Result<i32> {
     attach(session, job).await
 }
 
+/// The secret variables of `args`: its --secret-env-file files, then its --secret-env
+/// values (a later one of a name replaces an earlier one); none may also be in `env`.
+/// No error repeats a value.
+fn secret_env(args: &RunArgs, env: &[EnvVar]) -> anyhow::Result<Vec<SecretVar>> {
+    let mut settings: Vec<crate::parse::SecretSetting> = Vec::new();
+    for file in &args.secret_env_file {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            anyhow::anyhow!("--secret-env-file: cannot read {}: {e}", file.display())
+        })?;
+        settings.extend(
+            crate::parse::parse_dotenv(&file.display().to_string(), &text)
+                .map_err(anyhow::Error::msg)?,
+        );
+    }
+    for arg in &args.secret_env {
+        settings.push(
+            crate::parse::parse_secret_env(&arg.0, |name| std::env::var_os(name))
+                .map_err(anyhow::Error::msg)?,
+        );
+    }
+    let mut vars: Vec<SecretVar> = Vec::new();
+    for setting in settings {
+        if env.iter().any(|var| var.name == setting.name) {
+            anyhow::bail!(
+                "{} is given both as --env and as a secret; give it once (secret if it is one)",
+                setting.name
+            );
+        }
+        vars.retain(|var| var.name != setting.name);
+        vars.push(SecretVar {
+            name: setting.name,
+            value: setting.value,
+        });
+    }
+    Ok(vars)
+}
+
 /// The request for `args`: command, environment, limits and uploads, all checked.
 pub fn build_request(args: &RunArgs) -> anyhow::Result<RunJobRequest> {
     match args.command.first() {
@@ -56,7 +93,7 @@ pub fn build_request(args: &RunArgs) -> anyhow::Result<RunJobRequest> {
     if args.command.iter().any(|arg| arg.contains('\0')) {
         anyhow::bail!("the command contains a NUL byte");
     }
-    let env = args
+    let env: Vec<EnvVar> = args
         .env
         .iter()
         .filter_map(|arg| arg.0.as_ref())
@@ -65,6 +102,7 @@ pub fn build_request(args: &RunArgs) -> anyhow::Result<RunJobRequest> {
             value: setting.value.clone(),
         })
         .collect();
+    let secret_env = secret_env(args, &env)?;
     let uploads = collect_uploads(&args.upload)?;
     let limits = Limits {
         cpu_percent: args.cpu,
@@ -78,6 +116,8 @@ pub fn build_request(args: &RunArgs) -> anyhow::Result<RunJobRequest> {
         spec: Some(JobSpec {
             command: args.command.clone(),
             env,
+            secret_env,
+            secret_env_names: Vec::new(),
             workdir: args.workdir.clone().unwrap_or_default(),
             timeout_ms: args.timeout.unwrap_or(0),
             name: args.name.clone().unwrap_or_default(),
@@ -271,6 +311,61 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("'N' is not allowed in a name"), "{err}");
+    }
+
+    #[test]
+    fn secrets_come_from_files_then_flags_and_never_clash_with_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.env");
+        std::fs::write(&file, "# deploy\nexport A='from file'\nB=\"b\"\n").unwrap();
+        let file = file.to_str().unwrap();
+        let spec = request(&[
+            "--secret-env-file",
+            file,
+            "--secret-env",
+            "B=flag",
+            "--secret-env",
+            "C=c",
+            "--env",
+            "D=plain",
+            "--",
+            "true",
+        ])
+        .unwrap()
+        .spec
+        .unwrap();
+        let got: Vec<(&str, &str)> = spec
+            .secret_env
+            .iter()
+            .map(|v| (v.name.as_str(), v.value.as_str()))
+            .collect();
+        assert_eq!(got, [("A", "from file"), ("B", "flag"), ("C", "c")]);
+        assert_eq!(spec.env.len(), 1);
+        let err = request(&["--env", "A=1", "--secret-env", "A=s3cr3t", "--", "true"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("A is given both") && !err.contains("s3cr3t"),
+            "{err}"
+        );
+        let err = request(&["--secret-env", "SILO_TEST_SURELY_UNSET", "--", "true"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("SILO_TEST_SURELY_UNSET is not set"), "{err}");
+        std::fs::write(dir.path().join("bad.env"), "A=1\nB='s3cr3t\n").unwrap();
+        let bad = dir.path().join("bad.env");
+        let err = request(&["--secret-env-file", bad.to_str().unwrap(), "--", "true"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("bad.env:2:") && !err.contains("s3cr3t"),
+            "{err}"
+        );
+        // Clap never sees a secret as invalid, so its errors cannot repeat one either.
+        let err = request(&["--secret-env", "1X=s3cr3t", "--", "true"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("1X") && !err.contains("s3cr3t"), "{err}");
     }
 
     #[test]

@@ -78,6 +78,15 @@ pub fn render_status(job: &Job, now: SystemTime) -> String {
             "env",
             list(spec.env.iter().map(|var| var.name.clone()).collect()),
         ),
+        (
+            "secrets",
+            list(
+                spec.secret_env_names
+                    .iter()
+                    .map(|name| format!("{name}=<hidden>"))
+                    .collect(),
+            ),
+        ),
         ("limits", crate::format::limits_text(&limits)),
         ("timeout", millis(spec.timeout_ms)),
         ("grace", millis(spec.stop_grace_ms)),
@@ -135,6 +144,7 @@ mod tests {
                         value: String::new(),
                     },
                 ],
+                secret_env_names: vec!["TOKEN".into(), "KEY".into()],
                 timeout_ms: 5000,
                 runtime: "python-3.11@1.0.0".into(),
                 limits: Some(Limits {
@@ -164,6 +174,7 @@ command:  sleep 60
 runtime:  python-3.11@1.0.0
 workdir:  -
 env:      A, B
+secrets:  TOKEN=<hidden>, KEY=<hidden>
 limits:   cpu=50% memory=64M
 timeout:  5.0s
 grace:    -

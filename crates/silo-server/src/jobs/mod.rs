@@ -55,6 +55,8 @@ pub struct JobSettings {
     pub ready_inits: usize,
     /// The host ids jobs' users map to, `(first, count)`: one per live job.
     pub host_ids: (u32, u32),
+    /// The key that seals jobs' secret variables in the store.
+    pub secret_key: Arc<crate::secrets::SecretKey>,
 }
 
 /// The tree a job's root shows instead of a view of the host's system directories: an
@@ -247,6 +249,11 @@ impl JobManager {
         self.inner.settings.jobs_dir.join(id)
     }
 
+    /// The key that seals secrets in the store (jobs' and workflows').
+    pub fn secret_key(&self) -> Arc<crate::secrets::SecretKey> {
+        self.inner.settings.secret_key.clone()
+    }
+
     /// The path of a job's log file.
     pub fn log_path(&self, id: &str) -> PathBuf {
         self.job_dir(id).join("log")
@@ -326,6 +333,9 @@ impl JobManager {
         let mut spec = spec;
         s.bounds.apply_defaults(&mut spec.limits);
         validate::check_request(&spec, &uploads, &s.bounds)?;
+        // The secret values leave the spec here: the row, the store's copy of the spec and
+        // every answer carry only their names.
+        let secrets = crate::secrets::Secrets::take(&mut spec);
         if root.is_none() && !spec.runtime.is_empty() {
             return Err(JobError::Host(format!(
                 "the runtime {:?} was not resolved before the job started",
@@ -396,7 +406,7 @@ impl JobManager {
         if let Ok(mut map) = self.inner.live.lock() {
             map.insert(id.clone(), live.clone());
         }
-        if let Err(e) = self.prepare_job(&live, &mut ready, uploads).await {
+        if let Err(e) = self.prepare_job(&live, &mut ready, uploads, &secrets).await {
             // Nothing of the job stays behind: no row, no files, no cgroup, no slot.
             self.forget(&id);
             self.discard(&id, Some(ready.pidfd), ready.cgroup).await;
@@ -405,6 +415,7 @@ impl JobManager {
         }
         tracing::debug!(elapsed = ?t0.elapsed(), "job prepared");
         let mut init_spec = self.init_spec(&live.row.borrow(), root.as_ref());
+        secrets.add_to(&mut init_spec.env);
         if let Some(iso) = init_spec.isolation.as_mut() {
             iso.shared_dir = options.shared_dir.clone();
         }
@@ -423,12 +434,13 @@ impl JobManager {
     }
 
     /// Gives a ready init's job its files (work directory, uploads), its limits and its
-    /// row in the store.
+    /// row (with its sealed secrets) in the store.
     async fn prepare_job(
         &self,
         live: &Arc<LiveJob>,
         ready: &mut ReadyInit,
         uploads: Vec<Upload>,
+        secrets: &crate::secrets::Secrets,
     ) -> Result<(), JobError> {
         let id = live.id.clone();
         let job_dir = self.job_dir(&id);
@@ -503,7 +515,10 @@ impl JobManager {
             }
         };
         let row = live.update(|r| r.uploads = written);
-        self.inner.store.insert(&row).await?;
+        let sealed = secrets
+            .seal(&self.inner.settings.secret_key, &row.id)
+            .map_err(|e| JobError::Host(e.to_string()))?;
+        self.inner.store.insert_with_secrets(&row, &sealed).await?;
         Ok(())
     }
 

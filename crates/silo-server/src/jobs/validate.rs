@@ -104,6 +104,7 @@ fn check_spec(spec: &JobSpec, bounds: &Bounds) -> Result<(), Invalid> {
             &var.value,
         )?;
     }
+    crate::secrets::check(spec).map_err(invalid)?;
     no_nul("spec.workdir", &spec.workdir)?;
     no_nul("spec.name", &spec.name)?;
     if spec.name.len() > 256 {

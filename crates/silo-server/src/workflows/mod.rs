@@ -137,13 +137,6 @@ impl Engine {
     pub fn check(&self, yaml: &str, files: &[Upload]) -> Result<WorkflowSpec, WorkflowError> {
         let spec = WorkflowSpec::parse(yaml).map_err(|e| WorkflowError::Invalid(e.to_string()))?;
         for (i, job) in spec.jobs.iter().enumerate() {
-            if !job.secret_env.is_empty() {
-                return Err(WorkflowError::Invalid(format!(
-                    "job {}: secret_environment is not supported by this server yet; \
-                     nothing was run",
-                    job.name
-                )));
-            }
             if let Some(runtime) = &job.runtime {
                 self.inner
                     .catalog
@@ -200,11 +193,33 @@ impl Engine {
             .map_err(|e| WorkflowError::Host(e.to_string()))?
             .map_err(|e| WorkflowError::Host(format!("cannot create {}: {e}", dir.display())))?;
         }
+        // A YAML with secret values is stored only sealed; the row keeps a note.
+        let (yaml, sealed) = if spec.jobs.iter().any(|j| !j.secret_env.is_empty()) {
+            let sealed = self
+                .inner
+                .jobs
+                .secret_key()
+                .seal(
+                    &crate::secrets::workflow_owner(&id),
+                    crate::secrets::WORKFLOW_YAML,
+                    &request.yaml,
+                )
+                .map_err(|e| WorkflowError::Host(e.to_string()));
+            match sealed {
+                Ok(sealed) => (crate::secrets::SEALED_YAML_NOTE.to_owned(), Some(sealed)),
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return Err(e);
+                }
+            }
+        } else {
+            (request.yaml, None)
+        };
         let row = WorkflowRow {
             id: id.clone(),
             name: spec.name.clone(),
             owner,
-            yaml: request.yaml,
+            yaml,
             state: WorkflowState::Running as i32,
             reason: String::new(),
             canceled: None,
@@ -220,7 +235,7 @@ impl Engine {
                 job_ids: Vec::new(),
             })
             .collect();
-        if let Err(e) = self.inner.store.insert(&row, &nodes).await {
+        if let Err(e) = self.inner.store.insert(&row, &nodes, sealed.as_ref()).await {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(e.into());
         }
@@ -366,10 +381,24 @@ impl Engine {
         started.map_err(|e| e.to_string())
     }
 
+    /// A stored workflow's YAML as submitted: opened from `workflow_secrets` when it holds
+    /// secret values.
+    async fn yaml_of(&self, row: &WorkflowRow) -> Result<String, WorkflowError> {
+        match self.inner.store.sealed_yaml(&row.id).await? {
+            Some(sealed) => self
+                .inner
+                .jobs
+                .secret_key()
+                .open(&crate::secrets::workflow_owner(&row.id), &sealed)
+                .map_err(|e| WorkflowError::Host(e.to_string())),
+            None => Ok(row.yaml.clone()),
+        }
+    }
+
     /// Resumes a workflow the previous server left running.
     async fn resume(&self, id: &str) -> Result<(), WorkflowError> {
         let (row, nodes) = self.inner.store.get(id).await?;
-        let spec = match WorkflowSpec::parse(&row.yaml) {
+        let spec = match WorkflowSpec::parse(&self.yaml_of(&row).await?) {
             Ok(spec) => Arc::new(spec),
             Err(e) => {
                 let mut row = row;
@@ -469,7 +498,9 @@ impl Engine {
         id: &str,
     ) -> Result<(Workflow, Option<Arc<WorkflowSpec>>, Vec<Node>), WorkflowError> {
         let (row, nodes) = self.inner.store.get(id).await?;
-        let spec = WorkflowSpec::parse(&row.yaml).ok().map(Arc::new);
+        let spec = WorkflowSpec::parse(&self.yaml_of(&row).await?)
+            .ok()
+            .map(Arc::new);
         let job_ids: Vec<Vec<String>> = nodes.iter().map(|n| n.job_ids.clone()).collect();
         let states: Vec<Node> = nodes.iter().map(|n| n.node.clone()).collect();
         let last_jobs = self.last_jobs(&job_ids).await;
@@ -553,7 +584,8 @@ impl Engine {
         }
         let (mut row, nodes) = self.inner.store.get(&id).await?;
         let spec = Arc::new(
-            WorkflowSpec::parse(&row.yaml).map_err(|e| WorkflowError::Invalid(e.to_string()))?,
+            WorkflowSpec::parse(&self.yaml_of(&row).await?)
+                .map_err(|e| WorkflowError::Invalid(e.to_string()))?,
         );
         let mut run = Run::restore(
             spec.clone(),

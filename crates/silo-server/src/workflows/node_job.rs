@@ -1,7 +1,7 @@
 //! What a workflow node's job is: its JobSpec from the YAML, its uploads, and how its end
 //! reads to the scheduler.
 
-use silo_proto::v1::{EnvVar, JobNetwork, JobSpec, JobState, Limits, Upload};
+use silo_proto::v1::{EnvVar, JobNetwork, JobSpec, JobState, Limits, SecretVar, Upload};
 use silo_workflow::schedule::Outcome;
 use silo_workflow::spec::{JobSpec as NodeSpec, WorkflowSpec};
 
@@ -51,6 +51,14 @@ pub fn job_spec(id: &str, spec: &WorkflowSpec, node: usize) -> JobSpec {
             JobNetwork::None
         } as i32,
         runtime: n.runtime.clone().unwrap_or_default(),
+        secret_env: n
+            .secret_env
+            .iter()
+            .map(|(name, value)| SecretVar {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect(),
         ..JobSpec::default()
     }
 }

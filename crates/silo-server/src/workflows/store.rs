@@ -83,8 +83,14 @@ impl WorkflowStore {
         WorkflowStore { pool }
     }
 
-    /// Stores a new workflow and its nodes, all at once.
-    pub async fn insert(&self, row: &WorkflowRow, nodes: &[NodeRow]) -> Result<(), StoreError> {
+    /// Stores a new workflow and its nodes (and its sealed YAML, when it has secrets), all
+    /// at once.
+    pub async fn insert(
+        &self,
+        row: &WorkflowRow,
+        nodes: &[NodeRow],
+        sealed_yaml: Option<&crate::secrets::Sealed>,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO workflows (id, name, owner, yaml, state, reason, canceled, created_at, \
@@ -117,8 +123,38 @@ impl WorkflowStore {
             .execute(&mut *tx)
             .await?;
         }
+        if let Some(sealed) = sealed_yaml {
+            sqlx::query(
+                "INSERT INTO workflow_secrets (workflow_id, nonce, ciphertext) VALUES (?, ?, ?)",
+            )
+            .bind(&row.id)
+            .bind(&sealed.nonce)
+            .bind(&sealed.ciphertext)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The sealed YAML of workflow `id`, when its YAML is stored sealed.
+    pub async fn sealed_yaml(
+        &self,
+        id: &str,
+    ) -> Result<Option<crate::secrets::Sealed>, StoreError> {
+        let row =
+            sqlx::query("SELECT nonce, ciphertext FROM workflow_secrets WHERE workflow_id = ?")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|row| {
+            Ok(crate::secrets::Sealed {
+                name: crate::secrets::WORKFLOW_YAML.to_owned(),
+                nonce: row.try_get("nonce")?,
+                ciphertext: row.try_get("ciphertext")?,
+            })
+        })
+        .transpose()
     }
 
     /// Records one node's state, attempts, reason and jobs.

@@ -42,6 +42,8 @@ pub struct TestServer {
     child: Option<Child>,
     pub addr: String,
     extra: Vec<String>,
+    /// Environment variables the server runs with, beside this process's own.
+    env: Vec<(String, String)>,
     /// This server's own cgroup subtree, so parallel tests never touch each other's jobs.
     pub cgroup_name: String,
 }
@@ -52,6 +54,11 @@ impl TestServer {
     }
 
     pub fn start_with(extra: &[&str]) -> TestServer {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// A server with `extra` flags and `env` in its environment (e.g. `SILO_LOG`).
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> TestServer {
         let dir = tempfile::Builder::new()
             .prefix("silo-e2e-")
             .tempdir()
@@ -63,6 +70,10 @@ impl TestServer {
             child: None,
             addr: String::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             cgroup_name: format!("silo-test-{}-{n}", std::process::id()),
         };
         s.launch();
@@ -103,6 +114,7 @@ impl TestServer {
             .arg(&self.cgroup_name)
             .args(self.own_host_ids())
             .args(&self.extra)
+            .envs(self.env.iter().cloned())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -155,6 +167,20 @@ impl TestServer {
             c.kill().unwrap();
             c.wait().unwrap();
         }
+        self.launch();
+    }
+
+    /// Kills the server (SIGKILL), leaving its jobs running, and waits until it is gone;
+    /// [`TestServer::start_again`] starts it again on the same state directory.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// Starts a stopped server again.
+    pub fn start_again(&mut self) {
         self.launch();
     }
 
