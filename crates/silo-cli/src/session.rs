@@ -2,6 +2,7 @@
 
 use silo_proto::v1::job_service_client::JobServiceClient;
 use silo_proto::v1::runtime_service_client::RuntimeServiceClient;
+use silo_proto::v1::schedule_service_client::ScheduleServiceClient;
 use silo_proto::v1::workflow_service_client::WorkflowServiceClient;
 use silo_proto::v1::{GetJobRequest, Job, WatchJobRequest};
 use tonic::transport::Channel;
@@ -32,6 +33,8 @@ pub struct Session {
     pub runtimes: RuntimeServiceClient<Channel>,
     /// The workflow service's gRPC client, on the same connection.
     pub workflows: WorkflowServiceClient<Channel>,
+    /// The schedule service's gRPC client, on the same connection.
+    pub schedules: ScheduleServiceClient<Channel>,
     /// `host:port`, for messages.
     pub address: String,
 }
@@ -45,7 +48,8 @@ impl Session {
         Ok(Session {
             client: job_client(channel.clone()),
             runtimes: runtime_client(channel.clone()),
-            workflows: workflow_client(channel),
+            workflows: workflow_client(channel.clone()),
+            schedules: ScheduleServiceClient::new(channel),
             address: target.entry.address,
         })
     }
@@ -68,6 +72,12 @@ impl Session {
     /// a server without the service (older than this client) is named as such.
     pub fn workflow_error(&self, status: &tonic::Status) -> CallError {
         self.service_error(status, "workflows", "workflow")
+    }
+
+    /// `status` from the schedule service as a [`CallError`]: as [`Session::error`], but
+    /// a server without the service (older than this client) is named as such.
+    pub fn schedule_error(&self, status: &tonic::Status) -> CallError {
+        self.service_error(status, "schedules", "schedule")
     }
 
     /// As [`Session::error`], but an Unimplemented answer from the server itself (not the

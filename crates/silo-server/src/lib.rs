@@ -9,6 +9,7 @@ mod logs;
 pub mod runtimes;
 mod service;
 pub mod store;
+pub mod schedules;
 pub mod workflows;
 
 use std::net::SocketAddr;
@@ -137,6 +138,9 @@ pub enum ServerError {
     /// The workflow engine could not start.
     #[error(transparent)]
     Workflows(#[from] workflows::WorkflowError),
+    /// The scheduler could not start.
+    #[error(transparent)]
+    Schedules(#[from] schedules::ScheduleError),
     /// silo's cgroup subtree is another server's ([`silo_cgroup::CgroupError::InUse`]).
     #[error(transparent)]
     Cgroups(silo_cgroup::CgroupError),
@@ -184,6 +188,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     let cgroups = open_cgroups(args.cgroup_name.as_deref())?;
     let store = store::Store::open(&state.join("silo.db")).await?;
     let workflow_store = store.clone();
+    let schedule_pool = store.pool();
     let settings = JobSettings {
         jobs_dir: state.join("jobs"),
         log_cap_bytes: args.log_cap,
@@ -254,6 +259,8 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         state.join("workflows"),
     )
     .await?;
+    let scheduler =
+        schedules::Scheduler::start(schedule_pool, jobs.clone(), catalog.clone()).await?;
     let public_key = certs.dir.join("runtime-signing.pub");
     std::fs::write(&public_key, catalog.public_key().to_text() + "\n")
         .map_err(|e| host("write", &public_key, e))?;
@@ -302,7 +309,12 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     )
     .max_decoding_message_size(max_message)
     .max_encoding_message_size(64 << 20);
-    let api = JobServiceServer::new(service::JobApi::new(jobs.clone(), catalog, info))
+    let schedule_api = silo_proto::v1::schedule_service_server::ScheduleServiceServer::new(
+        schedules::service::ScheduleApi::new(scheduler.clone()),
+    );
+    let api = JobServiceServer::new(
+        service::JobApi::new(jobs.clone(), catalog, info).with_scheduler(scheduler),
+    )
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(64 << 20);
 
@@ -314,6 +326,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         .add_service(api)
         .add_service(runtime_api)
         .add_service(workflow_api)
+        .add_service(schedule_api)
         .serve_with_incoming_shutdown(listener::incoming(listener, tls), shutdown())
         .await?;
     jobs.drain_pool().await;
@@ -457,9 +470,9 @@ fn server_info(
         controllers,
         networks: vec![JobNetwork::None as i32, JobNetwork::Host as i32],
         features: if disk_support {
-            vec!["disk".into(), "runtimes".into(), "workflows".into()]
+            vec!["disk".into(), "runtimes".into(), "workflows".into(), "schedules".into()]
         } else {
-            vec!["runtimes".into(), "workflows".into()]
+            vec!["runtimes".into(), "workflows".into(), "schedules".into()]
         },
         ..Default::default()
     }

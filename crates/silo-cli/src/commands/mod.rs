@@ -7,6 +7,7 @@ pub mod list;
 pub mod logs;
 pub mod run;
 pub mod runtime;
+pub mod schedule;
 pub mod stats;
 pub mod status;
 pub mod stop;
