@@ -7,9 +7,9 @@ pub mod jobs;
 mod listener;
 mod logs;
 pub mod runtimes;
+pub mod schedules;
 mod service;
 pub mod store;
-pub mod schedules;
 pub mod workflows;
 
 use std::net::SocketAddr;
@@ -315,8 +315,8 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     let api = JobServiceServer::new(
         service::JobApi::new(jobs.clone(), catalog, info).with_scheduler(scheduler),
     )
-        .max_decoding_message_size(max_message)
-        .max_encoding_message_size(64 << 20);
+    .max_decoding_message_size(max_message)
+    .max_encoding_message_size(64 << 20);
 
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
@@ -470,7 +470,12 @@ fn server_info(
         controllers,
         networks: vec![JobNetwork::None as i32, JobNetwork::Host as i32],
         features: if disk_support {
-            vec!["disk".into(), "runtimes".into(), "workflows".into(), "schedules".into()]
+            vec![
+                "disk".into(),
+                "runtimes".into(),
+                "workflows".into(),
+                "schedules".into(),
+            ]
         } else {
             vec!["runtimes".into(), "workflows".into(), "schedules".into()]
         },

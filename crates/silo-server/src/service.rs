@@ -63,7 +63,9 @@ impl JobApi {
         start_at: prost_types::Timestamp,
     ) -> Result<Job, Status> {
         let Some(scheduler) = self.scheduler.clone() else {
-            return Err(Status::failed_precondition("this server does not schedule jobs"));
+            return Err(Status::failed_precondition(
+                "this server does not schedule jobs",
+            ));
         };
         if !uploads.is_empty() {
             return Err(Status::invalid_argument(
@@ -71,7 +73,9 @@ impl JobApi {
             ));
         }
         if !(0..1_000_000_000).contains(&start_at.nanos) {
-            return Err(Status::invalid_argument("start_at.nanos must be 0-999999999"));
+            return Err(Status::invalid_argument(
+                "start_at.nanos must be 0-999999999",
+            ));
         }
         let at = start_at
             .seconds
@@ -189,7 +193,9 @@ impl JobService for JobApi {
             .spec
             .ok_or_else(|| Status::invalid_argument("the request has no job spec"))?;
         if let Some(start_at) = req.start_at {
-            let job = self.schedule_job(spec, &req.uploads, owner, start_at).await?;
+            let job = self
+                .schedule_job(spec, &req.uploads, owner, start_at)
+                .await?;
             return Ok(Response::new(job));
         }
         // The runtime is picked (and held installed) here; the job records the exact

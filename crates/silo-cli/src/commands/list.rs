@@ -29,8 +29,10 @@ const MAX_PAGE_SIZE: u32 = 1000;
 /// for whole jobs.
 pub async fn list(global: &GlobalOptions, args: ListArgs) -> anyhow::Result<i32> {
     let mut session = Session::open(global).await?;
-    // The server filters by the full id; a prefix is resolved first.
+    // The server filters by the full id; a prefix is resolved first. A full id stands
+    // as it is: the jobs of a deleted schedule keep its id.
     let schedule_id = match &args.schedule {
+        Some(id) if id.len() == 32 => id.to_ascii_lowercase(),
         Some(prefix) => {
             let request = silo_proto::v1::GetScheduleRequest { id: prefix.clone() };
             match session.schedules.get_schedule(request).await {

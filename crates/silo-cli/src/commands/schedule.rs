@@ -86,7 +86,9 @@ pub async fn schedule(global: &GlobalOptions, command: ScheduleCommand) -> anyho
             };
         }
         ScheduleCommand::Status(args) => {
-            let got = client.get_schedule(GetScheduleRequest { id: args.id }).await;
+            let got = client
+                .get_schedule(GetScheduleRequest { id: args.id })
+                .await;
             return match got.map(|r| r.into_inner()) {
                 Ok(schedule) if args.json => print_json(&ScheduleView::from(&schedule)),
                 Ok(schedule) => print(&render_status(&schedule)),
@@ -173,23 +175,35 @@ pub fn render_table(schedules: &[Schedule]) -> String {
 /// One schedule as `key: value` lines, with its next three firings.
 pub fn render_status(s: &Schedule) -> String {
     let spec = s.spec.clone().unwrap_or_default();
-    let dash = |v: &str| if v.is_empty() { "-".to_owned() } else { v.to_owned() };
-    let upcoming: Vec<String> = s
-        .upcoming
-        .iter()
-        .map(|t| local_time(Some(t)))
-        .collect();
+    let dash = |v: &str| {
+        if v.is_empty() {
+            "-".to_owned()
+        } else {
+            v.to_owned()
+        }
+    };
+    let upcoming: Vec<String> = s.upcoming.iter().map(|t| local_time(Some(t))).collect();
     let lines = [
         ("id", s.id.clone()),
         ("name", dash(&spec.name)),
         ("cron", s.cron.clone()),
         ("zone", s.time_zone.clone()),
-        ("state", if s.paused { "paused" } else { "active" }.to_owned()),
+        (
+            "state",
+            if s.paused { "paused" } else { "active" }.to_owned(),
+        ),
         ("missed", missed_name(s.missed).to_owned()),
         ("overlap", overlap_name(s.overlap).to_owned()),
         ("owner", dash(&s.owner)),
         ("created", local_time(s.created_at.as_ref())),
-        ("next", if upcoming.is_empty() { "-".to_owned() } else { upcoming.join(", ") }),
+        (
+            "next",
+            if upcoming.is_empty() {
+                "-".to_owned()
+            } else {
+                upcoming.join(", ")
+            },
+        ),
         ("last fired", local_time(s.last_fired_at.as_ref())),
         ("last job", dash(&s.last_job_id)),
         ("fired", s.fired.to_string()),
@@ -200,7 +214,11 @@ pub fn render_status(s: &Schedule) -> String {
     let width = lines.iter().map(|(key, _)| key.len()).max().unwrap_or(0) + 1;
     let mut out = String::new();
     for (key, value) in lines {
-        out.push_str(&format!("{:<width$} {}\n", format!("{key}:"), value.replace('\n', "\\n")));
+        out.push_str(&format!(
+            "{:<width$} {}\n",
+            format!("{key}:"),
+            value.replace('\n', "\\n")
+        ));
     }
     out
 }
@@ -280,7 +298,15 @@ mod tests {
         let table = render_table(&[schedule]);
         let lines: Vec<&str> = table.lines().collect();
         assert!(lines[0].starts_with("ID"), "{table}");
-        for part in ["3f2a1b2c", "*/5 * * * *", "Europe/Berlin", "paused", "7", "9c0d4e5f", "echo 'hi there'"] {
+        for part in [
+            "3f2a1b2c",
+            "*/5 * * * *",
+            "Europe/Berlin",
+            "paused",
+            "7",
+            "9c0d4e5f",
+            "echo 'hi there'",
+        ] {
             assert!(lines[1].contains(part), "{part} missing in {table}");
         }
     }
@@ -293,8 +319,14 @@ mod tests {
             time_zone: "UTC".into(),
             missed: MissedPolicy::Skip as i32,
             upcoming: vec![
-                prost_types::Timestamp { seconds: 1_800_000_000, nanos: 0 },
-                prost_types::Timestamp { seconds: 1_800_086_400, nanos: 0 },
+                prost_types::Timestamp {
+                    seconds: 1_800_000_000,
+                    nanos: 0,
+                },
+                prost_types::Timestamp {
+                    seconds: 1_800_086_400,
+                    nanos: 0,
+                },
             ],
             ..Schedule::default()
         };

@@ -362,7 +362,9 @@ impl Scheduler {
             }),
             ..options
         };
-        let started = jobs.run_in(spec, Vec::new(), row.owner.clone(), options).await;
+        let started = jobs
+            .run_in(spec, Vec::new(), row.owner.clone(), options)
+            .await;
         drop(hold);
         match started {
             Ok(job) => Firing::Started { at, job: job.id },
@@ -389,10 +391,7 @@ impl Scheduler {
     }
 
     /// Validates and stores a cron schedule, and arms its first firing.
-    pub async fn create(
-        &self,
-        mut row: ScheduleRow,
-    ) -> Result<ScheduleRow, ScheduleError> {
+    pub async fn create(&self, mut row: ScheduleRow) -> Result<ScheduleRow, ScheduleError> {
         let plan = CronPlan::parse(&row.cron, &row.tz).map_err(|e| ScheduleError::Invalid(e.0))?;
         row.tz = plan.zone_name().to_owned();
         let (_, hold) = self
@@ -463,7 +462,9 @@ impl Scheduler {
             return Ok(row);
         }
         let plan = CronPlan::parse(&row.cron, &row.tz).map_err(|e| ScheduleError::Invalid(e.0))?;
-        let next = plan.next_after(Timestamp::now()).map(|t| t.as_microsecond());
+        let next = plan
+            .next_after(Timestamp::now())
+            .map(|t| t.as_microsecond());
         self.inner.store.set_paused(&row.id, false, next).await?;
         if let Some(next) = next {
             self.arm(next, Due::Schedule(row.id.clone()));

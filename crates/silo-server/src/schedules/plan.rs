@@ -75,7 +75,9 @@ impl CronPlan {
                 }
             };
             for (i, (field, (name, low, high))) in fields.iter().zip(names).enumerate() {
-                let at = |why: String| PlanError(format!("cron field {} ({name}) '{field}': {why}", i + 1));
+                let at = |why: String| {
+                    PlanError(format!("cron field {} ({name}) '{field}': {why}", i + 1))
+                };
                 check_numbers(field, *low, *high).map_err(at)?;
                 // The field alone, every other field `*`: croner's own word on it.
                 let mut alone: Vec<&str> = vec!["*"; 6];
@@ -144,7 +146,10 @@ impl CronPlan {
     /// Firings in `[from, to]`, counted up to [`MAX_COUNTED_MISSES`].
     pub fn count_between(&self, from: Timestamp, to: Timestamp) -> u64 {
         let mut count = 0;
-        let mut at = match self.cron.find_next_occurrence(&from.to_zoned(self.zone.clone()), true) {
+        let mut at = match self
+            .cron
+            .find_next_occurrence(&from.to_zoned(self.zone.clone()), true)
+        {
             Ok(z) => z.timestamp(),
             Err(_) => return 0,
         };
@@ -365,10 +370,15 @@ mod tests {
     fn a_malformed_field_is_named_by_its_position_and_name() {
         let e = CronPlan::parse("0 25 * * *", "").unwrap_err();
         assert_eq!(e.0, "cron field 2 (hour) '25': must be 0-23");
-        let e = CronPlan::parse("0 0 0 * * *", "").unwrap_err();
-        assert_eq!(e.0, "cron field 4 (day of month) '0': must be 1-31");
+        let e = CronPlan::parse("0 0 0 * *", "").unwrap_err();
+        assert_eq!(e.0, "cron field 3 (day of month) '0': must be 1-31");
+        let e = CronPlan::parse("61 0 0 * * *", "").unwrap_err();
+        assert_eq!(e.0, "cron field 1 (second) '61': must be 0-59");
         let e = CronPlan::parse("*/0 * * * *", "").unwrap_err();
-        assert_eq!(e.0, "cron field 1 (minute) '*/0': a step must be at least 1");
+        assert_eq!(
+            e.0,
+            "cron field 1 (minute) '*/0': a step must be at least 1"
+        );
         let e = CronPlan::parse("* * * 13 *", "").unwrap_err();
         assert_eq!(e.0, "cron field 4 (month) '13': must be 1-12");
         let e = CronPlan::parse("* * * * FOO", "").unwrap_err();
@@ -380,7 +390,14 @@ mod tests {
 
     #[test]
     fn seconds_aliases_names_and_steps_parse() {
-        for ok in ["* * * * * *", "*/5 * * * *", "0 9 * * MON-FRI", "@hourly", "0 0 1 JAN *", "0 0 L * *"] {
+        for ok in [
+            "* * * * * *",
+            "*/5 * * * *",
+            "0 9 * * MON-FRI",
+            "@hourly",
+            "0 0 1 JAN *",
+            "0 0 L * *",
+        ] {
             CronPlan::parse(ok, "Europe/Berlin").unwrap_or_else(|e| panic!("{ok}: {e}"));
         }
         let plan = CronPlan::parse("* * * * * *", "").unwrap();
@@ -394,11 +411,21 @@ mod tests {
     fn missed_once_runs_the_latest_missed_firing_and_no_burst() {
         let plan = CronPlan::parse("*/5 * * * *", "").unwrap();
         // Down from 10:03 to 10:31: 10:05 .. 10:30 (6 firings) were missed.
-        let c = catch_up(&plan, at("2026-12-05T10:05:00Z"), at("2026-12-05T10:31:00Z"), Missed::Once);
+        let c = catch_up(
+            &plan,
+            at("2026-12-05T10:05:00Z"),
+            at("2026-12-05T10:31:00Z"),
+            Missed::Once,
+        );
         assert_eq!(c.fire, Some(at("2026-12-05T10:30:00Z")));
         assert_eq!(c.next, Some(at("2026-12-05T10:35:00Z")));
         assert_eq!(c.dropped, 5);
-        let c = catch_up(&plan, at("2026-12-05T10:05:00Z"), at("2026-12-05T10:31:00Z"), Missed::Skip);
+        let c = catch_up(
+            &plan,
+            at("2026-12-05T10:05:00Z"),
+            at("2026-12-05T10:31:00Z"),
+            Missed::Skip,
+        );
         assert_eq!(c.fire, None);
         assert_eq!(c.next, Some(at("2026-12-05T10:35:00Z")));
         assert_eq!(c.dropped, 6);
@@ -409,7 +436,14 @@ mod tests {
         let plan = CronPlan::parse("*/5 * * * *", "").unwrap();
         let due = at("2026-12-05T10:05:00Z");
         let c = catch_up(&plan, due, at("2026-12-05T10:04:00Z"), Missed::Once);
-        assert_eq!(c, CatchUp { fire: None, next: Some(due), dropped: 0 });
+        assert_eq!(
+            c,
+            CatchUp {
+                fire: None,
+                next: Some(due),
+                dropped: 0
+            }
+        );
     }
 
     #[test]

@@ -3,8 +3,8 @@
 use silo_proto::v1::schedule_service_server::ScheduleService;
 use silo_proto::v1::{
     CreateScheduleRequest, DeleteScheduleRequest, DeleteScheduleResponse, GetScheduleRequest,
-    ListSchedulesRequest, ListSchedulesResponse, MissedPolicy, OverlapPolicy,
-    PauseScheduleRequest, ResumeScheduleRequest, Schedule,
+    ListSchedulesRequest, ListSchedulesResponse, MissedPolicy, OverlapPolicy, PauseScheduleRequest,
+    ResumeScheduleRequest, Schedule,
 };
 use tonic::{Request, Response, Status};
 
@@ -44,7 +44,10 @@ impl ScheduleApi {
             Vec::new()
         };
         Schedule {
-            upcoming: next.into_iter().filter_map(|t| timestamp(Some(t))).collect(),
+            upcoming: next
+                .into_iter()
+                .filter_map(|t| timestamp(Some(t)))
+                .collect(),
             id: row.id,
             spec: Some(row.spec),
             cron: row.cron,
@@ -78,12 +81,22 @@ impl ScheduleService for ScheduleApi {
         let missed = match MissedPolicy::try_from(req.missed) {
             Ok(MissedPolicy::Unspecified) => MissedPolicy::Once,
             Ok(p) => p,
-            Err(_) => return Err(Status::invalid_argument(format!("unknown missed policy {}", req.missed))),
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown missed policy {}",
+                    req.missed
+                )));
+            }
         };
         let overlap = match OverlapPolicy::try_from(req.overlap) {
             Ok(OverlapPolicy::Unspecified) => OverlapPolicy::Skip,
             Ok(p) => p,
-            Err(_) => return Err(Status::invalid_argument(format!("unknown overlap policy {}", req.overlap))),
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown overlap policy {}",
+                    req.overlap
+                )));
+            }
         };
         let row = ScheduleRow {
             owner,

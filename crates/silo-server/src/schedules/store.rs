@@ -148,7 +148,10 @@ impl ScheduleStore {
             Firing::Skipped(_) => {}
         }
         sql.push_str(" WHERE id = ? AND paused = 0 AND next_at = ?");
-        let mut query = sqlx::query(&sql).bind(next).bind(fired).bind(skipped as i64);
+        let mut query = sqlx::query(&sql)
+            .bind(next)
+            .bind(fired)
+            .bind(skipped as i64);
         match firing {
             Firing::Started { at, job } => query = query.bind(at).bind(job),
             Firing::Failed(why) => query = query.bind(why),
@@ -250,14 +253,32 @@ mod tests {
             at: 1_000,
             job: "j1".into(),
         };
-        assert!(store.advance("ab", 1_000, Some(2_000), &started).await.unwrap());
+        assert!(
+            store
+                .advance("ab", 1_000, Some(2_000), &started)
+                .await
+                .unwrap()
+        );
         // The same firing again (a stale timer) changes nothing.
-        assert!(!store.advance("ab", 1_000, Some(2_000), &started).await.unwrap());
+        assert!(
+            !store
+                .advance("ab", 1_000, Some(2_000), &started)
+                .await
+                .unwrap()
+        );
         let row = store.find("ab").await.unwrap().unwrap();
-        assert_eq!((row.next_at, row.fired, row.last_job_id.as_deref()), (Some(2_000), 1, Some("j1")));
+        assert_eq!(
+            (row.next_at, row.fired, row.last_job_id.as_deref()),
+            (Some(2_000), 1, Some("j1"))
+        );
         // Paused meanwhile: the firing in flight does not resume it.
         store.set_paused("ab", true, None).await.unwrap();
-        assert!(!store.advance("ab", 2_000, Some(3_000), &Firing::Skipped(1)).await.unwrap());
+        assert!(
+            !store
+                .advance("ab", 2_000, Some(3_000), &Firing::Skipped(1))
+                .await
+                .unwrap()
+        );
         let row = store.find("ab").await.unwrap().unwrap();
         assert!(row.paused && row.next_at.is_none());
         assert!(store.delete("ab").await.unwrap());

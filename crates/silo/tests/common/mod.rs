@@ -158,6 +158,16 @@ impl TestServer {
         self.launch();
     }
 
+    /// Kills the server abruptly (SIGKILL), keeps it down for `down`, and starts it again.
+    pub fn crash_and_restart_after(&mut self, down: Duration) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+        std::thread::sleep(down);
+        self.launch();
+    }
+
     /// The CLI, configured as admin.
     pub fn cli(&self) -> assert_cmd::Command {
         let mut c = assert_cmd::Command::new(silo_bin());
@@ -389,6 +399,7 @@ pub async fn run_spec(client: &mut JobServiceClient<Channel>, spec: JobSpec) -> 
         .run_job(RunJobRequest {
             spec: Some(spec),
             uploads: vec![],
+            start_at: None,
         })
         .await
         .unwrap()
