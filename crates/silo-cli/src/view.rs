@@ -364,7 +364,8 @@ mod tests {
                 "limits": {"cpu_percent": null, "cpus": null, "memory_bytes": 67108864,
                            "io_bps": null, "pids": null, "disk_bytes": null},
                 "uploads": ["src"],
-                "usage": null
+                "usage": null,
+                "scheduled_at": null, "schedule_id": null
             })
         );
         assert!(!value.to_string().contains("secret"));

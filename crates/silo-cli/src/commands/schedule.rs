@@ -163,13 +163,14 @@ pub fn render_table(schedules: &[Schedule]) -> String {
             truncate(&command_line(&spec.command), COMMAND_WIDTH),
         ]);
     }
-    let mut out = table
-        .lines()
-        .map(|line| line.trim_end().to_owned())
-        .collect::<Vec<_>>()
-        .join("\n");
-    out.push('\n');
-    out
+    let last = table.column_count().saturating_sub(1);
+    for column in table.column_iter_mut() {
+        let right = if column.index == last { 0 } else { 3 };
+        column.set_padding((0, right));
+    }
+    let mut text = table.trim_fmt();
+    text.push('\n');
+    text
 }
 
 /// One schedule as `key: value` lines, with its next three firings.

@@ -144,7 +144,7 @@ impl JobManager {
         failed.start_failure = StartFailure::Internal;
         failed.ended_at = Some(now_micros());
         self.inner.store.end_scheduled(&failed).await?;
-        Ok(self.get(&failed.id).await?)
+        self.get(&failed.id).await
     }
 
     /// Cancels a SCHEDULED job: it ends STOPPED without having run. One that has just
