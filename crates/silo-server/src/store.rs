@@ -590,6 +590,71 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_scheduled_job_is_replaced_by_its_start_once_and_only_while_scheduled() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("silo.db")).await.unwrap();
+        let mut waiting = job("aa11", 1, JobState::Scheduled);
+        waiting.init = None;
+        waiting.scheduled_at = Some(5_000);
+        store.insert(&waiting).await.unwrap();
+        assert_eq!(
+            store.scheduled().await.unwrap(),
+            [("aa11".to_owned(), 5_000)]
+        );
+        // Jobs that have not started are not the restart's to reconcile.
+        assert!(store.unfinished().await.unwrap().is_empty());
+        let mut started = waiting.clone();
+        started.state = JobState::Starting;
+        started.request_token = Some("s:5000".into());
+        store.insert(&started).await.unwrap();
+        assert_eq!(store.get("aa11").await.unwrap(), started);
+        assert!(store.scheduled().await.unwrap().is_empty());
+        // A second start of the same id is refused, and changes nothing.
+        let mut again = started.clone();
+        again.owner = "other".into();
+        assert!(matches!(
+            store.insert(&again).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(store.get("aa11").await.unwrap(), started);
+        // Ending it as if still SCHEDULED (a late cancel) does nothing either.
+        let mut cancelled = started.clone();
+        cancelled.state = JobState::Stopped;
+        assert!(!store.end_scheduled(&cancelled).await.unwrap());
+        assert_eq!(store.get("aa11").await.unwrap().state, JobState::Starting);
+    }
+
+    #[tokio::test]
+    async fn pages_of_a_schedule_hold_only_its_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("silo.db")).await.unwrap();
+        for (i, schedule) in [Some("s1"), None, Some("s2"), Some("s1")]
+            .into_iter()
+            .enumerate()
+        {
+            let mut j = job(&format!("a{i}"), i as i64, JobState::Completed);
+            j.schedule_id = schedule.map(str::to_owned);
+            store.insert(&j).await.unwrap();
+        }
+        let page = store
+            .page_of_schedule(&[], Some("s1"), None, 10)
+            .await
+            .unwrap();
+        let ids: Vec<&str> = page.rows.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["a3", "a0"]);
+        let page = store
+            .page_of_schedule(&[], Some("s1"), None, 1)
+            .await
+            .unwrap();
+        let next = store
+            .page_of_schedule(&[], Some("s1"), page.next.as_ref(), 1)
+            .await
+            .unwrap();
+        assert_eq!(next.rows[0].id, "a0");
+        assert_eq!(store.page(&[], None, 10).await.unwrap().rows.len(), 4);
+    }
+
+    #[tokio::test]
     async fn prefixes_resolve_uniquely_or_say_why_not() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("silo.db")).await.unwrap();
