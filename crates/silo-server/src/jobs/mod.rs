@@ -438,6 +438,9 @@ impl JobManager {
         ));
         // The supervisor reports once the command runs or has failed to start.
         let _ = started.await;
+        if options.scheduled.is_some() {
+            self.stop_again_if_asked(&live);
+        }
         tracing::debug!(elapsed = ?t0.elapsed(), "job started");
         Ok(live.row.borrow().clone())
     }

@@ -8,10 +8,12 @@
 //! command held until the instant ([`ScheduledStart::wait`]), so that it starts on time;
 //! `scheduled_at` is stored with the job, and `started_at - scheduled_at` is its lateness.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use silo_proto::v1::{EndCause, JobSpec, JobState, StartFailure};
 
+use super::live::LiveJob;
 use super::{JobError, JobManager, JobOptions, now_micros, validate};
 use crate::store::{JobPage, JobRow, PageCursor};
 
@@ -145,6 +147,16 @@ impl JobManager {
         failed.ended_at = Some(now_micros());
         self.inner.store.end_scheduled(&failed).await?;
         self.get(&failed.id).await
+    }
+
+    /// A stop asked for while a start was held until its instant reached no process (the
+    /// init was not the job's yet): it is sent again now that the command runs.
+    pub(super) fn stop_again_if_asked(&self, live: &Arc<LiveJob>) {
+        if let Some(cause) = live.stop_cause()
+            && !live.has_ended()
+        {
+            live.begin_stop(cause, self.grace_of(&live.row.borrow()));
+        }
     }
 
     /// Cancels a SCHEDULED job: it ends STOPPED without having run. One that has just
