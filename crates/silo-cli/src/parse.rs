@@ -622,6 +622,13 @@ mod at_tests {
     }
 
     #[test]
+    fn in_takes_compound_durations() {
+        assert_eq!(parse_duration_ms("--in", "2h30m", MAX_AHEAD), Ok(9_000_000));
+        assert_eq!(parse_duration_ms("--in", "90s", MAX_AHEAD), Ok(90_000));
+        assert!(parse_duration_ms("--in", "400d", MAX_AHEAD).is_err());
+    }
+
+    #[test]
     fn garbage_and_far_futures_are_refused() {
         assert!(parse_at("tomorrow", now(), &berlin()).is_err());
         assert!(parse_at("2026-13-01T00:00", now(), &berlin()).is_err());
