@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         root.join("silo/v1/runtime.proto"),
         root.join("silo/v1/workflow.proto"),
         root.join("silo/v1/node.proto"),
+        root.join("silo/v1/schedule.proto"),
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());

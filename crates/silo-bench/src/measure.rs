@@ -58,6 +58,7 @@ async fn run_to_end(client: &mut Client, spec: JobSpec) -> Result<Instant> {
         .run_job(RunJobRequest {
             spec: Some(spec),
             uploads: vec![],
+            start_at: None,
         })
         .await?
         .into_inner();
@@ -150,6 +151,7 @@ pub async fn logs(config: &Path, bytes: u64, repeat: usize) -> Result<Value> {
             .run_job(RunJobRequest {
                 spec: Some(spec(&["head", "-c", &count, "/dev/zero"], None)),
                 uploads: vec![],
+                start_at: None,
             })
             .await?
             .into_inner();

@@ -11,12 +11,17 @@ use crate::parse::{self, EnvSetting, RuntimeRef};
 
 mod node;
 mod runtime;
+mod schedule;
 mod workflow;
 
 pub use node::{NodeArgs, TopArgs, TopSort};
 pub use runtime::{
     BuildArgs, ExportArgs, InstallArgs, RemoveArgs, RuntimeArgs, RuntimeCommand, RuntimeInfoArgs,
     RuntimeListArgs, VerifyArgs,
+};
+pub use schedule::{
+    MissedArg, OverlapArg, ScheduleArgs, ScheduleCommand, ScheduleIdArgs, ScheduleListArgs,
+    ScheduleStatusArgs,
 };
 pub use workflow::{
     GraphArgs, GraphFormat, ValidateArgs, WorkflowArgs, WorkflowCommand, WorkflowIdArgs,
@@ -46,6 +51,8 @@ pub enum ClientCommand {
     Workflow(WorkflowArgs),
     /// Build, install and inspect runtimes: root filesystems that jobs run in
     Runtime(RuntimeArgs),
+    /// Look at and control cron schedules (made by `silo job run --cron`)
+    Schedule(ScheduleArgs),
     /// Create certificates for silo's mutual TLS
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -127,7 +134,10 @@ Examples:
   silo job run --memory 512M --timeout 10m --upload ./src -- ./src/build.sh
   silo job run --runtime python-3.11 --upload ./app -- python3 app/main.py
   silo job run -d --name nightly --secret-env TOKEN -- ./backup.sh
-  silo job run --secret-env-file prod.env -- ./deploy.sh";
+  silo job run --secret-env-file prod.env -- ./deploy.sh
+  silo job run --at 2026-12-05T09:00:00+01:00 -- ./report.sh
+  silo job run --in 10m -- ./cleanup.sh
+  silo job run --cron '0 2 * * *' --tz Europe/Berlin -- ./backup.sh";
 
 /// `silo job run`.
 #[derive(Debug, Args)]
@@ -136,6 +146,33 @@ pub struct RunArgs {
     /// running. A job that failed to start also prints its reason and exits 125-127
     #[arg(short, long)]
     pub detach: bool,
+
+    /// Start the command at this time instead of now: 2026-12-05T09:00:00+01:00, or a
+    /// time without a zone (2026-12-05T09:00) in this machine's zone. Prints the job's id;
+    /// the job is SCHEDULED until then (`silo job stop` cancels it)
+    #[arg(long, value_name = "TIME", value_parser = at_arg, group = "when")]
+    pub at: Option<jiff::Timestamp>,
+
+    /// Start the command after this long instead of now (90s, 10m, 2h30m)
+    #[arg(long = "in", value_name = "DURATION", value_parser = in_arg, group = "when")]
+    pub in_: Option<u64>,
+
+    /// Run the command on this cron schedule instead of now ("*/5 * * * *"; a sixth,
+    /// leading field is seconds). Prints the schedule's id (see `silo schedule`)
+    #[arg(long, value_name = "EXPR", group = "when")]
+    pub cron: Option<String>,
+
+    /// The IANA time zone the --cron expression is read in (default UTC)
+    #[arg(long, value_name = "ZONE", requires = "cron")]
+    pub tz: Option<String>,
+
+    /// With --cron: what firings missed while the server was down do
+    #[arg(long, value_enum, value_name = "POLICY", requires = "cron")]
+    pub missed: Option<MissedArg>,
+
+    /// With --cron: whether a firing starts while the previous one's job still runs
+    #[arg(long, value_enum, value_name = "POLICY", requires = "cron")]
+    pub overlap: Option<OverlapArg>,
 
     /// A name for the job (need not be unique)
     #[arg(long, value_name = "NAME", value_parser = no_nul("--name"))]
@@ -185,8 +222,9 @@ pub struct RunArgs {
     pub runtime: Option<RuntimeRef>,
 
     /// Copy a file or directory into the job's work directory under its base name.
-    /// Symbolic links inside a directory must be relative and stay inside it. Repeatable
-    #[arg(short, long, value_name = "PATH")]
+    /// Symbolic links inside a directory must be relative and stay inside it. Repeatable.
+    /// Not with --at, --in or --cron
+    #[arg(short, long, value_name = "PATH", conflicts_with = "when")]
     pub upload: Vec<PathBuf>,
 
     /// CPU limit in percent of one core (50 = half a core, 250 = two and a half)
@@ -243,8 +281,8 @@ impl std::fmt::Debug for SecretArg {
 /// A job state for `--state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StateArg {
-    /// Accepted, not started yet
-    Pending,
+    /// Waiting for its start time (--at, --in)
+    Scheduled,
     /// Being set up
     Starting,
     /// Its command runs
@@ -260,7 +298,7 @@ pub enum StateArg {
 impl From<StateArg> for JobState {
     fn from(state: StateArg) -> Self {
         match state {
-            StateArg::Pending => JobState::Pending,
+            StateArg::Scheduled => JobState::Scheduled,
             StateArg::Starting => JobState::Starting,
             StateArg::Running => JobState::Running,
             StateArg::Completed => JobState::Completed,
@@ -284,6 +322,10 @@ pub struct ListArgs {
     /// Every job, however many
     #[arg(long, conflicts_with = "limit")]
     pub all: bool,
+
+    /// Only the jobs of this schedule (its id or a unique prefix)
+    #[arg(long, value_name = "ID", value_parser = job_id)]
+    pub schedule: Option<String>,
 
     /// Print a JSON array of jobs instead of a table
     #[arg(long)]
@@ -446,6 +488,15 @@ fn timeout_arg(value: &str) -> Result<u64, String> {
 fn grace_arg(value: &str) -> Result<u64, String> {
     parse::parse_duration_ms("--grace", value, parse::MAX_GRACE)
         .map_err(|err| err.reason().to_owned())
+}
+
+fn at_arg(value: &str) -> Result<jiff::Timestamp, String> {
+    parse::parse_at(value, jiff::Timestamp::now(), &jiff::tz::TimeZone::system())
+        .map_err(|err| err.reason().to_owned())
+}
+
+fn in_arg(value: &str) -> Result<u64, String> {
+    parse::parse_duration_ms("--in", value, parse::MAX_AHEAD).map_err(|err| err.reason().to_owned())
 }
 
 fn size_arg(value: &str) -> Result<u64, String> {

@@ -17,11 +17,11 @@ pub fn short_id(id: &str) -> &str {
     }
 }
 
-/// A state as users type and read it: `pending`, `running`, `completed`, ….
+/// A state as users type and read it: `scheduled`, `running`, `completed`, ….
 pub fn state_name(state: JobState) -> &'static str {
     match state {
         JobState::Unspecified => "unknown",
-        JobState::Pending => "pending",
+        JobState::Scheduled => "scheduled",
         JobState::Starting => "starting",
         JobState::Running => "running",
         JobState::Completed => "completed",

@@ -30,6 +30,10 @@ pub use cli::{
     TopSort, ValidateArgs, VerifyArgs, WorkflowArgs, WorkflowCommand, WorkflowIdArgs,
     WorkflowListArgs, WorkflowLogsArgs, WorkflowRunArgs, WorkflowStatusArgs,
 };
+pub use cli::{
+    MissedArg, OverlapArg, ScheduleArgs, ScheduleCommand, ScheduleIdArgs, ScheduleListArgs,
+    ScheduleStatusArgs,
+};
 pub use exit::{
     EXIT_BROKEN_PIPE, EXIT_CANNOT_EXECUTE, EXIT_INTERRUPTED, EXIT_NO_STATUS, EXIT_NOT_FOUND,
 };
@@ -76,6 +80,9 @@ pub fn run(command: ClientCommand) -> anyhow::Result<i32> {
         ClientCommand::Certs(certs) => return commands::certs::certs(certs),
         ClientCommand::Runtime(RuntimeArgs { global, command }) => {
             return client_runtime()?.block_on(commands::runtime::runtime(&global, command));
+        }
+        ClientCommand::Schedule(ScheduleArgs { global, command }) => {
+            return client_runtime()?.block_on(commands::schedule::schedule(&global, command));
         }
         ClientCommand::Workflow(WorkflowArgs { global, command }) => {
             return client_runtime()?.block_on(commands::workflow::workflow(&global, command));

@@ -773,3 +773,110 @@ A=replaced
         assert!(parse_exact_runtime_ref("Python@1.0.0").is_err());
     }
 }
+
+/// The longest `--in`, and how far ahead `--at` may be: the server's bound (a year).
+pub const MAX_AHEAD: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// Parses a `--at` time into an instant: RFC 3339 with an offset
+/// (`2026-12-05T09:00:00+01:00`, `…Z`), a time with an IANA zone
+/// (`2026-12-05T09:00[Europe/Berlin]`), or a time without a zone (`2026-12-05T09:00`,
+/// `2026-12-05 09:00:00`), read in `local` (this machine's zone; a wall time that zone
+/// skips or repeats resolves as jiff's "compatible" rule: after the gap, the first of the
+/// two).
+///
+/// Guarantees: the instant lies after `now` and at most [`MAX_AHEAD`] after it; the error
+/// for a past time shows now in `local` ("… is in the past (now …)").
+pub fn parse_at(
+    value: &str,
+    now: jiff::Timestamp,
+    local: &jiff::tz::TimeZone,
+) -> Result<jiff::Timestamp, ParseError> {
+    const WHAT: &str = "--at time";
+    let text = value.trim();
+    let instant = if let Ok(zoned) = text.parse::<jiff::Zoned>() {
+        zoned.timestamp()
+    } else if let Ok(instant) = text.parse::<jiff::Timestamp>() {
+        instant
+    } else if let Ok(civil) = text.parse::<jiff::civil::DateTime>() {
+        civil
+            .to_zoned(local.clone())
+            .map_err(|e| invalid(WHAT, value, e.to_string()))?
+            .timestamp()
+    } else {
+        return Err(invalid(
+            WHAT,
+            value,
+            "expected e.g. 2026-12-05T09:00:00+01:00, 2026-12-05T09:00 (this machine's zone) \
+             or 2026-12-05T09:00[Europe/Berlin]",
+        ));
+    };
+    if instant <= now {
+        let now = now.to_zoned(local.clone()).strftime("%Y-%m-%dT%H:%M:%S%:z");
+        return Err(invalid(
+            WHAT,
+            value,
+            format!("{text} is in the past (now {now})"),
+        ));
+    }
+    let ahead = instant.duration_since(now);
+    if ahead.as_secs() > MAX_AHEAD.as_secs() as i64 {
+        return Err(invalid(WHAT, value, "more than a year ahead"));
+    }
+    Ok(instant)
+}
+
+#[cfg(test)]
+mod at_tests {
+    use super::*;
+
+    fn now() -> jiff::Timestamp {
+        "2026-12-05T09:12:03Z".parse().unwrap()
+    }
+
+    fn berlin() -> jiff::tz::TimeZone {
+        jiff::tz::TimeZone::get("Europe/Berlin").unwrap()
+    }
+
+    #[test]
+    fn a_time_with_an_offset_or_zone_is_that_instant() {
+        let at = parse_at("2026-12-05T11:00:00+01:00", now(), &berlin()).unwrap();
+        assert_eq!(at.to_string(), "2026-12-05T10:00:00Z");
+        let at = parse_at("2026-12-05T11:00[America/New_York]", now(), &berlin()).unwrap();
+        assert_eq!(at.to_string(), "2026-12-05T16:00:00Z");
+        let at = parse_at("2026-12-06T00:00:00Z", now(), &berlin()).unwrap();
+        assert_eq!(at.to_string(), "2026-12-06T00:00:00Z");
+    }
+
+    #[test]
+    fn a_time_without_a_zone_is_read_in_the_local_zone_not_utc() {
+        let at = parse_at("2026-12-05T11:00", now(), &berlin()).unwrap();
+        assert_eq!(at.to_string(), "2026-12-05T10:00:00Z");
+        let ny = jiff::tz::TimeZone::get("America/New_York").unwrap();
+        let at = parse_at("2026-12-05 11:00:00", now(), &ny).unwrap();
+        assert_eq!(at.to_string(), "2026-12-05T16:00:00Z");
+    }
+
+    #[test]
+    fn a_past_time_is_refused_showing_now() {
+        let e = parse_at("2026-12-05T09:00:00+01:00", now(), &berlin()).unwrap_err();
+        assert_eq!(
+            e.reason(),
+            "2026-12-05T09:00:00+01:00 is in the past (now 2026-12-05T10:12:03+01:00)"
+        );
+    }
+
+    #[test]
+    fn in_takes_compound_durations() {
+        assert_eq!(parse_duration_ms("--in", "2h30m", MAX_AHEAD), Ok(9_000_000));
+        assert_eq!(parse_duration_ms("--in", "90s", MAX_AHEAD), Ok(90_000));
+        assert!(parse_duration_ms("--in", "400d", MAX_AHEAD).is_err());
+    }
+
+    #[test]
+    fn garbage_and_far_futures_are_refused() {
+        assert!(parse_at("tomorrow", now(), &berlin()).is_err());
+        assert!(parse_at("2026-13-01T00:00", now(), &berlin()).is_err());
+        let e = parse_at("2028-12-05T00:00:00Z", now(), &berlin()).unwrap_err();
+        assert_eq!(e.reason(), "more than a year ahead");
+    }
+}

@@ -3,6 +3,7 @@
 use silo_proto::v1::job_service_client::JobServiceClient;
 use silo_proto::v1::node_service_client::NodeServiceClient;
 use silo_proto::v1::runtime_service_client::RuntimeServiceClient;
+use silo_proto::v1::schedule_service_client::ScheduleServiceClient;
 use silo_proto::v1::workflow_service_client::WorkflowServiceClient;
 use silo_proto::v1::{GetJobRequest, Job, WatchJobRequest};
 use tonic::transport::Channel;
@@ -35,6 +36,8 @@ pub struct Session {
     pub workflows: WorkflowServiceClient<Channel>,
     /// The node service's gRPC client, on the same connection.
     pub nodes: NodeServiceClient<Channel>,
+    /// The schedule service's gRPC client, on the same connection.
+    pub schedules: ScheduleServiceClient<Channel>,
     /// `host:port`, for messages.
     pub address: String,
 }
@@ -49,7 +52,8 @@ impl Session {
             client: job_client(channel.clone()),
             runtimes: runtime_client(channel.clone()),
             workflows: workflow_client(channel.clone()),
-            nodes: node_client(channel),
+            nodes: node_client(channel.clone()),
+            schedules: ScheduleServiceClient::new(channel),
             address: target.entry.address,
         })
     }
@@ -78,6 +82,12 @@ impl Session {
     /// server without the service (older than this client) is named as such.
     pub fn node_error(&self, status: &tonic::Status) -> CallError {
         self.service_error(status, "node status", "node")
+    }
+
+    /// `status` from the schedule service as a [`CallError`]: as [`Session::error`], but
+    /// a server without the service (older than this client) is named as such.
+    pub fn schedule_error(&self, status: &tonic::Status) -> CallError {
+        self.service_error(status, "schedules", "schedule")
     }
 
     /// As [`Session::error`], but an Unimplemented answer from the server itself (not the

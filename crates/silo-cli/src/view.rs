@@ -93,6 +93,11 @@ pub struct JobView {
     limits: LimitsView,
     uploads: Vec<String>,
     usage: Option<UsageView>,
+    /// The instant it was scheduled to start at (`--at`, `--in`, a schedule's firing);
+    /// null for a job started at once.
+    scheduled_at: Option<String>,
+    /// The schedule whose firing created it; null if none.
+    schedule_id: Option<String>,
 }
 
 /// Resource usage as printed by `--json`; counters this host cannot measure are null.
@@ -205,6 +210,8 @@ impl From<&Job> for JobView {
             },
             uploads: job.uploads.clone(),
             usage: job.usage.as_ref().map(UsageView::from),
+            scheduled_at: rfc3339_millis(system_time(job.scheduled_at.as_ref())),
+            schedule_id: (!job.schedule_id.is_empty()).then(|| job.schedule_id.clone()),
         }
     }
 }
@@ -362,7 +369,8 @@ mod tests {
                 "limits": {"cpu_percent": null, "cpus": null, "memory_bytes": 67108864,
                            "io_bps": null, "pids": null, "disk_bytes": null},
                 "uploads": ["src"],
-                "usage": null
+                "usage": null,
+                "scheduled_at": null, "schedule_id": null
             })
         );
         assert!(!value.to_string().contains("hunter2"));

@@ -40,6 +40,12 @@ fn global(config: &Path) -> GlobalOptions {
 fn run_args(command: &[&str]) -> RunArgs {
     RunArgs {
         detach: false,
+        at: None,
+        in_: None,
+        cron: None,
+        tz: None,
+        missed: None,
+        overlap: None,
         name: None,
         env: Vec::new(),
         secret_env: Vec::new(),
@@ -141,6 +147,7 @@ fn read_commands_succeed_and_server_messages_are_shown_as_is() {
         state: Vec::new(),
         limit: None,
         all: false,
+        schedule: None,
         json: true,
     };
     assert_eq!(job(config, JobCommand::List(list)).unwrap(), 0);
@@ -178,6 +185,7 @@ fn list_pages_through_the_jobs_until_its_limit() {
             state: vec![silo_cli::StateArg::Completed],
             limit,
             all,
+            schedule: None,
             json,
         };
         assert_eq!(job(&setup.config, JobCommand::List(args)).unwrap(), 0);
@@ -222,6 +230,7 @@ fn list_error(config: &Path) -> String {
         state: Vec::new(),
         limit: None,
         all: false,
+        schedule: None,
         json: false,
     };
     error_message(&job(config, JobCommand::List(list)).unwrap_err())

@@ -22,7 +22,7 @@ mod tests {
         let final_states = [JobState::Completed, JobState::Failed, JobState::Stopped];
         let other_states = [
             JobState::Unspecified,
-            JobState::Pending,
+            JobState::Scheduled,
             JobState::Starting,
             JobState::Running,
         ];

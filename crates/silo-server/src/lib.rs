@@ -9,6 +9,7 @@ mod logs;
 pub mod node;
 pub mod runtimes;
 pub mod secrets;
+pub mod schedules;
 mod service;
 pub mod store;
 pub mod workflows;
@@ -139,6 +140,9 @@ pub enum ServerError {
     /// The workflow engine could not start.
     #[error(transparent)]
     Workflows(#[from] workflows::WorkflowError),
+    /// The scheduler could not start.
+    #[error(transparent)]
+    Schedules(#[from] schedules::ScheduleError),
     /// silo's cgroup subtree is another server's ([`silo_cgroup::CgroupError::InUse`]).
     #[error(transparent)]
     Cgroups(silo_cgroup::CgroupError),
@@ -192,6 +196,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     let store = store::Store::open(&state.join("silo.db")).await?;
     let workflow_store = store.clone();
     let secret_key = std::sync::Arc::new(secrets::load_key(state, &store.pool()).await?);
+    let schedule_pool = store.pool();
     let settings = JobSettings {
         jobs_dir: state.join("jobs"),
         log_cap_bytes: args.log_cap,
@@ -263,6 +268,8 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         state.join("workflows"),
     )
     .await?;
+    let scheduler =
+        schedules::Scheduler::start(schedule_pool, jobs.clone(), catalog.clone()).await?;
     let public_key = certs.dir.join("runtime-signing.pub");
     std::fs::write(&public_key, catalog.public_key().to_text() + "\n")
         .map_err(|e| host("write", &public_key, e))?;
@@ -321,7 +328,10 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
             &info,
             stopping_rx,
         ));
-    let api = JobServiceServer::new(service::JobApi::new(jobs.clone(), catalog, info))
+    let schedule_api = silo_proto::v1::schedule_service_server::ScheduleServiceServer::new(
+        schedules::service::ScheduleApi::new(scheduler.clone()),
+    );
+    let api = JobServiceServer::new(service::JobApi::new(jobs.clone(), catalog, info).with_scheduler(scheduler))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(64 << 20);
 
@@ -333,6 +343,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         .add_service(api)
         .add_service(runtime_api)
         .add_service(workflow_api)
+        .add_service(schedule_api)
         .add_service(node_api)
         .serve_with_incoming_shutdown(listener::incoming(listener, tls), async move {
             shutdown().await;
@@ -485,9 +496,15 @@ fn server_info(
                 "runtimes".into(),
                 "workflows".into(),
                 "secrets".into(),
+                "schedules".into(),
             ]
         } else {
-            vec!["runtimes".into(), "workflows".into(), "secrets".into()]
+            vec![
+                "runtimes".into(),
+                "workflows".into(),
+                "secrets".into(),
+                "schedules".into(),
+            ]
         },
         ..Default::default()
     }

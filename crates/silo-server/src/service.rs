@@ -31,6 +31,8 @@ pub struct JobApi {
     runtimes: crate::runtimes::Catalog,
     /// What GetServerInfo says of this server (the caller's part is filled per call).
     info: ServerInfo,
+    /// Where jobs with a start time go; without it, RunJob refuses start_at.
+    scheduler: Option<crate::schedules::Scheduler>,
 }
 
 impl JobApi {
@@ -40,7 +42,50 @@ impl JobApi {
             jobs,
             runtimes,
             info,
+            scheduler: None,
         }
+    }
+
+    /// The service, handing jobs with a start time to `scheduler`.
+    pub fn with_scheduler(self, scheduler: crate::schedules::Scheduler) -> JobApi {
+        JobApi {
+            scheduler: Some(scheduler),
+            ..self
+        }
+    }
+
+    /// RunJob with a start time: validated and stored SCHEDULED, answered at once.
+    async fn schedule_job(
+        &self,
+        spec: silo_proto::v1::JobSpec,
+        uploads: &[silo_proto::v1::Upload],
+        owner: String,
+        start_at: prost_types::Timestamp,
+    ) -> Result<Job, Status> {
+        let Some(scheduler) = self.scheduler.clone() else {
+            return Err(Status::failed_precondition(
+                "this server does not schedule jobs",
+            ));
+        };
+        if !uploads.is_empty() {
+            return Err(Status::invalid_argument(
+                "uploads cannot be combined with start_at: a scheduled job takes no uploads",
+            ));
+        }
+        if !(0..1_000_000_000).contains(&start_at.nanos) {
+            return Err(Status::invalid_argument(
+                "start_at.nanos must be 0-999999999",
+            ));
+        }
+        let at = start_at
+            .seconds
+            .checked_mul(1_000_000)
+            .and_then(|s| s.checked_add(i64::from(start_at.nanos / 1000)))
+            .ok_or_else(|| Status::invalid_argument("start_at is out of range"))?;
+        let row = tokio::spawn(async move { scheduler.schedule_job(spec, owner, at).await })
+            .await
+            .map_err(|e| Status::internal(format!("the job's scheduling failed: {e}")))??;
+        Ok(to_proto(row))
     }
 }
 
@@ -95,6 +140,8 @@ pub fn to_proto(row: JobRow) -> Job {
         start_failure: row.start_failure as i32,
         failed_step: row.failed_step.unwrap_or_default(),
         errno: row.errno,
+        scheduled_at: timestamp(row.scheduled_at),
+        schedule_id: row.schedule_id.unwrap_or_default(),
     }
 }
 
@@ -150,6 +197,12 @@ impl JobService for JobApi {
         let mut spec = req
             .spec
             .ok_or_else(|| Status::invalid_argument("the request has no job spec"))?;
+        if let Some(start_at) = req.start_at {
+            let job = self
+                .schedule_job(spec, &req.uploads, owner, start_at)
+                .await?;
+            return Ok(Response::new(job));
+        }
         // The runtime is picked (and held installed) here; the job records the exact
         // version, and counts as its user once live.
         let runtime = match spec.runtime.as_str() {
@@ -226,7 +279,14 @@ impl JobService for JobApi {
         };
         let view = JobView::try_from(req.view)
             .map_err(|_| Status::invalid_argument(format!("unknown job view {}", req.view)))?;
-        let page = self.jobs.list(&states, after.as_ref(), size).await?;
+        let page = match req.schedule_id.as_str() {
+            "" => self.jobs.list(&states, after.as_ref(), size).await?,
+            schedule => {
+                self.jobs
+                    .list_of_schedule(&states, schedule, after.as_ref(), size)
+                    .await?
+            }
+        };
         let mut jobs = Vec::with_capacity(page.rows.len());
         let mut bytes = 0;
         let mut next = page.next;

@@ -34,6 +34,9 @@ pub enum StoreError {
         /// How many jobs match (at least two).
         count: usize,
     },
+    /// A job with this id exists already and is not SCHEDULED.
+    #[error("job {0} exists already")]
+    Conflict(String),
     /// A stored row cannot be read back.
     #[error("stored job {id} is unreadable: {what}")]
     Corrupt {
@@ -169,6 +172,10 @@ pub struct JobRow {
     pub errno: Option<i32>,
     /// The caller's idempotency token, unique among jobs (see [`Store::find_by_token`]).
     pub request_token: Option<String>,
+    /// The instant it was scheduled to start at (a one-shot or a schedule's firing).
+    pub scheduled_at: Option<i64>,
+    /// The schedule whose firing created it.
+    pub schedule_id: Option<String>,
 }
 
 /// The job store.
@@ -179,7 +186,8 @@ pub struct Store {
 
 const COLUMNS: &str = "id, name, owner, spec, uploads, state, reason, exit_code, signal, \
                        created_at, started_at, ended_at, init_pid, init_start, usage, host_id, \
-                       end_cause, start_failure, failed_step, errno, request_token";
+                       end_cause, start_failure, failed_step, errno, request_token, \
+                       scheduled_at, schedule_id";
 
 impl Store {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
@@ -204,20 +212,31 @@ impl Store {
         self.pool.clone()
     }
 
-    /// Stores a new job.
+    /// Stores a new job, or the start of a job stored as SCHEDULED under the same id (its
+    /// row is replaced); any other row with that id is an error (nothing changes).
     pub async fn insert(&self, job: &JobRow) -> Result<(), StoreError> {
         self.insert_with_secrets(job, &[]).await
     }
 
-    /// Stores a new job and its sealed secret variables, all or nothing.
+    /// Stores a new job (or the start of a SCHEDULED one, as [`Store::insert`]) and its
+    /// sealed secret variables, all or nothing.
     pub async fn insert_with_secrets(
         &self,
         job: &JobRow,
         secrets: &[crate::secrets::Sealed],
     ) -> Result<(), StoreError> {
+        let replace: Vec<String> = COLUMNS
+            .split(',')
+            .map(str::trim)
+            .filter(|c| *c != "id")
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect();
         let mut tx = self.pool.begin().await?;
-        sqlx::query(&format!(
-            "INSERT INTO jobs ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        let done = sqlx::query(&format!(
+            "INSERT INTO jobs ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET {} WHERE jobs.state = {}",
+            replace.join(", "),
+            JobState::Scheduled as i32
         ))
         .bind(&job.id)
         .bind(&job.spec.name)
@@ -240,11 +259,17 @@ impl Store {
         .bind(&job.failed_step)
         .bind(job.errno)
         .bind(&job.request_token)
+        .bind(job.scheduled_at)
+        .bind(&job.schedule_id)
         .execute(&mut *tx)
         .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict(job.id.clone()));
+        }
         for sealed in secrets {
             sqlx::query(
-                "INSERT INTO job_secrets (job_id, name, nonce, ciphertext) VALUES (?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO job_secrets (job_id, name, nonce, ciphertext) \
+                 VALUES (?, ?, ?, ?)",
             )
             .bind(&job.id)
             .bind(&sealed.name)
@@ -274,6 +299,40 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+
+    /// Ends a job that is still SCHEDULED as `job` says (its state, reason, end); false
+    /// when it is no longer SCHEDULED (it has started, or ended already).
+    pub async fn end_scheduled(&self, job: &JobRow) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET state = ?, reason = ?, ended_at = ?, end_cause = ?, \
+             start_failure = ? WHERE id = ? AND state = ?",
+        )
+        .bind(job.state as i32)
+        .bind(&job.reason)
+        .bind(job.ended_at)
+        .bind(job.end_cause as i32)
+        .bind(job.start_failure as i32)
+        .bind(&job.id)
+        .bind(JobState::Scheduled as i32)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// The jobs waiting for their start time: id and instant, earliest first.
+    pub async fn scheduled(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows: Vec<(String, Option<i64>)> = sqlx::query_as(
+            "SELECT id, scheduled_at FROM jobs WHERE state = ? ORDER BY scheduled_at",
+        )
+        .bind(JobState::Scheduled as i32)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, at)| (id, at.unwrap_or(0)))
+            .collect())
     }
 
     /// The job a caller started with `token`, if it exists.
@@ -350,9 +409,22 @@ impl Store {
         after: Option<&PageCursor>,
         size: u32,
     ) -> Result<JobPage, StoreError> {
+        self.page_of_schedule(states, None, after, size).await
+    }
+
+    /// As [`Store::page`], only jobs created by the schedule `schedule` when it is given.
+    pub async fn page_of_schedule(
+        &self,
+        states: &[JobState],
+        schedule: Option<&str>,
+        after: Option<&PageCursor>,
+        size: u32,
+    ) -> Result<JobPage, StoreError> {
         let size = size.max(1) as usize;
         // One more than asked tells whether another page follows.
-        let mut rows = self.select(states, after, size as i64 + 1).await?;
+        let mut rows = self
+            .select_of_schedule(states, schedule, after, size as i64 + 1)
+            .await?;
         let next = if rows.len() > size {
             rows.truncate(size);
             rows.last().map(PageCursor::after)
@@ -369,7 +441,21 @@ impl Store {
         after: Option<&PageCursor>,
         limit: i64,
     ) -> Result<Vec<JobRow>, StoreError> {
+        self.select_of_schedule(states, None, after, limit).await
+    }
+
+    /// As [`Store::select`], only jobs of the schedule `schedule` when it is given.
+    async fn select_of_schedule(
+        &self,
+        states: &[JobState],
+        schedule: Option<&str>,
+        after: Option<&PageCursor>,
+        limit: i64,
+    ) -> Result<Vec<JobRow>, StoreError> {
         let mut conditions = Vec::new();
+        if schedule.is_some() {
+            conditions.push("schedule_id = ?".to_owned());
+        }
         if !states.is_empty() {
             let list: Vec<String> = states.iter().map(|s| (*s as i32).to_string()).collect();
             conditions.push(format!("state IN ({})", list.join(",")));
@@ -389,6 +475,9 @@ impl Store {
             "SELECT {COLUMNS} FROM jobs {filter} ORDER BY created_at DESC, id DESC LIMIT ?"
         );
         let mut query = sqlx::query(&sql);
+        if let Some(schedule) = schedule {
+            query = query.bind(schedule);
+        }
         if let Some(cursor) = after {
             query = query.bind(cursor.created_at).bind(&cursor.id);
         }
@@ -399,7 +488,8 @@ impl Store {
     /// Jobs that had not ended when the previous server stopped.
     pub async fn unfinished(&self) -> Result<Vec<JobRow>, StoreError> {
         self.list(
-            &[JobState::Pending, JobState::Starting, JobState::Running],
+            // SCHEDULED jobs have not started: the scheduler arms them again.
+            &[JobState::Starting, JobState::Running],
             u32::MAX,
         )
         .await
@@ -496,6 +586,8 @@ fn decode(row: &SqliteRow) -> Result<JobRow, StoreError> {
         failed_step: row.try_get("failed_step")?,
         errno: row.try_get("errno")?,
         request_token: row.try_get("request_token")?,
+        scheduled_at: row.try_get("scheduled_at")?,
+        schedule_id: row.try_get("schedule_id")?,
         id,
     })
 }
@@ -577,6 +669,71 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(left, 0);
+    }
+
+    #[tokio::test]
+    async fn a_scheduled_job_is_replaced_by_its_start_once_and_only_while_scheduled() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("silo.db")).await.unwrap();
+        let mut waiting = job("aa11", 1, JobState::Scheduled);
+        waiting.init = None;
+        waiting.scheduled_at = Some(5_000);
+        store.insert(&waiting).await.unwrap();
+        assert_eq!(
+            store.scheduled().await.unwrap(),
+            [("aa11".to_owned(), 5_000)]
+        );
+        // Jobs that have not started are not the restart's to reconcile.
+        assert!(store.unfinished().await.unwrap().is_empty());
+        let mut started = waiting.clone();
+        started.state = JobState::Starting;
+        started.request_token = Some("s:5000".into());
+        store.insert(&started).await.unwrap();
+        assert_eq!(store.get("aa11").await.unwrap(), started);
+        assert!(store.scheduled().await.unwrap().is_empty());
+        // A second start of the same id is refused, and changes nothing.
+        let mut again = started.clone();
+        again.owner = "other".into();
+        assert!(matches!(
+            store.insert(&again).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(store.get("aa11").await.unwrap(), started);
+        // Ending it as if still SCHEDULED (a late cancel) does nothing either.
+        let mut cancelled = started.clone();
+        cancelled.state = JobState::Stopped;
+        assert!(!store.end_scheduled(&cancelled).await.unwrap());
+        assert_eq!(store.get("aa11").await.unwrap().state, JobState::Starting);
+    }
+
+    #[tokio::test]
+    async fn pages_of_a_schedule_hold_only_its_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("silo.db")).await.unwrap();
+        for (i, schedule) in [Some("s1"), None, Some("s2"), Some("s1")]
+            .into_iter()
+            .enumerate()
+        {
+            let mut j = job(&format!("a{i}"), i as i64, JobState::Completed);
+            j.schedule_id = schedule.map(str::to_owned);
+            store.insert(&j).await.unwrap();
+        }
+        let page = store
+            .page_of_schedule(&[], Some("s1"), None, 10)
+            .await
+            .unwrap();
+        let ids: Vec<&str> = page.rows.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["a3", "a0"]);
+        let page = store
+            .page_of_schedule(&[], Some("s1"), None, 1)
+            .await
+            .unwrap();
+        let next = store
+            .page_of_schedule(&[], Some("s1"), page.next.as_ref(), 1)
+            .await
+            .unwrap();
+        assert_eq!(next.rows[0].id, "a0");
+        assert_eq!(store.page(&[], None, 10).await.unwrap().rows.len(), 4);
     }
 
     #[tokio::test]

@@ -83,6 +83,7 @@ async fn failures_to_start_are_failed_jobs_with_a_clear_reason() {
                 mode: 0o644,
                 directory: false,
             }],
+            start_at: None,
         })
         .await
         .unwrap()
@@ -221,6 +222,7 @@ async fn uploads_land_in_the_work_directory() {
                     directory: false,
                 },
             ],
+            start_at: None,
         })
         .await
         .unwrap()
@@ -362,6 +364,7 @@ async fn bad_requests_are_refused_and_change_nothing() {
             .run_job(RunJobRequest {
                 spec: Some(s.clone()),
                 uploads,
+                start_at: None,
             })
             .await
             .unwrap_err();
@@ -408,6 +411,7 @@ async fn viewers_read_and_only_admins_change() {
         .run_job(RunJobRequest {
             spec: Some(spec(&["true"])),
             uploads: vec![],
+            start_at: None,
         })
         .await
         .unwrap_err();
@@ -522,6 +526,7 @@ async fn past_the_job_cap_run_is_resource_exhausted() {
         .run_job(RunJobRequest {
             spec: Some(spec(&["true"])),
             uploads: vec![],
+            start_at: None,
         })
         .await
         .unwrap_err();
@@ -739,6 +744,7 @@ async fn uploads_the_work_directory_cannot_hold_are_refused_naming_no_host_path(
             .run_job(RunJobRequest {
                 spec: Some(spec(&["true"])),
                 uploads,
+                start_at: None,
             })
             .await
             .unwrap_err();
@@ -877,6 +883,7 @@ async fn concurrent_runs_never_exceed_the_job_cap() {
                 c.run_job(RunJobRequest {
                     spec: Some(spec(&["sleep", "5"])),
                     uploads: vec![],
+                    start_at: None,
                 })
                 .await
             }
@@ -917,6 +924,7 @@ async fn jobs_adopted_after_a_restart_count_against_the_job_cap() {
         .run_job(RunJobRequest {
             spec: Some(spec(&["true"])),
             uploads: vec![],
+            start_at: None,
         })
         .await
         .unwrap_err();

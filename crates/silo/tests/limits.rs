@@ -253,6 +253,7 @@ async fn server_maximums_refuse_and_defaults_fill_in() {
                 },
             )),
             uploads: vec![],
+            start_at: None,
         })
         .await
         .unwrap_err();

@@ -250,6 +250,7 @@ async fn an_unknown_runtime_is_refused_naming_the_installed_ones() {
         .run_job(RunJobRequest {
             spec: Some(in_runtime("python-9", "true")),
             uploads: vec![],
+            start_at: None,
         })
         .await
         .unwrap_err();
@@ -263,6 +264,7 @@ async fn an_unknown_runtime_is_refused_naming_the_installed_ones() {
         .run_job(RunJobRequest {
             spec: Some(in_runtime("python-9", "true")),
             uploads: vec![],
+            start_at: None,
         })
         .await
         .unwrap_err();

@@ -333,6 +333,7 @@ async fn bad_secrets_are_refused_without_repeating_them_and_start_nothing() {
             .run_job(RunJobRequest {
                 spec: Some(s),
                 uploads: vec![],
+                start_at: None,
             })
             .await
             .unwrap_err();

@@ -28,7 +28,20 @@ const MAX_PAGE_SIZE: u32 = 1000;
 /// The jobs come a page at a time; the table asks for summaries (all it shows), `--json`
 /// for whole jobs.
 pub async fn list(global: &GlobalOptions, args: ListArgs) -> anyhow::Result<i32> {
-    let session = Session::open(global).await?;
+    let mut session = Session::open(global).await?;
+    // The server filters by the full id; a prefix is resolved first. A full id stands
+    // as it is: the jobs of a deleted schedule keep its id.
+    let schedule_id = match &args.schedule {
+        Some(id) if id.len() == 32 => id.to_ascii_lowercase(),
+        Some(prefix) => {
+            let request = silo_proto::v1::GetScheduleRequest { id: prefix.clone() };
+            match session.schedules.get_schedule(request).await {
+                Ok(response) => response.into_inner().id,
+                Err(status) => return Err(session.schedule_error(&status).into()),
+            }
+        }
+        None => String::new(),
+    };
     let states: Vec<i32> = args
         .state
         .iter()
@@ -49,6 +62,7 @@ pub async fn list(global: &GlobalOptions, args: ListArgs) -> anyhow::Result<i32>
             page_size,
             page_token,
             view: view as i32,
+            schedule_id: schedule_id.clone(),
         };
         async move { client.list_jobs(request).await.map(|r| r.into_inner()) }
     })
@@ -199,14 +213,14 @@ mod tests {
                 &["sh", "-c", "while true; do echo tick; sleep 1; done"],
             )
         };
-        let pending = job("0000ffff", "", JobState::Pending, &["true"]);
-        let table = render_table(&[running, completed, killed, pending], now);
+        let scheduled = job("0000ffff", "", JobState::Scheduled, &["true"]);
+        let table = render_table(&[running, completed, killed, scheduled], now);
         let expected = "\
 ID         NAME    STATE       EXIT      STARTED   DURATION   COMMAND
 3f2a1b2c   -       running     -         2m ago    2m5s       sleep 1000
 9c0d4e5f   build   completed   0         3s ago    1.2s       make -j4
 77aa88bb   long    stopped     SIGKILL   2h ago    1h0m       sh -c 'while true; do echo tick; sleep…
-0000ffff   -       pending     -         -         -          true
+0000ffff   -       scheduled   -         -         -          true
 ";
         assert_eq!(table, expected);
     }
@@ -319,7 +333,7 @@ ID         NAME    STATE       EXIT      STARTED   DURATION   COMMAND
     #[test]
     fn names_with_newlines_stay_on_one_line() {
         let table = render_table(
-            &[job("abc", "a\nb", JobState::Pending, &["x"])],
+            &[job("abc", "a\nb", JobState::Scheduled, &["x"])],
             SystemTime::UNIX_EPOCH,
         );
         assert_eq!(table.lines().count(), 2, "{table}");

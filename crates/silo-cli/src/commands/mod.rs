@@ -8,6 +8,7 @@ pub mod logs;
 pub mod node;
 pub mod run;
 pub mod runtime;
+pub mod schedule;
 pub mod stats;
 pub mod status;
 pub mod stop;

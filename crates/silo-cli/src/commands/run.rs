@@ -20,6 +20,9 @@ use crate::uploads::collect_uploads;
 pub async fn run(global: &GlobalOptions, args: RunArgs) -> anyhow::Result<i32> {
     let request = build_request(&args)?;
     let mut session = Session::open(global).await?;
+    if let Some(cron) = &args.cron {
+        return super::schedule::create(&mut session, &args, cron, request).await;
+    }
     // A server older than runtimes would ignore the field and run the job on its own tree.
     if let Some(runtime) = &args.runtime
         && !session.offers_runtimes().await?
@@ -29,10 +32,16 @@ pub async fn run(global: &GlobalOptions, args: RunArgs) -> anyhow::Result<i32> {
             session.address
         );
     }
+    let scheduled = request.start_at.is_some();
     let job = match session.client.run_job(request).await {
         Ok(response) => response.into_inner(),
         Err(status) => return Err(session.error(&status).into()),
     };
+    if scheduled {
+        let at = super::schedule::local_time(job.scheduled_at.as_ref());
+        say(format_args!("job {} scheduled for {at}", short_id(&job.id)));
+        return print(&format!("{}\n", job.id));
+    }
     if args.detach {
         let printed = print(&format!("{}\n", job.id))?;
         if failed_to_start(&job) {
@@ -137,7 +146,23 @@ pub fn build_request(args: &RunArgs) -> anyhow::Result<RunJobRequest> {
                 .unwrap_or_default(),
         }),
         uploads,
+        start_at: start_at(args).map(|at| prost_types::Timestamp {
+            seconds: at.as_second(),
+            nanos: at.subsec_nanosecond(),
+        }),
     })
+}
+
+/// The instant `--at` or `--in` asks for, if either.
+fn start_at(args: &RunArgs) -> Option<jiff::Timestamp> {
+    match (args.at, args.in_) {
+        (Some(at), _) => Some(at),
+        (None, Some(ms)) => {
+            let span = jiff::SignedDuration::from_millis(i64::try_from(ms).unwrap_or(i64::MAX));
+            jiff::Timestamp::now().checked_add(span).ok()
+        }
+        (None, None) => None,
+    }
 }
 
 /// Whether the job never ran: failed with neither an exit code nor a signal.

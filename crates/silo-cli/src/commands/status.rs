@@ -24,8 +24,9 @@ pub async fn status(global: &GlobalOptions, args: StatusArgs) -> anyhow::Result<
 }
 
 /// The job as aligned `key: value` lines, in a fixed order: id, name, state, reason,
-/// exit, owner, created, started, ended (RFC 3339, UTC), duration, command, runtime,
-/// workdir, env (names only), limits, timeout, grace, uploads. Unset values read `-`.
+/// exit, owner, created, due, schedule, started, ended (RFC 3339, UTC), duration, command,
+/// runtime, workdir, env (names only), limits, timeout, grace, uploads. Unset values read
+/// `-`.
 pub fn render_status(job: &Job, now: SystemTime) -> String {
     let spec = job.spec.clone().unwrap_or_default();
     let limits = spec.limits.clone().unwrap_or_default();
@@ -65,6 +66,9 @@ pub fn render_status(job: &Job, now: SystemTime) -> String {
         ("exit", exit_text(job)),
         ("owner", text(&job.owner)),
         ("created", time(job.created_at.as_ref())),
+        // The instant a scheduled job was due (--at, --in, a schedule's firing).
+        ("due", time(job.scheduled_at.as_ref())),
+        ("schedule", text(&job.schedule_id)),
         ("started", time(job.started_at.as_ref())),
         ("ended", time(job.ended_at.as_ref())),
         (
@@ -167,6 +171,8 @@ cause:    -
 exit:     SIGTERM
 owner:    admin
 created:  2023-11-14T22:13:20Z
+due:      -
+schedule: -
 started:  2023-11-14T22:13:20Z
 ended:    -
 duration: 5.0s

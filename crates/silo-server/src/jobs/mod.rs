@@ -9,6 +9,8 @@ pub mod live;
 mod ready;
 mod reconcile;
 mod resources;
+mod scheduled;
+pub use scheduled::ScheduledStart;
 mod supervisor;
 pub mod top;
 pub mod uploads;
@@ -97,6 +99,9 @@ pub struct JobOptions {
     /// crashed) finds the job by it ([`JobManager::find_by_token`]), or knows that it
     /// never existed (the job is stored before its command starts).
     pub request_token: Option<String>,
+    /// A start at a given instant (a SCHEDULED job's, or a schedule's firing): the job is
+    /// prepared ahead and its command held until then.
+    pub scheduled: Option<ScheduledStart>,
 }
 
 /// Why a job operation failed; each maps to one gRPC status.
@@ -364,15 +369,24 @@ impl JobManager {
             self.inner.host_ids.give_back(host_id);
             return Err(e);
         }
-        let mut ready = match self
-            .take_ready(
-                spec.network() != JobNetwork::Host,
-                disk,
-                &rootfs,
-                root.as_ref().is_some_and(|r| r.pooled && !r.writable),
-            )
-            .await
-        {
+        let private_network = spec.network() != JobNetwork::Host;
+        let taken = match options.scheduled.as_ref().and_then(|s| s.job_id.clone()) {
+            // A SCHEDULED job starts under the id it was given when it was stored.
+            Some(id) => {
+                self.spawn_ready_as(id, private_network, disk, &rootfs, 0)
+                    .await
+            }
+            None => {
+                self.take_ready(
+                    private_network,
+                    disk,
+                    &rootfs,
+                    root.as_ref().is_some_and(|r| r.pooled && !r.writable),
+                )
+                .await
+            }
+        };
+        let mut ready = match taken {
             Ok(ready) => ready,
             Err(e) => {
                 self.inner.host_ids.give_back(host_id);
@@ -401,6 +415,10 @@ impl JobManager {
             request_token: options.request_token.clone(),
             ..JobRow::default()
         };
+        let row = match &options.scheduled {
+            Some(at) => at.mark(row),
+            None => row,
+        };
         let live = Arc::new(LiveJob::new(row));
         live.hold_slot(slot);
         if let Ok(mut map) = self.inner.live.lock() {
@@ -419,6 +437,9 @@ impl JobManager {
         if let Some(iso) = init_spec.isolation.as_mut() {
             iso.shared_dir = options.shared_dir.clone();
         }
+        if let Some(at) = &options.scheduled {
+            at.wait().await;
+        }
         let (tx, started) = tokio::sync::oneshot::channel();
         tokio::spawn(supervisor::supervise(
             self.clone(),
@@ -429,6 +450,9 @@ impl JobManager {
         ));
         // The supervisor reports once the command runs or has failed to start.
         let _ = started.await;
+        if options.scheduled.is_some() {
+            self.stop_again_if_asked(&live);
+        }
         tracing::debug!(elapsed = ?t0.elapsed(), "job started");
         Ok(live.row.borrow().clone())
     }
@@ -706,7 +730,11 @@ impl JobManager {
     pub async fn stop(&self, prefix: &str, grace: Option<Duration>) -> Result<JobRow, JobError> {
         let id = self.resolve(prefix).await?;
         let Some(live) = self.live(&id) else {
-            return Ok(self.inner.store.get(&id).await?);
+            let row = self.inner.store.get(&id).await?;
+            if row.state == JobState::Scheduled {
+                return self.cancel_scheduled(row).await;
+            }
+            return Ok(row);
         };
         let grace = grace.unwrap_or_else(|| self.grace_of(&live.row.borrow()));
         live.begin_stop(StopCause::Request, grace);
@@ -725,7 +753,15 @@ impl JobManager {
         let id = self.resolve(prefix).await?;
         let state = match self.live(&id) {
             Some(live) => live.row.borrow().state,
-            None => self.inner.store.get(&id).await?.state,
+            None => {
+                let row = self.inner.store.get(&id).await?;
+                if row.state == JobState::Scheduled {
+                    // Deleting a job that has not started cancels it first.
+                    self.cancel_scheduled(row).await?.state
+                } else {
+                    row.state
+                }
+            }
         };
         if !state.is_final() {
             return Err(JobError::StillRunning(id));

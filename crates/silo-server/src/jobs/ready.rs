@@ -64,6 +64,20 @@ impl JobManager {
         nice: i32,
     ) -> Result<ReadyInit, JobError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
+        self.spawn_ready_as(id, private_network, disk_bytes, rootfs, nice)
+            .await
+    }
+
+    /// As [`JobManager::spawn_ready`], under the id `id` (a SCHEDULED job's, which has no
+    /// directory or cgroup yet).
+    pub(super) async fn spawn_ready_as(
+        &self,
+        id: String,
+        private_network: bool,
+        disk_bytes: Option<u64>,
+        rootfs: &Rootfs,
+        nice: i32,
+    ) -> Result<ReadyInit, JobError> {
         let dir = self.job_dir(&id);
         let root = dir.join("root");
         let log = create_job_dir(&dir, &root).await?;

@@ -371,6 +371,7 @@ impl Engine {
             root,
             shared_dir: Some(self.workflow_dir(id).join("shared")),
             request_token: Some(Self::token(id, node, attempt, k)),
+            ..JobOptions::default()
         };
         let started = self
             .inner

@@ -184,6 +184,13 @@ impl TestServer {
         self.launch();
     }
 
+    /// Kills the server abruptly (SIGKILL), keeps it down for `down`, and starts it again.
+    pub fn crash_and_restart_after(&mut self, down: Duration) {
+        self.stop();
+        std::thread::sleep(down);
+        self.start_again();
+    }
+
     /// The CLI, configured as admin.
     pub fn cli(&self) -> assert_cmd::Command {
         let mut c = assert_cmd::Command::new(silo_bin());
@@ -353,6 +360,10 @@ fn kill_inits_under(state: &Path) {
             let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
                 continue;
             };
+            // A test that opens the store itself may hold a file of the state dir as fd 4.
+            if pid == std::process::id() as i32 {
+                continue;
+            }
             let log = std::fs::read_link(format!("/proc/{pid}/fd/4"));
             if log.is_ok_and(|p| p.starts_with(state)) {
                 alive += 1;
@@ -415,6 +426,7 @@ pub async fn run_spec(client: &mut JobServiceClient<Channel>, spec: JobSpec) -> 
         .run_job(RunJobRequest {
             spec: Some(spec),
             uploads: vec![],
+            start_at: None,
         })
         .await
         .unwrap()

@@ -68,6 +68,7 @@ async fn a_disk_smaller_than_16_mib_or_above_the_maximum_is_refused() {
             .run_job(silo_proto::v1::RunJobRequest {
                 spec: Some(s),
                 uploads: vec![],
+                start_at: None,
             })
             .await
             .unwrap_err();
