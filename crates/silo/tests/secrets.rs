@@ -12,8 +12,8 @@ use prost::Message;
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use silo_proto::v1::{
-    DeleteJobRequest, JobView, ListJobsRequest, RunJobRequest, SecretVar, StreamLogsRequest,
-    WatchJobRequest,
+    DeleteJobRequest, JobState, JobView, ListJobsRequest, RunJobRequest, SecretVar,
+    StreamLogsRequest, WatchJobRequest,
 };
 
 /// 32 random letters and digits.
@@ -560,4 +560,64 @@ async fn a_workflows_secrets_reach_its_jobs_are_stored_sealed_and_survive_a_rota
         );
         assert!(!contains(bytes, &own), "the job's secret is in {name}");
     }
+}
+
+#[tokio::test]
+async fn a_scheduled_job_gets_its_secret_at_its_start_and_a_cron_schedule_refuses_one() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start_with(&["--default-disk", "0"]);
+    let secret = random_secret();
+    let id = String::from_utf8(cli_out(
+        server.cli(),
+        &[
+            "job",
+            "run",
+            "--in",
+            "1s",
+            "--secret-env",
+            &format!("S={secret}"),
+            "--",
+            "sh",
+            "-c",
+            &compares_to(&secret),
+        ],
+    ))
+    .unwrap()
+    .lines()
+    .next()
+    .unwrap()
+    .to_owned();
+    // Until its start the value is sealed in the store and the row has only its name.
+    let store = silo_server::store::Store::open(&server.state().join("silo.db"))
+        .await
+        .unwrap();
+    let waiting = store.get(&id).await.unwrap();
+    assert_eq!(waiting.spec.secret_env_names, ["S"]);
+    assert!(waiting.spec.secret_env.is_empty());
+    assert_eq!(store.secrets_of(&id).await.unwrap().len(), 1);
+    let mut admin = server.admin().await;
+    // WatchJob answers at once for a job that has not started: poll until it has ended.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let job = loop {
+        let job = get(&mut admin, &id).await;
+        if job.ended_at.is_some() || std::time::Instant::now() > deadline {
+            break job;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(job.state, JobState::Completed as i32, "{job:?}");
+    assert_eq!(stdout_of(&mut admin, &id).await, b"ok\n");
+
+    let refused = server
+        .cli()
+        .args(["job", "run", "--cron", "* * * * *", "--secret-env"])
+        .arg(format!("S={secret}"))
+        .args(["--", "true"])
+        .assert()
+        .failure();
+    let stderr = String::from_utf8_lossy(&refused.get_output().stderr).into_owned();
+    assert!(stderr.contains("cron schedule"), "{stderr}");
+    assert!(!stderr.contains(&secret), "{stderr}");
 }
