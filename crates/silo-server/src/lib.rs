@@ -6,10 +6,11 @@ mod client_config;
 pub mod jobs;
 mod listener;
 mod logs;
+pub mod metrics;
 pub mod node;
 pub mod runtimes;
-pub mod secrets;
 pub mod schedules;
+pub mod secrets;
 mod service;
 pub mod store;
 pub mod workflows;
@@ -32,6 +33,10 @@ pub struct ServerArgs {
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0:50051")]
     pub listen: SocketAddr,
+    /// Serve Prometheus metrics over plain HTTP at http://ADDR/metrics (off unless given;
+    /// bind it to a trusted interface: the endpoint has no authentication).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Where the server keeps its database, job files and certificates.
     #[arg(long, default_value = "/var/lib/silo")]
     pub state_dir: PathBuf,
@@ -270,6 +275,9 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     .await?;
     let scheduler =
         schedules::Scheduler::start(schedule_pool, jobs.clone(), catalog.clone()).await?;
+    if let Some(addr) = args.metrics_listen {
+        metrics::serve(addr, jobs.clone()).await?;
+    }
     let public_key = certs.dir.join("runtime-signing.pub");
     std::fs::write(&public_key, catalog.public_key().to_text() + "\n")
         .map_err(|e| host("write", &public_key, e))?;
@@ -331,12 +339,15 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     let schedule_api = silo_proto::v1::schedule_service_server::ScheduleServiceServer::new(
         schedules::service::ScheduleApi::new(scheduler.clone()),
     );
-    let api = JobServiceServer::new(service::JobApi::new(jobs.clone(), catalog, info).with_scheduler(scheduler))
-        .max_decoding_message_size(max_message)
-        .max_encoding_message_size(64 << 20);
+    let api = JobServiceServer::new(
+        service::JobApi::new(jobs.clone(), catalog, info).with_scheduler(scheduler),
+    )
+    .max_decoding_message_size(max_message)
+    .max_encoding_message_size(64 << 20);
 
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .layer(metrics::GrpcMetricsLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -301,7 +301,6 @@ impl Store {
             .collect()
     }
 
-
     /// Ends a job that is still SCHEDULED as `job` says (its state, reason, end); false
     /// when it is no longer SCHEDULED (it has started, or ended already).
     pub async fn end_scheduled(&self, job: &JobRow) -> Result<bool, StoreError> {

@@ -642,6 +642,15 @@ impl JobManager {
             tracing::error!(job = %row.id, "cannot record the job's end: {e}");
         }
         self.forget(&row.id);
+        metrics::counter!(
+            crate::metrics::JOBS_ENDED,
+            "state" => crate::metrics::short_name(state.as_str_name(), "JOB_STATE_"),
+            "cause" => crate::metrics::short_name(row.end_cause.as_str_name(), "END_CAUSE_"),
+        )
+        .increment(1);
+        if let Ok(meta) = std::fs::metadata(self.log_path(&row.id)) {
+            metrics::counter!(crate::metrics::LOG_BYTES).increment(meta.len());
+        }
         tracing::info!(job = %row.id, state = ?state, reason = %row.reason, "job ended");
     }
 

@@ -283,6 +283,11 @@ impl JobManager {
         }
     }
 
+    /// How many ready inits wait in the pool now.
+    pub fn ready_count(&self) -> usize {
+        self.inner.pool.lock().map(|p| p.len()).unwrap_or(0)
+    }
+
     /// Ends the pool's ready inits and removes their cgroups and directories (at shutdown;
     /// running jobs are left alone and adopted by the next server).
     pub async fn drain_pool(&self) {

@@ -149,6 +149,14 @@ async fn record_running(
     if let Some(tx) = started {
         let _ = tx.send(());
     }
+    let started_at = row.started_at.unwrap_or_default();
+    metrics::counter!(crate::metrics::JOBS_STARTED).increment(1);
+    match row.scheduled_at {
+        Some(at) => metrics::histogram!(crate::metrics::SCHEDULE_LATENESS_SECONDS)
+            .record((started_at - at) as f64 / 1e6),
+        None => metrics::histogram!(crate::metrics::LAUNCH_SECONDS)
+            .record((started_at - row.created_at) as f64 / 1e6),
+    }
     if let Err(e) = manager.inner.store.update(&row).await {
         tracing::error!(job = %live.id, "cannot record that the job runs: {e}");
     }

@@ -303,6 +303,12 @@ impl Scheduler {
             }
         };
         let firing = self.fire(&row, at).await;
+        let outcome = match &firing {
+            Firing::Started { .. } => "started",
+            Firing::Skipped(_) => "skipped",
+            Firing::Failed(_) => "failed",
+        };
+        metrics::counter!(crate::metrics::SCHEDULE_FIRINGS, "outcome" => outcome).increment(1);
         match &firing {
             Firing::Started { job, .. } => {
                 tracing::debug!(schedule = %id, job = %job, "schedule fired");

@@ -239,6 +239,7 @@ impl Engine {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(e.into());
         }
+        metrics::counter!(crate::metrics::WORKFLOWS_STARTED).increment(1);
         tracing::info!(workflow = %id, "workflow {} submitted with {} jobs", spec.name, spec.jobs.len());
         let view = self.spawn(
             row,

@@ -246,6 +246,11 @@ impl Running {
         self.save_workflow().await;
         self.publish();
         self.engine.forget(&self.row.id);
+        metrics::counter!(
+            crate::metrics::WORKFLOWS_ENDED,
+            "state" => crate::metrics::short_name(state.as_str_name(), "WORKFLOW_STATE_"),
+        )
+        .increment(1);
         tracing::info!(workflow = %self.row.id, "workflow {} ended: {:?} {}", self.row.name, state, self.row.reason);
     }
 
