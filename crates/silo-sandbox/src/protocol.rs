@@ -34,6 +34,12 @@ pub const MAX_INIT_FRAME: usize = 64 << 10;
 /// server keep inits ready before jobs arrive. The result is `null`.
 pub const METHOD_PREPARE: &str = "sandbox.prepare";
 /// Method: start the job described by a [`crate::InitSpec`]; the result is a [`Started`].
+///
+/// When the init was prepared with its job ([`crate::Prepare::job`]) and the job has a
+/// [`crate::Isolation::shared_dir`], the init has entered the job's root already and can no
+/// longer reach the host's directories: the server sends, right after the request frame, one
+/// byte carrying (as `SCM_RIGHTS`) a detached mount of the shared directory
+/// (`open_tree(OPEN_TREE_CLONE)`), which the init moves to `/shared`.
 pub const METHOD_START: &str = "job.start";
 /// Event: the job's command has ended; the body is an [`ExitStatus`].
 pub const EVENT_EXIT: &str = "job.exit";

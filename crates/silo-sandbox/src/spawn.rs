@@ -32,9 +32,10 @@ pub struct SpawnRequest<'a> {
     pub cgroup: Option<BorrowedFd<'a>>,
     /// Namespaces to create.
     pub namespaces: Namespaces,
-    /// The init's nice value until it starts a job (it then returns to 0): a ready init
-    /// prepared in the background should not compete with running jobs for the CPU.
-    pub nice: i32,
+    /// Whether the init runs under `SCHED_IDLE` until it starts a job (the server then
+    /// returns it to the normal policy): a ready init prepared in the background gets the
+    /// CPU only when nothing else wants it, so it never competes with a launch or a job.
+    pub idle: bool,
 }
 
 /// A running init process, as the server sees it.
@@ -107,12 +108,13 @@ pub fn spawn_init(req: &SpawnRequest<'_>) -> io::Result<InitProcess> {
         args.cgroup = cg.as_raw_fd() as u64;
     }
     let exe = req.exe.as_raw_fd();
-    let nice = req.nice;
+    let idle = req.idle;
     let (child_fd, log_fd, null_fd) = (child_end.as_raw_fd(), log.as_raw_fd(), devnull.as_raw_fd());
 
     // SAFETY: clone3 with a correctly sized, initialised clone_args and no CLONE_VM: the
     // child gets a copy of the address space. In the child (ret == 0) only
-    // async-signal-safe system calls run (setsid, setpriority, dup2, execveat, _exit) on values prepared above,
+    // async-signal-safe system calls run (setsid, sched_setscheduler, dup2, execveat, _exit) on
+    // values prepared above,
     // so no lock held by another server thread at the time of the clone is touched.
     let ret = unsafe {
         libc::syscall(
@@ -128,8 +130,9 @@ pub fn spawn_init(req: &SpawnRequest<'_>) -> io::Result<InitProcess> {
             // Its own session: nothing in the job shares the server's session (and so its
             // autogroup, which uid 0 could renice through /proc/1/autogroup).
             libc::setsid();
-            if nice != 0 {
-                libc::setpriority(libc::PRIO_PROCESS, 0, nice);
+            if idle {
+                let param = libc::sched_param { sched_priority: 0 };
+                libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
             }
             if libc::dup2(null_fd, 0) < 0
                 || libc::dup2(null_fd, 1) < 0
@@ -231,5 +234,28 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// A detached mount of the directory `path` (`open_tree(OPEN_TREE_CLONE)`), for an init
+/// that has entered its job's root already to mount (see
+/// [`crate::protocol::METHOD_START`]); the directory's own mount only, not those below it.
+pub fn detached_mount(path: &std::path::Path) -> io::Result<OwnedFd> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    let path = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: open_tree with a NUL-terminated path we own; it returns a new descriptor or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: open_tree succeeded, so `fd` is a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }

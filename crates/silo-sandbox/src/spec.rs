@@ -106,6 +106,14 @@ pub struct Prepare {
     /// into the job's cgroup), so the command starts inside them.
     #[serde(default)]
     pub cgroup_dirs: Vec<PathBuf>,
+    /// The job this init will run, when the server knows it ahead (its id, user and host
+    /// id are fixed when the init is made): the init then also builds the job's half of the
+    /// sandbox, enters it, and forks the command's process, privileges dropped and system
+    /// calls filtered, to wait for its command line. The start's isolation must be this one
+    /// but for [`Isolation::shared_dir`], whose mount then arrives as a descriptor right
+    /// after the start request (see [`crate::protocol::METHOD_START`]).
+    #[serde(default)]
+    pub job: Option<Isolation>,
 }
 
 impl Isolation {

@@ -15,6 +15,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid, fork};
 
+use serde::{Deserialize, Serialize};
+
 use crate::isolation::{self, SyscallFilter};
 use crate::protocol::{ErrorKind, InitError};
 use crate::{InitSpec, Isolation, SandboxBase};
@@ -48,6 +50,7 @@ pub(super) fn start(
     }
     let sandbox = enter_sandbox(spec, prepared)?;
     let command = command_line(spec)?;
+    command.to_c()?;
     let (stdout_r, stdout_w) = pipe("stdout")?;
     let (stderr_r, stderr_w) = pipe("stderr")?;
     let (status_r, status_w) = pipe("exec status")?;
@@ -68,7 +71,7 @@ pub(super) fn start(
             drop((stdout_r, stderr_r, status_r));
             let handshake = handshake.map(|((_, made_w), (go_r, _))| (made_w, go_r));
             let error = exec_command(
-                &command,
+                Source::Given(&command),
                 &mask,
                 sandbox.as_ref(),
                 handshake,
@@ -126,19 +129,16 @@ fn enter_sandbox<'a>(
     }
 }
 
-/// The command's program (found in its PATH), argv, environment and working directory,
-/// as exec needs them, prepared before the fork.
-fn command_line(spec: &InitSpec) -> Result<CommandLine<'_>, InitError> {
+/// The command's program (found in its PATH in the job's root, which the caller has
+/// entered), argv, environment and working directory.
+fn command_line(spec: &InitSpec) -> Result<CommandLine, InitError> {
     let program = resolve_program(&spec.argv[0], &spec.env)?;
     check_workdir(&spec.cwd)?;
-    let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     Ok(CommandLine {
-        program: cstring(program.as_os_str().as_encoded_bytes())?,
-        argv: cstrings(spec.argv.iter().map(String::as_str))?,
-        envp: cstrings(env.iter().map(String::as_str))?,
-        cwd: cstring(spec.cwd.as_os_str().as_encoded_bytes())?,
-        named: &spec.argv[0],
-        cwd_named: &spec.cwd,
+        program: program.to_string_lossy().into_owned(),
+        argv: spec.argv.clone(),
+        env: spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        cwd: spec.cwd.clone(),
     })
 }
 
@@ -200,37 +200,183 @@ fn exec_report(child: Pid, status: OwnedFd) -> Result<(), InitError> {
     }))
 }
 
-/// The command to exec, prepared before the fork.
-pub(super) struct CommandLine<'a> {
+/// The command to exec: what a command's process forked ahead of its job receives
+/// through its command-line pipe, as JSON.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct CommandLine {
+    /// The program's path, found in the job's PATH.
+    program: String,
+    /// argv, the program as the job named it first.
+    argv: Vec<String>,
+    /// `NAME=VALUE` entries.
+    env: Vec<String>,
+    /// The working directory.
+    cwd: PathBuf,
+}
+
+/// A [`CommandLine`] as execve takes it.
+struct CCommandLine {
     program: CString,
     argv: Vec<CString>,
     envp: Vec<CString>,
     cwd: CString,
-    /// The program as the job named it, for messages.
-    named: &'a str,
-    /// The working directory as the job named it, for messages.
-    cwd_named: &'a Path,
+}
+
+impl CommandLine {
+    /// The C strings execve needs; an error for an embedded NUL byte.
+    fn to_c(&self) -> Result<CCommandLine, InitError> {
+        Ok(CCommandLine {
+            program: cstring(self.program.as_bytes())?,
+            argv: cstrings(self.argv.iter().map(String::as_str))?,
+            envp: cstrings(self.env.iter().map(String::as_str))?,
+            cwd: cstring(self.cwd.as_os_str().as_encoded_bytes())?,
+        })
+    }
+}
+
+/// Where the forked child's command line comes from.
+pub(super) enum Source<'a> {
+    /// Known before the fork.
+    Given(&'a CommandLine),
+    /// Read, once its job is known, from this pipe (to its end) of a process forked ahead.
+    Pipe(OwnedFd),
+}
+
+/// A command's process forked while its init waits for the job: its stdio wired, in its own
+/// user namespace, without privileges and with its system calls filtered, it waits for its
+/// command line on `request`.
+pub(super) struct Preforked {
+    child: Pid,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    signals: SignalFd,
+    /// The write end of its command-line pipe.
+    request: OwnedFd,
+    /// The read end of its exec-status pipe.
+    status: OwnedFd,
+    /// The sandbox it was made in, entered already.
+    iso: Isolation,
+}
+
+/// Forks the command's process of the job whose sandbox `iso` the init has entered
+/// ([`isolation::finish`]), up to the exec: see [`Preforked`].
+pub(super) fn prefork(iso: &Isolation) -> Result<Preforked, InitError> {
+    let filter = isolation::compile_seccomp()?;
+    let (stdout_r, stdout_w) = pipe("stdout")?;
+    let (stderr_r, stderr_w) = pipe("stderr")?;
+    let (status_r, status_w) = pipe("exec status")?;
+    let (request_r, request_w) = pipe("command line")?;
+    let handshake = match iso.host_id {
+        Some(_) => Some((pipe("user namespace")?, pipe("user namespace")?)),
+        None => None,
+    };
+    let (mask, signals) = signals_to_a_signalfd()?;
+    // SAFETY: the init is single-threaded, so the child may do anything the parent could.
+    match unsafe { fork() } {
+        Err(e) => Err(InitError::setup(
+            "fork",
+            e,
+            format!("cannot fork the command: {e}"),
+        )),
+        Ok(ForkResult::Child) => {
+            drop((stdout_r, stderr_r, status_r, request_w));
+            let handshake = handshake.map(|((_, made_w), (go_r, _))| (made_w, go_r));
+            let error = exec_command(
+                Source::Pipe(request_r),
+                &mask,
+                Some(&(iso, filter)),
+                handshake,
+                stdout_w,
+                stderr_w,
+            );
+            let report = serde_json::to_vec(&error).unwrap_or_default();
+            let _ = File::from(status_w).write_all(&report);
+            // SAFETY: leave the forked child without running the init's destructors.
+            unsafe { libc::_exit(127) }
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop((stdout_w, stderr_w, status_w, request_r));
+            if let Some(handshake) = handshake {
+                map_user_namespace(child, iso, handshake)?;
+            }
+            Ok(Preforked {
+                child,
+                stdout: stdout_r,
+                stderr: stderr_r,
+                signals,
+                request: request_w,
+                status: status_r,
+                iso: iso.clone(),
+            })
+        }
+    }
+}
+
+/// Starts the job `spec` in the process [`prefork`] made: mounts its shared directory
+/// (`shared`, a detached mount from the server) when it has one, then sends the command
+/// line and waits for the exec.
+pub(super) fn start_preforked(
+    spec: &InitSpec,
+    pre: Preforked,
+    shared: Option<OwnedFd>,
+) -> Result<RunningCommand, InitError> {
+    let child = pre.child;
+    let started = (|| {
+        if spec.argv.is_empty() {
+            return Err(InitError::protocol("the job has no command"));
+        }
+        let Some(iso) = &spec.isolation else {
+            return Err(InitError::protocol(
+                "the job has no sandbox, but this init prepared one",
+            ));
+        };
+        let mut expected = pre.iso.clone();
+        expected.shared_dir.clone_from(&iso.shared_dir);
+        if *iso != expected {
+            return Err(InitError::protocol(
+                "the job's sandbox differs from the one this init prepared",
+            ));
+        }
+        if iso.shared_dir.is_some() {
+            let tree = shared.ok_or_else(|| {
+                InitError::protocol("the job has a shared directory, but its mount did not arrive")
+            })?;
+            isolation::attach_shared(tree)?;
+        }
+        let command = command_line(spec)?;
+        command.to_c()?;
+        let request = serde_json::to_vec(&command)
+            .map_err(|e| InitError::protocol(format!("cannot encode the command line: {e}")))?;
+        // A child that failed before it read has reported why on the status pipe.
+        let _ = File::from(pre.request).write_all(&request);
+        Ok(())
+    })();
+    if let Err(e) = started {
+        let _ = kill(child, Signal::SIGKILL);
+        let _ = waitpid(child, None);
+        return Err(e);
+    }
+    exec_report(child, pre.status)?;
+    Ok(RunningCommand {
+        child,
+        stdout: pre.stdout,
+        stderr: pre.stderr,
+        signals: pre.signals,
+    })
 }
 
 /// In the forked child: wire up stdio, enter its own user namespace (with `handshake`: the
-/// pipe to say it is made, the pipe to wait on for the ids), enter the work dir, exec.
-/// Returns only on failure, with what failed.
+/// pipe to say it is made, the pipe to wait on for the ids), drop every privilege, take the
+/// command line from `source` (waiting for it, for a process forked ahead), enter the work
+/// dir, exec. Returns only on failure, with what failed.
 pub(super) fn exec_command(
-    cmd: &CommandLine,
+    source: Source<'_>,
     mask: &SigSet,
     sandbox: Option<&(&Isolation, SyscallFilter)>,
     handshake: Option<(OwnedFd, OwnedFd)>,
     stdout: OwnedFd,
     stderr: OwnedFd,
 ) -> InitError {
-    let CommandLine {
-        program,
-        argv,
-        envp,
-        cwd,
-        named,
-        cwd_named,
-    } = cmd;
     let stdio = |e: Errno| {
         InitError::setup(
             "stdio",
@@ -294,17 +440,43 @@ pub(super) fn exec_command(
             return user_namespace(Errno::EPIPE);
         }
     }
-    if let Err(e) = nix::unistd::chdir(cwd.as_c_str()) {
-        return workdir_error(cwd_named, e);
-    }
-    // Last before exec: the command's user, no capabilities, no_new_privs, seccomp. Each
-    // step's error names itself (setresuid, capset, seccomp, ...).
+    // The command's user, no capabilities, no_new_privs, seccomp. Each step's error names
+    // itself (setresuid, capset, seccomp, ...).
     if let Some((iso, filter)) = sandbox
         && let Err(e) = isolation::drop_privileges(iso, filter)
     {
         return e;
     }
-    match nix::unistd::execve(program, argv, envp) {
+    let read;
+    let cmd = match source {
+        Source::Given(cmd) => cmd,
+        Source::Pipe(request) => {
+            let mut bytes = Vec::new();
+            if let Err(e) = File::from(request).read_to_end(&mut bytes) {
+                return InitError::setup(
+                    "command_line",
+                    errno_of(&e),
+                    format!("cannot read the command line: {e}"),
+                );
+            }
+            read = match serde_json::from_slice::<CommandLine>(&bytes) {
+                Ok(cmd) => cmd,
+                Err(e) => {
+                    return InitError::protocol(format!("malformed command line: {e}"));
+                }
+            };
+            &read
+        }
+    };
+    let c = match cmd.to_c() {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    if let Err(e) = nix::unistd::chdir(c.cwd.as_c_str()) {
+        return workdir_error(&cmd.cwd, e);
+    }
+    let named = cmd.argv.first().map_or("", String::as_str);
+    match nix::unistd::execve(&c.program, &c.argv, &c.envp) {
         Err(e) => exec_error(named, e),
         Ok(never) => match never {},
     }

@@ -10,7 +10,9 @@ use std::time::Duration;
 use nix::unistd::getpid;
 use silo_log::LogWriter;
 
-use super::launch::{join_cgroups, start};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use super::launch::{Preforked, join_cgroups, prefork, start, start_preforked};
 use super::pid1::supervise;
 use crate::isolation::{self};
 use crate::protocol::{
@@ -25,6 +27,8 @@ const START_DEADLINE: Duration = Duration::from_secs(10);
 pub(super) struct Init {
     control: Option<UnixStream>,
     log_file: Option<File>,
+    /// The command's process, forked at prepare when the server said which job comes.
+    preforked: Option<Preforked>,
 }
 
 impl Init {
@@ -32,6 +36,7 @@ impl Init {
         Ok(Init {
             control: Some(control),
             log_file: Some(log),
+            preforked: None,
         })
     }
 
@@ -55,7 +60,17 @@ impl Init {
             .ok_or_else(|| io::Error::other("log taken"))?;
         let log = LogWriter::create(log_file, Path::new("<job log>"), spec.log_cap_bytes)
             .map_err(io::Error::other)?;
-        let job = match start(&spec, prepared.as_ref()) {
+        let started = match self.preforked.take() {
+            Some(pre) => {
+                let shared = match spec.isolation.as_ref().and_then(|i| i.shared_dir.as_ref()) {
+                    Some(_) => self.receive_descriptor(),
+                    None => None,
+                };
+                start_preforked(&spec, pre, shared)
+            }
+            None => start(&spec, prepared.as_ref()),
+        };
+        let job = match started {
             Ok(job) => job,
             Err(e) => {
                 self.send(Message::Response { id, result: Err(e) });
@@ -90,11 +105,36 @@ impl Init {
         let Prepare {
             sandbox: base,
             cgroup_dirs,
+            job,
         } = match serde_json::from_value(params) {
             Ok(prepare) => prepare,
             Err(e) => return Err(self.refuse(id, format!("malformed sandbox: {e}"))),
         };
-        if let Err(e) = join_cgroups(&cgroup_dirs).and_then(|()| isolation::prepare(&base)) {
+        if let Some(job) = &job
+            && (job.base() != base || job.shared_dir.is_some())
+        {
+            return Err(self.refuse(
+                id,
+                "the prepared job's sandbox differs from the sandbox to prepare, or has a \
+                 shared directory"
+                    .into(),
+            ));
+        }
+        let prepared = join_cgroups(&cgroup_dirs)
+            .and_then(|()| isolation::prepare(&base))
+            .and_then(|()| match &job {
+                // The job's half too, and its command's process up to the exec.
+                Some(job) => isolation::finish(job).and_then(|()| prefork(job)).map(Some),
+                None => Ok(None),
+            });
+        let prepared = match prepared {
+            Ok(preforked) => {
+                self.preforked = preforked;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = prepared {
             let message = e.message.clone();
             self.send(Message::Response { id, result: Err(e) });
             return Err(io::Error::other(message));
@@ -106,6 +146,37 @@ impl Init {
         let (id, method, params) = self.receive_request(None)?;
         let spec = self.parse_start(id, &method, params)?;
         Ok((id, spec, Some(base)))
+    }
+
+    /// The descriptor the server sends right after a start request (the detached mount of
+    /// the job's shared directory); `None` if none arrives in time, which the start then
+    /// reports.
+    fn receive_descriptor(&mut self) -> Option<OwnedFd> {
+        use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+        let control = self.control.as_mut()?;
+        control.set_read_timeout(Some(START_DEADLINE)).ok()?;
+        let mut byte = [0u8; 1];
+        let mut iov = [io::IoSliceMut::new(&mut byte)];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let received = recvmsg::<()>(
+            control.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        );
+        let _ = control.set_read_timeout(None);
+        let mut fds: Vec<OwnedFd> = Vec::new();
+        for message in received.ok()?.cmsgs().ok()? {
+            if let ControlMessageOwned::ScmRights(raw) = message {
+                // SAFETY: the kernel installed these descriptors in this process for this
+                // message; nothing else owns them.
+                fds.extend(
+                    raw.into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
+            }
+        }
+        fds.into_iter().next()
     }
 
     /// The next request from the server, waiting at most `deadline`.

@@ -79,6 +79,14 @@ pub fn finish(iso: &Isolation) -> Result<(), InitError> {
     pivot::seal_read_only()
 }
 
+/// Shows the detached mount `tree` (a clone of the job's shared directory made by the
+/// server with `open_tree(OPEN_TREE_CLONE)`) writable at `/shared`, in a sandbox that
+/// [`finish`] has entered and sealed already: the root is writable for as long as it takes
+/// to make the mount point.
+pub fn attach_shared(tree: std::os::fd::OwnedFd) -> Result<(), InitError> {
+    rootfs::attach_shared(tree)
+}
+
 /// Compiles the job's default system-call filter. Done once in the init, before the fork,
 /// so that the command's child only has to install it.
 pub fn compile_seccomp() -> Result<SyscallFilter, InitError> {

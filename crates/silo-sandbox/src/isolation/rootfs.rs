@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
 
-use super::mounts::{bind, mkdir, mount_fs, symlink, touch};
+use super::mounts::{bind, mkdir, mount_fs, remount, symlink, touch};
 use super::{dev, errno_of, etc, fail, proc_mask, work_disk};
 use crate::protocol::InitError;
 use crate::{Isolation, Rootfs, SandboxBase};
@@ -84,6 +84,47 @@ pub(super) fn add_job(iso: &Isolation) -> Result<(), InitError> {
     }
     Ok(())
 }
+
+/// See [`super::attach_shared`].
+pub(super) fn attach_shared(tree: std::os::fd::OwnedFd) -> Result<(), InitError> {
+    use std::os::fd::AsRawFd;
+    let root = Path::new("/");
+    let target = Path::new("/shared");
+    let sealed = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    remount("bind_shared", root, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
+    let attached = mkdir("bind_shared", target, 0o755).and_then(|()| {
+        // SAFETY: move_mount with a descriptor we own, an empty C string and a
+        // NUL-terminated target path; it reads nothing else of this process.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                tree.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                c"/shared".as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        if ret < 0 {
+            return Err(fail(
+                "bind_shared",
+                nix::errno::Errno::last(),
+                format_args!("mount the workflow's shared directory on /shared"),
+            ));
+        }
+        remount(
+            "bind_shared",
+            target,
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        )
+    });
+    // Sealed again whatever happened.
+    let sealed = remount("seal_root", root, sealed);
+    attached.and(sealed)
+}
+
+/// `move_mount`: the source is the descriptor itself.
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x0000_0004;
 
 /// Shows the host's /usr, /bin, /sbin and /lib* read-only; on a merged-/usr system the
 /// top-level ones are symlinks into /usr and are recreated as the same symlinks.

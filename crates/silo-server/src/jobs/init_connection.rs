@@ -7,6 +7,7 @@
 //! of what it sends, and a frame that claims more is refused before its body is read.
 
 use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -84,6 +85,18 @@ impl InitConnection {
         params: impl Serialize,
         deadline: Duration,
     ) -> Result<serde_json::Value, InitError> {
+        self.call_with(method, params, None, deadline).await
+    }
+
+    /// [`InitConnection::call`], and right after the request `fd`, as `SCM_RIGHTS` on one
+    /// byte (see [`silo_sandbox::protocol::METHOD_START`]).
+    pub async fn call_with(
+        &mut self,
+        method: &str,
+        params: impl Serialize,
+        fd: Option<BorrowedFd<'_>>,
+        deadline: Duration,
+    ) -> Result<serde_json::Value, InitError> {
         let params = serde_json::to_value(params)
             .map_err(|e| InitError::protocol(format!("cannot encode the {method} request: {e}")))?;
         self.last_id += 1;
@@ -100,6 +113,13 @@ impl InitConnection {
                 .map_err(|e| {
                     InitError::protocol(format!("cannot send {method} to the job's init: {e}"))
                 })?;
+            if let Some(fd) = fd {
+                self.send_fd(fd).await.map_err(|e| {
+                    InitError::protocol(format!(
+                        "cannot send a descriptor with {method} to the job's init: {e}"
+                    ))
+                })?;
+            }
             self.response(id, method).await
         };
         tokio::time::timeout(deadline, exchange)
@@ -111,6 +131,30 @@ impl InitConnection {
                     humantime::format_duration(deadline)
                 ))
             })?
+    }
+
+    /// Sends one byte carrying `fd` as `SCM_RIGHTS`.
+    async fn send_fd(&mut self, fd: BorrowedFd<'_>) -> std::io::Result<()> {
+        use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+        let raw = [fd.as_raw_fd()];
+        loop {
+            self.stream.writable().await?;
+            let sent = self.stream.try_io(tokio::io::Interest::WRITABLE, || {
+                sendmsg::<()>(
+                    self.stream.as_raw_fd(),
+                    &[std::io::IoSlice::new(&[0])],
+                    &[ControlMessage::ScmRights(&raw)],
+                    MsgFlags::MSG_NOSIGNAL,
+                    None,
+                )
+                .map_err(std::io::Error::from)
+            });
+            match sent {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The next event the init reports: its name and body, or `None` once the init has

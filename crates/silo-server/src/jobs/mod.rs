@@ -354,45 +354,31 @@ impl JobManager {
             return Err(JobError::Busy(s.max_jobs));
         };
         let t0 = std::time::Instant::now();
-        let Some(host_id) = self.inner.host_ids.take() else {
-            return Err(JobError::Host(
-                "every host id of the server's range (--host-ids) is held by a live job".into(),
-            ));
-        };
         let disk = spec.limits.as_ref().and_then(|l| l.disk_bytes);
         let rootfs = root
             .as_ref()
             .map_or(silo_sandbox::Rootfs::HostView, JobRoot::sandbox_rootfs);
+        let keep_ready = root.as_ref().is_some_and(|r| r.pooled && !r.writable);
+        let user = self.job_user(&spec);
+        let private_network = spec.network() != JobNetwork::Host;
+        let mut ready = match options.scheduled.as_ref().and_then(|s| s.job_id.clone()) {
+            // A SCHEDULED job starts under the id it was given when it was stored.
+            Some(id) => {
+                self.spawn_ready_as(id, private_network, disk, &rootfs, false, user)
+                    .await?
+            }
+            None => {
+                self.take_ready(private_network, disk, &rootfs, user)
+                    .await?
+            }
+        };
+        let host_id = ready.host_id;
         if let Some(root) = root.as_ref().filter(|r| r.writable)
             && let Err(e) = lend_tree(&root.rootfs, host_id).await
         {
-            self.inner.host_ids.give_back(host_id);
+            self.discard(ready).await;
             return Err(e);
         }
-        let private_network = spec.network() != JobNetwork::Host;
-        let taken = match options.scheduled.as_ref().and_then(|s| s.job_id.clone()) {
-            // A SCHEDULED job starts under the id it was given when it was stored.
-            Some(id) => {
-                self.spawn_ready_as(id, private_network, disk, &rootfs, 0)
-                    .await
-            }
-            None => {
-                self.take_ready(
-                    private_network,
-                    disk,
-                    &rootfs,
-                    root.as_ref().is_some_and(|r| r.pooled && !r.writable),
-                )
-                .await
-            }
-        };
-        let mut ready = match taken {
-            Ok(ready) => ready,
-            Err(e) => {
-                self.inner.host_ids.give_back(host_id);
-                return Err(e);
-            }
-        };
         tracing::debug!(elapsed = ?t0.elapsed(), "ready init taken");
         let id = ready.id.clone();
         let row = JobRow {
@@ -425,18 +411,18 @@ impl JobManager {
             map.insert(id.clone(), live.clone());
         }
         if let Err(e) = self.prepare_job(&live, &mut ready, uploads, &secrets).await {
-            // Nothing of the job stays behind: no row, no files, no cgroup, no slot.
+            // Nothing of the job stays behind: no row, no files, no cgroup, no slot, and
+            // its host id goes back once its init is gone.
             self.forget(&id);
-            self.discard(&id, Some(ready.pidfd), ready.cgroup).await;
-            self.give_back_host_id(&live);
+            self.discard(ready).await;
+            self.replenish(&rootfs, keep_ready);
             return Err(e);
         }
         tracing::debug!(elapsed = ?t0.elapsed(), "job prepared");
-        let mut init_spec = self.init_spec(&live.row.borrow(), root.as_ref());
+        let mut isolation = ready.isolation.clone();
+        isolation.shared_dir = options.shared_dir.clone();
+        let mut init_spec = self.init_spec(&live.row.borrow(), root.as_ref(), isolation);
         secrets.add_to(&mut init_spec.env);
-        if let Some(iso) = init_spec.isolation.as_mut() {
-            iso.shared_dir = options.shared_dir.clone();
-        }
         if let Some(at) = &options.scheduled {
             at.wait().await;
         }
@@ -448,8 +434,10 @@ impl JobManager {
             init_spec,
             tx,
         ));
-        // The supervisor reports once the command runs or has failed to start.
+        // The supervisor reports once the command runs or has failed to start. Only then
+        // is the pool replenished, so that the launch has the CPU to itself.
         let _ = started.await;
+        self.replenish(&rootfs, keep_ready);
         if options.scheduled.is_some() {
             self.stop_again_if_asked(&live);
         }
@@ -485,20 +473,11 @@ impl JobManager {
             };
             let files = || -> Result<Vec<String>, JobError> {
                 let work = match disk_bytes {
-                    // The ready init mounted the job's own filesystem at its /work; the
-                    // server reaches it through the init's view of the mounts.
-                    Some(_) => {
-                        let root = job_dir.join("root").join("work");
-                        PathBuf::from(format!("/proc/{pid}/root"))
-                            .join(root.strip_prefix("/").unwrap_or(&root))
-                    }
-                    None => {
-                        let work = job_dir.join("work");
-                        std::fs::create_dir(&work).map_err(|e| {
-                            host("cannot create the job's work directory", &work, e)
-                        })?;
-                        work
-                    }
+                    // The ready init mounted the job's own filesystem at its /work, and
+                    // its root is the job's: the server reaches /work through it.
+                    Some(_) => PathBuf::from(format!("/proc/{pid}/root/work")),
+                    // Made with the job's directory.
+                    None => job_dir.join("work"),
                 };
                 // The uploads were validated: what fails here is the host's fault, except
                 // a full job disk.
@@ -557,8 +536,14 @@ impl JobManager {
         }
     }
 
-    fn init_spec(&self, row: &JobRow, root: Option<&JobRoot>) -> silo_sandbox::InitSpec {
-        let dir = self.job_dir(&row.id);
+    /// What the job's init is told at `job.start`: the command, its environment and
+    /// `isolation` (the ready init's, with the job's shared directory).
+    fn init_spec(
+        &self,
+        row: &JobRow,
+        root: Option<&JobRoot>,
+        isolation: silo_sandbox::Isolation,
+    ) -> silo_sandbox::InitSpec {
         // Inside the job, the work directory is /work.
         let cwd = Path::new("/work").join(&row.spec.workdir);
         let mut env: Vec<(String, String)> = vec![
@@ -574,35 +559,13 @@ impl JobManager {
             env.retain(|(k, _)| k != &var.name);
             env.push((var.name.clone(), var.value.clone()));
         }
-        let (uid, gid) = self.job_user(&row.spec);
         silo_sandbox::InitSpec {
             job_id: row.id.clone(),
             argv: row.spec.command.clone(),
             env,
             cwd,
             log_cap_bytes: self.inner.settings.log_cap_bytes,
-            isolation: Some(silo_sandbox::Isolation {
-                hostname: row.id[..8.min(row.id.len())].to_owned(),
-                root_dir: dir.join("root"),
-                work_dir: dir.join("work"),
-                work_disk: row
-                    .spec
-                    .limits
-                    .as_ref()
-                    .and_then(|l| l.disk_bytes)
-                    .map(|_| dir.join(ready::DISK_IMAGE)),
-                rootfs: root.map_or(silo_sandbox::Rootfs::HostView, JobRoot::sandbox_rootfs),
-                uid,
-                gid,
-                host_id: row.host_id,
-                network: match row.spec.network() {
-                    JobNetwork::Host => silo_sandbox::Network::Host,
-                    JobNetwork::None | JobNetwork::Unspecified => silo_sandbox::Network::None,
-                },
-                tmp_size_bytes: self.inner.settings.tmp_size_bytes,
-                tmp_inodes: self.inner.settings.tmp_inodes,
-                shared_dir: None,
-            }),
+            isolation: Some(isolation),
         }
     }
 

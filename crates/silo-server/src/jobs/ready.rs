@@ -17,13 +17,11 @@ use std::time::Duration;
 
 use silo_sandbox::protocol::{InitError, METHOD_PREPARE};
 use silo_sandbox::spawn::{Namespaces, SpawnRequest, spawn_init};
-use silo_sandbox::{Network, Prepare, Rootfs, SandboxBase};
+use silo_sandbox::{Isolation, Network, Prepare, Rootfs, SandboxBase};
 
 use super::init_connection::InitConnection;
 use super::{JobError, JobManager, resources};
 
-/// The nice value of inits prepared for the pool while they prepare and wait.
-const READY_NICE: i32 = 10;
 /// How long a new init has to say hello.
 const HELLO_DEADLINE: Duration = Duration::from_secs(5);
 /// How long an init has to prepare its sandbox.
@@ -33,6 +31,12 @@ const PREPARE_DEADLINE: Duration = Duration::from_secs(30);
 pub struct ReadyInit {
     /// The id its job gets.
     pub id: String,
+    /// The host id its job runs as, held from the pool's range.
+    pub host_id: u32,
+    /// Its job's sandbox: built and entered, the command's process forked in it and
+    /// waiting for its command line. A job it serves has exactly this isolation, but for
+    /// its shared directory.
+    pub isolation: Isolation,
     /// Its pid in the server's pid namespace.
     pub pid: i32,
     /// For signalling and reaping it.
@@ -54,17 +58,19 @@ pub struct ReadyInit {
 }
 
 impl JobManager {
-    /// Creates a job's cgroup and directory under a new id, starts its init and has it
-    /// prepare the job-independent part of the sandbox. Leaves nothing behind on failure.
+    /// Creates a job's cgroup and directory under a new id, takes a host id, starts its
+    /// init and has it prepare the whole sandbox of a job that runs as `user` (uid, gid)
+    /// and fork its command's process. Leaves nothing behind on failure.
     pub(super) async fn spawn_ready(
         &self,
         private_network: bool,
         disk_bytes: Option<u64>,
         rootfs: &Rootfs,
-        nice: i32,
+        idle: bool,
+        user: (u32, u32),
     ) -> Result<ReadyInit, JobError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        self.spawn_ready_as(id, private_network, disk_bytes, rootfs, nice)
+        self.spawn_ready_as(id, private_network, disk_bytes, rootfs, idle, user)
             .await
     }
 
@@ -76,15 +82,27 @@ impl JobManager {
         private_network: bool,
         disk_bytes: Option<u64>,
         rootfs: &Rootfs,
-        nice: i32,
+        idle: bool,
+        user: (u32, u32),
     ) -> Result<ReadyInit, JobError> {
         let dir = self.job_dir(&id);
         let root = dir.join("root");
-        let log = create_job_dir(&dir, &root).await?;
+        let Some(host_id) = self.inner.host_ids.take() else {
+            return Err(JobError::Host(
+                "every host id of the server's range (--host-ids) is held by a live job".into(),
+            ));
+        };
+        let log = match create_job_dir(&dir, &root, disk_bytes.is_none()).await {
+            Ok(log) => log,
+            Err(e) => {
+                self.inner.host_ids.give_back(host_id);
+                return Err(e);
+            }
+        };
         // From here on, every way out but success ends what was made.
-        let mut parts = ReadyInitParts::new(dir.clone());
+        let mut parts = ReadyInitParts::new(self.clone(), dir.clone(), host_id);
         let work_disk = match disk_bytes {
-            Some(size) => Some(make_disk(&dir.join(DISK_IMAGE), size).await?),
+            Some(size) => Some(make_disk(&dir.join(DISK_IMAGE), size, idle).await?),
             None => None,
         };
         if let Some(cgroups) = &self.inner.settings.cgroups {
@@ -97,18 +115,21 @@ impl JobManager {
             namespaces: Namespaces {
                 network: private_network,
             },
-            nice,
+            idle,
         })
         .map_err(|e| JobError::Host(format!("cannot start a job's init process: {e}")))?;
         drop(log);
         parts.init = Some(init.pidfd);
+        let base = self.sandbox_base(root, private_network, work_disk, rootfs.clone());
+        let isolation = self.isolation(&id, base.clone(), user, host_id);
         let params = Prepare {
-            sandbox: self.sandbox_base(root, private_network, work_disk, rootfs.clone()),
+            sandbox: base,
             cgroup_dirs: parts
                 .cgroup
                 .as_ref()
                 .map(|cg| cg.legacy_dirs().iter().map(|d| d.to_path_buf()).collect())
                 .unwrap_or_default(),
+            job: Some(isolation.clone()),
         };
         let control = prepare(init.control, &params).await.map_err(|e| {
             JobError::Host(format!("cannot prepare a job's sandbox: {}", e.message))
@@ -119,6 +140,8 @@ impl JobManager {
                 .ok()
                 .map(OwnedFd::from),
             id,
+            host_id,
+            isolation,
             pid: init.pid,
             pidfd,
             control,
@@ -151,50 +174,81 @@ impl JobManager {
         }
     }
 
-    /// Ends a ready init that will get no job, and removes its cgroup and directory.
-    pub(super) async fn discard(
-        &self,
-        id: &str,
-        pidfd: Option<OwnedFd>,
-        cgroup: Option<silo_cgroup::JobCgroup>,
-    ) {
-        if let Some(pidfd) = &pidfd {
-            let _ = silo_sandbox::spawn::signal(pidfd.as_fd(), libc::SIGKILL);
+    /// The whole sandbox of job `id`, whose job-independent part is `base`, for a job that
+    /// runs as `user` (uid, gid) and host id `host_id`; without a shared directory.
+    fn isolation(&self, id: &str, base: SandboxBase, user: (u32, u32), host_id: u32) -> Isolation {
+        let dir = self.job_dir(id);
+        Isolation {
+            hostname: id[..8.min(id.len())].to_owned(),
+            root_dir: base.root_dir,
+            work_dir: dir.join("work"),
+            work_disk: base.work_disk,
+            rootfs: base.rootfs,
+            uid: user.0,
+            gid: user.1,
+            host_id: Some(host_id),
+            network: base.network,
+            tmp_size_bytes: base.tmp_size_bytes,
+            tmp_inodes: base.tmp_inodes,
+            shared_dir: None,
         }
-        remove_ready_init(self.job_dir(id), pidfd, cgroup).await;
+    }
+
+    /// Ends a ready init that will get no job, and removes its cgroup and directory; its
+    /// host id is given back once the init is gone.
+    pub(super) async fn discard(&self, ready: ReadyInit) {
+        let ReadyInit {
+            id,
+            pidfd,
+            cgroup,
+            host_id,
+            ..
+        } = ready;
+        let _ = silo_sandbox::spawn::signal(pidfd.as_fd(), libc::SIGKILL);
+        remove_ready_init(self.job_dir(&id), Some(pidfd), cgroup).await;
+        self.inner.host_ids.give_back(host_id);
     }
 
     /// A ready init for a job, from the pool when there is one that fits, else a new one.
     ///
     /// The pool holds inits for the host view (topped up to its size) and, for each
     /// read-only runtime a job has used, one more, replaced as soon as a job takes it: the
-    /// next job in that runtime starts as fast as one on the host view.
+    /// next job in that runtime starts as fast as one on the host view. The replacement is
+    /// the caller's to ask for, with [`JobManager::replenish`], once its job runs: made
+    /// during the launch, it would compete with the launch it serves.
     pub(super) async fn take_ready(
         &self,
         private_network: bool,
         disk_bytes: Option<u64>,
         rootfs: &Rootfs,
-        keep_ready: bool,
+        user: (u32, u32),
     ) -> Result<ReadyInit, JobError> {
         let pooled = self.inner.pool.lock().ok().and_then(|mut pool| {
             let i = pool.iter().position(|r| {
                 r.private_network == private_network
                     && r.disk_bytes == disk_bytes
                     && r.rootfs == *rootfs
+                    && (r.isolation.uid, r.isolation.gid) == user
             })?;
             Some(pool.swap_remove(i))
         });
-        match rootfs {
-            Rootfs::HostView if pooled.is_some() => self.refill(),
-            Rootfs::Runtime { .. } if keep_ready => self.keep_one_ready_in(rootfs.clone()),
-            _ => {}
-        }
         match pooled {
             Some(ready) => Ok(ready),
             None => {
-                self.spawn_ready(private_network, disk_bytes, rootfs, 0)
+                self.spawn_ready(private_network, disk_bytes, rootfs, false, user)
                     .await
             }
+        }
+    }
+
+    /// Replaces what a launch in `rootfs` took from the pool: tops the host view's inits
+    /// up, or (`keep_ready`) keeps one ready in the runtime `rootfs`. The new inits prepare
+    /// under `SCHED_IDLE`, so they take only CPU that nothing else wants.
+    pub(super) fn replenish(&self, rootfs: &Rootfs, keep_ready: bool) {
+        match rootfs {
+            Rootfs::HostView => self.refill(),
+            Rootfs::Runtime { .. } if keep_ready => self.keep_one_ready_in(rootfs.clone()),
+            Rootfs::Runtime { .. } => {}
         }
     }
 
@@ -226,7 +280,8 @@ impl JobManager {
         let manager = self.clone();
         tokio::spawn(async move {
             let disk = manager.inner.settings.bounds.defaults.disk_bytes;
-            let ready = manager.spawn_ready(true, disk, &rootfs, READY_NICE).await;
+            let user = manager.inner.settings.job_user;
+            let ready = manager.spawn_ready(true, disk, &rootfs, true, user).await;
             let mut keep = None;
             match ready {
                 Ok(ready) => keep = Some(ready),
@@ -253,9 +308,7 @@ impl JobManager {
                 Err(_) => keep.take(),
             };
             if let Some(ready) = stale {
-                manager
-                    .discard(&ready.id, Some(ready.pidfd), ready.cgroup)
-                    .await;
+                manager.discard(ready).await;
             }
         });
     }
@@ -278,8 +331,7 @@ impl JobManager {
             Err(_) => Vec::new(),
         };
         for ready in taken {
-            self.discard(&ready.id, Some(ready.pidfd), ready.cgroup)
-                .await;
+            self.discard(ready).await;
         }
     }
 
@@ -298,8 +350,7 @@ impl JobManager {
             .map(|mut p| std::mem::take(&mut *p))
             .unwrap_or_default();
         for ready in pool {
-            self.discard(&ready.id, Some(ready.pidfd), ready.cgroup)
-                .await;
+            self.discard(ready).await;
         }
     }
 
@@ -321,8 +372,9 @@ impl JobManager {
                     return;
                 }
                 let disk = manager.inner.settings.bounds.defaults.disk_bytes;
+                let user = manager.inner.settings.job_user;
                 let ready = manager
-                    .spawn_ready(true, disk, &Rootfs::HostView, READY_NICE)
+                    .spawn_ready(true, disk, &Rootfs::HostView, true, user)
                     .await;
                 manager.inner.refilling.fetch_sub(1, Ordering::SeqCst);
                 match ready {
@@ -341,15 +393,20 @@ impl JobManager {
     }
 }
 
-/// Creates a job's directory (for root only), the directory its root is built in, and its
-/// log; returns the log, opened for appending. Leaves nothing behind on failure.
-async fn create_job_dir(dir: &Path, root: &Path) -> Result<std::fs::File, JobError> {
+/// Creates a job's directory (for root only), the directory its root is built in, its
+/// work directory (`work`, unless the job has a disk of its own) and its log; returns the
+/// log, opened for appending. Leaves nothing behind on failure.
+async fn create_job_dir(dir: &Path, root: &Path, work: bool) -> Result<std::fs::File, JobError> {
     let (dir, root) = (dir.to_path_buf(), root.to_path_buf());
     tokio::task::spawn_blocking(move || {
         let created = std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&dir)
             .and_then(|()| std::fs::create_dir(&root))
+            .and_then(|()| match work {
+                true => std::fs::create_dir(dir.join("work")),
+                false => Ok(()),
+            })
             .and_then(|()| {
                 OpenOptions::new()
                     .create_new(true)
@@ -375,17 +432,21 @@ async fn create_job_dir(dir: &Path, root: &Path) -> Result<std::fs::File, JobErr
 /// init at once and removes the rest in the background; whatever a server that shuts down
 /// meanwhile leaves of it, the next server removes as strays.
 struct ReadyInitParts {
+    manager: JobManager,
     dir: Option<PathBuf>,
+    host_id: u32,
     cgroup: Option<silo_cgroup::JobCgroup>,
     /// The init's pidfd.
     init: Option<OwnedFd>,
 }
 
 impl ReadyInitParts {
-    /// Parts of which only the directory `dir` exists yet.
-    fn new(dir: PathBuf) -> ReadyInitParts {
+    /// Parts of which only the directory `dir` and the host id exist yet.
+    fn new(manager: JobManager, dir: PathBuf, host_id: u32) -> ReadyInitParts {
         ReadyInitParts {
+            manager,
             dir: Some(dir),
+            host_id,
             cgroup: None,
             init: None,
         }
@@ -409,8 +470,12 @@ impl Drop for ReadyInitParts {
         if let Some(pidfd) = &init {
             let _ = silo_sandbox::spawn::signal(pidfd.as_fd(), libc::SIGKILL);
         }
+        let (manager, host_id) = (self.manager.clone(), self.host_id);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(remove_ready_init(dir, init, cgroup));
+            runtime.spawn(async move {
+                remove_ready_init(dir, init, cgroup).await;
+                manager.inner.host_ids.give_back(host_id);
+            });
         }
     }
 }
@@ -443,8 +508,9 @@ pub(super) const DISK_IMAGE: &str = "disk.img";
 /// lives as long as its job, and a host crash ends the job anyway), no blocks reserved for
 /// root (the job's root is not the host's), no reserve for online resizing, and inode
 /// tables left unwritten (lazy init; the sandbox mounts with noinit_itable, and a sparse
-/// file reads as zeros).
-async fn make_disk(image: &Path, size: u64) -> Result<PathBuf, JobError> {
+/// file reads as zeros). With `idle`, mkfs runs under `SCHED_IDLE` (it prepares a later
+/// job, and must not slow a starting one).
+async fn make_disk(image: &Path, size: u64, idle: bool) -> Result<PathBuf, JobError> {
     let failed = |e: String| {
         JobError::Host(format!(
             "cannot make the job's disk {}: {e}",
@@ -459,9 +525,19 @@ async fn make_disk(image: &Path, size: u64) -> Result<PathBuf, JobError> {
         .map_err(|e| failed(e.to_string()))?;
     file.set_len(size).map_err(|e| failed(e.to_string()))?;
     drop(file);
-    // At the lowest priority: it prepares a later job, and must not slow a starting one.
-    let out = tokio::process::Command::new("nice")
-        .args(["-n", "19", "mkfs.ext4"])
+    let mut mkfs = tokio::process::Command::new("mkfs.ext4");
+    if idle {
+        // SAFETY: the closure runs in the forked child before exec and makes one
+        // async-signal-safe system call on a value it owns.
+        unsafe {
+            mkfs.pre_exec(|| {
+                let param = libc::sched_param { sched_priority: 0 };
+                libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
+                Ok(())
+            });
+        }
+    }
+    let out = mkfs
         .args(["-q", "-F", "-m", "0", "-O", "^has_journal,^resize_inode"])
         .args(["-E", "nodiscard,lazy_itable_init=1"])
         .arg(image)

@@ -102,10 +102,16 @@ fn hand_to_live(live: &LiveJob, pidfd: OwnedFd, cgroup: Option<JobCgroup>) -> Ow
     pidfd
 }
 
-/// A ready init waited at a low priority; it must wake for its job at the normal one.
+/// A ready init waited under `SCHED_IDLE`; it must wake for its job under the normal
+/// policy, at nice 0.
 fn restore_priority(pid: i32) {
-    // SAFETY: setpriority on our own child, which is not reaped yet (its pid is its own).
-    unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, 0) };
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler and setpriority on our own child, which is not reaped yet
+    // (its pid is its own); `param` outlives the call.
+    unsafe {
+        libc::sched_setscheduler(pid, libc::SCHED_OTHER, &param);
+        libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, 0);
+    }
 }
 
 /// Has the init start the job's command. When that fails the init is killed: the job will
@@ -115,8 +121,29 @@ async fn start_command(
     control: &mut InitConnection,
     spec: &InitSpec,
 ) -> Result<Started, InitError> {
+    // The init has entered the job's root already: a shared directory reaches it as a
+    // detached mount.
+    let shared = match spec.isolation.as_ref().and_then(|i| i.shared_dir.as_ref()) {
+        Some(dir) => match silo_sandbox::spawn::detached_mount(dir) {
+            Ok(tree) => Some(tree),
+            Err(e) => {
+                live.signal(libc::SIGKILL);
+                return Err(InitError::setup(
+                    "bind_shared",
+                    nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+                    format!("cannot open the shared directory {}: {e}", dir.display()),
+                ));
+            }
+        },
+        None => None,
+    };
     let started = control
-        .call(METHOD_START, spec, START_DEADLINE)
+        .call_with(
+            METHOD_START,
+            spec,
+            shared.as_ref().map(|t| t.as_fd()),
+            START_DEADLINE,
+        )
         .await
         .and_then(|result| {
             serde_json::from_value(result).map_err(|e| {

@@ -262,7 +262,7 @@ impl Engine {
         run: Run,
         (job_ids, last_jobs): (Vec<Vec<String>>, Vec<Option<JobRow>>),
         files: Arc<Vec<Upload>>,
-        recover: &[(usize, Option<JobRow>)],
+        recover: &[(usize, Result<JobRow, u32>)],
     ) -> watch::Receiver<Workflow> {
         let (tx, rx) = mpsc::unbounded_channel();
         let nodes = run.nodes().to_vec();
@@ -278,12 +278,13 @@ impl Engine {
             files,
             tx: tx.clone(),
             view: view_tx,
+            dirty: Default::default(),
         };
         for (node, found) in recover {
             let attempt = running.run.nodes()[*node].attempts;
             match found {
-                Some(job) => running.watch_end(*node, attempt, job.clone()),
-                None => running.start(*node),
+                Ok(job) => running.watch_end(*node, attempt, job.clone()),
+                Err(k) => running.start(*node, *k),
             }
         }
         if let Ok(mut active) = self.inner.active.lock() {
@@ -337,8 +338,10 @@ impl Engine {
         unreachable!("the loop returns")
     }
 
-    /// Starts the job of a node's attempt (or finds the one a crash left); answers with
-    /// its row, or why it could not start.
+    /// Starts the `k`-th try of the job of a node's attempt (`k` is 0 unless a crash left
+    /// tries that never ran: see [`Engine::find_attempt`]); answers with its row, or why it
+    /// could not start.
+    #[allow(clippy::too_many_arguments)]
     async fn start_job(
         &self,
         id: &str,
@@ -347,12 +350,8 @@ impl Engine {
         files: &[Upload],
         node: usize,
         attempt: u32,
+        k: u32,
     ) -> Result<JobRow, String> {
-        let k = match self.find_attempt(id, node, attempt).await {
-            Ok(Ok(row)) => return Ok(row),
-            Ok(Err(k)) => k,
-            Err(e) => return Err(e.to_string()),
-        };
         let mut job = node_job::job_spec(id, spec, node);
         let uploads = node_job::uploads(files, spec, node);
         let mut root = None;
@@ -433,9 +432,9 @@ impl Engine {
                     if !job_ids[node].contains(&job.id) {
                         job_ids[node].push(job.id.clone());
                     }
-                    recover.push((node, Some(job)));
+                    recover.push((node, Ok(job)));
                 }
-                Err(_) => recover.push((node, None)),
+                Err(k) => recover.push((node, Err(k))),
             }
         }
         tracing::info!(workflow = %id, "resuming workflow {} ({} jobs in flight)", row.name, recover.len());
@@ -602,13 +601,19 @@ impl Engine {
         row.canceled = None;
         row.ended_at = None;
         let job_ids: Vec<Vec<String>> = nodes.iter().map(|n| n.job_ids.clone()).collect();
-        for (i, node) in run.nodes().iter().enumerate() {
-            let stored = NodeRow {
-                node: node.clone(),
-                job_ids: job_ids[i].clone(),
-            };
-            self.inner.store.update_node(&id, i, &stored).await?;
-        }
+        let stored: Vec<(usize, NodeRow)> = run
+            .nodes()
+            .iter()
+            .enumerate()
+            .map(|(i, node)| {
+                let row = NodeRow {
+                    node: node.clone(),
+                    job_ids: job_ids[i].clone(),
+                };
+                (i, row)
+            })
+            .collect();
+        self.inner.store.update_nodes(&id, &stored).await?;
         self.inner.store.update(&row).await?;
         let files = self.read_files(&id);
         let last_jobs = self.last_jobs(&job_ids).await;

@@ -50,6 +50,9 @@ pub struct Running {
     pub files: Arc<Vec<Upload>>,
     pub tx: mpsc::UnboundedSender<Event>,
     pub view: watch::Sender<Workflow>,
+    /// Nodes changed since the store last had them; written together, in one transaction,
+    /// by [`Running::flush`] before anything that depends on them takes effect.
+    pub dirty: std::collections::BTreeSet<usize>,
 }
 
 impl Running {
@@ -61,9 +64,7 @@ impl Running {
         });
         loop {
             let actions = self.run.next(now_ms());
-            for action in actions {
-                self.apply(action).await;
-            }
+            self.apply_all(actions).await;
             self.publish();
             if self.run.state() != RunState::Running {
                 self.finish().await;
@@ -117,7 +118,7 @@ impl Running {
                         self.last_jobs[node] = Some(row.clone());
                         if !self.job_ids[node].contains(&row.id) {
                             self.job_ids[node].push(row.id.clone());
-                            self.save_node(node).await;
+                            self.save_node(node);
                         }
                         if self.row.canceled.is_some() {
                             self.stop_job(row.id.clone());
@@ -126,7 +127,7 @@ impl Running {
                     }
                     Err(reason) => {
                         self.run.ended(node, Outcome::Failed(reason), now_ms());
-                        self.save_node(node).await;
+                        self.save_node(node);
                     }
                 }
             }
@@ -137,7 +138,7 @@ impl Running {
                 }
                 self.run.ended(node, node_job::outcome(&row), now_ms());
                 self.last_jobs[node] = Some(row);
-                self.save_node(node).await;
+                self.save_node(node);
             }
             Event::Cancel { reason } => self.cancel(reason).await,
         }
@@ -149,32 +150,40 @@ impl Running {
         }
         self.row.canceled = Some(reason.clone());
         self.save_workflow().await;
-        for action in self.run.cancel(&reason) {
-            self.apply(action).await;
-        }
+        let actions = self.run.cancel(&reason);
         for node in 0..self.spec.jobs.len() {
-            self.save_node(node).await;
+            self.save_node(node);
         }
+        self.apply_all(actions).await;
     }
 
-    async fn apply(&mut self, action: Action) {
-        match action {
-            Action::Skip { node, .. } => self.save_node(node).await,
-            Action::Start { node } => {
-                // Written first: after a crash, the token says whether the job exists.
-                self.save_node(node).await;
-                self.start(node);
+    /// Applies the scheduler's actions: every node they change is written first, all in one
+    /// transaction (after a crash, a node's stored attempt says whether its job may exist),
+    /// then the jobs start and stop.
+    async fn apply_all(&mut self, actions: Vec<Action>) {
+        for action in &actions {
+            match action {
+                Action::Skip { node, .. } | Action::Start { node } => self.save_node(*node),
+                Action::Stop { .. } => {}
             }
-            Action::Stop { node } => {
-                if let Some(id) = self.job_ids[node].last() {
-                    self.stop_job(id.clone());
+        }
+        self.flush().await;
+        for action in actions {
+            match action {
+                Action::Skip { .. } => {}
+                // A node started here has a new attempt: no job can have its token yet.
+                Action::Start { node } => self.start(node, 0),
+                Action::Stop { node } => {
+                    if let Some(id) = self.job_ids[node].last() {
+                        self.stop_job(id.clone());
+                    }
                 }
             }
         }
     }
 
-    /// Starts the job of `node`'s current attempt in the background.
-    pub fn start(&self, node: usize) {
+    /// Starts the `k`-th try of the job of `node`'s current attempt in the background.
+    pub fn start(&self, node: usize, k: u32) {
         let attempt = self.run.nodes()[node].attempts;
         let engine = self.engine.clone();
         let id = self.row.id.clone();
@@ -184,7 +193,7 @@ impl Running {
         let tx = self.tx.clone();
         tokio::spawn(async move {
             let result = engine
-                .start_job(&id, &owner, &spec, &files, node, attempt)
+                .start_job(&id, &owner, &spec, &files, node, attempt, k)
                 .await;
             let _ = tx.send(Event::Started {
                 node,
@@ -216,19 +225,34 @@ impl Running {
         });
     }
 
-    async fn save_node(&self, node: usize) {
-        let row = NodeRow {
-            node: self.run.nodes()[node].clone(),
-            job_ids: self.job_ids[node].clone(),
-        };
+    /// Marks `node` as changed; [`Running::flush`] writes it.
+    fn save_node(&mut self, node: usize) {
+        self.dirty.insert(node);
+    }
+
+    /// Writes every changed node, in one transaction.
+    async fn flush(&mut self) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        let rows: Vec<(usize, NodeRow)> = std::mem::take(&mut self.dirty)
+            .into_iter()
+            .map(|node| {
+                let row = NodeRow {
+                    node: self.run.nodes()[node].clone(),
+                    job_ids: self.job_ids[node].clone(),
+                };
+                (node, row)
+            })
+            .collect();
         if let Err(e) = self
             .engine
             .inner
             .store
-            .update_node(&self.row.id, node, &row)
+            .update_nodes(&self.row.id, &rows)
             .await
         {
-            tracing::error!(workflow = %self.row.id, "cannot record a node: {e}");
+            tracing::error!(workflow = %self.row.id, "cannot record the workflow's nodes: {e}");
         }
     }
 
@@ -243,6 +267,7 @@ impl Running {
         self.row.state = state as i32;
         self.row.reason = reason;
         self.row.ended_at = Some(crate::jobs::now_micros());
+        self.flush().await;
         self.save_workflow().await;
         self.publish();
         self.engine.forget(&self.row.id);

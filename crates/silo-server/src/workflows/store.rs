@@ -157,27 +157,30 @@ impl WorkflowStore {
         .transpose()
     }
 
-    /// Records one node's state, attempts, reason and jobs.
-    pub async fn update_node(
+    /// Records nodes' states, attempts, reasons and jobs, all in one transaction.
+    pub async fn update_nodes(
         &self,
         id: &str,
-        idx: usize,
-        node: &NodeRow,
+        nodes: &[(usize, NodeRow)],
     ) -> Result<(), StoreError> {
-        let (state, until) = state_name(&node.node.state);
-        sqlx::query(
-            "UPDATE workflow_nodes SET state = ?, until_ms = ?, attempts = ?, reason = ?, \
-             job_ids = ? WHERE workflow_id = ? AND idx = ?",
-        )
-        .bind(state)
-        .bind(until)
-        .bind(node.node.attempts)
-        .bind(&node.node.reason)
-        .bind(node.job_ids.join(" "))
-        .bind(id)
-        .bind(idx as i64)
-        .execute(&self.pool)
-        .await?;
+        let mut tx = self.pool.begin().await?;
+        for (idx, node) in nodes {
+            let (state, until) = state_name(&node.node.state);
+            sqlx::query(
+                "UPDATE workflow_nodes SET state = ?, until_ms = ?, attempts = ?, reason = ?, \
+                 job_ids = ? WHERE workflow_id = ? AND idx = ?",
+            )
+            .bind(state)
+            .bind(until)
+            .bind(node.node.attempts)
+            .bind(&node.node.reason)
+            .bind(node.job_ids.join(" "))
+            .bind(id)
+            .bind(*idx as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
