@@ -2,18 +2,19 @@
 # silo's benchmark: builds release, starts a throw-away `silo server` on 127.0.0.1, measures
 # it and its peers in the same run, and prints one table. Run as root.
 #
-#   bench/run.sh            full run (200 launches, 512 MiB of logs, 1,000 jobs, and the
-#                           python-3.11-ml runtime, which takes minutes)
-#   bench/run.sh --quick    fast check (30 launches, 64 MiB of logs, 100 jobs)
+#   bench/run.sh            full run (200 launches, 512 MiB of logs, 1,000 jobs, 200 cron
+#                           firings, and the python-3.11-ml runtime, which takes minutes)
+#   bench/run.sh --quick    fast check (30 launches, 64 MiB of logs, 100 jobs, 20 firings)
 #
-# Both run the same workflows (a 100-job chain, a 500-job fan-out, a 10,000-job validation).
+# Both run the same workflows (a 100-job chain, a 500-job fan-out, a 10,000-job validation)
+# and scrape /metrics with 500 jobs running.
 #
 # Progress goes to stderr; only the table goes to stdout. See bench/README.md.
 set -euo pipefail
 
-RUNS=200 LOG_BYTES=512MiB JOBS=1000 PY_RUNS=30 MODE=full
+RUNS=200 LOG_BYTES=512MiB JOBS=1000 PY_RUNS=30 FIRINGS=200 SCRAPE_JOBS=500 MODE=full
 case "${1:-}" in
-    --quick) RUNS=30 LOG_BYTES=64MiB JOBS=100 PY_RUNS=10 MODE=quick ;;
+    --quick) RUNS=30 LOG_BYTES=64MiB JOBS=100 PY_RUNS=10 FIRINGS=20 MODE=quick ;;
     "") ;;
     *) echo "usage: $0 [--quick]" >&2; exit 2 ;;
 esac
@@ -85,7 +86,7 @@ mkdir -p "$STATE"
 # Its own cgroup subtree: never the one of a silo server that may run on this host.
 CGROUP_NAME=silo-bench-server-$$
 "$SILO" server --listen 127.0.0.1:0 --state-dir "$STATE" --cgroup-name "$CGROUP_NAME" \
-    >"$WORK/server.log" 2>&1 &
+    --metrics-listen 127.0.0.1:0 >"$WORK/server.log" 2>&1 &
 SERVER=$!
 for _ in $(seq 300); do
     grep -qs '^address' "$CONFIG" && break
@@ -102,6 +103,7 @@ measure "memory: idle RSS, then $JOBS jobs" memory --config "$CONFIG" --pid "$SE
 measure "runtime busybox: build" runtime --config "$CONFIG" --spec runtimes/busybox.yml --build-only
 measure "fork/exec of /bin/true" fork-exec --runs "$RUNS"
 measure "launch" launch --config "$CONFIG" --runs "$RUNS"
+measure "launch idle" launch --config "$CONFIG" --runs "$RUNS" --gap 20ms
 measure "launch in the busybox runtime" launch --config "$CONFIG" --runs "$RUNS" --runtime busybox
 measure "launch with limits" launch --config "$CONFIG" --runs "$RUNS" --memory 64M --cpu 50 --pids 64
 measure "cgroup create + limits + remove" cgroup --runs "$RUNS"
@@ -112,9 +114,16 @@ measure "pipe: $LOG_BYTES through dd | cat" pipe --bytes "$LOG_BYTES"
 measure "unshare" exec --name unshare --runs "$RUNS" -- unshare --pid --fork --mount --uts --ipc --net true
 if command -v bwrap >/dev/null; then
     measure "bwrap" exec --name bwrap --runs "$RUNS" -- bwrap --unshare-all --ro-bind / / true
+    measure "bwrap idle" exec --name "bwrap idle" --runs "$RUNS" --gap 20ms -- bwrap --unshare-all --ro-bind / / true
+    measure "bwrap: 100 at once" exec-concurrent --name "bwrap concurrent" --n 100 -- bwrap --unshare-all --ro-bind / / true
 else
-    skip bwrap "bwrap (bubblewrap) is not installed and apt-get could not install it"
+    for row in bwrap "bwrap idle" "bwrap concurrent"; do
+        skip "$row" "bwrap (bubblewrap) is not installed and apt-get could not install it"
+    done
 fi
+# The whole client process, as a user types it (connection, TLS, RunJob, logs, the end).
+measure "silo job run" exec --name "silo job run" --runs "$RUNS" -- env SILO_CONFIG="$CONFIG" "$SILO" job run -- /bin/true
+measure "silo: 100 launches at once" concurrent --config "$CONFIG" --jobs 100
 if command -v crun >/dev/null; then
     # crun's default bundle (crun spec), running /bin/true without a terminal. Its rootfs is
     # a read-only bind of / made inside a private mount namespace, where the unified cgroup
@@ -145,6 +154,11 @@ fi
 measure "workflows: 100-job chain, 1 + 500 fan-out (max_parallel 50), RSS per node" \
     workflow --config "$CONFIG" --pid "$SERVER" --chain 100 --fan-out 500 --max-parallel 50
 measure "workflows: validate 10,000 jobs" workflow-validate --stages 100 --width 100 --repeat 5
+# Operations: a per-second cron schedule's lateness (FIRINGS seconds), then /metrics
+# scraped with SCRAPE_JOBS jobs running (the default --max-jobs is 512).
+METRICS_ADDR=$(sed -n 's|.*metrics at http://\([^/]*\)/metrics.*|\1|p' "$WORK/server.log" | head -1)
+measure "schedule lateness: $FIRINGS firings" schedule-lateness --config "$CONFIG" --firings "$FIRINGS"
+measure "metrics scrape with $SCRAPE_JOBS jobs" metrics-scrape --config "$CONFIG" --addr "$METRICS_ADDR" --jobs "$SCRAPE_JOBS"
 
 # Runtimes: python-3.11 built (mmdebstrap, network), exported, removed, reinstalled from
 # its export and verified; then python3 -c pass in it beside the host's python3.

@@ -5,6 +5,7 @@ mod cgroup;
 mod client;
 mod disk;
 mod measure;
+mod ops;
 mod report;
 mod runtime;
 mod workflow;
@@ -71,6 +72,32 @@ enum Command {
         /// The job's command, to the end of the line (default: /bin/true).
         #[arg(long, num_args = 1.., allow_hyphen_values = true, value_name = "COMMAND")]
         command: Vec<String>,
+        /// Pause this long before each launch (an idle server; the line's name gets
+        /// ` idle`), e.g. 20ms.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        gap: Option<std::time::Duration>,
+    },
+    /// JOBS launches of /bin/true at once over one connection, each to its end: wall time.
+    Concurrent {
+        #[command(flatten)]
+        server: Server,
+        #[arg(long, default_value_t = 100)]
+        jobs: usize,
+        /// Rounds; the median is reported.
+        #[arg(long, default_value_t = 5)]
+        repeat: usize,
+    },
+    /// N copies of a command spawned at once and waited for (the peer of `concurrent`),
+    /// named NAME in the output.
+    ExecConcurrent {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value_t = 100)]
+        n: usize,
+        #[arg(long, default_value_t = 5)]
+        repeat: usize,
+        #[arg(trailing_var_arg = true, required = true)]
+        command: Vec<String>,
     },
     /// A job writes BYTES zeros to stdout; StreamLogs(follow) reads them and drops them.
     Logs {
@@ -105,6 +132,9 @@ enum Command {
         name: String,
         #[command(flatten)]
         runs: Runs,
+        /// Pause this long before each run, e.g. 20ms.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        gap: Option<std::time::Duration>,
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
     },
@@ -177,6 +207,28 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         repeat: usize,
     },
+    /// A cron schedule firing every second (`* * * * * *`, /bin/true): how late each
+    /// firing's command started after its instant (the server's started_at - scheduled_at).
+    ScheduleLateness {
+        #[command(flatten)]
+        server: Server,
+        /// Firings measured.
+        #[arg(long, default_value_t = 200)]
+        firings: usize,
+    },
+    /// JOBS sleeping jobs running, then SCRAPES timed GETs of /metrics (a new connection
+    /// each, as Prometheus scrapes); the jobs are stopped after.
+    MetricsScrape {
+        #[command(flatten)]
+        server: Server,
+        /// host:port of the server's --metrics-listen.
+        #[arg(long)]
+        addr: String,
+        #[arg(long, default_value_t = 500)]
+        jobs: usize,
+        #[arg(long, default_value_t = 20)]
+        scrapes: usize,
+    },
     /// Reads the JSON lines of the other subcommands and prints one table.
     Report {
         /// The JSON-lines file.
@@ -231,8 +283,10 @@ fn run(command: Command) -> (Value, Result<Value>) {
             pids,
             runtime,
             command,
+            gap,
         } => {
             let launch = measure::Launch {
+                gap: gap.unwrap_or_default(),
                 command: if command.is_empty() {
                     vec![measure::LAUNCH_COMMAND.to_string()]
                 } else {
@@ -279,16 +333,42 @@ fn run(command: Command) -> (Value, Result<Value>) {
         ),
         Command::ForkExec { runs } => (
             json!({"name": "fork/exec"}),
-            measure::exec(&["/bin/true".to_string()], runs.runs, runs.warmup),
+            measure::exec(
+                &["/bin/true".to_string()],
+                runs.runs,
+                runs.warmup,
+                Default::default(),
+            ),
         ),
         Command::Exec {
             name,
             runs,
+            gap,
             command,
         } => {
             let id = json!({"name": name, "command": command.join(" ")});
-            (id, measure::exec(&command, runs.runs, runs.warmup))
+            (
+                id,
+                measure::exec(&command, runs.runs, runs.warmup, gap.unwrap_or_default()),
+            )
         }
+        Command::Concurrent {
+            server,
+            jobs,
+            repeat,
+        } => (
+            json!({"name": "concurrent"}),
+            rt().and_then(|rt| rt.block_on(measure::concurrent(&server.config, jobs, repeat))),
+        ),
+        Command::ExecConcurrent {
+            name,
+            n,
+            repeat,
+            command,
+        } => (
+            json!({"name": name, "command": command.join(" ")}),
+            measure::exec_concurrent(&command, n, repeat),
+        ),
         Command::Memory {
             server,
             pid,
@@ -375,6 +455,21 @@ fn run(command: Command) -> (Value, Result<Value>) {
         } => (
             json!({"name": "workflow validate", "stages": stages, "width": width}),
             workflow::validate::validate(stages, width, repeat),
+        ),
+        Command::ScheduleLateness { server, firings } => (
+            json!({"name": "schedule lateness"}),
+            rt().and_then(|rt| rt.block_on(ops::schedule_lateness(&server.config, firings))),
+        ),
+        Command::MetricsScrape {
+            server,
+            addr,
+            jobs,
+            scrapes,
+        } => (
+            json!({"name": "metrics scrape"}),
+            rt().and_then(|rt| {
+                rt.block_on(ops::metrics_scrape(&server.config, &addr, jobs, scrapes))
+            }),
         ),
         Command::Report { .. } => unreachable!("handled in main"),
     }

@@ -90,6 +90,8 @@ pub struct Launch {
     pub command: Vec<String>,
     pub limits: Limits,
     pub runtime: Option<String>,
+    /// A pause before each launch (an idle server), not timed.
+    pub gap: Duration,
 }
 
 /// The command a launch runs unless told otherwise.
@@ -110,6 +112,9 @@ impl Launch {
         if let Some(runtime) = &self.runtime {
             name = format!("{name} in {runtime}");
         }
+        if !self.gap.is_zero() {
+            name = format!("{name} idle");
+        }
         name
     }
 }
@@ -126,6 +131,9 @@ pub async fn launch(config: &Path, runs: usize, warmup: usize, launch: Launch) -
     };
     let (mut samples, mut answers) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
     for i in 0..warmup + runs {
+        if !launch.gap.is_zero() {
+            tokio::time::sleep(launch.gap).await;
+        }
         let start = Instant::now();
         let answered = run_to_end(&mut client, spec.clone()).await?;
         if i >= warmup {
@@ -223,7 +231,71 @@ pub fn pipe(bytes: u64, repeat: usize) -> Result<Value> {
 
 /// Spawn + wait of `command` (stdio to /dev/null), `warmup` untimed then `runs` timed. A
 /// command that fails once fails the measurement, with its stderr as the reason.
-pub fn exec(command: &[String], runs: usize, warmup: usize) -> Result<Value> {
+/// `jobs` launches of /bin/true at once, each on its own task over one connection, each
+/// run to its end; the wall time from the first RunJob sent to the last end seen, the
+/// median of `repeat` rounds.
+pub async fn concurrent(config: &Path, jobs: usize, repeat: usize) -> Result<Value> {
+    ensure!(
+        jobs > 0 && repeat > 0,
+        "--jobs and --repeat must be positive"
+    );
+    let client = client::connect(config).await?;
+    let mut walls = Vec::with_capacity(repeat);
+    for _ in 0..repeat {
+        let start = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..jobs {
+            let mut client = client.clone();
+            tasks
+                .spawn(async move { run_to_end(&mut client, spec(&[LAUNCH_COMMAND], None)).await });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.context("a launch task panicked")??;
+        }
+        walls.push(start.elapsed());
+    }
+    walls.sort();
+    Ok(json!({
+        "jobs": jobs,
+        "runs": repeat,
+        "wall_ms": round(walls[walls.len() / 2].as_secs_f64() * 1e3),
+    }))
+}
+
+/// `n` copies of `command` spawned at once and all waited for; the wall time, the median
+/// of `repeat` rounds (the peer of [`concurrent`]).
+pub fn exec_concurrent(command: &[String], n: usize, repeat: usize) -> Result<Value> {
+    ensure!(n > 0 && repeat > 0, "--n and --repeat must be positive");
+    let (program, args) = command.split_first().context("no command")?;
+    let mut walls = Vec::with_capacity(repeat);
+    for _ in 0..repeat {
+        let start = Instant::now();
+        let children: Vec<_> = (0..n)
+            .map(|_| {
+                Command::new(program)
+                    .args(args)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+            })
+            .collect::<std::io::Result<_>>()
+            .with_context(|| format!("cannot run {program}"))?;
+        for mut child in children {
+            let status = child.wait()?;
+            ensure!(status.success(), "{program} failed: {status}");
+        }
+        walls.push(start.elapsed());
+    }
+    walls.sort();
+    Ok(json!({
+        "jobs": n,
+        "runs": repeat,
+        "wall_ms": round(walls[walls.len() / 2].as_secs_f64() * 1e3),
+    }))
+}
+
+pub fn exec(command: &[String], runs: usize, warmup: usize, gap: Duration) -> Result<Value> {
     ensure!(runs > 0, "--runs must be positive");
     let (program, args) = command.split_first().context("no command")?;
     let check = Command::new(program)
@@ -241,6 +313,9 @@ pub fn exec(command: &[String], runs: usize, warmup: usize) -> Result<Value> {
     }
     let mut samples = Vec::with_capacity(runs);
     for i in 0..warmup + runs {
+        if !gap.is_zero() {
+            std::thread::sleep(gap);
+        }
         let start = Instant::now();
         let status = Command::new(program)
             .args(args)

@@ -18,6 +18,7 @@ fn launch_name(command: &[&str], runtime: Option<&str>) -> String {
         command: command.iter().map(|s| s.to_string()).collect(),
         limits: Default::default(),
         runtime: runtime.map(str::to_owned),
+        gap: Default::default(),
     }
     .name()
 }
