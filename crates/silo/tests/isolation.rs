@@ -198,6 +198,28 @@ async fn orphans_are_reaped_and_the_commands_exit_code_is_the_jobs() {
 }
 
 #[tokio::test]
+async fn jobs_run_under_the_normal_scheduling_policy_though_their_inits_waited_idle() {
+    if !privileged() {
+        return;
+    }
+    // Ready inits are prepared under SCHED_IDLE; a job (and what it forks) must not be.
+    let server = TestServer::start();
+    let mut c = server.admin().await;
+    // Field 41 of /proc/PID/stat is the policy (0 SCHED_OTHER, 5 SCHED_IDLE), 19 the nice.
+    let script = "s=$(cut -d' ' -f19,41 /proc/$$/stat); sh -c 'cut -d\" \" -f19,41 /proc/$$/stat' \
+                  | { read c; echo \"$s|$c\"; }";
+    for _ in 0..4 {
+        let (end, out, _) = sh(&mut c, script).await;
+        assert_eq!(end.state(), JobState::Completed, "{end:?}");
+        assert_eq!(
+            out.trim(),
+            "0 0|0 0",
+            "nice and policy of the job and its child"
+        );
+    }
+}
+
+#[tokio::test]
 async fn setup_failures_name_their_cause_and_leave_nothing_behind() {
     if !privileged() {
         return;

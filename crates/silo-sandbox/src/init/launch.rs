@@ -280,6 +280,16 @@ pub(super) fn prefork(iso: &Isolation) -> Result<Preforked, InitError> {
         )),
         Ok(ForkResult::Child) => {
             drop((stdout_r, stderr_r, status_r, request_w));
+            // A ready init may be prepared under SCHED_IDLE, which a fork inherits; the
+            // command runs under the normal policy at nice 0. Set here, while this process
+            // still has the init's privileges: without CAP_SYS_NICE it could not leave
+            // SCHED_IDLE, and everything the command forks inherits the policy.
+            let param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: plain system calls on this process; `param` outlives the call.
+            unsafe {
+                libc::sched_setscheduler(0, libc::SCHED_OTHER, &param);
+                libc::setpriority(libc::PRIO_PROCESS, 0, 0);
+            }
             let handshake = handshake.map(|((_, made_w), (go_r, _))| (made_w, go_r));
             let error = exec_command(
                 Source::Pipe(request_r),
