@@ -324,7 +324,13 @@ fn run(command: Command) -> (Value, Result<Value>) {
             repeat,
         } => (
             json!({"name": "logs"}),
-            rt().and_then(|rt| rt.block_on(measure::logs(&server.config, bytes, repeat))),
+            // One task reads the stream, as in `silo job logs`: a current-thread runtime,
+            // like the CLI's, spares a hand-off between threads per message.
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting tokio")
+                .and_then(|rt| rt.block_on(measure::logs(&server.config, bytes, repeat))),
         ),
         Command::Pipe { bytes, repeat } => (json!({"name": "pipe"}), measure::pipe(bytes, repeat)),
         Command::Cgroup { runs } => (

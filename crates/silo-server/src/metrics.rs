@@ -130,7 +130,7 @@ fn render(handle: &PrometheusHandle, jobs: &JobManager) -> String {
     gauge(
         &mut out,
         "silo_jobs_running",
-        "Jobs that are starting or running now.",
+        "Jobs whose command is running now.",
         &[(None, running.len() as f64)],
     );
     gauge(

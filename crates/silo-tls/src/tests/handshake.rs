@@ -106,6 +106,11 @@ fn ca_signed_client_completes_a_tls13_h2_handshake() {
     );
     assert_eq!(client.alpn_protocol(), Some(&b"h2"[..]));
     assert_eq!(server.alpn_protocol(), Some(&b"h2"[..]));
+    // Both sides prefer AES-128-GCM (the cheapest bulk cipher with AES instructions).
+    assert_eq!(
+        client.negotiated_cipher_suite().map(|s| s.suite()),
+        Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+    );
     let peer = server
         .peer_certificates()
         .expect("client presented a certificate");
