@@ -220,6 +220,22 @@ async fn jobs_run_under_the_normal_scheduling_policy_though_their_inits_waited_i
 }
 
 #[tokio::test]
+async fn work_is_the_jobs_own_with_or_without_a_disk_and_without_uploads() {
+    if !privileged() {
+        return;
+    }
+    for flags in [&["--default-disk", "0"][..], &[][..]] {
+        let server = TestServer::start_with(flags);
+        let mut c = server.admin().await;
+        for _ in 0..3 {
+            let (end, out, err) = sh(&mut c, "echo mine > /work/x && cat /work/x").await;
+            assert_eq!(end.state(), JobState::Completed, "{flags:?}: {err}");
+            assert_eq!(out, "mine\n", "{flags:?}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn setup_failures_name_their_cause_and_leave_nothing_behind() {
     if !privileged() {
         return;

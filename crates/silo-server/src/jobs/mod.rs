@@ -460,6 +460,22 @@ impl JobManager {
         // The job's user is its host id outside its user namespace.
         let owner = live.row.borrow().host_id.map(|id| (id, id));
         let limits = live.row.borrow().spec.limits.clone();
+        // Most jobs bring no uploads and keep the default limits, which the ready init's
+        // cgroup has already: nothing to write, no trip to a blocking thread.
+        let defaults_suffice = uploads.is_empty()
+            && limits.as_ref().is_none_or(|l| l.io_bps.is_none())
+            && match (&ready.cgroup, &ready.applied) {
+                (Some(_), Some(applied)) => {
+                    resources::cgroup_limits(limits.as_ref(), Path::new("/"))
+                        .is_ok_and(|wanted| wanted == *applied)
+                }
+                (None, _) => !resources::any_limit(limits.as_ref()),
+                (Some(_), None) => false,
+            };
+        if defaults_suffice {
+            let row = live.row.borrow().clone();
+            return self.store_new_job(&row, secrets).await;
+        }
         // Directories, uploads (written and chowned) and cgroup files are blocking work:
         // it runs on a blocking thread, and the cgroup goes there and comes back.
         let cgroup = ready.cgroup.take();
@@ -518,10 +534,19 @@ impl JobManager {
             }
         };
         let row = live.update(|r| r.uploads = written);
+        self.store_new_job(&row, secrets).await
+    }
+
+    /// Stores a new job's row with its secrets, sealed.
+    async fn store_new_job(
+        &self,
+        row: &JobRow,
+        secrets: &crate::secrets::Secrets,
+    ) -> Result<(), JobError> {
         let sealed = secrets
             .seal(&self.inner.settings.secret_key, &row.id)
             .map_err(|e| JobError::Host(e.to_string()))?;
-        self.inner.store.insert_with_secrets(&row, &sealed).await?;
+        self.inner.store.insert_with_secrets(row, &sealed).await?;
         Ok(())
     }
 

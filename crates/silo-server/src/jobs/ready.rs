@@ -45,6 +45,9 @@ pub struct ReadyInit {
     pub control: InitConnection,
     /// Its job's cgroup, without limits yet.
     pub cgroup: Option<silo_cgroup::JobCgroup>,
+    /// The limits written to `cgroup` already: the server's defaults, which most jobs
+    /// keep, so that their launch writes no cgroup file.
+    pub applied: Option<silo_cgroup::Limits>,
     /// Whether it has a private network namespace (else it shares the host's).
     pub private_network: bool,
     /// The size of the filesystem mounted at its /work, when it has one of its own.
@@ -105,8 +108,18 @@ impl JobManager {
             Some(size) => Some(make_disk(&dir.join(DISK_IMAGE), size, idle).await?),
             None => None,
         };
+        let mut applied = None;
         if let Some(cgroups) = &self.inner.settings.cgroups {
-            parts.cgroup = Some(cgroups.create_job(&id).map_err(resources::cgroup_error)?);
+            let cg = cgroups.create_job(&id).map_err(resources::cgroup_error)?;
+            // The defaults apply to most jobs; an io default needs the job's disk, so it
+            // waits for the job.
+            let defaults = &self.inner.settings.bounds.defaults;
+            if defaults.io_bps.is_none() {
+                let limits = resources::cgroup_limits(Some(defaults), &root)?;
+                cg.apply(&limits).map_err(resources::cgroup_error)?;
+                applied = Some(limits);
+            }
+            parts.cgroup = Some(cg);
         }
         let init = spawn_init(&SpawnRequest {
             exe: self.inner.exe.as_fd(),
@@ -134,6 +147,18 @@ impl JobManager {
         let control = prepare(init.control, &params).await.map_err(|e| {
             JobError::Host(format!("cannot prepare a job's sandbox: {}", e.message))
         })?;
+        // The job's user (its host id outside its user namespace) owns its /work from the
+        // start: a job without uploads needs nothing else written at its launch. A job
+        // disk is reached through the init's root, where it is mounted.
+        let work = match disk_bytes {
+            Some(_) => PathBuf::from(format!("/proc/{}/root/work", init.pid)),
+            None => dir.join("work"),
+        };
+        let owner = Some((host_id, host_id));
+        tokio::task::spawn_blocking(move || super::uploads::write_uploads(&work, &[], owner))
+            .await
+            .map_err(|e| JobError::Host(format!("cannot hand /work over: {e}")))?
+            .map_err(|e| JobError::Host(format!("cannot hand /work over: {e}")))?;
         let (pidfd, cgroup) = parts.keep();
         Ok(ReadyInit {
             mount_ns: std::fs::File::open(format!("/proc/{}/ns/mnt", init.pid))
@@ -146,6 +171,7 @@ impl JobManager {
             pidfd,
             control,
             cgroup,
+            applied,
             private_network,
             disk_bytes,
             rootfs: rootfs.clone(),
