@@ -77,12 +77,25 @@ pub async fn supervise(
         Err(e) => InitReport::StartFailed(e),
     };
     drop(control);
-    let outcome = await_init_end(&live, report, pidfd).await;
-    tracing::debug!(job = %live.id, elapsed = ?t0.elapsed(), "init reaped");
-    if let Some(wd) = watch {
-        manager.inner.logs.unwatch(wd);
+    if let InitReport::Ran(Some(exit)) = report {
+        // The init reports the exit once everything else in the job is dead and its
+        // output is in the log: the end is known and is published now; the init's own
+        // exit (the release of its memory) is waited for after, before the cgroup goes.
+        let outcome = Outcome::of_run(live.stop_cause(), Some(exit), None);
+        if let Some(wd) = watch {
+            manager.inner.logs.unwatch(wd);
+        }
+        manager.finish(&live, outcome).await;
+        let _ = wait_reaped(pidfd).await;
+        tracing::debug!(job = %live.id, elapsed = ?t0.elapsed(), "init reaped");
+    } else {
+        let outcome = await_init_end(&live, report, pidfd).await;
+        tracing::debug!(job = %live.id, elapsed = ?t0.elapsed(), "init reaped");
+        if let Some(wd) = watch {
+            manager.inner.logs.unwatch(wd);
+        }
+        manager.finish(&live, outcome).await;
     }
-    manager.finish(&live, outcome).await;
     tear_down(&manager, &live, mount_ns).await;
     tracing::debug!(job = %live.id, elapsed = ?t0.elapsed(), "job finished");
     if let Some(tx) = started.take() {
