@@ -65,11 +65,14 @@ pub async fn supervise(
         .watch(&log_path, live.progress.clone())
         .ok();
     let mut started = Some(started);
+    // The store's copy of the RUNNING state, written while the command runs; the end's
+    // write waits for it, so the two land in order.
+    let mut running_write = None;
     restore_priority(pid);
     let report = match start_command(&live, &mut control, &spec).await {
         Ok(_) => {
             tracing::debug!(job = %live.id, elapsed = ?t0.elapsed(), "command started");
-            record_running(&manager, &live, pid, started.take()).await;
+            running_write = Some(record_running(&manager, &live, pid, started.take()));
             let report = follow_run(&live, &mut control).await;
             tracing::debug!(job = %live.id, elapsed = ?t0.elapsed(), "init reported the exit");
             report
@@ -85,6 +88,9 @@ pub async fn supervise(
         if let Some(wd) = watch {
             manager.inner.logs.unwatch(wd);
         }
+        if let Some(write) = running_write.take() {
+            let _ = write.await;
+        }
         manager.finish(&live, outcome).await;
         let _ = wait_reaped(pidfd).await;
         tracing::debug!(job = %live.id, elapsed = ?t0.elapsed(), "init reaped");
@@ -93,6 +99,9 @@ pub async fn supervise(
         tracing::debug!(job = %live.id, elapsed = ?t0.elapsed(), "init reaped");
         if let Some(wd) = watch {
             manager.inner.logs.unwatch(wd);
+        }
+        if let Some(write) = running_write.take() {
+            let _ = write.await;
         }
         manager.finish(&live, outcome).await;
     }
@@ -172,14 +181,15 @@ async fn start_command(
 }
 
 /// Publishes that the command runs: at once in memory (and to the caller of RunJob, through
-/// `started`), then in the store (before anything else of this job is stored); and arms
+/// `started`), then in the store, on a task of its own whose end the caller awaits before
+/// anything else of this job is stored (the init's reports are read meanwhile); and arms
 /// the job's timeout.
-async fn record_running(
+fn record_running(
     manager: &JobManager,
     live: &Arc<LiveJob>,
     pid: i32,
     started: Option<oneshot::Sender<()>>,
-) {
+) -> tokio::task::JoinHandle<()> {
     let start_ticks = super::reconcile::process_start_ticks(pid);
     let row = live.update(|r| {
         r.state = JobState::Running;
@@ -197,9 +207,6 @@ async fn record_running(
         None => metrics::histogram!(crate::metrics::LAUNCH_SECONDS)
             .record((started_at - row.created_at) as f64 / 1e6),
     }
-    if let Err(e) = manager.inner.store.update(&row).await {
-        tracing::error!(job = %live.id, "cannot record that the job runs: {e}");
-    }
     if row.spec.timeout_ms > 0 {
         arm_timeout(
             live,
@@ -207,6 +214,12 @@ async fn record_running(
             manager.grace_of(&row),
         );
     }
+    let store = manager.inner.store.clone();
+    tokio::spawn(async move {
+        if let Err(e) = store.update(&row).await {
+            tracing::error!(job = %row.id, "cannot record that the job runs: {e}");
+        }
+    })
 }
 
 /// Reads the init's events while the command runs, until it reports the exit or closes its
