@@ -399,8 +399,12 @@ impl JobManager {
                 }
                 let disk = manager.inner.settings.bounds.defaults.disk_bytes;
                 let user = manager.inner.settings.job_user;
+                // Topping up a pool that still has an init waits for idle CPU
+                // (SCHED_IDLE); an empty pool is refilled at the normal priority, or under
+                // steady load the next launch would make its init itself, on its path.
+                let idle = have > 0;
                 let ready = manager
-                    .spawn_ready(true, disk, &Rootfs::HostView, true, user)
+                    .spawn_ready(true, disk, &Rootfs::HostView, idle, user)
                     .await;
                 manager.inner.refilling.fetch_sub(1, Ordering::SeqCst);
                 match ready {
