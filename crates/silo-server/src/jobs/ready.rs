@@ -105,7 +105,19 @@ impl JobManager {
         // From here on, every way out but success ends what was made.
         let mut parts = ReadyInitParts::new(self.clone(), dir.clone(), host_id);
         let work_disk = match disk_bytes {
-            Some(size) => Some(make_disk(&dir.join(DISK_IMAGE), size, idle).await?),
+            Some(size) => {
+                // The default size (nearly every job's) is copied from a template made
+                // once; another size gets a filesystem of its own.
+                let template =
+                    (Some(size) == self.inner.settings.bounds.defaults.disk_bytes).then(|| {
+                        self.inner
+                            .settings
+                            .jobs_dir
+                            .with_file_name("disk-templates")
+                            .join(format!("ext4-v1-{size}.img"))
+                    });
+                Some(make_disk(&dir.join(DISK_IMAGE), size, idle, template).await?)
+            }
             None => None,
         };
         let mut applied = None;
@@ -307,7 +319,9 @@ impl JobManager {
         tokio::spawn(async move {
             let disk = manager.inner.settings.bounds.defaults.disk_bytes;
             let user = manager.inner.settings.job_user;
-            let ready = manager.spawn_ready(true, disk, &rootfs, true, user).await;
+            // Only made when the runtime has none ready: at the normal priority, so that
+            // it is ready for the next launch in that runtime.
+            let ready = manager.spawn_ready(true, disk, &rootfs, false, user).await;
             let mut keep = None;
             match ready {
                 Ok(ready) => keep = Some(ready),
@@ -540,20 +554,53 @@ pub(super) const DISK_IMAGE: &str = "disk.img";
 /// tables left unwritten (lazy init; the sandbox mounts with noinit_itable, and a sparse
 /// file reads as zeros). With `idle`, mkfs runs under `SCHED_IDLE` (it prepares a later
 /// job, and must not slow a starting one).
-async fn make_disk(image: &Path, size: u64, idle: bool) -> Result<PathBuf, JobError> {
+async fn make_disk(
+    image: &Path,
+    size: u64,
+    idle: bool,
+    template: Option<PathBuf>,
+) -> Result<PathBuf, JobError> {
     let failed = |e: String| {
         JobError::Host(format!(
             "cannot make the job's disk {}: {e}",
             image.display()
         ))
     };
+    let Some(template) = template else {
+        mkfs(image, size, idle).await.map_err(failed)?;
+        return Ok(image.to_path_buf());
+    };
+    if !template.exists() {
+        // Made beside it and renamed into place: a template is whole or absent. Two
+        // inits that make one at once both succeed; either copy serves.
+        let dir = template.parent().unwrap_or(Path::new("/"));
+        std::fs::create_dir_all(dir).map_err(|e| failed(format!("{}: {e}", dir.display())))?;
+        let partial = template.with_extension(format!("partial-{}", uuid::Uuid::new_v4().simple()));
+        if let Err(e) = mkfs(&partial, size, idle).await {
+            let _ = std::fs::remove_file(&partial);
+            return Err(failed(e));
+        }
+        std::fs::rename(&partial, &template)
+            .map_err(|e| failed(format!("{}: {e}", template.display())))?;
+    }
+    let (from, to) = (template.clone(), image.to_path_buf());
+    tokio::task::spawn_blocking(move || copy_sparse(&from, &to, size))
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .map_err(|e| failed(format!("copying {}: {e}", template.display())))?;
+    Ok(image.to_path_buf())
+}
+
+/// A new file `image` of `size` bytes with an empty ext4 filesystem (mkfs.ext4; with
+/// `idle`, under `SCHED_IDLE`: it prepares a later job, and must not slow a starting one).
+async fn mkfs(image: &Path, size: u64, idle: bool) -> Result<(), String> {
     let file = OpenOptions::new()
         .create_new(true)
         .write(true)
         .mode(0o600)
         .open(image)
-        .map_err(|e| failed(e.to_string()))?;
-    file.set_len(size).map_err(|e| failed(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
+    file.set_len(size).map_err(|e| e.to_string())?;
     drop(file);
     let mut mkfs = tokio::process::Command::new("mkfs.ext4");
     if idle {
@@ -574,15 +621,71 @@ async fn make_disk(image: &Path, size: u64, idle: bool) -> Result<PathBuf, JobEr
         .stdin(std::process::Stdio::null())
         .output()
         .await
-        .map_err(|e| failed(format!("mkfs.ext4: {e}")))?;
+        .map_err(|e| format!("mkfs.ext4: {e}"))?;
     if !out.status.success() {
-        return Err(failed(format!(
+        return Err(format!(
             "mkfs.ext4 {}: {}",
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        ));
     }
-    Ok(image.to_path_buf())
+    Ok(())
+}
+
+/// Copies `template` (a sparse image of `size` bytes) to the new file `image`: only its
+/// data (about 160 KiB for an empty 10 GiB ext4), holes stay holes.
+fn copy_sparse(template: &Path, image: &Path, size: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let from = std::fs::File::open(template)?;
+    if from.metadata()?.len() != size {
+        return Err(std::io::Error::other("the template has another size"));
+    }
+    let to = OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(image)?;
+    to.set_len(size)?;
+    let mut offset: i64 = 0;
+    loop {
+        // SAFETY: lseek on a descriptor this function owns.
+        let data = unsafe { libc::lseek(from.as_raw_fd(), offset, libc::SEEK_DATA) };
+        if data < 0 {
+            let e = std::io::Error::last_os_error();
+            // No data past `offset`: done.
+            return match e.raw_os_error() {
+                Some(libc::ENXIO) => Ok(()),
+                _ => Err(e),
+            };
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(from.as_raw_fd(), data, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let (mut src, mut dst) = (data, data);
+        while src < hole {
+            // SAFETY: both descriptors are open and owned here; the offsets are valid
+            // pointers to locals that outlive the call.
+            let n = unsafe {
+                libc::copy_file_range(
+                    from.as_raw_fd(),
+                    &mut src,
+                    to.as_raw_fd(),
+                    &mut dst,
+                    (hole - src) as usize,
+                    0,
+                )
+            };
+            if n < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if n == 0 {
+                return Err(std::io::Error::other("the template ended early"));
+            }
+        }
+        offset = hole;
+    }
 }
 
 /// Hello, version check, `sandbox.prepare`, its answer: the connection to an init that
@@ -598,4 +701,43 @@ async fn prepare(
         .call(METHOD_PREPARE, params, PREPARE_DEADLINE)
         .await?;
     Ok(control)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Seek, SeekFrom, Write};
+    use std::os::unix::fs::MetadataExt;
+
+    use super::copy_sparse;
+
+    #[test]
+    fn a_sparse_copy_has_the_same_bytes_and_keeps_the_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (template, image) = (dir.path().join("t.img"), dir.path().join("i.img"));
+        let size = 64 << 20;
+        let mut t = std::fs::File::create(&template).unwrap();
+        t.set_len(size).unwrap();
+        for (at, byte) in [
+            (0, 1u8),
+            (1 << 20, 2),
+            ((40 << 20) + 7, 3),
+            (size - 4096, 4),
+        ] {
+            t.seek(SeekFrom::Start(at)).unwrap();
+            t.write_all(&vec![byte; 5000.min((size - at) as usize)])
+                .unwrap();
+        }
+        drop(t);
+        copy_sparse(&template, &image, size).unwrap();
+        assert_eq!(
+            std::fs::read(&template).unwrap(),
+            std::fs::read(&image).unwrap()
+        );
+        let blocks = std::fs::metadata(&image).unwrap().blocks() * 512;
+        assert!(blocks < 1 << 20, "the copy holds {blocks} bytes");
+        // A template of another size is refused, and the image is not made.
+        let other = dir.path().join("o.img");
+        assert!(copy_sparse(&template, &other, size * 2).is_err());
+        assert!(!other.exists());
+    }
 }
