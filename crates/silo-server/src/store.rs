@@ -335,15 +335,7 @@ impl Store {
         .bind(id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(crate::secrets::Sealed {
-                    name: row.try_get("name")?,
-                    nonce: row.try_get("nonce")?,
-                    ciphertext: row.try_get("ciphertext")?,
-                })
-            })
-            .collect()
+        Ok(crate::secrets::sealed_rows(&rows)?)
     }
 
     /// Ends a job that is still SCHEDULED as `job` says (its state, reason, end); false

@@ -563,7 +563,7 @@ async fn a_workflows_secrets_reach_its_jobs_are_stored_sealed_and_survive_a_rota
 }
 
 #[tokio::test]
-async fn a_scheduled_job_gets_its_secret_at_its_start_and_a_cron_schedule_refuses_one() {
+async fn scheduled_jobs_and_cron_firings_get_their_secrets_sealed_until_they_start() {
     if !privileged() {
         return;
     }
@@ -610,14 +610,64 @@ async fn a_scheduled_job_gets_its_secret_at_its_start_and_a_cron_schedule_refuse
     assert_eq!(job.state, JobState::Completed as i32, "{job:?}");
     assert_eq!(stdout_of(&mut admin, &id).await, b"ok\n");
 
-    let refused = server
-        .cli()
-        .args(["job", "run", "--cron", "* * * * *", "--secret-env"])
-        .arg(format!("S={secret}"))
-        .args(["--", "true"])
-        .assert()
-        .failure();
-    let stderr = String::from_utf8_lossy(&refused.get_output().stderr).into_owned();
-    assert!(stderr.contains("cron schedule"), "{stderr}");
-    assert!(!stderr.contains(&secret), "{stderr}");
+    // A cron schedule keeps its secret sealed under its own id; each firing's job gets it.
+    let schedule = String::from_utf8(cli_out(
+        server.cli(),
+        &[
+            "job",
+            "run",
+            "--cron",
+            "* * * * * *",
+            "--secret-env",
+            &format!("S={secret}"),
+            "--",
+            "sh",
+            "-c",
+            &compares_to(&secret),
+        ],
+    ))
+    .unwrap()
+    .lines()
+    .next()
+    .unwrap()
+    .to_owned();
+    let shown = cli_out(server.cli(), &["schedule", "status", &schedule, "--json"]);
+    assert!(!contains(&shown, &secret));
+    let db = server.state().join("silo.db");
+    let sealed: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM schedule_secrets WHERE schedule_id = ?")
+            .bind(&schedule)
+            .fetch_one(&store.pool())
+            .await
+            .unwrap();
+    assert_eq!(sealed, 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let fired = loop {
+        let page = admin
+            .list_jobs(ListJobsRequest {
+                schedule_id: schedule.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if let Some(job) = page.jobs.iter().find(|j| j.ended_at.is_some()) {
+            break job.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no firing ended");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(fired.state, JobState::Completed as i32, "{fired:?}");
+    assert_eq!(stdout_of(&mut admin, &fired.id).await, b"ok\n");
+    cli_out(server.cli(), &["schedule", "delete", &schedule]);
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schedule_secrets")
+        .fetch_one(&store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        left,
+        0,
+        "a deleted schedule's secrets stay in {}",
+        db.display()
+    );
 }

@@ -355,6 +355,21 @@ impl Scheduler {
             return Firing::Skipped(1);
         }
         let mut spec = row.spec.clone();
+        if !spec.secret_env_names.is_empty() {
+            let opened = match self.inner.store.secrets_of(&row.id).await {
+                Ok(sealed) => crate::secrets::Secrets::open_into(
+                    &jobs.secret_key(),
+                    &crate::secrets::schedule_owner(&row.id),
+                    &sealed,
+                    &mut spec,
+                )
+                .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = opened {
+                return Firing::Failed(format!("its secrets cannot be opened: {e}"));
+            }
+        }
         let (options, hold) = match self.resolve_root(&mut spec).await {
             Ok(resolved) => resolved,
             Err(why) => return Firing::Failed(why),
@@ -398,13 +413,6 @@ impl Scheduler {
 
     /// Validates and stores a cron schedule, and arms its first firing.
     pub async fn create(&self, mut row: ScheduleRow) -> Result<ScheduleRow, ScheduleError> {
-        if !row.spec.secret_env.is_empty() {
-            return Err(ScheduleError::Invalid(
-                "secret environment variables cannot be combined with a cron schedule yet \
-                 (a one-shot --at/--in job takes them)"
-                    .into(),
-            ));
-        }
         let plan = CronPlan::parse(&row.cron, &row.tz).map_err(|e| ScheduleError::Invalid(e.0))?;
         row.tz = plan.zone_name().to_owned();
         let (_, hold) = self
@@ -423,7 +431,16 @@ impl Scheduler {
         row.id = uuid::Uuid::new_v4().simple().to_string();
         row.created_at = now_micros();
         row.next_at = Some(next.as_microsecond());
-        self.inner.store.insert(&row).await?;
+        // The secret values leave the spec here, sealed under the schedule; the stored
+        // spec (and every answer) keeps their names only.
+        let secrets = crate::secrets::Secrets::take(&mut row.spec);
+        let sealed = secrets
+            .seal_for(
+                &self.inner.jobs.secret_key(),
+                &crate::secrets::schedule_owner(&row.id),
+            )
+            .map_err(|e| ScheduleError::Jobs(JobError::Host(e.to_string())))?;
+        self.inner.store.insert_with_secrets(&row, &sealed).await?;
         self.arm(next.as_microsecond(), Due::Schedule(row.id.clone()));
         tracing::info!(schedule = %row.id, cron = %row.cron, tz = %row.tz, "schedule created");
         Ok(row)

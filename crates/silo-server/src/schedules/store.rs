@@ -59,6 +59,16 @@ impl ScheduleStore {
 
     /// Stores a new schedule.
     pub async fn insert(&self, row: &ScheduleRow) -> Result<(), StoreError> {
+        self.insert_with_secrets(row, &[]).await
+    }
+
+    /// Stores a new schedule and its sealed secret variables, all or nothing.
+    pub async fn insert_with_secrets(
+        &self,
+        row: &ScheduleRow,
+        secrets: &[crate::secrets::Sealed],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(&format!(
             "INSERT INTO schedules ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
@@ -77,8 +87,21 @@ impl ScheduleStore {
         .bind(row.skipped as i64)
         .bind(&row.last_error)
         .bind(row.created_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        for sealed in secrets {
+            sqlx::query(
+                "INSERT INTO schedule_secrets (schedule_id, name, nonce, ciphertext) \
+                 VALUES (?, ?, ?, ?)",
+            )
+            .bind(&row.id)
+            .bind(&sealed.name)
+            .bind(&sealed.nonce)
+            .bind(&sealed.ciphertext)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -159,6 +182,18 @@ impl ScheduleStore {
         }
         let done = query.bind(id).bind(due).execute(&self.pool).await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    /// The sealed secret variables of schedule `id` (none once it is deleted).
+    pub async fn secrets_of(&self, id: &str) -> Result<Vec<crate::secrets::Sealed>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, nonce, ciphertext FROM schedule_secrets WHERE schedule_id = ? \
+             ORDER BY rowid",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(crate::secrets::sealed_rows(&rows)?)
     }
 
     /// Removes a schedule; false when there was none.

@@ -149,6 +149,25 @@ pub fn job_owner(job_id: &str) -> String {
     format!("job:{job_id}")
 }
 
+/// Sealed values from rows of `name`, `nonce`, `ciphertext` (job_secrets, schedule_secrets).
+pub fn sealed_rows(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<Sealed>, sqlx::Error> {
+    use sqlx::Row;
+    rows.iter()
+        .map(|row| {
+            Ok(Sealed {
+                name: row.try_get("name")?,
+                nonce: row.try_get("nonce")?,
+                ciphertext: row.try_get("ciphertext")?,
+            })
+        })
+        .collect()
+}
+
+/// The owner of a cron schedule's secrets, as bound into their ciphertexts.
+pub fn schedule_owner(schedule_id: &str) -> String {
+    format!("schedule:{schedule_id}")
+}
+
 /// The owner of a workflow's sealed YAML, as bound into its ciphertext.
 pub fn workflow_owner(workflow_id: &str) -> String {
     format!("workflow:{workflow_id}")
@@ -189,11 +208,33 @@ impl Secrets {
 
     /// Every value sealed for the job `job_id`.
     pub fn seal(&self, key: &SecretKey, job_id: &str) -> Result<Vec<Sealed>, SecretError> {
-        let owner = job_owner(job_id);
+        self.seal_for(key, &job_owner(job_id))
+    }
+
+    /// Every value sealed for `owner` ([`job_owner`], [`schedule_owner`]).
+    pub fn seal_for(&self, key: &SecretKey, owner: &str) -> Result<Vec<Sealed>, SecretError> {
         self.0
             .iter()
-            .map(|(name, value)| key.seal(&owner, name, value))
+            .map(|(name, value)| key.seal(owner, name, value))
             .collect()
+    }
+
+    /// The variables `sealed` for `owner`, opened into a spec's `secret_env`.
+    pub fn open_into(
+        key: &SecretKey,
+        owner: &str,
+        sealed: &[Sealed],
+        spec: &mut JobSpec,
+    ) -> Result<(), SecretError> {
+        for sealed in sealed {
+            let value = key.open(owner, sealed)?;
+            spec.secret_env.push(silo_proto::v1::SecretVar {
+                name: sealed.name.clone(),
+                value,
+            });
+        }
+        spec.secret_env_names.clear();
+        Ok(())
     }
 
     /// Puts the variables into `env` (a command's environment, where a later entry of a

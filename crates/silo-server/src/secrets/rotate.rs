@@ -16,7 +16,7 @@ use sqlx::Row;
 use super::key_file::{StateClaim, load_key, sync_dir, write_key};
 use super::{
     KEY_FILE, NEW_KEY_FILE, Sealed, SecretError, SecretKey, WORKFLOW_YAML, job_owner,
-    workflow_owner,
+    schedule_owner, workflow_owner,
 };
 use crate::store::Store;
 
@@ -75,29 +75,16 @@ async fn reseal(
     new: &SecretKey,
 ) -> Result<usize, SecretError> {
     let mut tx = pool.begin().await?;
-    let rows = sqlx::query("SELECT job_id, name, nonce, ciphertext FROM job_secrets")
-        .fetch_all(&mut *tx)
-        .await?;
-    for row in &rows {
-        let job_id: String = row.try_get("job_id")?;
-        let owner = job_owner(&job_id);
-        let sealed = Sealed {
-            name: row.try_get("name")?,
-            nonce: row.try_get("nonce")?,
-            ciphertext: row.try_get("ciphertext")?,
-        };
-        let value = old.open(&owner, &sealed)?;
-        let resealed = new.seal(&owner, &sealed.name, &value)?;
-        sqlx::query(
-            "UPDATE job_secrets SET nonce = ?, ciphertext = ? WHERE job_id = ? AND name = ?",
-        )
-        .bind(&resealed.nonce)
-        .bind(&resealed.ciphertext)
-        .bind(&job_id)
-        .bind(&sealed.name)
-        .execute(&mut *tx)
-        .await?;
-    }
+    let jobs = reseal_named(&mut tx, "job_secrets", "job_id", job_owner, old, new).await?;
+    let schedules = reseal_named(
+        &mut tx,
+        "schedule_secrets",
+        "schedule_id",
+        schedule_owner,
+        old,
+        new,
+    )
+    .await?;
     let workflows = sqlx::query("SELECT workflow_id, nonce, ciphertext FROM workflow_secrets")
         .fetch_all(&mut *tx)
         .await?;
@@ -119,7 +106,45 @@ async fn reseal(
             .await?;
     }
     tx.commit().await?;
-    Ok(rows.len() + workflows.len())
+    Ok(jobs + schedules + workflows.len())
+}
+
+/// Re-encrypts every named secret of `table` (`job_secrets`, `schedule_secrets`: an owner
+/// id column, `name`, `nonce`, `ciphertext`), bound to `owner(id)`; returns how many.
+async fn reseal_named(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    table: &str,
+    id_column: &str,
+    owner: fn(&str) -> String,
+    old: &SecretKey,
+    new: &SecretKey,
+) -> Result<usize, SecretError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {id_column} AS id, name, nonce, ciphertext FROM {table}"
+    ))
+    .fetch_all(&mut **tx)
+    .await?;
+    for row in &rows {
+        let id: String = row.try_get("id")?;
+        let bound = owner(&id);
+        let sealed = Sealed {
+            name: row.try_get("name")?,
+            nonce: row.try_get("nonce")?,
+            ciphertext: row.try_get("ciphertext")?,
+        };
+        let value = old.open(&bound, &sealed)?;
+        let resealed = new.seal(&bound, &sealed.name, &value)?;
+        sqlx::query(&format!(
+            "UPDATE {table} SET nonce = ?, ciphertext = ? WHERE {id_column} = ? AND name = ?"
+        ))
+        .bind(&resealed.nonce)
+        .bind(&resealed.ciphertext)
+        .bind(&id)
+        .bind(&sealed.name)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(rows.len())
 }
 
 /// Step 3: the new key replaces the old one.
@@ -163,14 +188,27 @@ mod tests {
     async fn rotation_reseals_every_secret_and_replaces_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path();
-        let (store, _) = store_with_secret(state).await;
+        let (store, key) = store_with_secret(state).await;
         let before = stored(&store).await;
+        // A cron schedule's secret too.
+        let schedules = crate::schedules::store::ScheduleStore::new(store.pool());
+        let schedule = crate::schedules::store::ScheduleRow {
+            id: "cd".into(),
+            cron: "* * * * *".into(),
+            tz: "UTC".into(),
+            ..Default::default()
+        };
+        let sealed = key.seal(&schedule_owner("cd"), "PASS", "s3cret").unwrap();
+        schedules
+            .insert_with_secrets(&schedule, &[sealed])
+            .await
+            .unwrap();
         let old_key = read_key(&state.join(KEY_FILE)).unwrap().unwrap();
         drop(store);
         let args = RotateArgs {
             state_dir: state.to_path_buf(),
         };
-        assert_eq!(rotate(&args).await.unwrap(), 1);
+        assert_eq!(rotate(&args).await.unwrap(), 2);
         let new_key = read_key(&state.join(KEY_FILE)).unwrap().unwrap();
         assert_ne!(old_key, new_key);
         assert!(!state.join(NEW_KEY_FILE).exists());
@@ -181,6 +219,13 @@ mod tests {
         assert_eq!(key.open(&job_owner("ab"), &after).unwrap(), "hunter2");
         let old = SecretKey::from_bytes(&old_key).unwrap();
         assert!(old.open(&job_owner("ab"), &after).is_err());
+        let schedules = crate::schedules::store::ScheduleStore::new(store.pool());
+        let resealed = schedules.secrets_of("cd").await.unwrap();
+        assert_eq!(
+            key.open(&schedule_owner("cd"), &resealed[0]).unwrap(),
+            "s3cret"
+        );
+        assert!(old.open(&schedule_owner("cd"), &resealed[0]).is_err());
         // And the server's start accepts it.
         assert!(load_key(state, &store.pool()).await.is_ok());
     }
