@@ -311,18 +311,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::Conflict(job.id.clone()));
         }
-        for sealed in secrets {
-            sqlx::query(
-                "INSERT OR REPLACE INTO job_secrets (job_id, name, nonce, ciphertext) \
-                 VALUES (?, ?, ?, ?)",
-            )
-            .bind(&job.id)
-            .bind(&sealed.name)
-            .bind(&sealed.nonce)
-            .bind(&sealed.ciphertext)
-            .execute(&mut *tx)
-            .await?;
-        }
+        crate::secrets::store_sealed(&mut tx, "job_secrets", "job_id", &job.id, secrets).await?;
         tx.commit().await?;
         Ok(())
     }

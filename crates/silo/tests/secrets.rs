@@ -562,6 +562,17 @@ async fn a_workflows_secrets_reach_its_jobs_are_stored_sealed_and_survive_a_rota
     }
 }
 
+/// `silo job run WHEN --secret-env S=<secret> -- <compare S to secret>`: the id it prints.
+fn run_comparing(server: &TestServer, when: &[&str], secret: &str) -> String {
+    let mut args = vec!["job", "run"];
+    args.extend_from_slice(when);
+    let setting = format!("S={secret}");
+    let compare = compares_to(secret);
+    args.extend_from_slice(&["--secret-env", &setting, "--", "sh", "-c", &compare]);
+    let out = String::from_utf8(cli_out(server.cli(), &args)).unwrap();
+    out.lines().next().unwrap().to_owned()
+}
+
 #[tokio::test]
 async fn scheduled_jobs_and_cron_firings_get_their_secrets_sealed_until_they_start() {
     if !privileged() {
@@ -569,26 +580,7 @@ async fn scheduled_jobs_and_cron_firings_get_their_secrets_sealed_until_they_sta
     }
     let server = TestServer::start_with(&["--default-disk", "0"]);
     let secret = random_secret();
-    let id = String::from_utf8(cli_out(
-        server.cli(),
-        &[
-            "job",
-            "run",
-            "--in",
-            "1s",
-            "--secret-env",
-            &format!("S={secret}"),
-            "--",
-            "sh",
-            "-c",
-            &compares_to(&secret),
-        ],
-    ))
-    .unwrap()
-    .lines()
-    .next()
-    .unwrap()
-    .to_owned();
+    let id = run_comparing(&server, &["--in", "1s"], &secret);
     // Until its start the value is sealed in the store and the row has only its name.
     let store = silo_server::store::Store::open(&server.state().join("silo.db"))
         .await
@@ -611,26 +603,7 @@ async fn scheduled_jobs_and_cron_firings_get_their_secrets_sealed_until_they_sta
     assert_eq!(stdout_of(&mut admin, &id).await, b"ok\n");
 
     // A cron schedule keeps its secret sealed under its own id; each firing's job gets it.
-    let schedule = String::from_utf8(cli_out(
-        server.cli(),
-        &[
-            "job",
-            "run",
-            "--cron",
-            "* * * * * *",
-            "--secret-env",
-            &format!("S={secret}"),
-            "--",
-            "sh",
-            "-c",
-            &compares_to(&secret),
-        ],
-    ))
-    .unwrap()
-    .lines()
-    .next()
-    .unwrap()
-    .to_owned();
+    let schedule = run_comparing(&server, &["--cron", "* * * * * *"], &secret);
     let shown = cli_out(server.cli(), &["schedule", "status", &schedule, "--json"]);
     assert!(!contains(&shown, &secret));
     let db = server.state().join("silo.db");

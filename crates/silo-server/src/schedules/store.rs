@@ -89,18 +89,8 @@ impl ScheduleStore {
         .bind(row.created_at)
         .execute(&mut *tx)
         .await?;
-        for sealed in secrets {
-            sqlx::query(
-                "INSERT INTO schedule_secrets (schedule_id, name, nonce, ciphertext) \
-                 VALUES (?, ?, ?, ?)",
-            )
-            .bind(&row.id)
-            .bind(&sealed.name)
-            .bind(&sealed.nonce)
-            .bind(&sealed.ciphertext)
-            .execute(&mut *tx)
+        crate::secrets::store_sealed(&mut tx, "schedule_secrets", "schedule_id", &row.id, secrets)
             .await?;
-        }
         tx.commit().await?;
         Ok(())
     }

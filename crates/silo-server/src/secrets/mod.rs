@@ -149,6 +149,31 @@ pub fn job_owner(job_id: &str) -> String {
     format!("job:{job_id}")
 }
 
+/// Stores `sealed` in `table` (`job_secrets`, `schedule_secrets`) for the owner `id` in
+/// its `id_column`, replacing values of the same names (a scheduled job's start stores its
+/// secrets again).
+pub async fn store_sealed(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    table: &str,
+    id_column: &str,
+    id: &str,
+    sealed: &[Sealed],
+) -> Result<(), sqlx::Error> {
+    for value in sealed {
+        sqlx::query(&format!(
+            "INSERT OR REPLACE INTO {table} ({id_column}, name, nonce, ciphertext) \
+             VALUES (?, ?, ?, ?)"
+        ))
+        .bind(id)
+        .bind(&value.name)
+        .bind(&value.nonce)
+        .bind(&value.ciphertext)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
 /// Sealed values from rows of `name`, `nonce`, `ciphertext` (job_secrets, schedule_secrets).
 pub fn sealed_rows(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<Sealed>, sqlx::Error> {
     use sqlx::Row;
