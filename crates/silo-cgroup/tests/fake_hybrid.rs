@@ -111,7 +111,13 @@ fn cpu_time_comes_from_the_unified_cpu_stat_and_throttling_from_v1() {
         "nr_periods 3\nnr_throttled 1\nthrottled_time 5000\n",
     );
     write(&cpu, "cpuacct.usage", "77000\n");
-    let usage = root.create_job("j1").unwrap().usage().unwrap();
+    let job = root.create_job("j1").unwrap();
+    assert_eq!(
+        job.cpu_and_memory().unwrap().cpu_usec,
+        Some(900),
+        "the unified tree's"
+    );
+    let usage = job.usage().unwrap();
     assert_eq!(usage.cpu_usec, Some(900));
     assert_eq!(usage.cpu_user_usec, Some(600));
     assert_eq!(usage.cpu_system_usec, Some(300));

@@ -233,7 +233,17 @@ fn usage_is_read_from_the_v2_files() {
     write(&dir, "pids.current", "3\n");
     write(&dir, "pids.events", "max 7\n");
     let root = CgroupRoot::open(tree.layout.clone(), "silo").unwrap();
-    let usage = root.create_job("j1").unwrap().usage().unwrap();
+    let job = root.create_job("j1").unwrap();
+    let light = job.cpu_and_memory().unwrap();
+    assert_eq!(
+        (
+            light.cpu_usec,
+            light.memory_current_bytes,
+            light.memory_peak_bytes
+        ),
+        (Some(3000), Some(4096), None)
+    );
+    let usage = job.usage().unwrap();
 
     assert_eq!(usage.cpu_usec, Some(3000));
     assert_eq!(usage.cpu_user_usec, Some(2000));

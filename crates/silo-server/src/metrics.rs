@@ -126,7 +126,7 @@ fn describe() {
 /// The exporter's series, then what is read now.
 fn render(handle: &PrometheusHandle, jobs: &JobManager) -> String {
     let mut out = handle.render();
-    let running = jobs.running_usage();
+    let running = jobs.running_cpu_and_memory();
     gauge(
         &mut out,
         "silo_jobs_running",

@@ -127,6 +127,13 @@ impl LiveJob {
         Some(super::resources::usage_to_proto(usage))
     }
 
+    /// The job's CPU time so far and memory now only (two cgroup files), when it has a
+    /// cgroup; for sampling every running job often.
+    pub fn cpu_and_memory(&self) -> Option<Usage> {
+        let usage = self.cgroup()?.cpu_and_memory().ok()?;
+        Some(super::resources::usage_to_proto(usage))
+    }
+
     /// Kills every process in the job's cgroup and waits until it is empty, on a blocking
     /// thread (the kill may take seconds).
     async fn kill_cgroup(&self) {
