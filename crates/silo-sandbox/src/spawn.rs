@@ -7,7 +7,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 use crate::protocol::{CONTROL_FD, LOG_FD};
@@ -51,81 +51,125 @@ pub struct InitProcess {
 
 #[repr(C)]
 #[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
+pub(crate) struct CloneArgs {
+    pub(crate) flags: u64,
+    pub(crate) pidfd: u64,
+    pub(crate) child_tid: u64,
+    pub(crate) parent_tid: u64,
+    pub(crate) exit_signal: u64,
+    pub(crate) stack: u64,
+    pub(crate) stack_size: u64,
+    pub(crate) tls: u64,
+    pub(crate) set_tid: u64,
+    pub(crate) set_tid_size: u64,
+    pub(crate) cgroup: u64,
 }
 
 /// Starts the init: a re-execution of `req.exe` with `SILO_MODE=init` in new pid, mount,
 /// uts and ipc (and network) namespaces (the init makes its own cgroup namespace once it
 /// is in the job's cgroups), holding the control socket as fd 3 and the
-/// log as fd 4.
+/// log as fd 4. [`crate::zygote::Zygote`] starts the same init without the re-execution.
 pub fn spawn_init(req: &SpawnRequest<'_>) -> io::Result<InitProcess> {
     let (server_end, child_end) = UnixStream::pair()?;
+    let flags = init_clone_flags(req.namespaces);
+    let (pid, pidfd) = clone_exec(&CloneExec {
+        exe: req.exe,
+        flags,
+        cgroup: req.cgroup,
+        idle: req.idle,
+        control: child_end.as_fd(),
+        log: Some(req.log),
+        mode: MODE_ENV.1,
+    })?;
+    Ok(InitProcess {
+        pid,
+        pidfd,
+        control: server_end,
+    })
+}
+
+/// The `clone3` flags of an init: a pidfd, and the namespaces it starts in.
+pub(crate) fn init_clone_flags(namespaces: Namespaces) -> u64 {
+    let mut flags = libc::CLONE_PIDFD
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC;
+    if namespaces.network {
+        flags |= libc::CLONE_NEWNET;
+    }
+    flags as u64
+}
+
+/// `CLONE_INTO_CGROUP` (not in every libc yet).
+pub(crate) const CLONE_INTO_CGROUP: u64 = 0x200000000;
+
+/// A re-execution of the silo binary in a mode: what [`clone_exec`] starts.
+pub(crate) struct CloneExec<'a> {
+    pub(crate) exe: BorrowedFd<'a>,
+    /// `clone3` flags; `CLONE_PIDFD` must be among them.
+    pub(crate) flags: u64,
+    pub(crate) cgroup: Option<BorrowedFd<'a>>,
+    pub(crate) idle: bool,
+    /// Becomes fd 3 of the child.
+    pub(crate) control: BorrowedFd<'a>,
+    /// Becomes fd 4 of the child.
+    pub(crate) log: Option<BorrowedFd<'a>>,
+    /// The value of `SILO_MODE` for the new process.
+    pub(crate) mode: &'a str,
+}
+
+/// Clones a child of this (possibly multi-threaded) process and re-executes `exe` in it
+/// with stdin and stdout on /dev/null, `control` as fd 3 and `log` as fd 4. Returns its
+/// pid and pidfd.
+pub(crate) fn clone_exec(req: &CloneExec<'_>) -> io::Result<(i32, OwnedFd)> {
     let devnull = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/null")?;
     // Move every descriptor the child will dup2 above the target numbers, so that no
     // dup2 in the child overwrites a source it still needs.
-    let child_end = dup_above(child_end.as_raw_fd(), 10)?;
-    let log = dup_above(req.log.as_raw_fd(), 10)?;
+    let control = dup_above(req.control.as_raw_fd(), 10)?;
+    let log = req
+        .log
+        .map(|log| dup_above(log.as_raw_fd(), 10))
+        .transpose()?;
     let devnull = dup_above(devnull.as_raw_fd(), 10)?;
 
     let argv0 = c"silo-init";
     let argv: [*const libc::c_char; 2] = [argv0.as_ptr(), std::ptr::null()];
-    let mode = CString::new(format!("{}={}", MODE_ENV.0, MODE_ENV.1))
+    let mode = CString::new(format!("{}={}", MODE_ENV.0, req.mode))
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let rust_backtrace = c"RUST_BACKTRACE=1";
     let envp: [*const libc::c_char; 3] = [mode.as_ptr(), rust_backtrace.as_ptr(), std::ptr::null()];
 
-    let mut flags = libc::CLONE_PIDFD
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWNS
-        | libc::CLONE_NEWUTS
-        | libc::CLONE_NEWIPC;
-    if req.namespaces.network {
-        flags |= libc::CLONE_NEWNET;
-    }
     let mut pidfd: RawFd = -1;
     let mut args = CloneArgs {
-        flags: flags as u64,
+        flags: req.flags,
         pidfd: &mut pidfd as *mut RawFd as u64,
         exit_signal: libc::SIGCHLD as u64,
         ..Default::default()
     };
     if let Some(cg) = req.cgroup {
-        args.flags |= 0x200000000; // CLONE_INTO_CGROUP
+        args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = cg.as_raw_fd() as u64;
     }
     let exe = req.exe.as_raw_fd();
     let idle = req.idle;
-    let (child_fd, log_fd, null_fd) = (child_end.as_raw_fd(), log.as_raw_fd(), devnull.as_raw_fd());
+    let (control_fd, log_fd, null_fd) = (
+        control.as_raw_fd(),
+        log.as_ref().map_or(-1, |l| l.as_raw_fd()),
+        devnull.as_raw_fd(),
+    );
 
     // SAFETY: clone3 with a correctly sized, initialised clone_args and no CLONE_VM: the
-    // child gets a copy of the address space. In the child (ret == 0) only
-    // async-signal-safe system calls run (setsid, sched_setscheduler, dup2, execveat, _exit) on
-    // values prepared above,
-    // so no lock held by another server thread at the time of the clone is touched.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &mut args as *mut CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
+    // child gets a copy of the address space.
+    let ret = unsafe { clone3(&mut args) };
     if ret == 0 {
-        // SAFETY: see above; this is the child and only calls async-signal-safe functions
-        // before it either execs or exits.
+        // SAFETY: this is the child of a multi-threaded process: only async-signal-safe
+        // system calls run (setsid, sched_setscheduler, dup2, execveat, _exit) on values
+        // prepared above, so no lock held by another thread at the time of the clone is
+        // touched before it either execs or exits.
         unsafe {
             // Its own session: nothing in the job shares the server's session (and so its
             // autogroup, which uid 0 could renice through /proc/1/autogroup).
@@ -136,8 +180,8 @@ pub fn spawn_init(req: &SpawnRequest<'_>) -> io::Result<InitProcess> {
             }
             if libc::dup2(null_fd, 0) < 0
                 || libc::dup2(null_fd, 1) < 0
-                || libc::dup2(child_fd, CONTROL_FD) < 0
-                || libc::dup2(log_fd, LOG_FD) < 0
+                || libc::dup2(control_fd, CONTROL_FD) < 0
+                || (log_fd >= 0 && libc::dup2(log_fd, LOG_FD) < 0)
             {
                 libc::_exit(126);
             }
@@ -158,11 +202,26 @@ pub fn spawn_init(req: &SpawnRequest<'_>) -> io::Result<InitProcess> {
     // SAFETY: clone3 succeeded with CLONE_PIDFD, so the kernel stored a new descriptor
     // that nothing else owns.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    Ok(InitProcess {
-        pid: ret as i32,
-        pidfd,
-        control: server_end,
-    })
+    Ok((ret as i32, pidfd))
+}
+
+/// The raw `clone3` system call: 0 in the child, the child's pid in the parent, -1 with
+/// errno set on failure.
+///
+/// # Safety
+///
+/// `args` must be valid for the flags it holds (the pidfd pointer writable, the cgroup a
+/// descriptor), and the child must respect what the caller's process allows after a fork
+/// (async-signal-safe calls only when the caller has other threads).
+pub(crate) unsafe fn clone3(args: &mut CloneArgs) -> libc::c_long {
+    // SAFETY: the caller upholds the contract above; the size is that of the struct.
+    unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    }
 }
 
 /// A close-on-exec duplicate of `fd` numbered at least `min`.

@@ -106,6 +106,10 @@ pub struct ServerArgs {
     /// one; 0 starts every job from scratch.
     #[arg(long, default_value_t = 2)]
     pub ready_inits: usize,
+    /// Start every init by re-executing the binary, instead of cloning it from the
+    /// server's init zygote (a fork-server started once, `silo-zygote` in `ps`).
+    #[arg(long)]
+    pub no_init_zygote: bool,
     /// The host uids (and gids) jobs run as, `FIRST:COUNT`: each job's user, root
     /// included, is one host id of this range, held by no other live job. Keep the range
     /// free of real users, and give each server on a host its own.
@@ -237,6 +241,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         tmp_size_bytes: args.tmp_size,
         tmp_inodes: args.tmp_inodes,
         ready_inits: args.ready_inits,
+        init_zygote: !args.no_init_zygote,
         host_ids: args.host_ids,
         secret_key,
     };

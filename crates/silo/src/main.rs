@@ -1,7 +1,8 @@
 //! `silo`: one binary with three faces. `silo server` is the daemon; `silo job …`,
 //! `silo runtime …`, `silo workflow …` and `silo certs …` are the client (dispatched by `silo_cli::run`);
 //! with `SILO_MODE=init` in its environment (never a visible subcommand) it is a job's
-//! init process, started by the server.
+//! init process, started by the server, and with `SILO_MODE=zygote` the server's
+//! fork-server for inits.
 
 use clap::{Parser, Subcommand};
 
@@ -53,10 +54,13 @@ enum ServerSubcommand {
 }
 
 fn main() {
-    if std::env::var_os(silo_sandbox::spawn::MODE_ENV.0).as_deref()
-        == Some(std::ffi::OsStr::new(silo_sandbox::spawn::MODE_ENV.1))
-    {
-        silo_sandbox::init::run();
+    if let Some(mode) = std::env::var_os(silo_sandbox::spawn::MODE_ENV.0) {
+        if mode == silo_sandbox::spawn::MODE_ENV.1 {
+            silo_sandbox::init::run();
+        }
+        if mode == silo_sandbox::zygote::MODE {
+            silo_sandbox::zygote::run();
+        }
     }
     let cli = Cli::parse();
     let code = match cli.command {

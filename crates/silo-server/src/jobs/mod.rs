@@ -10,6 +10,7 @@ mod ready;
 mod reconcile;
 mod resources;
 mod scheduled;
+mod spawner;
 pub use scheduled::ScheduledStart;
 mod supervisor;
 pub mod top;
@@ -55,6 +56,8 @@ pub struct JobSettings {
     pub tmp_inodes: u64,
     /// Inits kept ready (sandbox prepared) for the next jobs; 0 starts each job from scratch.
     pub ready_inits: usize,
+    /// Whether inits are cloned from a zygote (else each re-executes the binary).
+    pub init_zygote: bool,
     /// The host ids jobs' users map to, `(first, count)`: one per live job.
     pub host_ids: (u32, u32),
     /// The key that seals jobs' secret variables in the store.
@@ -151,6 +154,8 @@ struct Inner {
     refilling_runtimes: Mutex<std::collections::HashSet<silo_sandbox::Rootfs>>,
     /// Which host ids live jobs hold.
     host_ids: host_ids::HostIds,
+    /// Starts inits: from the zygote, or by re-executing `exe`.
+    spawner: spawner::InitSpawner,
 }
 
 /// How long the end of a job waits for a kill of its cgroup that is still under way
@@ -229,6 +234,7 @@ impl JobManager {
         let slots = Arc::new(Semaphore::new(
             settings.max_jobs.min(Semaphore::MAX_PERMITS),
         ));
+        let spawner = spawner::InitSpawner::new(settings.init_zygote);
         let manager = JobManager {
             inner: Arc::new(Inner {
                 store,
@@ -241,6 +247,7 @@ impl JobManager {
                 refilling: Default::default(),
                 refilling_runtimes: Mutex::default(),
                 host_ids,
+                spawner,
             }),
         };
         manager.reconcile().await?;
@@ -626,6 +633,7 @@ impl JobManager {
         // goes back first, so that whoever sees the end may start a job in it.
         live.release_slot();
         live.update(|r| *r = row.clone());
+        tracing::debug!(job = %row.id, "end published");
         if let Err(e) = self.inner.store.update(&row).await {
             tracing::error!(job = %row.id, "cannot record the job's end: {e}");
         }

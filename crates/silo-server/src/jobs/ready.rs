@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use silo_sandbox::protocol::{InitError, METHOD_PREPARE};
-use silo_sandbox::spawn::{Namespaces, SpawnRequest, spawn_init};
+use silo_sandbox::spawn::{Namespaces, SpawnRequest};
 use silo_sandbox::{Isolation, Network, Prepare, Rootfs, SandboxBase};
 
 use super::init_connection::InitConnection;
@@ -133,17 +133,30 @@ impl JobManager {
             }
             parts.cgroup = Some(cg);
         }
-        let init = spawn_init(&SpawnRequest {
-            exe: self.inner.exe.as_fd(),
-            log: log.as_fd(),
-            cgroup: parts.cgroup.as_ref().and_then(|cg| cg.clone_into_fd()),
-            namespaces: Namespaces {
-                network: private_network,
-            },
-            idle,
+        let cgroup_fd = parts
+            .cgroup
+            .as_ref()
+            .and_then(|cg| cg.clone_into_fd())
+            .map(|fd| fd.try_clone_to_owned())
+            .transpose()
+            .map_err(|e| JobError::Host(format!("cannot start a job's init process: {e}")))?;
+        let manager = self.clone();
+        // The clone blocks (a zygote's answer, or the clone itself), so it leaves the
+        // async workers free.
+        let init = tokio::task::spawn_blocking(move || {
+            manager.inner.spawner.spawn(&SpawnRequest {
+                exe: manager.inner.exe.as_fd(),
+                log: log.as_fd(),
+                cgroup: cgroup_fd.as_ref().map(|fd| fd.as_fd()),
+                namespaces: Namespaces {
+                    network: private_network,
+                },
+                idle,
+            })
         })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
         .map_err(|e| JobError::Host(format!("cannot start a job's init process: {e}")))?;
-        drop(log);
         parts.init = Some(init.pidfd);
         let base = self.sandbox_base(root, private_network, work_disk, rootfs.clone());
         let isolation = self.isolation(&id, base.clone(), user, host_id);

@@ -383,6 +383,12 @@ unsafe extern "C" {
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
+/// SIGKILL the process `pid`.
+pub fn sigkill(pid: u32) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc_kill(pid as i32, 9) };
+}
+
 /// A tonic channel over mutual TLS with `config`.
 pub async fn connect(
     addr: &str,

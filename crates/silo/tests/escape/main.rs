@@ -11,3 +11,4 @@ mod disk;
 mod kernel_pools;
 mod setuid;
 mod syscalls;
+mod zygote;
