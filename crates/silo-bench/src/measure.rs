@@ -51,29 +51,35 @@ fn spec(command: &[&str], limits: Option<Limits>) -> JobSpec {
     }
 }
 
-/// Starts the job and waits through WatchJob for its end; fails unless it COMPLETED.
-/// Returns when RunJob answered.
+/// Starts the job and follows it to its end on one call (RunJobAttached, as `silo job
+/// run` does); fails unless it COMPLETED. Returns when the start was answered (the
+/// stream's first event).
 async fn run_to_end(client: &mut Client, spec: JobSpec) -> Result<Instant> {
-    let job = client
-        .run_job(RunJobRequest {
+    use silo_proto::v1::run_job_event::Event;
+    let mut stream = client
+        .run_job_attached(RunJobRequest {
             spec: Some(spec),
             uploads: vec![],
             start_at: None,
         })
         .await?
         .into_inner();
-    let answered = Instant::now();
-    if job.state() == JobState::Failed {
-        bail!("job failed to start: {}", job.reason);
+    let mut answered = None;
+    let mut last = None;
+    while let Some(event) = stream.message().await? {
+        if let Some(Event::Job(job)) = event.event {
+            if answered.is_none() {
+                answered = Some(Instant::now());
+                if job.state() == JobState::Failed {
+                    bail!("job failed to start: {}", job.reason);
+                }
+            }
+            last = Some(job);
+        }
     }
-    let mut stream = client
-        .watch_job(WatchJobRequest { id: job.id.clone() })
-        .await?
-        .into_inner();
-    let mut last = job;
-    while let Some(update) = stream.message().await? {
-        last = update;
-    }
+    let (Some(answered), Some(last)) = (answered, last) else {
+        bail!("the server ended the run without answering");
+    };
     ensure!(
         last.state() == JobState::Completed,
         "job {} ended {:?} ({})",

@@ -87,6 +87,27 @@ fn run_exits_with_the_jobs_exit_status() {
 }
 
 #[test]
+fn run_follows_one_attached_stream_and_falls_back_for_an_older_server() {
+    let setup = setup();
+    let run = |command: &[&str]| {
+        job(&setup.config, JobCommand::Run(Box::new(run_args(command)))).unwrap()
+    };
+    assert_eq!(run(&["exit3"]), 3);
+    {
+        let calls = setup.server.calls.lock().unwrap();
+        assert_eq!((calls.runs.len(), calls.attached_runs), (1, 1));
+        assert!(calls.logs.is_empty(), "an attached run reads no StreamLogs");
+    }
+    // A server without RunJobAttached: RunJob, then StreamLogs from the first record.
+    assert_eq!(run(&["legacy"]), 0);
+    let calls = setup.server.calls.lock().unwrap();
+    assert_eq!((calls.runs.len(), calls.attached_runs), (2, 1));
+    assert_eq!(calls.logs.len(), 1);
+    assert_eq!(calls.logs[0].from_sequence, 0);
+    assert!(calls.logs[0].follow);
+}
+
+#[test]
 fn run_sends_the_spec_and_uploads() {
     let setup = setup();
     let files = tempfile::tempdir().unwrap();

@@ -1,20 +1,22 @@
 //! The gRPC JobService: authorization, then the job manager, then status codes.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
 use silo_proto::v1::job_service_server::JobService;
 use silo_proto::v1::{
     DeleteJobRequest, DeleteJobResponse, GetJobRequest, GetServerInfoRequest, Job, JobState,
-    ListJobsRequest, ListJobsResponse, LogChunk, Role, RunJobRequest, ServerInfo, StopJobRequest,
-    StreamLogsRequest, StreamStatsRequest, Usage, WatchJobRequest,
+    ListJobsRequest, ListJobsResponse, LogChunk, Role, RunJobEvent, RunJobRequest, ServerInfo,
+    StopJobRequest, StreamLogsRequest, StreamStatsRequest, Usage, WatchJobRequest,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{Access, authorize, authorize_identity};
+use crate::jobs::live::LiveJob;
 use crate::jobs::{JobError, JobManager};
 use crate::store::{JobRow, StoreError};
 
@@ -52,6 +54,50 @@ impl JobApi {
             scheduler: Some(scheduler),
             ..self
         }
+    }
+
+    /// Starts a job now (RunJob without a start time, RunJobAttached): resolves its
+    /// runtime, then starts it on a task of its own. Answers once its command runs or has
+    /// failed to start, with the live job.
+    async fn start_now(
+        &self,
+        mut spec: silo_proto::v1::JobSpec,
+        uploads: Vec<silo_proto::v1::Upload>,
+        owner: String,
+    ) -> Result<(JobRow, Arc<LiveJob>), Status> {
+        // The runtime is picked (and held installed) here; the job records the exact
+        // version, and counts as its user once live.
+        let runtime = match spec.runtime.as_str() {
+            "" => None,
+            wanted => {
+                let (installed, hold) = self.runtimes.resolve(wanted).await.map_err(|e| {
+                    match e {
+                        crate::runtimes::RuntimeError::Host(_) => Status::from(e),
+                        // A runtime the job names that is not there is a bad job spec.
+                        _ => Status::invalid_argument(e.to_string()),
+                    }
+                })?;
+                spec.runtime = installed.label();
+                Some((installed.job_root(), hold))
+            }
+        };
+        // On a task of its own: a client that goes away mid-start must not cancel the
+        // start half-way (a job in the live table with its slot and host id held, STARTING
+        // for ever). The job starts or fails whole, whoever is still listening.
+        let jobs = self.jobs.clone();
+        let started = tokio::spawn(async move {
+            let (root, hold) = runtime.unzip();
+            let options = crate::jobs::JobOptions {
+                root,
+                ..Default::default()
+            };
+            let started = jobs.run_live(spec, uploads, owner, options).await;
+            drop(hold);
+            started
+        })
+        .await
+        .map_err(|e| Status::internal(format!("the job's start failed: {e}")))??;
+        Ok(started)
     }
 
     /// RunJob with a start time: validated and stored SCHEDULED, answered at once.
@@ -189,12 +235,95 @@ fn cut(mut text: String, max: usize) -> String {
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
+/// RunJobAttached's stream after the start: `first` (the job as RunJob answers it), then
+/// the job's output and its state changes as they come, and its final state last, once
+/// every record of its output is sent. Ends early when the client goes away.
+async fn follow_attached(
+    first: JobRow,
+    live: Arc<LiveJob>,
+    log: std::path::PathBuf,
+    tx: mpsc::Sender<Result<RunJobEvent, Status>>,
+) {
+    use silo_proto::v1::run_job_event::Event;
+    let job_event = |row: JobRow| {
+        Ok(RunJobEvent {
+            event: Some(Event::Job(to_proto(row))),
+        })
+    };
+    let mut updates = live.row.subscribe();
+    let mut last = first.state;
+    let ended_at_start = first.state.is_final();
+    if tx.send(job_event(first)).await.is_err() {
+        return;
+    }
+    // A job that failed to start has no output to wait for.
+    if ended_at_start {
+        return;
+    }
+    let (log_tx, mut output) = mpsc::channel(4);
+    tokio::spawn(crate::logs::stream_log(
+        log,
+        0,
+        true,
+        Some(live.clone()),
+        log_tx,
+    ));
+    // The final state waits here until the output has all been sent.
+    let mut end: Option<JobRow> = None;
+    let mut output_done = false;
+    // The row as it is now: it may have moved on (or ended) since the start's answer.
+    let mut pending = Some(updates.borrow_and_update().clone());
+    loop {
+        if let Some(row) = pending.take() {
+            if row.state.is_final() {
+                end = Some(row);
+            } else if row.state != last {
+                last = row.state;
+                if tx.send(job_event(row)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        if output_done && let Some(row) = end.take() {
+            let _ = tx.send(job_event(row)).await;
+            return;
+        }
+        tokio::select! {
+            chunk = output.recv(), if !output_done => match chunk {
+                Some(Ok(chunk)) => {
+                    let event = RunJobEvent { event: Some(Event::Output(chunk)) };
+                    if tx.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Err(status)) => {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+                None => output_done = true,
+            },
+            changed = updates.changed(), if end.is_none() => match changed {
+                Ok(()) => pending = Some(updates.borrow_and_update().clone()),
+                // The live job is gone without a final state (the server is stopping).
+                Err(_) => {
+                    let _ = tx
+                        .send(Err(Status::unavailable(
+                            "the server stopped following the job; see silo job status",
+                        )))
+                        .await;
+                    return;
+                }
+            },
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl JobService for JobApi {
     async fn run_job(&self, request: Request<RunJobRequest>) -> Result<Response<Job>, Status> {
         let owner = authorize(&request, Access::Write, "RunJob")?;
         let req = request.into_inner();
-        let mut spec = req
+        let spec = req
             .spec
             .ok_or_else(|| Status::invalid_argument("the request has no job spec"))?;
         if let Some(start_at) = req.start_at {
@@ -203,39 +332,31 @@ impl JobService for JobApi {
                 .await?;
             return Ok(Response::new(job));
         }
-        // The runtime is picked (and held installed) here; the job records the exact
-        // version, and counts as its user once live.
-        let runtime = match spec.runtime.as_str() {
-            "" => None,
-            wanted => {
-                let (installed, hold) = self.runtimes.resolve(wanted).await.map_err(|e| {
-                    match e {
-                        crate::runtimes::RuntimeError::Host(_) => Status::from(e),
-                        // A runtime the job names that is not there is a bad job spec.
-                        _ => Status::invalid_argument(e.to_string()),
-                    }
-                })?;
-                spec.runtime = installed.label();
-                Some((installed.job_root(), hold))
-            }
-        };
-        // On a task of its own: a client that goes away mid-start must not cancel the
-        // start half-way (a job in the live table with its slot and host id held, STARTING
-        // for ever). The job starts or fails whole, whoever is still listening.
-        let jobs = self.jobs.clone();
-        let row = tokio::spawn(async move {
-            let (root, hold) = runtime.unzip();
-            let options = crate::jobs::JobOptions {
-                root,
-                ..Default::default()
-            };
-            let row = jobs.run_in(spec, req.uploads, owner, options).await;
-            drop(hold);
-            row
-        })
-        .await
-        .map_err(|e| Status::internal(format!("the job's start failed: {e}")))??;
+        let (row, _) = self.start_now(spec, req.uploads, owner).await?;
         Ok(Response::new(to_proto(row)))
+    }
+
+    type RunJobAttachedStream = BoxStream<RunJobEvent>;
+
+    async fn run_job_attached(
+        &self,
+        request: Request<RunJobRequest>,
+    ) -> Result<Response<Self::RunJobAttachedStream>, Status> {
+        let owner = authorize(&request, Access::Write, "RunJobAttached")?;
+        let req = request.into_inner();
+        let spec = req
+            .spec
+            .ok_or_else(|| Status::invalid_argument("the request has no job spec"))?;
+        if req.start_at.is_some() {
+            return Err(Status::invalid_argument(
+                "RunJobAttached runs a job now; schedule one with RunJob and start_at",
+            ));
+        }
+        let (row, live) = self.start_now(spec, req.uploads, owner).await?;
+        let path = self.jobs.log_path(&row.id);
+        let (tx, rx) = mpsc::channel(8);
+        tokio::spawn(follow_attached(row, live, path, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn get_job(&self, request: Request<GetJobRequest>) -> Result<Response<Job>, Status> {

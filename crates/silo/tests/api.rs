@@ -938,3 +938,143 @@ async fn jobs_adopted_after_a_restart_count_against_the_job_cap() {
     let after = run(&mut c, &["true"]).await;
     wait_end(&mut c, &after.id).await;
 }
+
+/// Every event of a RunJobAttached stream: the jobs and the output records in order.
+async fn attached_events(
+    c: &mut silo_proto::v1::job_service_client::JobServiceClient<tonic::transport::Channel>,
+    spec: silo_proto::v1::JobSpec,
+) -> Vec<silo_proto::v1::run_job_event::Event> {
+    let mut stream = c
+        .run_job_attached(RunJobRequest {
+            spec: Some(spec),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events = Vec::new();
+    while let Some(event) = stream.message().await.unwrap() {
+        events.push(event.event.expect("an event with a body"));
+    }
+    events
+}
+
+#[tokio::test]
+async fn run_attached_streams_the_job_its_output_and_its_end_last_on_one_call() {
+    use silo_proto::v1::run_job_event::Event;
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let mut c = server.admin().await;
+    let script =
+        "i=0; while [ $i -lt 3000 ]; do echo line-$i; i=$((i+1)); done; echo err >&2; exit 4";
+    let events = attached_events(&mut c, spec(&["sh", "-c", script])).await;
+    let Some(Event::Job(first)) = events.first() else {
+        panic!("the first event is not the job: {:?}", events.first());
+    };
+    assert_eq!(first.state(), JobState::Running, "{first:?}");
+    let Some(Event::Job(last)) = events.last() else {
+        panic!("the last event is not the job");
+    };
+    assert_eq!(last.state(), JobState::Failed, "{last:?}");
+    assert_eq!(last.exit_code, Some(4));
+    assert_eq!(last.id, first.id);
+    // Every record once, in sequence order, all of them before the final state.
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    let mut next = 0;
+    for event in &events[1..events.len() - 1] {
+        match event {
+            Event::Output(chunk) => {
+                for record in &chunk.records {
+                    assert_eq!(record.sequence, next, "records out of order or repeated");
+                    next += 1;
+                    match record.stream() {
+                        LogStream::Stdout => stdout.extend_from_slice(&record.data),
+                        LogStream::Stderr => stderr.extend_from_slice(&record.data),
+                        other => panic!("unexpected {other:?} record"),
+                    }
+                }
+            }
+            Event::Job(job) => assert!(!job.state().is_final(), "a final state before the end"),
+        }
+    }
+    let expected: String = (0..3000).map(|i| format!("line-{i}\n")).collect();
+    assert_eq!(String::from_utf8(stdout).unwrap(), expected);
+    assert_eq!(stderr, b"err\n");
+    // The same output as StreamLogs gives.
+    assert_eq!(stdout_of(&mut c, &first.id).await, expected.as_bytes());
+}
+
+#[tokio::test]
+async fn run_attached_of_a_job_that_cannot_start_is_one_failed_job() {
+    use silo_proto::v1::run_job_event::Event;
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let mut c = server.admin().await;
+    let events = attached_events(&mut c, spec(&["/no/such/program"])).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    let Event::Job(job) = &events[0] else {
+        panic!("{events:?}");
+    };
+    assert_eq!(job.state(), JobState::Failed, "{job:?}");
+    assert!(job.reason.contains("/no/such/program"), "{}", job.reason);
+}
+
+#[tokio::test]
+async fn run_attached_refuses_viewers_and_start_times_and_leaves_a_job_running_when_closed() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let mut viewer = server.client("viewer").await;
+    let refused = viewer
+        .run_job_attached(RunJobRequest {
+            spec: Some(spec(&["true"])),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let mut c = server.admin().await;
+    let refused = c
+        .run_job_attached(RunJobRequest {
+            spec: Some(spec(&["true"])),
+            start_at: Some(prost_types::Timestamp {
+                seconds: 4_000_000_000,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    let listed = c
+        .list_jobs(ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.jobs.is_empty(), "a refused call left {listed:?}");
+
+    // The client goes away after the first event: the job runs on to its end.
+    let mut stream = c
+        .run_job_attached(RunJobRequest {
+            spec: Some(spec(&["sh", "-c", "sleep 0.5; echo done"])),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(silo_proto::v1::run_job_event::Event::Job(job)) =
+        stream.message().await.unwrap().unwrap().event
+    else {
+        panic!("the first event is not the job");
+    };
+    drop(stream);
+    let end = wait_end(&mut c, &job.id).await;
+    assert_eq!(end.state(), JobState::Completed, "{end:?}");
+    assert_eq!(stdout_of(&mut c, &job.id).await, b"done\n");
+}

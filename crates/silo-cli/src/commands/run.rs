@@ -1,7 +1,9 @@
 //! `silo job run`: start a job, show its output live, and end with its exit status.
 
+use silo_proto::v1::run_job_event::Event;
 use silo_proto::v1::{
-    EnvVar, Job, JobNetwork, JobSpec, JobState, Limits, RunJobRequest, SecretVar, StopJobRequest,
+    EnvVar, Job, JobNetwork, JobSpec, JobState, Limits, RunJobEvent, RunJobRequest, SecretVar,
+    StopJobRequest,
 };
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -33,6 +35,9 @@ pub async fn run(global: &GlobalOptions, args: RunArgs) -> anyhow::Result<i32> {
         );
     }
     let scheduled = request.start_at.is_some();
+    if !scheduled && !args.detach {
+        return run_attached(session, request).await;
+    }
     let job = match session.client.run_job(request).await {
         Ok(response) => response.into_inner(),
         Err(status) => return Err(session.error(&status).into()),
@@ -50,7 +55,77 @@ pub async fn run(global: &GlobalOptions, args: RunArgs) -> anyhow::Result<i32> {
         }
         return Ok(printed);
     }
-    attach(session, job).await
+    let id = job.id;
+    attach(session.clone(), &id, follow_to_end(session, &id, 0)).await
+}
+
+/// Runs the job and follows it on one stream (RunJobAttached): its output, then its
+/// final state. Against a server without that call, RunJob and then the usual follow.
+async fn run_attached(mut session: Session, request: RunJobRequest) -> anyhow::Result<i32> {
+    let mut stream = match session.client.run_job_attached(request.clone()).await {
+        Ok(response) => response.into_inner(),
+        Err(status) if status.code() == tonic::Code::Unimplemented => {
+            let job = match session.client.run_job(request).await {
+                Ok(response) => response.into_inner(),
+                Err(status) => return Err(session.error(&status).into()),
+            };
+            let id = job.id;
+            return attach(session.clone(), &id, follow_to_end(session, &id, 0)).await;
+        }
+        Err(status) => return Err(session.error(&status).into()),
+    };
+    let job = match stream.message().await {
+        Ok(Some(RunJobEvent {
+            event: Some(Event::Job(job)),
+        })) => job,
+        Ok(_) => anyhow::bail!("the server's answer to the run did not begin with the job"),
+        Err(status) => return Err(session.error(&status).into()),
+    };
+    let id = job.id.clone();
+    attach(session.clone(), &id, follow_stream(session, stream, job)).await
+}
+
+/// Writes the output RunJobAttached streams and returns the job's exit status at its
+/// final state. A stream that breaks first leaves the job running: it is followed on
+/// from the first record not yet written, the usual way.
+async fn follow_stream(
+    session: Session,
+    mut stream: tonic::Streaming<RunJobEvent>,
+    job: Job,
+) -> anyhow::Result<i32> {
+    let mut next = 0u64;
+    let mut writer = RecordWriter::new(false);
+    let mut last = job;
+    loop {
+        if job_state(&last).is_final() {
+            if let Some(message) = end_message(&last) {
+                say(message);
+            }
+            return Ok(job_exit_code(&last));
+        }
+        match stream.message().await {
+            Ok(Some(RunJobEvent {
+                event: Some(Event::Output(chunk)),
+            })) => {
+                let records: Vec<_> = chunk
+                    .records
+                    .into_iter()
+                    .filter(|record| record.sequence >= next)
+                    .collect();
+                if let Some(record) = records.last() {
+                    next = record.sequence.saturating_add(1);
+                }
+                if let Err(err) = writer.write(&records) {
+                    return write_failure(&err);
+                }
+            }
+            Ok(Some(RunJobEvent {
+                event: Some(Event::Job(job)),
+            })) => last = job,
+            Ok(Some(RunJobEvent { event: None })) => {}
+            Ok(None) | Err(_) => return follow_to_end(session, &last.id, next).await,
+        }
+    }
 }
 
 /// The secret variables of `args`: its --secret-env-file files, then its --secret-env
@@ -170,11 +245,14 @@ fn failed_to_start(job: &Job) -> bool {
     job_state(job) == JobState::Failed && job.exit_code.is_none() && job.signal.is_none()
 }
 
-/// Streams the job's output until it ends, handling Ctrl-C.
-async fn attach(session: Session, job: Job) -> anyhow::Result<i32> {
-    let id = job.id.clone();
+/// Runs `follow` (which streams job `id`'s output until it ends), handling Ctrl-C.
+async fn attach(
+    session: Session,
+    id: &str,
+    follow: impl std::future::Future<Output = anyhow::Result<i32>>,
+) -> anyhow::Result<i32> {
+    let id = id.to_owned();
     let mut interrupts = signal(SignalKind::interrupt())?;
-    let follow = follow_to_end(session.clone(), &id);
     tokio::pin!(follow);
     let mut stopping = false;
     loop {
@@ -211,9 +289,9 @@ async fn stop_job(mut session: Session, id: String) {
     }
 }
 
-/// Prints all output of the job, then waits for its final state and returns its exit
-/// status, saying why when it did not exit by itself.
-async fn follow_to_end(session: Session, id: &str) -> anyhow::Result<i32> {
+/// Prints the job's output from record `from` on, then waits for its final state and
+/// returns its exit status, saying why when it did not exit by itself.
+async fn follow_to_end(session: Session, id: &str, from: u64) -> anyhow::Result<i32> {
     // The job's final state is watched while its output streams, so that the exit status
     // is at hand the moment the output ends (no extra round trip).
     let ended = {
@@ -221,7 +299,7 @@ async fn follow_to_end(session: Session, id: &str) -> anyhow::Result<i32> {
         let id = id.to_owned();
         tokio::spawn(async move { session.wait_for_end(&id).await })
     };
-    let mut cursor = LogCursor::new(session.clone(), id, 0, true);
+    let mut cursor = LogCursor::new(session.clone(), id, from, true);
     let mut writer = RecordWriter::new(false);
     while let Some(records) = cursor.next_records().await? {
         if let Err(err) = writer.write(&records) {

@@ -60,6 +60,8 @@ pub fn client_config(
 #[derive(Default)]
 pub struct Calls {
     pub runs: Vec<RunJobRequest>,
+    /// How many of `runs` came by RunJobAttached.
+    pub attached_runs: usize,
     pub stops: Vec<StopJobRequest>,
     pub lists: Vec<ListJobsRequest>,
     pub builds: Vec<silo_proto::v1::BuildRuntimeRequest>,
@@ -202,6 +204,24 @@ fn final_job(command: &[String]) -> Job {
     }
 }
 
+/// Every job's output in the fake, from record `from` on.
+fn fake_records(from: u64) -> Vec<LogRecord> {
+    let record = |sequence, stream: LogStream, data: &str| LogRecord {
+        sequence,
+        timestamp_unix_nanos: 1_700_000_000_000_000_000,
+        stream: stream as i32,
+        data: data.as_bytes().to_vec().into(),
+    };
+    [
+        record(0, LogStream::Stdout, "fake stdout\n"),
+        record(1, LogStream::Stderr, "fake stderr\n"),
+        record(2, LogStream::System, "fake system message"),
+    ]
+    .into_iter()
+    .filter(|record| record.sequence >= from)
+    .collect()
+}
+
 impl Fake {
     fn last_command(&self) -> Vec<String> {
         let calls = self.calls.lock().unwrap();
@@ -290,6 +310,40 @@ impl JobService for Fake {
         }))
     }
 
+    type RunJobAttachedStream = ReceiverStream<Result<silo_proto::v1::RunJobEvent, Status>>;
+
+    /// The job, the fake's three records and the final job on one stream; a command
+    /// starting with "legacy" is answered as a server without the call would answer it.
+    async fn run_job_attached(
+        &self,
+        request: Request<RunJobRequest>,
+    ) -> Result<Response<Self::RunJobAttachedStream>, Status> {
+        use silo_proto::v1::RunJobEvent;
+        use silo_proto::v1::run_job_event::Event;
+        let request = request.into_inner();
+        let command = request.spec.clone().unwrap_or_default().command;
+        if command.first().is_some_and(|c| c.starts_with("legacy")) {
+            return Err(Status::unimplemented("unknown method RunJobAttached"));
+        }
+        {
+            let mut calls = self.calls.lock().unwrap();
+            calls.runs.push(request);
+            calls.attached_runs += 1;
+        }
+        let (sender, receiver) = tokio::sync::mpsc::channel(8);
+        let event = |event| Ok(RunJobEvent { event: Some(event) });
+        if command.first().map(String::as_str) == Some("nosuch") {
+            let _ = sender.try_send(event(Event::Job(final_job(&command))));
+        } else {
+            let _ = sender.try_send(event(Event::Job(job(&command, JobState::Running))));
+            let _ = sender.try_send(event(Event::Output(LogChunk {
+                records: fake_records(0),
+            })));
+            let _ = sender.try_send(event(Event::Job(final_job(&command))));
+        }
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+
     type StreamLogsStream = ReceiverStream<Result<LogChunk, Status>>;
 
     async fn stream_logs(
@@ -299,20 +353,7 @@ impl JobService for Fake {
         let request = request.into_inner();
         Self::check_id(&request.id)?;
         self.calls.lock().unwrap().logs.push(request.clone());
-        let record = |sequence, stream: LogStream, data: &str| LogRecord {
-            sequence,
-            timestamp_unix_nanos: 1_700_000_000_000_000_000,
-            stream: stream as i32,
-            data: data.as_bytes().to_vec().into(),
-        };
-        let records: Vec<LogRecord> = [
-            record(0, LogStream::Stdout, "fake stdout\n"),
-            record(1, LogStream::Stderr, "fake stderr\n"),
-            record(2, LogStream::System, "fake system message"),
-        ]
-        .into_iter()
-        .filter(|record| record.sequence >= request.from_sequence)
-        .collect();
+        let records = fake_records(request.from_sequence);
         let (sender, receiver) = tokio::sync::mpsc::channel(4);
         let _ = sender.try_send(Ok(LogChunk { records }));
         Ok(Response::new(ReceiverStream::new(receiver)))

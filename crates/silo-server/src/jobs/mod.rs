@@ -340,6 +340,20 @@ impl JobManager {
         owner: String,
         options: JobOptions,
     ) -> Result<JobRow, JobError> {
+        self.run_live(spec, uploads, owner, options)
+            .await
+            .map(|(row, _)| row)
+    }
+
+    /// As [`JobManager::run_in`], and also the live job, to follow it to its end without
+    /// looking it up (a job that has ended leaves the live table).
+    pub async fn run_live(
+        &self,
+        spec: JobSpec,
+        uploads: Vec<Upload>,
+        owner: String,
+        options: JobOptions,
+    ) -> Result<(JobRow, Arc<LiveJob>), JobError> {
         let root = options.root.clone();
         let s = &self.inner.settings;
         let mut spec = spec;
@@ -449,7 +463,8 @@ impl JobManager {
             self.stop_again_if_asked(&live);
         }
         tracing::debug!(elapsed = ?t0.elapsed(), "job started");
-        Ok(live.row.borrow().clone())
+        let row = live.row.borrow().clone();
+        Ok((row, live))
     }
 
     /// Gives a ready init's job its files (work directory, uploads), its limits and its
