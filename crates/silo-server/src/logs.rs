@@ -89,12 +89,24 @@ pub async fn stream_log(
     tx: mpsc::Sender<Result<LogChunk, Status>>,
 ) {
     let mut progress = live.as_ref().map(|l| l.progress.subscribe());
-    let opened = tokio::task::spawn_blocking(move || {
+    // What a running job has just written is in memory: reading it is a copy that takes
+    // no longer than the encoding of what it read, so it runs here, without a trip to a
+    // blocking thread. Older output (an ended job's, or the history of a long one before
+    // the reader has caught up) may have to come from the disk, and goes to a blocking
+    // thread. `hot` says which: a running job whose log is small, or whose reader has
+    // reached the end of what was written.
+    let mut hot =
+        live.is_some() && std::fs::metadata(&path).is_ok_and(|m| m.len() <= BATCH_BYTES as u64);
+    let open = move || {
         let mut reader = LogReader::open(&path)?;
         let reached = reader.seek_to(from)?;
         Ok::<_, LogError>((reader, reached))
-    })
-    .await;
+    };
+    let opened = if hot {
+        Ok(open())
+    } else {
+        tokio::task::spawn_blocking(open).await
+    };
     // `from` may not be written yet (a client resuming ahead of the job): until the reader
     // has reached it, it only seeks, so no record below `from` is ever sent.
     let (mut reader, mut reached) = match opened {
@@ -115,24 +127,30 @@ pub async fn stream_log(
         if let Some(p) = progress.as_mut() {
             p.borrow_and_update();
         }
-        let read = tokio::task::spawn_blocking(move || {
-            let mut next = || {
-                if !reached {
-                    reached = reader.seek_to(from)?;
-                    if !reached {
-                        return Ok(Vec::new());
+        let next = move || {
+            let batch = match reached {
+                true => reader.read_batch(BATCH_BYTES),
+                false => reader.seek_to(from).and_then(|now| {
+                    reached = now;
+                    match now {
+                        true => reader.read_batch(BATCH_BYTES),
+                        false => Ok(Vec::new()),
                     }
-                }
-                reader.read_batch(BATCH_BYTES)
+                }),
             };
-            let batch = next();
             (reader, reached, batch)
-        })
-        .await;
+        };
+        let read = if hot {
+            Ok(next())
+        } else {
+            tokio::task::spawn_blocking(next).await
+        };
         let batch = match read {
             Ok((r, now_reached, Ok(batch))) => {
                 reader = r;
                 reached = now_reached;
+                let bytes: usize = batch.iter().map(|r| r.data.len()).sum();
+                hot = hot || (live.is_some() && bytes < BATCH_BYTES / 2);
                 batch
             }
             Ok((_, _, Err(e))) => {
