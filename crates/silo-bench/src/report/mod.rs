@@ -162,7 +162,7 @@ fn rows(r: &Results) -> Vec<Row> {
         rows.push(Row {
             section: "launch",
             what: format!(
-                "/bin/true, RunJob -> ended, {label} ({} runs)",
+                "/bin/true, RunJobAttached -> ended, {label} ({} runs)",
                 r.runs("launch")
             ),
             silo: text(&launch, |v| ms(pick(v))),
