@@ -36,6 +36,8 @@ pub const WORKFLOWS_STARTED: &str = "silo_workflows_started_total";
 pub const WORKFLOWS_ENDED: &str = "silo_workflows_ended_total";
 /// Firings of cron schedules, by outcome (started, skipped, failed).
 pub const SCHEDULE_FIRINGS: &str = "silo_schedule_firings_total";
+/// Waits of a store write for another connection's write (50 µs, later 1 ms, each).
+pub const STORE_BUSY_WAITS: &str = "silo_store_busy_waits_total";
 
 const LATENCY_BUCKETS: [f64; 14] = [
     0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
@@ -117,6 +119,10 @@ fn describe() {
     );
     describe_counter!(WORKFLOWS_STARTED, "Workflows submitted.");
     describe_counter!(WORKFLOWS_ENDED, "Workflows that ended, by final state.");
+    describe_counter!(
+        STORE_BUSY_WAITS,
+        "Waits of a store write for another write to end (50 us each, after 2 ms 1 ms each)."
+    );
     describe_counter!(
         SCHEDULE_FIRINGS,
         "Firings of cron schedules, by outcome (started, skipped, failed)."
