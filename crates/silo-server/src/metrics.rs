@@ -36,6 +36,8 @@ pub const WORKFLOWS_STARTED: &str = "silo_workflows_started_total";
 pub const WORKFLOWS_ENDED: &str = "silo_workflows_ended_total";
 /// Firings of cron schedules, by outcome (started, skipped, failed).
 pub const SCHEDULE_FIRINGS: &str = "silo_schedule_firings_total";
+/// Launches that found no fitting ready init and prepared one on their path.
+pub const READY_POOL_MISSES: &str = "silo_ready_pool_misses_total";
 /// Waits of a store write for another connection's write (50 µs, later 1 ms, each).
 pub const STORE_BUSY_WAITS: &str = "silo_store_busy_waits_total";
 
@@ -119,6 +121,10 @@ fn describe() {
     );
     describe_counter!(WORKFLOWS_STARTED, "Workflows submitted.");
     describe_counter!(WORKFLOWS_ENDED, "Workflows that ended, by final state.");
+    describe_counter!(
+        READY_POOL_MISSES,
+        "Launches that found no fitting ready init and prepared one on their path."
+    );
     describe_counter!(
         STORE_BUSY_WAITS,
         "Waits of a store write for another write to end (50 us each, after 2 ms 1 ms each)."

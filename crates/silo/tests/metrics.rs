@@ -14,8 +14,14 @@ use silo_proto::v1::{JobState, StopJobRequest};
 
 /// A server with `--metrics-listen 127.0.0.1:0`, and where its metrics are.
 fn server_with_metrics() -> (TestServer, String) {
-    let server =
-        TestServer::start_with(&["--default-disk", "0", "--metrics-listen", "127.0.0.1:0"]);
+    server_with_metrics_and(&[])
+}
+
+/// As [`server_with_metrics`], with more server flags.
+fn server_with_metrics_and(extra: &[&str]) -> (TestServer, String) {
+    let mut args = vec!["--default-disk", "0", "--metrics-listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let server = TestServer::start_with(&args);
     let log = server.server_log();
     let addr = log
         .split("metrics at http://")
@@ -226,6 +232,27 @@ async fn a_refused_call_is_counted_under_its_method_and_code() {
             &[("method", RUN_JOB), ("code", "PermissionDenied")]
         ),
         Some(1.0),
+        "{text}"
+    );
+    promtool_accepts(&text);
+}
+
+#[tokio::test]
+async fn launches_without_a_ready_init_are_counted_as_pool_misses() {
+    if !privileged() {
+        return;
+    }
+    // No pool: every launch prepares its init on its path.
+    let (server, addr) = server_with_metrics_and(&["--ready-inits", "0"]);
+    let mut c = server.admin().await;
+    for _ in 0..3 {
+        let job = run(&mut c, &["true"]).await;
+        wait_end(&mut c, &job.id).await;
+    }
+    let (_, text) = scrape(&addr);
+    assert_eq!(
+        value(&text, "silo_ready_pool_misses_total", &[]),
+        Some(3.0),
         "{text}"
     );
     promtool_accepts(&text);

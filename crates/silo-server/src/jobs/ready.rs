@@ -286,6 +286,11 @@ impl JobManager {
         match pooled {
             Some(ready) => Ok(ready),
             None => {
+                metrics::counter!(crate::metrics::READY_POOL_MISSES).increment(1);
+                tracing::debug!(
+                    refilling = self.inner.refilling.load(Ordering::SeqCst),
+                    "no ready init fits: the launch prepares one on its path"
+                );
                 self.spawn_ready(private_network, disk_bytes, rootfs, false, user)
                     .await
             }
