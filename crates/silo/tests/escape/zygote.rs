@@ -153,3 +153,40 @@ async fn without_the_zygote_every_init_re_executes_the_binary() {
     }
     assert!(children_named(server.pid(), "silo-zygote").is_empty());
 }
+
+/// Whether `pid` has exited (gone, or a zombie waiting for its new parent).
+fn exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+    }
+}
+
+#[tokio::test]
+async fn the_zygote_ends_with_a_crashed_server_and_the_next_server_starts_its_own() {
+    if !privileged() {
+        return;
+    }
+    let mut server = TestServer::start();
+    let mut c = server.admin().await;
+    let (end, _, _) = sh(&mut c, "true").await;
+    assert_eq!(end.state(), JobState::Completed, "{end:?}");
+    let old = the_zygote(server.pid());
+    server.crash_and_restart_after(Duration::from_millis(100));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !exited(old) {
+        assert!(
+            Instant::now() < deadline,
+            "the zygote {old} outlived its server"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut c = server.admin().await;
+    let (end, out, _) = sh(&mut c, "echo after").await;
+    assert_eq!(end.state(), JobState::Completed, "{end:?}");
+    assert_eq!(out, "after\n");
+    assert_ne!(the_zygote(server.pid()), old);
+}
