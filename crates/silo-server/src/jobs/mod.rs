@@ -105,6 +105,19 @@ pub struct JobOptions {
     /// A start at a given instant (a SCHEDULED job's, or a schedule's firing): the job is
     /// prepared ahead and its command held until then.
     pub scheduled: Option<ScheduledStart>,
+    /// What the command waits for once the job is stored: the caller's own write that must
+    /// land before the job can have any effect (a workflow's node row).
+    pub gate: Option<StartGate>,
+}
+
+/// A future a job's command waits for after the job is stored ([`JobOptions::gate`]).
+#[derive(Clone)]
+pub struct StartGate(pub futures::future::Shared<futures::future::BoxFuture<'static, ()>>);
+
+impl std::fmt::Debug for StartGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StartGate")
+    }
 }
 
 /// Why a job operation failed; each maps to one gRPC status.
@@ -446,6 +459,9 @@ impl JobManager {
         secrets.add_to(&mut init_spec.env);
         if let Some(at) = &options.scheduled {
             at.wait().await;
+        }
+        if let Some(gate) = &options.gate {
+            gate.0.clone().await;
         }
         let (tx, started) = tokio::sync::oneshot::channel();
         tokio::spawn(supervisor::supervise(

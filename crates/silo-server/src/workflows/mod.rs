@@ -279,6 +279,7 @@ impl Engine {
             tx: tx.clone(),
             view: view_tx,
             dirty: Default::default(),
+            last_write: None,
         };
         for (node, found) in recover {
             let attempt = running.run.nodes()[*node].attempts;
@@ -351,6 +352,7 @@ impl Engine {
         node: usize,
         attempt: u32,
         k: u32,
+        gate: Option<crate::jobs::StartGate>,
     ) -> Result<JobRow, String> {
         let mut job = node_job::job_spec(id, spec, node);
         let uploads = node_job::uploads(files, spec, node);
@@ -371,6 +373,7 @@ impl Engine {
             root,
             shared_dir: Some(self.workflow_dir(id).join("shared")),
             request_token: Some(Self::token(id, node, attempt, k)),
+            gate,
             ..JobOptions::default()
         };
         let started = self

@@ -2,8 +2,9 @@
 //! reacts to their ends (events from the job manager, never polling), and writes every
 //! step to the store before it takes effect.
 //!
-//! Exactly once: a node's row says RUNNING with attempt N before its job is asked for,
-//! and the job carries the request token `<workflow>:<node>:<N>`. After a crash the
+//! Exactly once: a node's row says RUNNING with attempt N before its job's command can
+//! start (the write runs beside the job's preparation; the command waits for it), and the
+//! job carries the request token `<workflow>:<node>:<N>`. After a crash the
 //! restarted server finds the job by that token (adopting it, or reading its end), or
 //! knows it never existed (a job is stored before its command starts) and starts it.
 
@@ -51,9 +52,15 @@ pub struct Running {
     pub tx: mpsc::UnboundedSender<Event>,
     pub view: watch::Sender<Workflow>,
     /// Nodes changed since the store last had them; written together, in one transaction,
-    /// by [`Running::flush`] before anything that depends on them takes effect.
+    /// by [`Running::write_dirty`] before anything that depends on them takes effect.
     pub dirty: std::collections::BTreeSet<usize>,
+    /// The last node write, in flight or done: each write waits for the one before, so
+    /// that they land in order.
+    pub last_write: Option<NodeWrite>,
 }
+
+/// A write of nodes to the store, shared by whatever waits for it.
+pub type NodeWrite = futures::future::Shared<futures::future::BoxFuture<'static, ()>>;
 
 impl Running {
     /// Drives the workflow to its end.
@@ -167,7 +174,9 @@ impl Running {
                 Action::Stop { .. } => {}
             }
         }
-        self.flush().await;
+        // The jobs are prepared while the nodes are written; their commands wait for the
+        // write (see `start`).
+        self.write_dirty();
         for action in actions {
             match action {
                 Action::Skip { .. } => {}
@@ -191,9 +200,11 @@ impl Running {
         let spec = self.spec.clone();
         let files = self.files.clone();
         let tx = self.tx.clone();
+        // The node's attempt is written (or being written): the job's command waits for it.
+        let gate = self.last_write.clone().map(crate::jobs::StartGate);
         tokio::spawn(async move {
             let result = engine
-                .start_job(&id, &owner, &spec, &files, node, attempt, k)
+                .start_job(&id, &owner, &spec, &files, node, attempt, k, gate)
                 .await;
             let _ = tx.send(Event::Started {
                 node,
@@ -230,10 +241,19 @@ impl Running {
         self.dirty.insert(node);
     }
 
-    /// Writes every changed node, in one transaction.
+    /// Writes every changed node, in one transaction, and waits for every write so far.
     async fn flush(&mut self) {
+        if let Some(write) = self.write_dirty() {
+            write.await;
+        }
+    }
+
+    /// Starts writing every changed node, in one transaction, after the writes before it;
+    /// returns the last write (none when nothing was ever written).
+    fn write_dirty(&mut self) -> Option<NodeWrite> {
+        use futures::FutureExt;
         if self.dirty.is_empty() {
-            return;
+            return self.last_write.clone();
         }
         let rows: Vec<(usize, NodeRow)> = std::mem::take(&mut self.dirty)
             .into_iter()
@@ -245,15 +265,23 @@ impl Running {
                 (node, row)
             })
             .collect();
-        if let Err(e) = self
-            .engine
-            .inner
-            .store
-            .update_nodes(&self.row.id, &rows)
-            .await
-        {
-            tracing::error!(workflow = %self.row.id, "cannot record the workflow's nodes: {e}");
+        let before = self.last_write.take();
+        let engine = self.engine.clone();
+        let id = self.row.id.clone();
+        let write = async move {
+            if let Some(before) = before {
+                before.await;
+            }
+            if let Err(e) = engine.inner.store.update_nodes(&id, &rows).await {
+                tracing::error!(workflow = %id, "cannot record the workflow's nodes: {e}");
+            }
         }
+        .boxed()
+        .shared();
+        // It lands whether or not anyone waits for it.
+        tokio::spawn(write.clone());
+        self.last_write = Some(write.clone());
+        Some(write)
     }
 
     async fn save_workflow(&self) {
