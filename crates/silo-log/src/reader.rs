@@ -83,9 +83,10 @@ impl LogReader {
     /// more.
     pub fn read_batch(&mut self, max_bytes: usize) -> Result<Vec<Record>, LogError> {
         let want = max_bytes.max(HEADER_LEN);
-        // A fresh buffer per batch: the records returned are slices of it, not copies.
-        let mut buf = vec![0u8; want];
-        let mut n = read_full_at(&self.file, &mut buf, self.offset).map_err(|e| self.io(e))?;
+        // A fresh buffer per batch: the records returned are slices of it, not copies. It
+        // is not zeroed first: only what was read is ever part of it.
+        let mut buf = read_at_most(&self.file, want, self.offset).map_err(|e| self.io(e))?;
+        let mut n = buf.len();
         let mut spans = Vec::new();
         let mut pos = 0usize;
         loop {
@@ -168,6 +169,37 @@ impl LogReader {
 }
 
 /// Reads until `buf` is full or the end of the file; returns the bytes read.
+/// Up to `len` bytes of `file` from `offset` (fewer at its end), in a buffer of capacity
+/// `len` that is not zeroed before the read.
+fn read_at_most(file: &File, len: usize, offset: u64) -> io::Result<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let mut buf: Vec<u8> = Vec::with_capacity(len);
+    while buf.len() < len {
+        let filled = buf.len();
+        let at = offset + filled as u64;
+        let spare = &mut buf.spare_capacity_mut()[..len - filled];
+        let at = libc::off_t::try_from(at)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset out of range"))?;
+        // SAFETY: pread writes at most `spare.len()` bytes into `spare`, memory this Vec owns
+        // and does not read, and returns how many it wrote (or -1).
+        let n =
+            unsafe { libc::pread(file.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), at) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            break;
+        }
+        // SAFETY: pread initialised the first `n` bytes of the spare capacity.
+        unsafe { buf.set_len(buf.len() + n as usize) };
+    }
+    Ok(buf)
+}
+
 fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
