@@ -168,7 +168,6 @@ impl LogReader {
     }
 }
 
-/// Reads until `buf` is full or the end of the file; returns the bytes read.
 /// Up to `len` bytes of `file` from `offset` (fewer at its end), in a buffer of capacity
 /// `len` that is not zeroed before the read.
 fn read_at_most(file: &File, len: usize, offset: u64) -> io::Result<Vec<u8>> {
@@ -200,6 +199,7 @@ fn read_at_most(file: &File, len: usize, offset: u64) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Reads until `buf` is full or the end of the file; returns the bytes read.
 fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {

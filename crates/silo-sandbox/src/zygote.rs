@@ -302,7 +302,9 @@ fn clone_init(
         args.cgroup = cg.as_raw_fd() as u64;
     }
     // SAFETY: clone3 with a valid clone_args (pidfd points at a live local) and no
-    // CLONE_VM; the zygote is single-threaded, so the clone may run any code.
+    // CLONE_VM; the zygote is single-threaded, so the clone may run any code. (A raw clone
+    // leaves glibc's cached thread id at the zygote's; nothing the init calls reads it:
+    // glibc's fork sets its child's anew, and raise asks the kernel since 2.34.)
     let ret = unsafe { clone3(&mut args) };
     if ret < 0 {
         return Err(Errno::last());

@@ -304,7 +304,8 @@ async fn follow_attached(
             },
             changed = updates.changed(), if end.is_none() => match changed {
                 Ok(()) => pending = Some(updates.borrow_and_update().clone()),
-                // The live job is gone without a final state (the server is stopping).
+                // Cannot happen while `live` is held (it owns the sender); were it to,
+                // the client hears so instead of waiting for ever.
                 Err(_) => {
                     let _ = tx
                         .send(Err(Status::unavailable(

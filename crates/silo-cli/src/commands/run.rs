@@ -35,9 +35,15 @@ pub async fn run(global: &GlobalOptions, args: RunArgs) -> anyhow::Result<i32> {
         );
     }
     let scheduled = request.start_at.is_some();
-    if !scheduled && !args.detach {
-        return run_attached(session, request).await;
-    }
+    let request = match scheduled || args.detach {
+        true => request,
+        false => match run_attached(&session, request).await? {
+            Some(code) => return Ok(code),
+            // A server without RunJobAttached: RunJob with the request made again (the
+            // call consumed it; cloning it would copy every upload on every run).
+            None => build_request(&args)?,
+        },
+    };
     let job = match session.client.run_job(request).await {
         Ok(response) => response.into_inner(),
         Err(status) => return Err(session.error(&status).into()),
@@ -60,18 +66,13 @@ pub async fn run(global: &GlobalOptions, args: RunArgs) -> anyhow::Result<i32> {
 }
 
 /// Runs the job and follows it on one stream (RunJobAttached): its output, then its
-/// final state. Against a server without that call, RunJob and then the usual follow.
-async fn run_attached(mut session: Session, request: RunJobRequest) -> anyhow::Result<i32> {
-    let mut stream = match session.client.run_job_attached(request.clone()).await {
+/// final state; returns its exit status. `None` from a server without that call: the
+/// caller runs the job with RunJob and follows it the usual way.
+async fn run_attached(session: &Session, request: RunJobRequest) -> anyhow::Result<Option<i32>> {
+    let mut session = session.clone();
+    let mut stream = match session.client.run_job_attached(request).await {
         Ok(response) => response.into_inner(),
-        Err(status) if status.code() == tonic::Code::Unimplemented => {
-            let job = match session.client.run_job(request).await {
-                Ok(response) => response.into_inner(),
-                Err(status) => return Err(session.error(&status).into()),
-            };
-            let id = job.id;
-            return attach(session.clone(), &id, follow_to_end(session, &id, 0)).await;
-        }
+        Err(status) if status.code() == tonic::Code::Unimplemented => return Ok(None),
         Err(status) => return Err(session.error(&status).into()),
     };
     let job = match stream.message().await {
@@ -82,7 +83,9 @@ async fn run_attached(mut session: Session, request: RunJobRequest) -> anyhow::R
         Err(status) => return Err(session.error(&status).into()),
     };
     let id = job.id.clone();
-    attach(session.clone(), &id, follow_stream(session, stream, job)).await
+    attach(session.clone(), &id, follow_stream(session, stream, job))
+        .await
+        .map(Some)
 }
 
 /// Writes the output RunJobAttached streams and returns the job's exit status at its

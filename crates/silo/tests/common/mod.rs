@@ -328,25 +328,35 @@ fn remove_cgroup_tree(name: &str) {
 /// SIGKILL every direct child of `pid` (the jobs' init processes; killing an init ends
 /// its whole pid namespace).
 fn kill_children_of(pid: u32) {
+    for (child, _) in children_of(pid) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc_kill(child as i32, 9) };
+    }
+}
+
+/// The direct children of `pid`: each one's pid and name (`comm`).
+pub fn children_of(pid: u32) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
             continue;
         };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
             continue;
         };
-        let ppid: u32 = rest
+        let ppid: u32 = stat[close + 1..]
             .split_whitespace()
             .nth(1)
             .and_then(|p| p.parse().ok())
             .unwrap_or(0);
-        if ppid == pid
-            && let Ok(child) = entry.file_name().to_string_lossy().parse::<i32>()
-        {
-            // SAFETY: kill has no memory-safety preconditions.
-            unsafe { libc_kill(child, 9) };
+        if ppid == pid {
+            found.push((child, stat[open + 1..close].to_owned()));
         }
     }
+    found
 }
 
 /// SIGKILL the init processes of this state dir (jobs left running by a crash, ready

@@ -9,27 +9,11 @@ use crate::common::*;
 
 /// The server's children whose name is `comm`.
 fn children_named(server: u32, comm: &str) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let ppid: u32 = stat[close + 1..]
-            .split_whitespace()
-            .nth(1)
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        if ppid == server && &stat[open + 1..close] == comm {
-            found.push(pid);
-        }
-    }
-    found
+    children_of(server)
+        .into_iter()
+        .filter(|(_, name)| name == comm)
+        .map(|(pid, _)| pid)
+        .collect()
 }
 
 /// Waits (up to 10 s) for the server to have exactly one zygote, and returns its pid.
