@@ -2,6 +2,7 @@
 //! their end, and answers questions about them.
 
 mod host_ids;
+mod idle;
 mod init_connection;
 mod outcome;
 pub use host_ids::parse_range as parse_host_ids;
