@@ -308,14 +308,21 @@ fn run(command: Command) -> (Value, Result<Value>) {
                 "cpu_percent": cpu,
                 "pids": pids,
             });
-            let out = rt().and_then(|rt| {
-                rt.block_on(measure::launch(
-                    &server.config,
-                    runs.runs,
-                    runs.warmup,
-                    launch,
-                ))
-            });
+            // One launch at a time, each awaited: a current-thread runtime, like the CLI's
+            // (`silo job run`), so that the client's side is not a hand-off between
+            // threads per message.
+            let out = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting tokio")
+                .and_then(|rt| {
+                    rt.block_on(measure::launch(
+                        &server.config,
+                        runs.runs,
+                        runs.warmup,
+                        launch,
+                    ))
+                });
             (id, out)
         }
         Command::Logs {
