@@ -235,6 +235,51 @@ async fn work_is_the_jobs_own_with_or_without_a_disk_and_without_uploads() {
     }
 }
 
+/// Waits until the disk image at `image` holds nothing (its job ended and the server
+/// freed it, in the background); panics after 10 s with what it still holds.
+async fn wait_freed(image: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    let mut held = None;
+    for _ in 0..200 {
+        let m = std::fs::metadata(image).expect("the image stays until the job is removed");
+        if m.len() == 0 && m.blocks() == 0 {
+            return;
+        }
+        held = Some((m.len(), m.blocks()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{image:?} still holds (length, blocks) {held:?}");
+}
+
+#[tokio::test]
+async fn an_ended_jobs_disk_gives_its_space_back_and_its_log_stays() {
+    if !privileged() {
+        return;
+    }
+    let mut server = TestServer::start();
+    let mut c = server.admin().await;
+    let image =
+        |server: &TestServer, id: &str| server.state().join("jobs").join(id).join("disk.img");
+    // 8 MiB written and synced to the job's own filesystem, so that they reach the image.
+    let write = "head -c 8388608 /dev/zero > /work/big && sync -f /work/big && wc -c < /work/big";
+    let (end, out, err) = sh(&mut c, write).await;
+    assert_eq!(end.state(), JobState::Completed, "{err}");
+    assert_eq!(out, "8388608\n");
+    wait_freed(&image(&server, &end.id)).await;
+    assert_eq!(stdout_of(&mut c, &end.id).await, b"8388608\n");
+
+    // A job that ends after a restart, adopted by the new server, is freed the same way.
+    let script = format!("{write}; sleep 1.5");
+    let running = run(&mut c, &["sh", "-c", &script]).await;
+    assert_eq!(running.state(), JobState::Running);
+    server.crash_and_restart();
+    let mut c = server.admin().await;
+    let end = wait_end(&mut c, &running.id).await;
+    assert_eq!(end.state(), JobState::Completed, "{end:?}");
+    wait_freed(&image(&server, &running.id)).await;
+    assert_eq!(stdout_of(&mut c, &running.id).await, b"8388608\n");
+}
+
 #[tokio::test]
 async fn setup_failures_name_their_cause_and_leave_nothing_behind() {
     if !privileged() {

@@ -595,6 +595,31 @@ const TEMPLATE_PREFIX: &str = "ext4-v2-";
 /// The name of a job's disk image in its directory.
 pub(super) const DISK_IMAGE: &str = "disk.img";
 
+/// Frees what the ended job in `job_dir` wrote to its disk: its image is truncated to
+/// nothing. Called once the job's mount namespace is gone, so its filesystem is unmounted;
+/// a process of the job that still held it (a descriptor passed out of a host-network job)
+/// would only see its own job's disk go, never another's. Nothing outside the job reads
+/// an ended job's /work, and before this an image kept every byte the job wrote until
+/// the job was removed: a thousand ended jobs of 5 GB each filled the host. The empty file
+/// stays until then, because removing it frees an inode per job, and on an ext4 without a
+/// journal every inode allocated in the next 30 seconds skips each recently freed one
+/// (`recently_deleted`): after a burst of removals, a launch cost 40 % more CPU.
+pub(super) fn free_disk(job_dir: &Path) {
+    let image = job_dir.join(DISK_IMAGE);
+    let opened = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&image);
+    let freed = match opened {
+        Ok(file) => file.set_len(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = freed {
+        tracing::warn!("cannot free the ended job's disk {}: {e}", image.display());
+    }
+}
+
 /// Makes an empty ext4 filesystem of `size` bytes in a new sparse file at `image`, in a
 /// few milliseconds and a few hundred KiB whatever its size: no journal (the filesystem
 /// lives as long as its job, and a host crash ends the job anyway), no blocks reserved for

@@ -55,10 +55,17 @@ impl JobManager {
                     tracing::info!(job = %row.id, state = ?outcome.state, "ending a job left by the previous server");
                     self.finish(&live, outcome).await;
                     self.release_cgroup(&live).await;
+                    self.free_disk_of(&row.id).await;
                 }
             }
         }
         Ok(())
+    }
+
+    /// Frees the disk of job `id`, which ended (see [`super::ready::free_disk`]).
+    async fn free_disk_of(&self, id: &str) {
+        let dir = self.job_dir(id);
+        let _ = tokio::task::spawn_blocking(move || super::ready::free_disk(&dir)).await;
     }
 
     /// The cgroup a previous server created for job `id`, if it is still there.
@@ -177,6 +184,7 @@ impl JobManager {
             };
             manager.finish(&live, outcome).await;
             manager.release_cgroup(&live).await;
+            manager.free_disk_of(&live.id).await;
             manager.give_back_host_id(&live);
         });
         Ok(())

@@ -278,10 +278,14 @@ async fn await_init_end(live: &LiveJob, report: InitReport, pidfd: OwnedFd) -> O
 async fn tear_down(manager: &JobManager, live: &Arc<LiveJob>, mount_ns: Option<OwnedFd>) {
     // The last reference to the job's mount namespace: its mounts go now, in the
     // background and at the lowest priority, so that the teardown of one job's
-    // filesystem does not slow the start of the next.
-    if let Some(ns) = mount_ns {
-        tokio::task::spawn_blocking(move || super::at_idle_priority(|| drop(ns)));
-    }
+    // filesystem does not slow the start of the next. Then its disk's blocks are freed.
+    let dir = manager.job_dir(&live.id);
+    tokio::task::spawn_blocking(move || {
+        super::at_idle_priority(|| {
+            drop(mount_ns);
+            super::ready::free_disk(&dir);
+        })
+    });
     manager.release_cgroup(live).await;
     manager.give_back_host_id(live);
 }
