@@ -38,6 +38,35 @@ pub fn latency(mut samples: Vec<Duration>) -> Value {
     })
 }
 
+/// The CPU time the whole host has spent busy (user, nice, system, irq and softirq of every
+/// CPU, from the first line of /proc/stat; not idle, iowait or steal), in ms; `None` where
+/// /proc/stat cannot be read.
+pub fn host_busy_ms() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal ...
+    let busy: u64 = [0, 1, 2, 5, 6].iter().filter_map(|&i| fields.get(i)).sum();
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (ticks > 0).then(|| busy as f64 * 1000.0 / ticks as f64)
+}
+
+/// Adds `host_cpu_ms_per_run` to `fields`: the host's busy CPU time from `before` (taken
+/// before the first timed run) to now, divided by `runs`. Everything the runs made the host
+/// do (client, server, init, command, kernel threads, and work left behind by one run that
+/// the next overlaps) counts; so does anything else running, so the host should be quiet.
+fn add_host_cpu(fields: &mut Value, before: Option<f64>, runs: usize) {
+    if let (Some(before), Some(after)) = (before, host_busy_ms()) {
+        fields["host_cpu_ms_per_run"] = json!(round((after - before) / runs as f64));
+    }
+}
+
 /// `x` to three decimals.
 pub fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
@@ -136,9 +165,13 @@ pub async fn launch(config: &Path, runs: usize, warmup: usize, launch: Launch) -
         ..spec(&command, Some(launch.limits))
     };
     let (mut samples, mut answers) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+    let mut cpu_before = None;
     for i in 0..warmup + runs {
         if !launch.gap.is_zero() {
             tokio::time::sleep(launch.gap).await;
+        }
+        if i == warmup {
+            cpu_before = host_busy_ms();
         }
         let start = Instant::now();
         let answered = run_to_end(&mut client, spec.clone()).await?;
@@ -148,6 +181,7 @@ pub async fn launch(config: &Path, runs: usize, warmup: usize, launch: Launch) -
         }
     }
     let mut fields = latency(samples);
+    add_host_cpu(&mut fields, cpu_before, runs);
     // Where the time goes: RunJob's answer (the command runs) vs. the end observed.
     fields["run_job_answer"] = latency(answers);
     Ok(fields)
@@ -318,9 +352,13 @@ pub fn exec(command: &[String], runs: usize, warmup: usize, gap: Duration) -> Re
         );
     }
     let mut samples = Vec::with_capacity(runs);
+    let mut cpu_before = None;
     for i in 0..warmup + runs {
         if !gap.is_zero() {
             std::thread::sleep(gap);
+        }
+        if i == warmup {
+            cpu_before = host_busy_ms();
         }
         let start = Instant::now();
         let status = Command::new(program)
@@ -335,7 +373,9 @@ pub fn exec(command: &[String], runs: usize, warmup: usize, gap: Duration) -> Re
             samples.push(took);
         }
     }
-    Ok(latency(samples))
+    let mut fields = latency(samples);
+    add_host_cpu(&mut fields, cpu_before, runs);
+    Ok(fields)
 }
 
 /// The server's resident memory, from /proc/PID/status, in KiB.

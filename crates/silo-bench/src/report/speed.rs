@@ -69,6 +69,25 @@ pub(super) fn rows(r: &Results) -> Vec<Row> {
             met: verdict(ratio.map(|x| x <= max)),
         });
     }
+    // Back to back, a launch is bound by CPU, not by waits: the whole host's busy time per
+    // launch says how much of it each needs.
+    let cpu = |name: &str| r.num(name, "host_cpu_ms_per_run");
+    let (s, p) = (cpu("launch"), cpu("bwrap"));
+    let ratio = s.as_ref().ok().zip(p.as_ref().ok()).map(|(s, p)| s / p);
+    rows.push(Row {
+        section: "vs bwrap",
+        what: format!(
+            "/bin/true: the host's busy CPU per launch, back to back (all processes and the \
+             kernel; {} runs)",
+            r.runs("launch")
+        ),
+        silo: text(&s, |v| ms(*v)),
+        peer: "bwrap (--unshare-all, ro /)".into(),
+        peer_value: text(&p, |v| ms(*v)),
+        compare: ratio.map_or("-".into(), |x| format!("{x:.2}x")),
+        target: "",
+        met: "-".into(),
+    });
     let wall = |name: &str| r.num(name, "wall_ms");
     let (s, p) = (wall("concurrent"), wall("bwrap concurrent"));
     let ratio = s.as_ref().ok().zip(p.as_ref().ok()).map(|(s, p)| s / p);
