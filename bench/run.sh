@@ -30,12 +30,14 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 SILO=$TARGET/release/silo
 BENCH=$TARGET/release/silo-bench
 
-# Peers, and mmdebstrap for the server's python-3.11 runtime builds. hyperfine is not
-# needed: silo-bench times every peer with the same loop.
+# Peers, mmdebstrap for the server's python-3.11 runtime builds, and busybox-static for
+# the busybox runtime (its build copies /bin/busybox). hyperfine is not needed: silo-bench
+# times every peer with the same loop.
 missing=()
 command -v bwrap >/dev/null || missing+=(bubblewrap)
 command -v crun >/dev/null || missing+=(crun)
 command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+[[ -x /bin/busybox ]] || missing+=(busybox-static)
 if [[ ${#missing[@]} -gt 0 ]] && command -v apt-get >/dev/null; then
     note "installing ${missing[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2 \
