@@ -271,6 +271,14 @@ impl Store {
             .pragma("wal_autocheckpoint", "0");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            // A connection to a local file does not go stale. By default the pool pings an
+            // idle connection before handing it out, a round trip to its worker thread
+            // (two thread wake-ups) before every query, the launch's insert included; and
+            // it reopens connections after 10 idle or 30 live minutes, which the query
+            // that meets it waits for.
+            .test_before_acquire(false)
+            .idle_timeout(None)
+            .max_lifetime(None)
             .after_connect(|conn, _| {
                 Box::pin(async move {
                     let mut handle = conn.lock_handle().await?;

@@ -389,6 +389,9 @@ impl JobManager {
             return Err(JobError::Busy(s.max_jobs));
         };
         let t0 = std::time::Instant::now();
+        // When the job was accepted: before its init is taken, so that an init prepared on
+        // the launch's path (the pool had none) counts in its start, not before its creation.
+        let created_at = now_micros();
         let disk = spec.limits.as_ref().and_then(|l| l.disk_bytes);
         let rootfs = root
             .as_ref()
@@ -425,7 +428,7 @@ impl JobManager {
             reason: String::new(),
             exit_code: None,
             signal: None,
-            created_at: now_micros(),
+            created_at,
             started_at: None,
             ended_at: None,
             // Stored with the job, so that a restarted server finds the init even if it
