@@ -103,29 +103,34 @@ measure "memory: idle RSS, then $JOBS jobs" memory --config "$CONFIG" --pid "$SE
 # busybox, the runtime of the next launch row (offline, under a second; runtimes go under
 # $STATE/runtimes). After the memory row, which wants the server idle.
 measure "runtime busybox: build" runtime --config "$CONFIG" --spec runtimes/busybox.yml --build-only
+# Each silo row right beside the peer it is compared with: a VM's speed drifts over a run
+# (more than some of the differences measured), so rows minutes apart compare worse.
+have_bwrap=
+if command -v bwrap >/dev/null; then have_bwrap=yes; fi
+bwrap_row() {
+    if [[ -n $have_bwrap ]]; then
+        measure "$@"
+    else
+        skip "$1" "bwrap (bubblewrap) is not installed and apt-get could not install it"
+    fi
+}
 measure "fork/exec of /bin/true" fork-exec --runs "$RUNS"
 measure "launch" launch --config "$CONFIG" --runs "$RUNS"
+bwrap_row "bwrap" exec --name bwrap --runs "$RUNS" -- bwrap --unshare-all --ro-bind / / true
 measure "launch idle" launch --config "$CONFIG" --runs "$RUNS" --gap 20ms
+bwrap_row "bwrap idle" exec --name "bwrap idle" --runs "$RUNS" --gap 20ms -- bwrap --unshare-all --ro-bind / / true
+# The whole client process, as a user types it (connection, TLS, RunJob, logs, the end).
+measure "silo job run" exec --name "silo job run" --runs "$RUNS" -- env SILO_CONFIG="$CONFIG" "$SILO" job run -- /bin/true
+measure "silo: 100 launches at once" concurrent --config "$CONFIG" --jobs 100
+bwrap_row "bwrap concurrent" exec-concurrent --name "bwrap concurrent" --n 100 -- bwrap --unshare-all --ro-bind / / true
 measure "launch in the busybox runtime" launch --config "$CONFIG" --runs "$RUNS" --runtime busybox
 measure "launch with limits" launch --config "$CONFIG" --runs "$RUNS" --memory 64M --cpu 50 --pids 64
 measure "cgroup create + limits + remove" cgroup --runs "$RUNS"
 measure "logs: $LOG_BYTES through StreamLogs" logs --config "$CONFIG" --bytes "$LOG_BYTES"
 measure "pipe: $LOG_BYTES through dd | cat" pipe --bytes "$LOG_BYTES"
 
-# Isolated launch of /bin/true by the sandboxes silo is compared with.
+# Isolated launch of /bin/true by the other sandboxes silo is compared with.
 measure "unshare" exec --name unshare --runs "$RUNS" -- unshare --pid --fork --mount --uts --ipc --net true
-if command -v bwrap >/dev/null; then
-    measure "bwrap" exec --name bwrap --runs "$RUNS" -- bwrap --unshare-all --ro-bind / / true
-    measure "bwrap idle" exec --name "bwrap idle" --runs "$RUNS" --gap 20ms -- bwrap --unshare-all --ro-bind / / true
-    measure "bwrap: 100 at once" exec-concurrent --name "bwrap concurrent" --n 100 -- bwrap --unshare-all --ro-bind / / true
-else
-    for row in bwrap "bwrap idle" "bwrap concurrent"; do
-        skip "$row" "bwrap (bubblewrap) is not installed and apt-get could not install it"
-    done
-fi
-# The whole client process, as a user types it (connection, TLS, RunJob, logs, the end).
-measure "silo job run" exec --name "silo job run" --runs "$RUNS" -- env SILO_CONFIG="$CONFIG" "$SILO" job run -- /bin/true
-measure "silo: 100 launches at once" concurrent --config "$CONFIG" --jobs 100
 if command -v crun >/dev/null; then
     # crun's default bundle (crun spec), running /bin/true without a terminal. Its rootfs is
     # a read-only bind of / made inside a private mount namespace, where the unified cgroup
