@@ -251,13 +251,21 @@ async fn follow_attached(
         })
     };
     let mut updates = live.row.subscribe();
-    let mut last = first.state;
-    let ended_at_start = first.state.is_final();
-    if tx.send(job_event(first)).await.is_err() {
+    // A job that failed to start has no output to wait for: its final state is all.
+    if first.state.is_final() && first.started_at.is_none() {
+        let _ = tx.send(job_event(first)).await;
         return;
     }
-    // A job that failed to start has no output to wait for.
-    if ended_at_start {
+    // A short command may have run to its end before its start was answered (a busy
+    // host): the stream still opens with the job as it was while it ran, and its end
+    // comes last, after its output. Opening with the end would tell the client there is
+    // nothing more, and it would print none of the output.
+    let first = match first.state.is_final() {
+        true => as_running(first),
+        false => first,
+    };
+    let mut last = first.state;
+    if tx.send(job_event(first)).await.is_err() {
         return;
     }
     let (log_tx, mut output) = mpsc::channel(4);
@@ -316,6 +324,21 @@ async fn follow_attached(
                 }
             },
         }
+    }
+}
+
+/// `row` (a job that ran and has ended) as it was while its command ran: RUNNING, with
+/// nothing of its end.
+fn as_running(row: JobRow) -> JobRow {
+    JobRow {
+        state: JobState::Running,
+        reason: String::new(),
+        exit_code: None,
+        signal: None,
+        ended_at: None,
+        usage: None,
+        end_cause: Default::default(),
+        ..row
     }
 }
 
@@ -624,6 +647,75 @@ mod tests {
         );
         assert_eq!(spec.limits, job.spec.as_ref().unwrap().limits);
         assert_eq!(spec.timeout_ms, 5000);
+    }
+
+    /// A job that ended before RunJobAttached answered its start (a short command on a busy
+    /// host): the stream opens with it RUNNING, then its output, then its end. It opened
+    /// with the end before, and `silo job run` printed nothing (seen in CI under load).
+    #[tokio::test]
+    async fn an_attached_job_that_ended_before_its_answer_still_streams_its_output() {
+        use silo_proto::v1::run_job_event::Event;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let file = std::fs::File::create(&path).unwrap();
+        let mut log = silo_log::LogWriter::create(file, &path, 1 << 20).unwrap();
+        log.append(silo_log::Stream::Stdout, b"out\n").unwrap();
+        log.append(silo_log::Stream::Stderr, b"err\n").unwrap();
+        let ended = JobRow {
+            id: "a".repeat(32),
+            state: JobState::Failed,
+            exit_code: Some(3),
+            started_at: Some(1),
+            ended_at: Some(2),
+            end_cause: silo_proto::v1::EndCause::Exited,
+            ..JobRow::default()
+        };
+        let live = Arc::new(LiveJob::new(ended.clone()));
+        let (tx, mut rx) = mpsc::channel(8);
+        follow_attached(ended, live, path, tx).await;
+        let mut events = Vec::new();
+        while let Some(event) = rx.recv().await {
+            events.push(event.unwrap().event.unwrap());
+        }
+        let states: Vec<JobState> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Job(job) => Some(job.state()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(states, [JobState::Running, JobState::Failed], "{events:?}");
+        let output: Vec<u8> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Output(chunk) => Some(chunk.records.iter().flat_map(|r| r.data.to_vec())),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(output, b"out\nerr\n");
+        assert!(matches!(events.last(), Some(Event::Job(job)) if job.exit_code == Some(3)));
+        assert!(matches!(events.first(), Some(Event::Job(job)) if job.exit_code.is_none()));
+    }
+
+    /// A job that failed to start is its final state alone.
+    #[tokio::test]
+    async fn an_attached_job_that_failed_to_start_is_one_event() {
+        let failed = JobRow {
+            id: "b".repeat(32),
+            state: JobState::Failed,
+            reason: "command not found: x".into(),
+            ..JobRow::default()
+        };
+        let live = Arc::new(LiveJob::new(failed.clone()));
+        let (tx, mut rx) = mpsc::channel(8);
+        let dir = tempfile::tempdir().unwrap();
+        follow_attached(failed, live, dir.path().join("log"), tx).await;
+        let mut events = Vec::new();
+        while let Some(event) = rx.recv().await {
+            events.push(event.unwrap());
+        }
+        assert_eq!(events.len(), 1);
     }
 
     #[test]
