@@ -90,7 +90,12 @@ fn mount_device(device: &Path, target: &Path) -> Result<(), InitError> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         // The image is sparse and new: its inode tables read as zeros, and zeroing them
         // (ext4's lazyinit thread) would only write the whole table into the host's disk.
-        Some("noinit_itable"),
+        // No cache flushes (nobarrier): the filesystem never outlives its job (a host
+        // crash ends the job, and its image is emptied at its end), so a flush would buy
+        // no durability anyone can use. Each one reaches the host's disk through the loop
+        // device (an fsync of the image): the unmount's alone cost 0.65 ms, and a job that
+        // calls fsync on /work pays it every time.
+        Some("noinit_itable,nobarrier"),
     )
     .map_err(|e| {
         fail(
