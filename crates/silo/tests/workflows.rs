@@ -385,7 +385,7 @@ async fn a_server_killed_at_random_moments_runs_every_job_exactly_once() {
     // Kill while it runs, at random moments, until it has ended (at least 10 kills).
     let mut rng = rand::rng();
     let mut kills = 0;
-    loop {
+    let ended = loop {
         tokio::time::sleep(Duration::from_millis(rng.random_range(20..250))).await;
         let now = client(&server)
             .await
@@ -394,12 +394,16 @@ async fn a_server_killed_at_random_moments_runs_every_job_exactly_once() {
             .unwrap()
             .into_inner();
         if now.state() != WorkflowState::Running {
-            break;
+            break now;
         }
         server.crash_and_restart();
         kills += 1;
-    }
-    assert!(kills >= 10, "only {kills} kills before the workflow ended");
+    };
+    assert!(
+        kills >= 10,
+        "only {kills} kills before the workflow ended: {ended:#?}\n{}",
+        server.server_log()
+    );
     let mut c = client(&server).await;
     let end = tokio::time::timeout(Duration::from_secs(120), wait_final(&mut c, &w.id))
         .await
