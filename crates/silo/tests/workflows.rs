@@ -360,6 +360,73 @@ async fn bad_workflows_are_refused_with_their_place_and_nothing_is_stored() {
         .unwrap();
 }
 
+/// A job whose start a crash cut (stored, its command never sent) runs once after the
+/// restart: also when the restarted server adopts its init (a zombie that the dead server
+/// left, until something reaps it) and sees it end only after the workflow has resumed.
+/// Before, the workflow then took the cut try for the job's failure ("j failed: server
+/// restarted"), as the crash test once saw in CI. Needs a debug build's test delays.
+#[tokio::test]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "needs the server's test delays, which only debug builds have"
+)]
+async fn a_job_whose_start_a_crash_cut_runs_once_after_the_restart() {
+    if !privileged() {
+        return;
+    }
+    let mut server =
+        TestServer::start_with_env(&[], &[("SILO_TEST_DELAY_BEFORE_START_MS", "5000")]);
+    let yaml =
+        "name: cut\njobs:\n  once: {command: sh, args: [-c, 'echo once >> /shared/names']}\n";
+    let mut c = client(&server).await;
+    let w = submit(&mut c, yaml).await.unwrap();
+    // The job is stored, and held before its start.
+    let mut jobs = server.admin().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let listed = jobs
+            .list_jobs(silo_proto::v1::ListJobsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        if !listed.jobs.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job was never stored"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.set_env("SILO_TEST_DELAY_BEFORE_START_MS", None);
+    server.set_env("SILO_TEST_DELAY_ADOPTED_END_MS", Some("500"));
+    server.crash_and_restart();
+    let mut c = client(&server).await;
+    let end = tokio::time::timeout(Duration::from_secs(60), wait_final(&mut c, &w.id))
+        .await
+        .expect("the workflow did not end after the restart");
+    assert_eq!(
+        end.state(),
+        WorkflowState::Completed,
+        "{end:#?}\n{}",
+        server.server_log()
+    );
+    let job = &end.jobs[0];
+    assert_eq!(job.attempts, 1, "the cut try is no attempt: {job:#?}");
+    assert_eq!(
+        job.job_ids.len(),
+        2,
+        "the cut try and the one that ran: {job:#?}"
+    );
+    let names = std::fs::read_to_string(
+        server
+            .state()
+            .join(format!("workflows/{}/shared/names", w.id)),
+    )
+    .unwrap();
+    assert_eq!(names, "once\n");
+}
+
 /// A 30-job workflow while the server is killed with SIGKILL at random moments: each job
 /// appends its name to a file in /shared, and every name appears exactly once.
 #[tokio::test]

@@ -191,6 +191,16 @@ pub(crate) fn at_idle_priority<T>(work: impl FnOnce() -> T) -> T {
     result
 }
 
+/// Debug builds only: waits the milliseconds that the environment variable `name` gives,
+/// so that a test can hold the server at a moment where a crash, or an order of events,
+/// matters. Release builds have no such wait.
+#[cfg(debug_assertions)]
+pub(crate) async fn test_delay(name: &str) {
+    if let Some(ms) = std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
 /// Lends the tree at `path` to the host id `owner`: chowns every entry (never following a
 /// symlink), so that a job whose root user maps to `owner` may write it.
 async fn lend_tree(path: &Path, owner: u32) -> Result<(), JobError> {
@@ -467,6 +477,10 @@ impl JobManager {
         if let Some(gate) = &options.gate {
             gate.0.clone().await;
         }
+        // Debug builds: a test holds the job here, stored but not started, to crash the
+        // server at that moment.
+        #[cfg(debug_assertions)]
+        test_delay("SILO_TEST_DELAY_BEFORE_START_MS").await;
         let (tx, started) = tokio::sync::oneshot::channel();
         tokio::spawn(supervisor::supervise(
             self.clone(),

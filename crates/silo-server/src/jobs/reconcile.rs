@@ -175,6 +175,10 @@ impl JobManager {
             if let Some(wd) = watch {
                 manager.inner.logs.unwatch(wd);
             }
+            // Debug builds: a test delays the end of an adopted job, as a busy server
+            // would, to check what sees it before its end is recorded.
+            #[cfg(debug_assertions)]
+            super::test_delay("SILO_TEST_DELAY_ADOPTED_END_MS").await;
             let exit = read_exit(log_path).await;
             let outcome = match (exit, live.stop_cause()) {
                 // Adopted while starting and ended without running a command to its end:

@@ -143,6 +143,14 @@ impl Running {
                 if current.attempts != attempt || current.state != NodeState::Running {
                     return;
                 }
+                if super::never_ran(&row) {
+                    // A try that a server stopped during its start, adopted by this server
+                    // while its init was still there (a zombie its old parent left), and
+                    // found before its end was recorded: its command never ran, so the
+                    // attempt has not happened yet. The next try runs it.
+                    self.retry_try(node, attempt).await;
+                    return;
+                }
                 self.run.ended(node, node_job::outcome(&row), now_ms());
                 self.last_jobs[node] = Some(row);
                 self.save_node(node);
@@ -187,6 +195,33 @@ impl Running {
                         self.stop_job(id.clone());
                     }
                 }
+            }
+        }
+    }
+
+    /// Follows `node`'s current attempt again after its try ended without running: the
+    /// try that ran or runs when there is one, else a new one.
+    async fn retry_try(&mut self, node: usize, attempt: u32) {
+        let id = self.row.id.clone();
+        match self.engine.find_attempt(&id, node, attempt).await {
+            Ok(Ok(job)) => {
+                if !self.job_ids[node].contains(&job.id) {
+                    self.job_ids[node].push(job.id.clone());
+                    self.save_node(node);
+                }
+                self.watch_end(node, attempt, job);
+            }
+            Ok(Err(k)) => {
+                tracing::info!(workflow = %id, node, attempt, try_ = k, "a job that never ran is started again");
+                self.start(node, k);
+            }
+            Err(e) => {
+                self.run.ended(
+                    node,
+                    Outcome::Failed(format!("cannot find the job's earlier tries: {e}")),
+                    now_ms(),
+                );
+                self.save_node(node);
             }
         }
     }

@@ -80,6 +80,15 @@ impl TestServer {
         s
     }
 
+    /// Sets (`Some`) or unsets (`None`) an environment variable of the server for its
+    /// next start (after a restart).
+    pub fn set_env(&mut self, name: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != name);
+        if let Some(value) = value {
+            self.env.push((name.to_string(), value.to_string()));
+        }
+    }
+
     pub fn state(&self) -> &Path {
         self.dir.path()
     }
