@@ -363,7 +363,7 @@ async fn bad_workflows_are_refused_with_their_place_and_nothing_is_stored() {
 /// A job whose start a crash cut (stored, its command never sent) runs once after the
 /// restart: also when the restarted server adopts its init (a zombie that the dead server
 /// left, until something reaps it) and sees it end only after the workflow has resumed.
-/// Before, the workflow then took the cut try for the job's failure ("j failed: server
+/// Before, the workflow then took the cut try for the job's failure ("once failed: server
 /// restarted"), as the crash test once saw in CI. Needs a debug build's test delays.
 #[tokio::test]
 #[cfg_attr(
@@ -371,11 +371,31 @@ async fn bad_workflows_are_refused_with_their_place_and_nothing_is_stored() {
     ignore = "needs the server's test delays, which only debug builds have"
 )]
 async fn a_job_whose_start_a_crash_cut_runs_once_after_the_restart() {
+    cut_start_then_crash("SILO_TEST_DELAY_BEFORE_START_MS").await;
+}
+
+/// The same, when the crash also comes before the node's new attempt is written (the job is
+/// stored while its node's write is under way, and waits for it): the restarted engine
+/// starts the attempt again, finds a job with its token already there, and follows that
+/// job instead of failing on the store's unique token ("UNIQUE constraint failed:
+/// jobs.request_token", as this test's sibling once saw).
+#[tokio::test]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "needs the server's test delays, which only debug builds have"
+)]
+async fn a_job_stored_before_its_node_runs_once_after_a_crash() {
+    cut_start_then_crash("SILO_TEST_DELAY_NODE_WRITE_MS").await;
+}
+
+/// Runs a one-job workflow on a server held by the debug delay `hold` once the job is
+/// stored, crashes the server there, and checks that the restarted server runs the job
+/// exactly once, its cut try kept beside the one that ran.
+async fn cut_start_then_crash(hold: &str) {
     if !privileged() {
         return;
     }
-    let mut server =
-        TestServer::start_with_env(&[], &[("SILO_TEST_DELAY_BEFORE_START_MS", "5000")]);
+    let mut server = TestServer::start_with_env(&[], &[(hold, "5000")]);
     let yaml =
         "name: cut\njobs:\n  once: {command: sh, args: [-c, 'echo once >> /shared/names']}\n";
     let mut c = client(&server).await;
@@ -398,7 +418,7 @@ async fn a_job_whose_start_a_crash_cut_runs_once_after_the_restart() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    server.set_env("SILO_TEST_DELAY_BEFORE_START_MS", None);
+    server.set_env(hold, None);
     server.set_env("SILO_TEST_DELAY_ADOPTED_END_MS", Some("500"));
     server.crash_and_restart();
     let mut c = client(&server).await;

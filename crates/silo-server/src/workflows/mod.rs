@@ -369,18 +369,42 @@ impl Engine {
             root = Some(installed.job_root());
             hold = Some(guard);
         }
-        let options = JobOptions {
-            root,
-            shared_dir: Some(self.workflow_dir(id).join("shared")),
-            request_token: Some(Self::token(id, node, attempt, k)),
-            gate,
-            ..JobOptions::default()
+        let mut k = k;
+        // The job and its uploads for the first try; a retry after a token clash (rare)
+        // makes them again.
+        let mut first = Some((job.clone(), uploads));
+        let started = loop {
+            let (job, uploads) = first
+                .take()
+                .unwrap_or_else(|| (job.clone(), node_job::uploads(files, spec, node)));
+            let options = JobOptions {
+                root: root.clone(),
+                shared_dir: Some(self.workflow_dir(id).join("shared")),
+                request_token: Some(Self::token(id, node, attempt, k)),
+                gate: gate.clone(),
+                ..JobOptions::default()
+            };
+            let started = self
+                .inner
+                .jobs
+                .run_in(job, uploads, owner.to_owned(), options)
+                .await;
+            match started {
+                // A job has this try's token already: the server stopped after storing
+                // it and before the node's new attempt was written, so this attempt began
+                // before the crash. Its job is followed if it ran or runs, and otherwise
+                // the next try starts.
+                Err(e) if is_duplicate_token(&e) => {
+                    match self.find_attempt(id, node, attempt).await {
+                        Ok(Ok(job)) => break Ok(job),
+                        Ok(Err(next)) if next > k => k = next,
+                        Ok(Err(_)) => break Err(e),
+                        Err(found) => break Err(found),
+                    }
+                }
+                other => break other,
+            }
         };
-        let started = self
-            .inner
-            .jobs
-            .run_in(job, uploads, owner.to_owned(), options)
-            .await;
         drop(hold);
         started.map_err(|e| e.to_string())
     }
@@ -681,6 +705,15 @@ fn live_state(state: silo_proto::v1::WorkflowJobState, stored: &NodeState) -> No
         S::Skipped => NodeState::Skipped,
         S::Waiting | S::Unspecified => NodeState::Waiting,
     }
+}
+
+/// Whether `e` is the store's refusal of a second job with the same request token.
+fn is_duplicate_token(e: &JobError) -> bool {
+    matches!(
+        e,
+        JobError::Store(crate::store::StoreError::Db(sqlx::Error::Database(db)))
+            if db.is_unique_violation()
+    )
 }
 
 /// Whether a job never ran its command because the server stopped during its start.

@@ -307,6 +307,10 @@ impl Running {
             if let Some(before) = before {
                 before.await;
             }
+            // Debug builds: a test holds the nodes' write, to crash the server while a job
+            // is stored and its node's new attempt is not.
+            #[cfg(debug_assertions)]
+            crate::jobs::test_delay("SILO_TEST_DELAY_NODE_WRITE_MS").await;
             if let Err(e) = engine.inner.store.update_nodes(&id, &rows).await {
                 tracing::error!(workflow = %id, "cannot record the workflow's nodes: {e}");
             }
