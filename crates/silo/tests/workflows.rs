@@ -388,6 +388,27 @@ async fn a_job_stored_before_its_node_runs_once_after_a_crash() {
     cut_start_then_crash("SILO_TEST_DELAY_NODE_WRITE_MS").await;
 }
 
+/// Follows the workflow `id` on a server that crashed and restarted, for at most `limit`,
+/// and checks that it COMPLETED (else shows it and the server's log).
+async fn completed_after_restarts(server: &TestServer, id: &str, limit: Duration) -> Workflow {
+    let mut c = client(server).await;
+    let end = tokio::time::timeout(limit, wait_final(&mut c, id))
+        .await
+        .expect("the workflow did not end after the restarts");
+    assert_eq!(
+        end.state(),
+        WorkflowState::Completed,
+        "{end:#?}\n{}",
+        server.server_log()
+    );
+    end
+}
+
+/// The file `name` in the shared directory of the workflow `id`.
+fn shared_file(server: &TestServer, id: &str, name: &str) -> String {
+    std::fs::read_to_string(server.state().join(format!("workflows/{id}/shared/{name}"))).unwrap()
+}
+
 /// Runs a one-job workflow on a server held by the debug delay `hold` once the job is
 /// stored, crashes the server there, and checks that the restarted server runs the job
 /// exactly once, its cut try kept beside the one that ran.
@@ -421,16 +442,7 @@ async fn cut_start_then_crash(hold: &str) {
     server.set_env(hold, None);
     server.set_env("SILO_TEST_DELAY_ADOPTED_END_MS", Some("500"));
     server.crash_and_restart();
-    let mut c = client(&server).await;
-    let end = tokio::time::timeout(Duration::from_secs(60), wait_final(&mut c, &w.id))
-        .await
-        .expect("the workflow did not end after the restart");
-    assert_eq!(
-        end.state(),
-        WorkflowState::Completed,
-        "{end:#?}\n{}",
-        server.server_log()
-    );
+    let end = completed_after_restarts(&server, &w.id, Duration::from_secs(60)).await;
     let job = &end.jobs[0];
     assert_eq!(job.attempts, 1, "the cut try is no attempt: {job:#?}");
     assert_eq!(
@@ -438,12 +450,7 @@ async fn cut_start_then_crash(hold: &str) {
         2,
         "the cut try and the one that ran: {job:#?}"
     );
-    let names = std::fs::read_to_string(
-        server
-            .state()
-            .join(format!("workflows/{}/shared/names", w.id)),
-    )
-    .unwrap();
+    let names = shared_file(&server, &w.id, "names");
     assert_eq!(names, "once\n");
 }
 
@@ -491,22 +498,8 @@ async fn a_server_killed_at_random_moments_runs_every_job_exactly_once() {
         "only {kills} kills before the workflow ended: {ended:#?}\n{}",
         server.server_log()
     );
-    let mut c = client(&server).await;
-    let end = tokio::time::timeout(Duration::from_secs(120), wait_final(&mut c, &w.id))
-        .await
-        .expect("the workflow did not end after the crashes");
-    assert_eq!(
-        end.state(),
-        WorkflowState::Completed,
-        "{end:#?}\n{}",
-        server.server_log()
-    );
-    let names = std::fs::read_to_string(
-        server
-            .state()
-            .join(format!("workflows/{}/shared/names", w.id)),
-    )
-    .unwrap();
+    completed_after_restarts(&server, &w.id, Duration::from_secs(120)).await;
+    let names = shared_file(&server, &w.id, "names");
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for name in names.lines() {
         *counts.entry(name).or_default() += 1;

@@ -354,29 +354,29 @@ impl Engine {
         k: u32,
         gate: Option<crate::jobs::StartGate>,
     ) -> Result<JobRow, String> {
-        let mut job = node_job::job_spec(id, spec, node);
-        let uploads = node_job::uploads(files, spec, node);
+        let mut runtime = None;
         let mut root = None;
         let mut hold = None;
-        if !job.runtime.is_empty() {
+        let named = &spec.jobs[node].runtime;
+        if let Some(named) = named.as_ref().filter(|r| !r.is_empty()) {
             let (installed, guard) = self
                 .inner
                 .catalog
-                .resolve(&job.runtime)
+                .resolve(named)
                 .await
                 .map_err(|e| e.to_string())?;
-            job.runtime = installed.label();
+            runtime = Some(installed.label());
             root = Some(installed.job_root());
             hold = Some(guard);
         }
         let mut k = k;
-        // The job and its uploads for the first try; a retry after a token clash (rare)
-        // makes them again.
-        let mut first = Some((job.clone(), uploads));
         let started = loop {
-            let (job, uploads) = first
-                .take()
-                .unwrap_or_else(|| (job.clone(), node_job::uploads(files, spec, node)));
+            // Made for each try: a second one follows only a token clash (rare).
+            let mut job = node_job::job_spec(id, spec, node);
+            if let Some(label) = &runtime {
+                job.runtime = label.clone();
+            }
+            let uploads = node_job::uploads(files, spec, node);
             let options = JobOptions {
                 root: root.clone(),
                 shared_dir: Some(self.workflow_dir(id).join("shared")),

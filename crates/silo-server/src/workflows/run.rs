@@ -116,28 +116,7 @@ impl Running {
                 node,
                 attempt,
                 result,
-            } => {
-                if self.run.nodes()[node].attempts != attempt {
-                    return;
-                }
-                match result {
-                    Ok(row) => {
-                        self.last_jobs[node] = Some(row.clone());
-                        if !self.job_ids[node].contains(&row.id) {
-                            self.job_ids[node].push(row.id.clone());
-                            self.save_node(node);
-                        }
-                        if self.row.canceled.is_some() {
-                            self.stop_job(row.id.clone());
-                        }
-                        self.watch_end(node, attempt, row);
-                    }
-                    Err(reason) => {
-                        self.run.ended(node, Outcome::Failed(reason), now_ms());
-                        self.save_node(node);
-                    }
-                }
-            }
+            } => self.started(node, attempt, result),
             Event::Ended { node, attempt, row } => {
                 let current = &self.run.nodes()[node];
                 if current.attempts != attempt || current.state != NodeState::Running {
@@ -199,31 +178,44 @@ impl Running {
         }
     }
 
+    /// The job of `node`'s `attempt` runs (`Ok`), or could not start (`Err`, why).
+    fn started(&mut self, node: usize, attempt: u32, result: Result<JobRow, String>) {
+        if self.run.nodes()[node].attempts != attempt {
+            return;
+        }
+        match result {
+            Ok(row) => {
+                self.last_jobs[node] = Some(row.clone());
+                if !self.job_ids[node].contains(&row.id) {
+                    self.job_ids[node].push(row.id.clone());
+                    self.save_node(node);
+                }
+                if self.row.canceled.is_some() {
+                    self.stop_job(row.id.clone());
+                }
+                self.watch_end(node, attempt, row);
+            }
+            Err(reason) => {
+                self.run.ended(node, Outcome::Failed(reason), now_ms());
+                self.save_node(node);
+            }
+        }
+    }
+
     /// Follows `node`'s current attempt again after its try ended without running: the
     /// try that ran or runs when there is one, else a new one.
     async fn retry_try(&mut self, node: usize, attempt: u32) {
         let id = self.row.id.clone();
-        match self.engine.find_attempt(&id, node, attempt).await {
-            Ok(Ok(job)) => {
-                if !self.job_ids[node].contains(&job.id) {
-                    self.job_ids[node].push(job.id.clone());
-                    self.save_node(node);
-                }
-                self.watch_end(node, attempt, job);
-            }
+        let found = match self.engine.find_attempt(&id, node, attempt).await {
             Ok(Err(k)) => {
                 tracing::info!(workflow = %id, node, attempt, try_ = k, "a job that never ran is started again");
                 self.start(node, k);
+                return;
             }
-            Err(e) => {
-                self.run.ended(
-                    node,
-                    Outcome::Failed(format!("cannot find the job's earlier tries: {e}")),
-                    now_ms(),
-                );
-                self.save_node(node);
-            }
-        }
+            Ok(Ok(job)) => Ok(job),
+            Err(e) => Err(format!("cannot find the job's earlier tries: {e}")),
+        };
+        self.started(node, attempt, found);
     }
 
     /// Starts the `k`-th try of the job of `node`'s current attempt in the background.
