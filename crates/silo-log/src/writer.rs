@@ -40,6 +40,12 @@ impl LogWriter {
         })
     }
 
+    /// Keeps at most `cap` bytes of output from now on: a writer can be created (its header
+    /// written) before its cap is known.
+    pub fn set_cap(&mut self, cap: u64) {
+        self.cap = cap;
+    }
+
     /// Appends `data` from `stream` as one record, or as several of at most
     /// [`MAX_RECORD_LEN`] bytes each if it is longer (nothing for empty data). Returns
     /// whether the bytes were kept (false once the cap has been reached).

@@ -461,7 +461,9 @@ pub(super) fn exec_command(
     let cmd = match source {
         Source::Given(cmd) => cmd,
         Source::Pipe(request) => {
-            let mut bytes = Vec::new();
+            // Room for a usual command line in one read (an empty Vec is read into 32
+            // bytes at a time at first); a longer one grows it.
+            let mut bytes = Vec::with_capacity(16 * 1024);
             if let Err(e) = File::from(request).read_to_end(&mut bytes) {
                 return InitError::setup(
                     "command_line",

@@ -15,7 +15,7 @@ use super::launch::RunningCommand;
 use crate::protocol::{ExitStatus, Frame, InitError, Message, read_frame, write_frame};
 
 /// Bytes read from the command's output per read.
-const READ_CHUNK: usize = 128 * 1024;
+pub(super) const READ_CHUNK: usize = 128 * 1024;
 
 /// Copies output to the log, reaps, forwards signals, until the command has ended and its
 /// output is drained. Returns the command's exit status.
@@ -23,6 +23,7 @@ pub(super) fn supervise(
     job: RunningCommand,
     mut log: LogWriter,
     mut control: Option<&mut UnixStream>,
+    buf: &mut [u8],
 ) -> ExitStatus {
     let RunningCommand {
         child,
@@ -32,7 +33,6 @@ pub(super) fn supervise(
     } = job;
     let mut outputs: Vec<(OwnedFd, Stream)> =
         vec![(stdout, Stream::Stdout), (stderr, Stream::Stderr)];
-    let mut buf = vec![0u8; READ_CHUNK];
     let mut status: Option<ExitStatus> = None;
     let mut log_failed = false;
 
@@ -62,7 +62,7 @@ pub(super) fn supervise(
         // Output first, so what was written before an exit is logged before it.
         let mut closed = Vec::new();
         for (i, (fd, stream)) in outputs.iter().enumerate() {
-            if ready[i] && !copy_once(fd.as_fd(), *stream, &mut buf, &mut log, &mut log_failed) {
+            if ready[i] && !copy_once(fd.as_fd(), *stream, buf, &mut log, &mut log_failed) {
                 closed.push(i);
             }
         }
@@ -92,7 +92,7 @@ pub(super) fn supervise(
     }
     let status = status.unwrap_or(ExitStatus::Signal(libc::SIGKILL));
 
-    end_what_is_left(&outputs, &mut buf, &mut log, &mut log_failed);
+    end_what_is_left(&outputs, buf, &mut log, &mut log_failed);
     let _ = log.append_exit(&serde_json::to_vec(&status).unwrap_or_default());
     status
 }

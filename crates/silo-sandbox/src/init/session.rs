@@ -26,17 +26,25 @@ const START_DEADLINE: Duration = Duration::from_secs(10);
 
 pub(super) struct Init {
     control: Option<UnixStream>,
-    log_file: Option<File>,
+    /// The job's log, its header already written (before the start request, which has
+    /// only the cap to add).
+    log: Option<LogWriter>,
     /// The command's process, forked at prepare when the server said which job comes.
     preforked: Option<Preforked>,
+    /// The buffer the command's output is read through: allocated before the job comes,
+    /// and freed after its exit is reported, not on the way to the report.
+    buf: Vec<u8>,
 }
 
 impl Init {
     pub(super) fn new(control: UnixStream, log: File) -> io::Result<Init> {
+        let log =
+            LogWriter::create(log, Path::new("<job log>"), u64::MAX).map_err(io::Error::other)?;
         Ok(Init {
             control: Some(control),
-            log_file: Some(log),
+            log: Some(log),
             preforked: None,
+            buf: vec![0u8; super::pid1::READ_CHUNK],
         })
     }
 
@@ -54,12 +62,11 @@ impl Init {
             pid: getpid().as_raw(),
         });
         let (id, spec, prepared) = self.receive_start()?;
-        let log_file = self
-            .log_file
+        let mut log = self
+            .log
             .take()
             .ok_or_else(|| io::Error::other("log taken"))?;
-        let log = LogWriter::create(log_file, Path::new("<job log>"), spec.log_cap_bytes)
-            .map_err(io::Error::other)?;
+        log.set_cap(spec.log_cap_bytes);
         let started = match self.preforked.take() {
             Some(pre) => {
                 let shared = match spec.isolation.as_ref().and_then(|i| i.shared_dir.as_ref()) {
@@ -84,7 +91,7 @@ impl Init {
             })
             .unwrap_or_default()),
         });
-        let status = supervise(job, log, self.control.as_mut());
+        let status = supervise(job, log, self.control.as_mut(), &mut self.buf);
         self.send(Message::Event {
             name: EVENT_EXIT.into(),
             body: serde_json::to_value(status).unwrap_or_default(),

@@ -443,7 +443,7 @@ impl JobManager {
             ended_at: None,
             // Stored with the job, so that a restarted server finds the init even if it
             // crashed before recording the start.
-            init: reconcile::process_start_ticks(ready.pid).map(|t| (ready.pid, t)),
+            init: ready.start_ticks.map(|t| (ready.pid, t)),
             usage: None,
             host_id: Some(host_id),
             request_token: options.request_token.clone(),

@@ -39,6 +39,9 @@ pub struct ReadyInit {
     pub isolation: Isolation,
     /// Its pid in the server's pid namespace.
     pub pid: i32,
+    /// Its start time (clock ticks after boot, from /proc/PID/stat): with `pid` it names
+    /// this process across a restart. Read here, off the launch's path.
+    pub start_ticks: Option<u64>,
     /// For signalling and reaping it.
     pub pidfd: OwnedFd,
     /// The server's end of its control socket, hello and preparation done.
@@ -219,6 +222,7 @@ impl JobManager {
             host_id,
             isolation,
             pid: init.pid,
+            start_ticks: super::reconcile::process_start_ticks(init.pid),
             pidfd,
             control,
             cgroup,

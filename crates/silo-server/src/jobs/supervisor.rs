@@ -51,6 +51,7 @@ pub async fn supervise(
     let t0 = Instant::now();
     let ReadyInit {
         pid,
+        start_ticks,
         pidfd,
         mut control,
         cgroup,
@@ -72,7 +73,13 @@ pub async fn supervise(
     let report = match start_command(&live, &mut control, &spec).await {
         Ok(_) => {
             tracing::debug!(job = %live.id, elapsed = ?t0.elapsed(), "command started");
-            running_write = Some(record_running(&manager, &live, pid, started.take()));
+            running_write = Some(record_running(
+                &manager,
+                &live,
+                pid,
+                start_ticks,
+                started.take(),
+            ));
             let report = follow_run(&live, &mut control).await;
             tracing::debug!(job = %live.id, elapsed = ?t0.elapsed(), "init reported the exit");
             report
@@ -188,9 +195,9 @@ fn record_running(
     manager: &JobManager,
     live: &Arc<LiveJob>,
     pid: i32,
+    start_ticks: Option<u64>,
     started: Option<oneshot::Sender<()>>,
 ) -> tokio::task::JoinHandle<()> {
-    let start_ticks = super::reconcile::process_start_ticks(pid);
     let row = live.update(|r| {
         r.state = JobState::Running;
         r.started_at = Some(now_micros());
