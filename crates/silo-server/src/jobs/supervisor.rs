@@ -51,7 +51,6 @@ pub async fn supervise(
     let t0 = Instant::now();
     let ReadyInit {
         pid,
-        start_ticks,
         pidfd,
         mut control,
         cgroup,
@@ -73,13 +72,7 @@ pub async fn supervise(
     let report = match start_command(&live, &mut control, &spec).await {
         Ok(_) => {
             tracing::debug!(job = %live.id, elapsed = ?t0.elapsed(), "command started");
-            running_write = Some(record_running(
-                &manager,
-                &live,
-                pid,
-                start_ticks,
-                started.take(),
-            ));
+            running_write = Some(record_running(&manager, &live, started.take()));
             let report = follow_run(&live, &mut control).await;
             tracing::debug!(job = %live.id, elapsed = ?t0.elapsed(), "init reported the exit");
             report
@@ -194,14 +187,12 @@ async fn start_command(
 fn record_running(
     manager: &JobManager,
     live: &Arc<LiveJob>,
-    pid: i32,
-    start_ticks: Option<u64>,
     started: Option<oneshot::Sender<()>>,
 ) -> tokio::task::JoinHandle<()> {
+    // The row names its init (pid and start time) from its creation on.
     let row = live.update(|r| {
         r.state = JobState::Running;
         r.started_at = Some(now_micros());
-        r.init = start_ticks.map(|t| (pid, t));
     });
     if let Some(tx) = started {
         let _ = tx.send(());
