@@ -293,14 +293,16 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     let addr = listener
         .local_addr()
         .map_err(|e| ServerError::Host(format!("cannot read the listening address: {e}")))?;
-    for written in client_config::write_client_configs(state, &certs, addr)? {
-        tracing::info!("client configuration: {}", written.display());
-    }
     tracing::info!(
         state_dir = %state.display(),
         "silo server listening on {addr} (mutual TLS 1.3; CA {})",
         certs.ca().display()
     );
+    // Last: a client configuration naming the address is what tools (and the tests) wait
+    // for, so everything the server says about its start is in its log by then.
+    for written in client_config::write_client_configs(state, &certs, addr)? {
+        tracing::info!("client configuration: {}", written.display());
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
