@@ -7,6 +7,7 @@
 //! the job (reaping every zombie, forwarding signals, writing the job's output to its log)
 //! and reports the exit. Nothing here uses an async runtime: the init is single-threaded.
 
+pub mod disk;
 pub mod init;
 pub mod isolation;
 pub mod protocol;

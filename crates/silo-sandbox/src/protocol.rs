@@ -35,11 +35,15 @@ pub const MAX_INIT_FRAME: usize = 64 << 10;
 pub const METHOD_PREPARE: &str = "sandbox.prepare";
 /// Method: start the job described by a [`crate::InitSpec`]; the result is a [`Started`].
 ///
-/// When the init was prepared with its job ([`crate::Prepare::job`]) and the job has a
-/// [`crate::Isolation::shared_dir`], the init has entered the job's root already and can no
-/// longer reach the host's directories: the server sends, right after the request frame, one
-/// byte carrying (as `SCM_RIGHTS`) a detached mount of the shared directory
-/// (`open_tree(OPEN_TREE_CLONE)`), which the init moves to `/shared`.
+/// Mounts the init cannot make itself come as descriptors: right after the request frame,
+/// the server sends one byte carrying (as `SCM_RIGHTS`), in this order, the job's own
+/// filesystem when [`crate::Isolation::work_disk`] is set (a detached mount,
+/// [`crate::disk::mount_detached`]), which the init moves to `/work`; then, when the init
+/// was prepared with its job ([`crate::Prepare::job`]) and the job has a
+/// [`crate::Isolation::shared_dir`], a detached mount of the shared directory
+/// (`open_tree(OPEN_TREE_CLONE)`), which the init moves to `/shared` (it has entered the
+/// job's root already and can no longer reach the host's directories). No byte is sent when
+/// neither applies.
 pub const METHOD_START: &str = "job.start";
 /// Event: the job's command has ended; the body is an [`ExitStatus`].
 pub const EVENT_EXIT: &str = "job.exit";

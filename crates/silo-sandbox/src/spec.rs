@@ -33,10 +33,10 @@ pub struct Isolation {
     /// The job's work directory on the host; it appears writable at `/work` unless the job
     /// has a [`Isolation::work_disk`].
     pub work_dir: PathBuf,
-    /// An ext4 image that becomes the job's `/work`, a filesystem of its own (see
-    /// [`SandboxBase::work_disk`]).
+    /// Whether the job's `/work` is a filesystem of its own, which the server mounts (see
+    /// [`crate::disk`]) and sends with the start (see [`crate::protocol::METHOD_START`]).
     #[serde(default)]
-    pub work_disk: Option<PathBuf>,
+    pub work_disk: bool,
     /// What the job's root filesystem is made of.
     pub rootfs: Rootfs,
     /// The user the command runs as.
@@ -79,10 +79,9 @@ pub struct SandboxBase {
     /// See [`Isolation::tmp_inodes`].
     #[serde(default = "default_tmp_inodes")]
     pub tmp_inodes: u64,
-    /// An ext4 image (made by the server, empty) mounted at `/work` while the sandbox is
-    /// prepared; the job's files are written into the mounted filesystem afterwards.
+    /// See [`Isolation::work_disk`]: the sandbox gets an empty `/work` to mount it on.
     #[serde(default)]
-    pub work_disk: Option<PathBuf>,
+    pub work_disk: bool,
 }
 
 /// The PATH a job's command is looked up in when its environment has none, and the PATH
@@ -125,7 +124,7 @@ impl Isolation {
             network: self.network,
             tmp_size_bytes: self.tmp_size_bytes,
             tmp_inodes: self.tmp_inodes,
-            work_disk: self.work_disk.clone(),
+            work_disk: self.work_disk,
         }
     }
 }

@@ -220,7 +220,7 @@ impl HostDirs {
             hostname: HOSTNAME.into(),
             root_dir: self.root.clone(),
             work_dir: self.work.clone(),
-            work_disk: None,
+            work_disk: false,
             rootfs,
             uid: JOB_UID,
             gid: JOB_UID,

@@ -31,7 +31,7 @@ fn identity(uid: u32, gid: u32) -> Isolation {
         hostname: harness::HOSTNAME.into(),
         root_dir: PathBuf::from("/nonexistent"),
         work_dir: PathBuf::from("/nonexistent"),
-        work_disk: None,
+        work_disk: false,
         rootfs: Rootfs::HostView,
         uid,
         gid,

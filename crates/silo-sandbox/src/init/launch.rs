@@ -41,14 +41,19 @@ type Sandbox<'a> = Option<(&'a Isolation, SyscallFilter)>;
 type Handshake = ((OwnedFd, OwnedFd), (OwnedFd, OwnedFd));
 
 /// Builds the sandbox and starts the command. Errors are typed for the server.
+/// `disk` is the job's own filesystem for /work, when it has one.
 pub(super) fn start(
     spec: &InitSpec,
     prepared: Option<&SandboxBase>,
+    disk: Option<OwnedFd>,
 ) -> Result<RunningCommand, InitError> {
     if spec.argv.is_empty() {
         return Err(InitError::protocol("the job has no command"));
     }
     let sandbox = enter_sandbox(spec, prepared)?;
+    if let Some((iso, _)) = &sandbox {
+        attach_disk(iso, disk)?;
+    }
     let command = command_line(spec)?;
     command.to_c()?;
     let (stdout_r, stdout_w) = pipe("stdout")?;
@@ -322,12 +327,25 @@ pub(super) fn prefork(iso: &Isolation) -> Result<Preforked, InitError> {
     }
 }
 
-/// Starts the job `spec` in the process [`prefork`] made: mounts its shared directory
-/// (`shared`, a detached mount from the server) when it has one, then sends the command
-/// line and waits for the exec.
+/// Mounts the job's own filesystem (`disk`, a detached mount from the server) at /work
+/// when its sandbox has one.
+fn attach_disk(iso: &Isolation, disk: Option<OwnedFd>) -> Result<(), InitError> {
+    if !iso.work_disk {
+        return Ok(());
+    }
+    let tree = disk.ok_or_else(|| {
+        InitError::protocol("the job has a disk of its own, but its mount did not arrive")
+    })?;
+    isolation::attach_work_disk(tree)
+}
+
+/// Starts the job `spec` in the process [`prefork`] made: mounts its disk and its shared
+/// directory (`disk` and `shared`, detached mounts from the server) when it has them, then
+/// sends the command line and waits for the exec.
 pub(super) fn start_preforked(
     spec: &InitSpec,
     pre: Preforked,
+    disk: Option<OwnedFd>,
     shared: Option<OwnedFd>,
 ) -> Result<RunningCommand, InitError> {
     let child = pre.child;
@@ -347,6 +365,7 @@ pub(super) fn start_preforked(
                 "the job's sandbox differs from the one this init prepared",
             ));
         }
+        attach_disk(iso, disk)?;
         if iso.shared_dir.is_some() {
             let tree = shared.ok_or_else(|| {
                 InitError::protocol("the job has a shared directory, but its mount did not arrive")

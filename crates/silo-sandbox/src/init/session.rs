@@ -67,15 +67,21 @@ impl Init {
             .take()
             .ok_or_else(|| io::Error::other("log taken"))?;
         log.set_cap(spec.log_cap_bytes);
-        let started = match self.preforked.take() {
-            Some(pre) => {
-                let shared = match spec.isolation.as_ref().and_then(|i| i.shared_dir.as_ref()) {
-                    Some(_) => self.receive_descriptor(),
-                    None => None,
-                };
-                start_preforked(&spec, pre, shared)
-            }
-            None => start(&spec, prepared.as_ref()),
+        // The mounts that come with the start (see METHOD_START).
+        let preforked = self.preforked.take();
+        let iso = spec.isolation.as_ref();
+        let disk_comes = iso.is_some_and(|i| i.work_disk);
+        let shared_comes = preforked.is_some() && iso.is_some_and(|i| i.shared_dir.is_some());
+        let mut mounts = if disk_comes || shared_comes {
+            self.receive_descriptors().into_iter()
+        } else {
+            Vec::new().into_iter()
+        };
+        let disk = if disk_comes { mounts.next() } else { None };
+        let shared = if shared_comes { mounts.next() } else { None };
+        let started = match preforked {
+            Some(pre) => start_preforked(&spec, pre, disk, shared),
+            None => start(&spec, prepared.as_ref(), disk),
         };
         let job = match started {
             Ok(job) => job,
@@ -155,16 +161,20 @@ impl Init {
         Ok((id, spec, Some(base)))
     }
 
-    /// The descriptor the server sends right after a start request (the detached mount of
-    /// the job's shared directory); `None` if none arrives in time, which the start then
-    /// reports.
-    fn receive_descriptor(&mut self) -> Option<OwnedFd> {
+    /// The descriptors the server sends right after a start request (the detached mounts
+    /// of the job's disk and shared directory, see METHOD_START), in the order sent; none
+    /// if none arrive in time, which the start then reports.
+    fn receive_descriptors(&mut self) -> Vec<OwnedFd> {
         use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-        let control = self.control.as_mut()?;
-        control.set_read_timeout(Some(START_DEADLINE)).ok()?;
+        let Some(control) = self.control.as_mut() else {
+            return Vec::new();
+        };
+        if control.set_read_timeout(Some(START_DEADLINE)).is_err() {
+            return Vec::new();
+        }
         let mut byte = [0u8; 1];
         let mut iov = [io::IoSliceMut::new(&mut byte)];
-        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 2]);
         let received = recvmsg::<()>(
             control.as_raw_fd(),
             &mut iov,
@@ -173,7 +183,13 @@ impl Init {
         );
         let _ = control.set_read_timeout(None);
         let mut fds: Vec<OwnedFd> = Vec::new();
-        for message in received.ok()?.cmsgs().ok()? {
+        let Ok(received) = received else {
+            return fds;
+        };
+        let Ok(messages) = received.cmsgs() else {
+            return fds;
+        };
+        for message in messages {
             if let ControlMessageOwned::ScmRights(raw) = message {
                 // SAFETY: the kernel installed these descriptors in this process for this
                 // message; nothing else owns them.
@@ -183,7 +199,7 @@ impl Init {
                 );
             }
         }
-        fds.into_iter().next()
+        fds
     }
 
     /// The next request from the server, waiting at most `deadline`.

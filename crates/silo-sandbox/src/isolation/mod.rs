@@ -24,7 +24,6 @@ mod proc_mask;
 mod rootfs;
 mod seccomp;
 pub mod user_namespace;
-mod work_disk;
 
 use std::fmt;
 use std::io;
@@ -85,6 +84,14 @@ pub fn finish(iso: &Isolation) -> Result<(), InitError> {
 /// to make the mount point.
 pub fn attach_shared(tree: std::os::fd::OwnedFd) -> Result<(), InitError> {
     rootfs::attach_shared(tree)
+}
+
+/// Mounts the job's own filesystem (a detached mount the server made with
+/// [`crate::disk::mount_detached`]) at `/work`, in a sandbox that [`finish`] has entered
+/// and sealed already. The command's process, forked ahead, shares the init's mount
+/// namespace and sees it before its exec.
+pub fn attach_work_disk(tree: std::os::fd::OwnedFd) -> Result<(), InitError> {
+    rootfs::attach_work_disk(tree)
 }
 
 /// Compiles the job's default system-call filter. Done once in the init, before the fork,

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::MsFlags;
 
 use super::mounts::{bind, mkdir, mount_fs, remount, symlink, touch};
-use super::{dev, errno_of, etc, fail, proc_mask, work_disk};
+use super::{dev, errno_of, etc, fail, proc_mask};
 use crate::protocol::InitError;
 use crate::{Isolation, Rootfs, SandboxBase};
 
@@ -51,10 +51,9 @@ pub(super) fn assemble(base: &SandboxBase) -> Result<(), InitError> {
     proc_mask::mount_sys(root)?;
     dev::populate(root, base.tmp_size_bytes, base.tmp_inodes)?;
     mount_tmp(root, base.tmp_size_bytes, base.tmp_inodes)?;
-    if let Some(image) = &base.work_disk {
-        let target = root.join("work");
-        mkdir("work_disk", &target, 0o755)?;
-        work_disk::mount(image, &target)?;
+    if base.work_disk {
+        // The mount point of the job's own filesystem, which arrives with the start.
+        mkdir("work_disk", &root.join("work"), 0o755)?;
     }
     Ok(())
 }
@@ -67,10 +66,9 @@ pub(super) fn add_job(iso: &Isolation) -> Result<(), InitError> {
         Rootfs::HostView => etc::generate_for_job(root, iso)?,
         Rootfs::Runtime { .. } => etc::fill_runtime_files(root, iso)?,
     }
-    match iso.work_disk {
-        // Mounted when the sandbox was prepared.
-        Some(_) => {}
-        None => mount_work(root, &iso.work_dir)?,
+    // A job disk of its own is attached at the start (see [`attach_work_disk`]).
+    if !iso.work_disk {
+        mount_work(root, &iso.work_dir)?;
     }
     if let Some(shared) = &iso.shared_dir {
         let target = root.join("shared");
@@ -87,31 +85,17 @@ pub(super) fn add_job(iso: &Isolation) -> Result<(), InitError> {
 
 /// See [`super::attach_shared`].
 pub(super) fn attach_shared(tree: std::os::fd::OwnedFd) -> Result<(), InitError> {
-    use std::os::fd::AsRawFd;
     let root = Path::new("/");
     let target = Path::new("/shared");
     let sealed = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     remount("bind_shared", root, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
     let attached = mkdir("bind_shared", target, 0o755).and_then(|()| {
-        // SAFETY: move_mount with a descriptor we own, an empty C string and a
-        // NUL-terminated target path; it reads nothing else of this process.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_move_mount,
-                tree.as_raw_fd(),
-                c"".as_ptr(),
-                libc::AT_FDCWD,
-                c"/shared".as_ptr(),
-                MOVE_MOUNT_F_EMPTY_PATH,
-            )
-        };
-        if ret < 0 {
-            return Err(fail(
-                "bind_shared",
-                nix::errno::Errno::last(),
-                format_args!("mount the workflow's shared directory on /shared"),
-            ));
-        }
+        move_detached(
+            "bind_shared",
+            tree,
+            c"/shared",
+            format_args!("mount the workflow's shared directory on /shared"),
+        )?;
         remount(
             "bind_shared",
             target,
@@ -121,6 +105,44 @@ pub(super) fn attach_shared(tree: std::os::fd::OwnedFd) -> Result<(), InitError>
     // Sealed again whatever happened.
     let sealed = remount("seal_root", root, sealed);
     attached.and(sealed)
+}
+
+/// See [`super::attach_work_disk`]. The mount point was made with the root, and a mount
+/// on it needs no write to the sealed root.
+pub(super) fn attach_work_disk(tree: std::os::fd::OwnedFd) -> Result<(), InitError> {
+    move_detached(
+        "work_disk",
+        tree,
+        c"/work",
+        format_args!("mount the job's disk on /work"),
+    )
+}
+
+/// Moves the detached mount `tree` onto `target` (`move_mount`); a failure is `step`'s,
+/// "cannot {what}".
+fn move_detached(
+    step: &str,
+    tree: std::os::fd::OwnedFd,
+    target: &std::ffi::CStr,
+    what: std::fmt::Arguments<'_>,
+) -> Result<(), InitError> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: move_mount with a descriptor we own, an empty C string and a NUL-terminated
+    // target path; it reads nothing else of this process.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if ret < 0 {
+        return Err(fail(step, nix::errno::Errno::last(), what));
+    }
+    Ok(())
 }
 
 /// `move_mount`: the source is the descriptor itself.

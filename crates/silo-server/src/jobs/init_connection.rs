@@ -85,16 +85,16 @@ impl InitConnection {
         params: impl Serialize,
         deadline: Duration,
     ) -> Result<serde_json::Value, InitError> {
-        self.call_with(method, params, None, deadline).await
+        self.call_with(method, params, &[], deadline).await
     }
 
-    /// [`InitConnection::call`], and right after the request `fd`, as `SCM_RIGHTS` on one
-    /// byte (see [`silo_sandbox::protocol::METHOD_START`]).
+    /// [`InitConnection::call`], and right after the request `fds` (when there are any),
+    /// as `SCM_RIGHTS` on one byte (see [`silo_sandbox::protocol::METHOD_START`]).
     pub async fn call_with(
         &mut self,
         method: &str,
         params: impl Serialize,
-        fd: Option<BorrowedFd<'_>>,
+        fds: &[BorrowedFd<'_>],
         deadline: Duration,
     ) -> Result<serde_json::Value, InitError> {
         let params = serde_json::to_value(params)
@@ -113,8 +113,8 @@ impl InitConnection {
                 .map_err(|e| {
                     InitError::protocol(format!("cannot send {method} to the job's init: {e}"))
                 })?;
-            if let Some(fd) = fd {
-                self.send_fd(fd).await.map_err(|e| {
+            if !fds.is_empty() {
+                self.send_fds(fds).await.map_err(|e| {
                     InitError::protocol(format!(
                         "cannot send a descriptor with {method} to the job's init: {e}"
                     ))
@@ -133,10 +133,10 @@ impl InitConnection {
             })?
     }
 
-    /// Sends one byte carrying `fd` as `SCM_RIGHTS`.
-    async fn send_fd(&mut self, fd: BorrowedFd<'_>) -> std::io::Result<()> {
+    /// Sends one byte carrying `fds` as `SCM_RIGHTS`.
+    async fn send_fds(&mut self, fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {
         use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
-        let raw = [fd.as_raw_fd()];
+        let raw: Vec<_> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
         loop {
             self.stream.writable().await?;
             let sent = self.stream.try_io(tokio::io::Interest::WRITABLE, || {

@@ -1,6 +1,7 @@
 //! The job manager: accepts jobs, starts them through the init protocol, tracks them to
 //! their end, and answers questions about them.
 
+mod disks;
 mod host_ids;
 mod idle;
 mod init_connection;
@@ -19,7 +20,7 @@ pub mod uploads;
 pub mod validate;
 
 use std::collections::HashMap;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -166,6 +167,8 @@ struct Inner {
     refilling: std::sync::atomic::AtomicUsize,
     /// Runtime trees a ready init is being prepared in now.
     refilling_runtimes: Mutex<std::collections::HashSet<silo_sandbox::Rootfs>>,
+    /// Job disks of the default size, made ahead.
+    disks: disks::DiskPool,
     /// Which host ids live jobs hold.
     host_ids: host_ids::HostIds,
     /// Starts inits: from the zygote, or by re-executing `exe`.
@@ -259,6 +262,15 @@ impl JobManager {
             settings.max_jobs.min(Semaphore::MAX_PERMITS),
         ));
         let spawner = spawner::InitSpawner::new(settings.init_zygote);
+        // Twice the ready inits: each takes one as it is prepared, and a launch that found
+        // no ready init takes one for the init it prepares on its path.
+        let disk_target = match settings.bounds.defaults.disk_bytes {
+            Some(_) => settings.ready_inits * 2,
+            None => 0,
+        };
+        let disks_dir = settings.jobs_dir.with_file_name("disks");
+        let disks = disks::DiskPool::new(disks_dir.clone(), disk_target)
+            .map_err(|e| JobError::Host(format!("cannot create {}: {e}", disks_dir.display())))?;
         let manager = JobManager {
             inner: Arc::new(Inner {
                 store,
@@ -270,6 +282,7 @@ impl JobManager {
                 pool: Mutex::default(),
                 refilling: Default::default(),
                 refilling_runtimes: Mutex::default(),
+                disks,
                 host_ids,
                 spawner,
             }),
@@ -277,6 +290,7 @@ impl JobManager {
         manager.reconcile().await?;
         manager.remove_stray_cgroups().await;
         manager.remove_stray_dirs().await;
+        manager.refill_disks();
         manager.refill();
         Ok(manager)
     }
@@ -512,7 +526,15 @@ impl JobManager {
     ) -> Result<(), JobError> {
         let id = live.id.clone();
         let job_dir = self.job_dir(&id);
-        let (pid, disk_bytes) = (ready.pid, ready.disk_bytes);
+        let disk_bytes = ready.disk_bytes;
+        // The job's own filesystem, reached through its detached mount's descriptor.
+        let disk = match ready.disk.as_ref().map(|d| d.try_clone()).transpose() {
+            Ok(disk) => disk,
+            Err(e) => {
+                tracing::error!(job = %live.id, "cannot reach the job's disk: {e}");
+                return Err(JobError::Host("cannot prepare the job's files".into()));
+            }
+        };
         // The job's user is its host id outside its user namespace.
         let owner = live.row.borrow().host_id.map(|id| (id, id));
         let limits = live.row.borrow().spec.limits.clone();
@@ -544,24 +566,31 @@ impl JobManager {
                 JobError::Host(told.into())
             };
             let files = || -> Result<Vec<String>, JobError> {
-                let work = match disk_bytes {
-                    // The ready init mounted the job's own filesystem at its /work, and
-                    // its root is the job's: the server reaches /work through it.
-                    Some(_) => PathBuf::from(format!("/proc/{pid}/root/work")),
+                let work = match &disk {
+                    // The job's own filesystem, not mounted anywhere yet: its root through
+                    // the mount's descriptor (this process's, for as long as it runs).
+                    Some(disk) => PathBuf::from(format!("/proc/self/fd/{}", disk.as_raw_fd())),
                     // Made with the job's directory.
                     None => job_dir.join("work"),
                 };
                 // The uploads were validated: what fails here is the host's fault, except
                 // a full job disk.
-                let written = uploads::write_uploads(&work, &uploads, owner).map_err(|e| {
-                    if disk_bytes.is_some() && e.raw_os_error() == Some(libc::ENOSPC) {
-                        JobError::Invalid(validate::Invalid(
-                            "the uploads do not fit in the job's disk (limits.disk_bytes)".into(),
-                        ))
-                    } else {
-                        host("cannot write the job's uploads", &work, e)
-                    }
-                })?;
+                let root = match &disk {
+                    Some(disk) => uploads::open_root_of(disk),
+                    None => uploads::open_work_dir(&work),
+                };
+                let written = root
+                    .and_then(|root| uploads::write_uploads_at(root, &uploads, owner))
+                    .map_err(|e| {
+                        if disk_bytes.is_some() && e.raw_os_error() == Some(libc::ENOSPC) {
+                            JobError::Invalid(validate::Invalid(
+                                "the uploads do not fit in the job's disk (limits.disk_bytes)"
+                                    .into(),
+                            ))
+                        } else {
+                            host("cannot write the job's uploads", &work, e)
+                        }
+                    })?;
                 match &cgroup {
                     Some(cg) => {
                         let wanted = resources::cgroup_limits(limits.as_ref(), &work)?;

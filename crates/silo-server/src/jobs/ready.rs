@@ -53,8 +53,11 @@ pub struct ReadyInit {
     pub applied: Option<silo_cgroup::Limits>,
     /// Whether it has a private network namespace (else it shares the host's).
     pub private_network: bool,
-    /// The size of the filesystem mounted at its /work, when it has one of its own.
+    /// The size of its job's own filesystem for /work, when it has one.
     pub disk_bytes: Option<u64>,
+    /// That filesystem, mounted detached: sent to the init with the start, which attaches
+    /// it at /work. Dropped unused, it is unmounted.
+    pub disk: Option<OwnedFd>,
     /// The root filesystem it has assembled.
     pub rootfs: Rootfs,
     /// Its mount namespace, held open so that the job's mounts (its /work filesystem above
@@ -111,20 +114,10 @@ impl JobManager {
         marks.push(("dir", t0.elapsed()));
         // From here on, every way out but success ends what was made.
         let mut parts = ReadyInitParts::new(self.clone(), dir.clone(), host_id);
-        let work_disk = match disk_bytes {
-            Some(size) => {
-                // The default size (nearly every job's) is copied from a template made
-                // once; another size gets a filesystem of its own.
-                let template =
-                    (Some(size) == self.inner.settings.bounds.defaults.disk_bytes).then(|| {
-                        self.inner
-                            .settings
-                            .jobs_dir
-                            .with_file_name("disk-templates")
-                            .join(format!("{TEMPLATE_PREFIX}{size}.img"))
-                    });
-                Some(make_disk(&dir.join(DISK_IMAGE), size, idle, template).await?)
-            }
+        // The job's own filesystem, from the disk pool when it has one: it is attached at
+        // /work when the job starts.
+        let disk = match disk_bytes {
+            Some(size) => Some(self.take_disk(size, idle, &dir, (host_id, host_id)).await?),
             None => None,
         };
         marks.push(("disk", t0.elapsed()));
@@ -183,7 +176,7 @@ impl JobManager {
         .map_err(|e| JobError::Host(format!("cannot start a job's init process: {e}")))?;
         parts.init = Some(init.pidfd);
         marks.push(("clone", t0.elapsed()));
-        let base = self.sandbox_base(root, private_network, work_disk, rootfs.clone());
+        let base = self.sandbox_base(root, private_network, disk.is_some(), rootfs.clone());
         let isolation = self.isolation(&id, base.clone(), user, host_id);
         let params = Prepare {
             sandbox: base,
@@ -200,17 +193,16 @@ impl JobManager {
         marks.push(("prepare", t0.elapsed()));
         // The job's user (its host id outside its user namespace) owns its /work from the
         // start: a job without uploads needs nothing else written at its launch. A job
-        // disk is reached through the init's root, where it is mounted.
-        let work = match disk_bytes {
-            Some(_) => PathBuf::from(format!("/proc/{}/root/work", init.pid)),
-            None => dir.join("work"),
-        };
-        let owner = Some((host_id, host_id));
-        super::idle::run(idle, move || {
-            super::uploads::write_uploads(&work, &[], owner)
-        })
-        .await?
-        .map_err(|e| JobError::Host(format!("cannot hand /work over: {e}")))?;
+        // disk was handed over when it was taken.
+        if disk.is_none() {
+            let work = dir.join("work");
+            let owner = Some((host_id, host_id));
+            super::idle::run(idle, move || {
+                super::uploads::write_uploads(&work, &[], owner)
+            })
+            .await?
+            .map_err(|e| JobError::Host(format!("cannot hand /work over: {e}")))?;
+        }
         marks.push(("uploads", t0.elapsed()));
         tracing::debug!(idle, steps_ended_at = ?marks, "ready init prepared");
         let (pidfd, cgroup) = parts.keep();
@@ -229,6 +221,7 @@ impl JobManager {
             applied,
             private_network,
             disk_bytes,
+            disk,
             rootfs: rootfs.clone(),
         })
     }
@@ -238,7 +231,7 @@ impl JobManager {
         &self,
         root_dir: PathBuf,
         private_network: bool,
-        work_disk: Option<PathBuf>,
+        work_disk: bool,
         rootfs: Rootfs,
     ) -> SandboxBase {
         SandboxBase {
@@ -440,6 +433,7 @@ impl JobManager {
         for ready in pool {
             self.discard(ready).await;
         }
+        self.drain_disks();
     }
 
     /// Tops the pool up to its size in the background (inits with a private network).
@@ -592,205 +586,6 @@ async fn remove_ready_init(
     .await;
 }
 
-/// The start of the disk templates' names (the version of the mkfs options, then the size):
-/// a template made with other options has another name.
-const TEMPLATE_PREFIX: &str = "ext4-v2-";
-
-/// The name of a job's disk image in its directory.
-pub(super) const DISK_IMAGE: &str = "disk.img";
-
-/// Frees what the ended job in `job_dir` wrote to its disk: its image is truncated to
-/// nothing. Called once the job's mount namespace is gone, so its filesystem is unmounted;
-/// a process of the job that still held it (a descriptor passed out of a host-network job)
-/// would only see its own job's disk go, never another's. Nothing outside the job reads
-/// an ended job's /work, and before this an image kept every byte the job wrote until
-/// the job was removed: a thousand ended jobs of 5 GB each filled the host. The empty file
-/// stays until then, because removing it frees an inode per job, and on an ext4 without a
-/// journal every inode allocated in the next 30 seconds skips each recently freed one
-/// (`recently_deleted`): after a burst of removals, a launch cost 40 % more CPU.
-pub(super) fn free_disk(job_dir: &Path) {
-    let image = job_dir.join(DISK_IMAGE);
-    let opened = OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&image);
-    let freed = match opened {
-        Ok(file) => file.set_len(0),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = freed {
-        tracing::warn!("cannot free the ended job's disk {}: {e}", image.display());
-    }
-}
-
-/// Makes an empty ext4 filesystem of `size` bytes in a new sparse file at `image`, in a
-/// few milliseconds and a few hundred KiB whatever its size: no journal (the filesystem
-/// lives as long as its job, and a host crash ends the job anyway), no blocks reserved for
-/// root (the job's root is not the host's), no reserve for online resizing, no backup
-/// superblocks (nothing but the job writes to it, and only through the filesystem), and inode
-/// tables left unwritten (lazy init; the sandbox mounts with noinit_itable, and a sparse
-/// file reads as zeros). With `idle`, mkfs runs under `SCHED_IDLE` (it prepares a later
-/// job, and must not slow a starting one).
-async fn make_disk(
-    image: &Path,
-    size: u64,
-    idle: bool,
-    template: Option<PathBuf>,
-) -> Result<PathBuf, JobError> {
-    let failed = |e: String| {
-        JobError::Host(format!(
-            "cannot make the job's disk {}: {e}",
-            image.display()
-        ))
-    };
-    let Some(template) = template else {
-        mkfs(image, size, idle).await.map_err(failed)?;
-        return Ok(image.to_path_buf());
-    };
-    if !template.exists() {
-        // Made beside it and renamed into place: a template is whole or absent. Two
-        // inits that make one at once both succeed; either copy serves.
-        let dir = template.parent().unwrap_or(Path::new("/"));
-        std::fs::create_dir_all(dir).map_err(|e| failed(format!("{}: {e}", dir.display())))?;
-        let partial = template.with_extension(format!("partial-{}", uuid::Uuid::new_v4().simple()));
-        if let Err(e) = mkfs(&partial, size, idle).await {
-            let _ = std::fs::remove_file(&partial);
-            return Err(failed(e));
-        }
-        // Without mkfs's empty lost+found, whose removal in each job's init (the first
-        // write to its new filesystem) costs a millisecond or more. Best effort: the init
-        // removes it when it is there.
-        let removed = tokio::process::Command::new("debugfs")
-            .args(["-w", "-R", "rmdir lost+found"])
-            .arg(&partial)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .await;
-        if !removed.as_ref().is_ok_and(|o| o.status.success()) {
-            tracing::debug!(
-                "debugfs could not remove lost+found from the disk template: {removed:?}"
-            );
-        }
-        std::fs::rename(&partial, &template)
-            .map_err(|e| failed(format!("{}: {e}", template.display())))?;
-        // Templates an older server made with other options are not used again.
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with("ext4-v") && !name.starts_with(TEMPLATE_PREFIX) {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-    }
-    let (from, to) = (template.clone(), image.to_path_buf());
-    super::idle::run(idle, move || copy_sparse(&from, &to, size))
-        .await?
-        .map_err(|e| failed(format!("copying {}: {e}", template.display())))?;
-    Ok(image.to_path_buf())
-}
-
-/// A new file `image` of `size` bytes with an empty ext4 filesystem (mkfs.ext4; with
-/// `idle`, under `SCHED_IDLE`: it prepares a later job, and must not slow a starting one).
-async fn mkfs(image: &Path, size: u64, idle: bool) -> Result<(), String> {
-    let file = OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .mode(0o600)
-        .open(image)
-        .map_err(|e| e.to_string())?;
-    file.set_len(size).map_err(|e| e.to_string())?;
-    drop(file);
-    let mut mkfs = tokio::process::Command::new("mkfs.ext4");
-    if idle {
-        // SAFETY: the closure runs in the forked child before exec and makes one
-        // async-signal-safe system call on a value it owns.
-        unsafe {
-            mkfs.pre_exec(|| {
-                let param = libc::sched_param { sched_priority: 0 };
-                libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
-                Ok(())
-            });
-        }
-    }
-    let out = mkfs
-        .args(["-q", "-F", "-m", "0"])
-        .args(["-O", "^has_journal,^resize_inode,sparse_super2"])
-        .args(["-E", "num_backup_sb=0,nodiscard,lazy_itable_init=1"])
-        // One flex group's metadata for 16 GiB (128 groups) instead of 2 GiB: its bitmaps
-        // sit together, so the image has fewer, larger pieces to copy and read.
-        .args(["-G", "128"])
-        .arg(image)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|e| format!("mkfs.ext4: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "mkfs.ext4 {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(())
-}
-
-/// Copies `template` (a sparse image of `size` bytes) to the new file `image`: only its
-/// data (about 160 KiB for an empty 10 GiB ext4), holes stay holes.
-fn copy_sparse(template: &Path, image: &Path, size: u64) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let from = std::fs::File::open(template)?;
-    if from.metadata()?.len() != size {
-        return Err(std::io::Error::other("the template has another size"));
-    }
-    let to = OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .mode(0o600)
-        .open(image)?;
-    to.set_len(size)?;
-    let mut offset: i64 = 0;
-    loop {
-        // SAFETY: lseek on a descriptor this function owns.
-        let data = unsafe { libc::lseek(from.as_raw_fd(), offset, libc::SEEK_DATA) };
-        if data < 0 {
-            let e = std::io::Error::last_os_error();
-            // No data past `offset`: done.
-            return match e.raw_os_error() {
-                Some(libc::ENXIO) => Ok(()),
-                _ => Err(e),
-            };
-        }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(from.as_raw_fd(), data, libc::SEEK_HOLE) };
-        if hole < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let (mut src, mut dst) = (data, data);
-        while src < hole {
-            // SAFETY: both descriptors are open and owned here; the offsets are valid
-            // pointers to locals that outlive the call.
-            let n = unsafe {
-                libc::copy_file_range(
-                    from.as_raw_fd(),
-                    &mut src,
-                    to.as_raw_fd(),
-                    &mut dst,
-                    (hole - src) as usize,
-                    0,
-                )
-            };
-            if n < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if n == 0 {
-                return Err(std::io::Error::other("the template ended early"));
-            }
-        }
-        offset = hole;
-    }
-}
-
 /// Hello, version check, `sandbox.prepare`, its answer: the connection to an init that
 /// waits for its job.
 async fn prepare(
@@ -804,43 +599,4 @@ async fn prepare(
         .call(METHOD_PREPARE, params, PREPARE_DEADLINE)
         .await?;
     Ok(control)
-}
-
-#[cfg(test)]
-mod tests {
-    use std::io::{Seek, SeekFrom, Write};
-    use std::os::unix::fs::MetadataExt;
-
-    use super::copy_sparse;
-
-    #[test]
-    fn a_sparse_copy_has_the_same_bytes_and_keeps_the_holes() {
-        let dir = tempfile::tempdir().unwrap();
-        let (template, image) = (dir.path().join("t.img"), dir.path().join("i.img"));
-        let size = 64 << 20;
-        let mut t = std::fs::File::create(&template).unwrap();
-        t.set_len(size).unwrap();
-        for (at, byte) in [
-            (0, 1u8),
-            (1 << 20, 2),
-            ((40 << 20) + 7, 3),
-            (size - 4096, 4),
-        ] {
-            t.seek(SeekFrom::Start(at)).unwrap();
-            t.write_all(&vec![byte; 5000.min((size - at) as usize)])
-                .unwrap();
-        }
-        drop(t);
-        copy_sparse(&template, &image, size).unwrap();
-        assert_eq!(
-            std::fs::read(&template).unwrap(),
-            std::fs::read(&image).unwrap()
-        );
-        let blocks = std::fs::metadata(&image).unwrap().blocks() * 512;
-        assert!(blocks < 1 << 20, "the copy holds {blocks} bytes");
-        // A template of another size is refused, and the image is not made.
-        let other = dir.path().join("o.img");
-        assert!(copy_sparse(&template, &other, size * 2).is_err());
-        assert!(!other.exists());
-    }
 }

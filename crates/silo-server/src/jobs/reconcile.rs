@@ -62,10 +62,10 @@ impl JobManager {
         Ok(())
     }
 
-    /// Frees the disk of job `id`, which ended (see [`super::ready::free_disk`]).
+    /// Frees the disk of job `id`, which ended (see [`super::disks::free_disk`]).
     async fn free_disk_of(&self, id: &str) {
         let dir = self.job_dir(id);
-        let _ = tokio::task::spawn_blocking(move || super::ready::free_disk(&dir)).await;
+        let _ = tokio::task::spawn_blocking(move || super::disks::free_disk(&dir)).await;
     }
 
     /// The cgroup a previous server created for job `id`, if it is still there.

@@ -55,6 +55,7 @@ pub async fn supervise(
         mut control,
         cgroup,
         mount_ns,
+        disk,
         ..
     } = ready;
     let pidfd = hand_to_live(&live, pidfd, cgroup);
@@ -69,7 +70,7 @@ pub async fn supervise(
     // write waits for it, so the two land in order.
     let mut running_write = None;
     restore_priority(pid);
-    let report = match start_command(&live, &mut control, &spec).await {
+    let report = match start_command(&live, &mut control, &spec, disk).await {
         Ok(_) => {
             tracing::debug!(job = %live.id, elapsed = ?t0.elapsed(), "command started");
             running_write = Some(record_running(&manager, &live, started.take()));
@@ -136,12 +137,13 @@ fn restore_priority(pid: i32) {
     }
 }
 
-/// Has the init start the job's command. When that fails the init is killed: the job will
-/// not run.
+/// Has the init start the job's command, sending it the job's disk (`disk`, its detached
+/// mount) when it has one. When that fails the init is killed: the job will not run.
 async fn start_command(
     live: &LiveJob,
     control: &mut InitConnection,
     spec: &InitSpec,
+    disk: Option<OwnedFd>,
 ) -> Result<Started, InitError> {
     // The init has entered the job's root already: a shared directory reaches it as a
     // detached mount.
@@ -159,13 +161,14 @@ async fn start_command(
         },
         None => None,
     };
+    // In the order the protocol gives: the disk, then the shared directory.
+    let mounts: Vec<_> = disk
+        .iter()
+        .chain(shared.iter())
+        .map(|m| m.as_fd())
+        .collect();
     let started = control
-        .call_with(
-            METHOD_START,
-            spec,
-            shared.as_ref().map(|t| t.as_fd()),
-            START_DEADLINE,
-        )
+        .call_with(METHOD_START, spec, &mounts, START_DEADLINE)
         .await
         .and_then(|result| {
             serde_json::from_value(result).map_err(|e| {
@@ -281,7 +284,7 @@ async fn tear_down(manager: &JobManager, live: &Arc<LiveJob>, mount_ns: Option<O
     tokio::task::spawn_blocking(move || {
         super::at_idle_priority(|| {
             drop(mount_ns);
-            super::ready::free_disk(&dir);
+            super::disks::free_disk(&dir);
         })
     });
     manager.release_cgroup(live).await;
@@ -503,7 +506,7 @@ mod tests {
             };
             write_frame(&mut init_end, &Frame::new(response)).unwrap();
         });
-        let err = within(start_command(&init.live, &mut init.control, &spec()))
+        let err = within(start_command(&init.live, &mut init.control, &spec(), None))
             .await
             .unwrap_err();
         answer.join().unwrap();
@@ -531,7 +534,10 @@ mod tests {
                 .begin_stop(StopCause::Request, Duration::from_secs(60));
         };
         let (started, ()) = within(async {
-            tokio::join!(start_command(&init.live, &mut init.control, &spec), stop)
+            tokio::join!(
+                start_command(&init.live, &mut init.control, &spec, None),
+                stop
+            )
         })
         .await;
         // The init ended on the stop's SIGTERM, long before the start's deadline.

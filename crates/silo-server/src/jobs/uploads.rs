@@ -37,10 +37,28 @@ pub fn write_uploads(
     uploads: &[Upload],
     owner: Option<(u32, u32)>,
 ) -> io::Result<Vec<String>> {
-    let tree = WorkTree {
-        root: open_dir(AT_FDCWD, work_dir.as_os_str())?,
-        owner,
-    };
+    write_uploads_at(open_work_dir(work_dir)?, uploads, owner)
+}
+
+/// The work directory `work_dir`, opened for [`write_uploads_at`] (never through a
+/// symbolic link).
+pub fn open_work_dir(work_dir: &Path) -> io::Result<OwnedFd> {
+    open_dir(AT_FDCWD, work_dir.as_os_str())
+}
+
+/// The root directory of the filesystem whose detached mount is `mount`, opened for
+/// [`write_uploads_at`].
+pub fn open_root_of(mount: &OwnedFd) -> io::Result<OwnedFd> {
+    open_dir(mount, std::ffi::OsStr::new("."))
+}
+
+/// [`write_uploads`] into the open directory `root`.
+pub fn write_uploads_at(
+    root: OwnedFd,
+    uploads: &[Upload],
+    owner: Option<(u32, u32)>,
+) -> io::Result<Vec<String>> {
+    let tree = WorkTree { root, owner };
     tree.hand_over(&tree.root)?;
     // Uploads come parents first, so the last parent is usually the next one's too.
     let mut parent_path = PathBuf::new();

@@ -76,3 +76,91 @@ async fn a_disk_smaller_than_16_mib_or_above_the_maximum_is_refused() {
         assert!(err.message().contains(needle), "{}", err.message());
     }
 }
+
+/// The loop devices whose backing file lies under `dir`, as /sys names them.
+fn loops_backed_under(dir: &std::path::Path) -> Vec<String> {
+    let dir = dir.display().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/sys/block")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let backing = entry.path().join("loop/backing_file");
+        if let Ok(file) = std::fs::read_to_string(&backing)
+            && file.starts_with(&dir)
+        {
+            found.push(format!(
+                "{}: {}",
+                entry.file_name().to_string_lossy(),
+                file.trim()
+            ));
+        }
+    }
+    found
+}
+
+/// Polls `done` every 50 ms for up to 10 s.
+fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..200 {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    done()
+}
+
+/// The images waiting in the server's disk pool.
+fn pooled_images(state: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(state.join("disks"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect()
+}
+
+#[tokio::test]
+async fn disks_made_ahead_go_with_a_server_that_dies_and_their_images_with_its_restart() {
+    if !privileged() {
+        return;
+    }
+    let mut server = TestServer::start();
+    let state = server.state().to_path_buf();
+    assert!(
+        eventually(|| !pooled_images(&state).is_empty()),
+        "the server made no disk ahead: {}",
+        server.server_log()
+    );
+    // A job on a pooled disk: its own filesystem, writable, owned by its user.
+    {
+        let mut c = server.admin().await;
+        let (end, out, err) = sh(
+            &mut c,
+            "stat -c %u /work && echo x > /work/x && cat /work/x",
+        )
+        .await;
+        assert_eq!(end.state(), JobState::Completed, "{end:?} {err}");
+        assert_eq!(out, "1000\nx\n", "{err}");
+    }
+    let before = pooled_images(&state);
+    server.stop();
+    // Only the dead server held the pooled disks' mounts (and its ready inits theirs):
+    // every loop device over the state directory detaches itself.
+    assert!(
+        eventually(|| loops_backed_under(&state).is_empty()),
+        "loop devices left attached: {:?}",
+        loops_backed_under(&state)
+    );
+    server.start_again();
+    let mut c = server.admin().await;
+    let (end, _, err) = sh(&mut c, "true").await;
+    assert_eq!(end.state(), JobState::Completed, "{end:?} {err}");
+    let after = pooled_images(&state);
+    let kept: Vec<_> = before.iter().filter(|p| after.contains(p)).collect();
+    assert!(
+        kept.is_empty(),
+        "images of the dead server's pool kept: {kept:?}"
+    );
+}
