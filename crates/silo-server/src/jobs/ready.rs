@@ -104,79 +104,51 @@ impl JobManager {
                 "every host id of the server's range (--host-ids) is held by a live job".into(),
             ));
         };
-        let log = match create_job_dir(&dir, &root, disk_bytes.is_none(), idle).await {
-            Ok(log) => log,
+        // The directory, the cgroup with the default limits and the init's clone are
+        // blocking work, done in one trip to a blocking thread: each trip is a wake-up of
+        // another thread, and under load each cost up to a millisecond here.
+        let manager = self.clone();
+        let (made_id, made_dir, made_root) = (id.clone(), dir.clone(), root.clone());
+        let work_dir = disk_bytes.is_none();
+        let made = super::idle::run(idle, move || {
+            manager.make_init(
+                &made_id,
+                &made_dir,
+                &made_root,
+                work_dir,
+                private_network,
+                idle,
+            )
+        })
+        .await;
+        let made = match made {
+            Ok(made) if made.dir_made => made,
+            Ok(Made { result, .. }) => {
+                self.inner.host_ids.give_back(host_id);
+                return Err(result
+                    .err()
+                    .unwrap_or_else(|| JobError::Host("the job's directory was not made".into())));
+            }
             Err(e) => {
+                // The trip itself was lost; whatever it made is found as a stray later.
                 self.inner.host_ids.give_back(host_id);
                 return Err(e);
             }
         };
-        marks.push(("dir", t0.elapsed()));
         // From here on, every way out but success ends what was made.
         let mut parts = ReadyInitParts::new(self.clone(), dir.clone(), host_id);
-        // The job's own filesystem, from the disk pool when it has one: it is attached at
-        // /work when the job starts.
-        let disk = match disk_bytes {
-            Some(size) => Some(self.take_disk(size, idle, &dir, (host_id, host_id)).await?),
-            None => None,
+        parts.cgroup = made.cgroup;
+        let applied = made.applied;
+        let init = made.init.map(|init| {
+            parts.init = Some(init.pidfd);
+            (init.pid, init.control)
+        });
+        made.result?;
+        let Some((pid, control)) = init else {
+            return Err(JobError::Host("cannot start a job's init process".into()));
         };
-        marks.push(("disk", t0.elapsed()));
-        let mut applied = None;
-        if self.inner.settings.cgroups.is_some() {
-            let (manager, id, root) = (self.clone(), id.clone(), root.clone());
-            let (cg, limits) = super::idle::run(idle, move || {
-                let Some(cgroups) = &manager.inner.settings.cgroups else {
-                    return (None, Ok(None));
-                };
-                let cg = match cgroups.create_job(&id) {
-                    Ok(cg) => cg,
-                    Err(e) => return (None, Err(resources::cgroup_error(e))),
-                };
-                // The defaults apply to most jobs; an io default needs the job's disk, so
-                // it waits for the job.
-                let defaults = &manager.inner.settings.bounds.defaults;
-                if defaults.io_bps.is_some() {
-                    return (Some(cg), Ok(None));
-                }
-                let limits = resources::cgroup_limits(Some(defaults), &root).and_then(|limits| {
-                    cg.apply(&limits).map_err(resources::cgroup_error)?;
-                    Ok(Some(limits))
-                });
-                (Some(cg), limits)
-            })
-            .await?;
-            // Kept before the limits are checked: a cgroup made goes with the parts.
-            parts.cgroup = cg;
-            applied = limits?;
-        }
-        marks.push(("cgroup", t0.elapsed()));
-        let cgroup_fd = parts
-            .cgroup
-            .as_ref()
-            .and_then(|cg| cg.clone_into_fd())
-            .map(|fd| fd.try_clone_to_owned())
-            .transpose()
-            .map_err(|e| JobError::Host(format!("cannot start a job's init process: {e}")))?;
-        let manager = self.clone();
-        // The clone blocks (a zygote's answer, or the clone itself), so it leaves the
-        // async workers free.
-        let init = tokio::task::spawn_blocking(move || {
-            manager.inner.spawner.spawn(&SpawnRequest {
-                exe: manager.inner.exe.as_fd(),
-                log: log.as_fd(),
-                cgroup: cgroup_fd.as_ref().map(|fd| fd.as_fd()),
-                namespaces: Namespaces {
-                    network: private_network,
-                },
-                idle,
-            })
-        })
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-        .map_err(|e| JobError::Host(format!("cannot start a job's init process: {e}")))?;
-        parts.init = Some(init.pidfd);
         marks.push(("clone", t0.elapsed()));
-        let base = self.sandbox_base(root, private_network, disk.is_some(), rootfs.clone());
+        let base = self.sandbox_base(root, private_network, disk_bytes.is_some(), rootfs.clone());
         let isolation = self.isolation(&id, base.clone(), user, host_id);
         let params = Prepare {
             sandbox: base,
@@ -187,9 +159,22 @@ impl JobManager {
                 .unwrap_or_default(),
             job: Some(isolation.clone()),
         };
-        let control = prepare(init.control, &params).await.map_err(|e| {
+        // The job's own filesystem (from the disk pool when it has one, else made now)
+        // while the init prepares: the init needs it only at the start, attached at /work.
+        let take_disk = async {
+            match disk_bytes {
+                Some(size) => self
+                    .take_disk(size, idle, &dir, (host_id, host_id))
+                    .await
+                    .map(Some),
+                None => Ok(None),
+            }
+        };
+        let (control, disk) = tokio::join!(prepare(control, &params), take_disk);
+        let control = control.map_err(|e| {
             JobError::Host(format!("cannot prepare a job's sandbox: {}", e.message))
         })?;
+        let disk = disk?;
         marks.push(("prepare", t0.elapsed()));
         // The job's user (its host id outside its user namespace) owns its /work from the
         // start: a job without uploads needs nothing else written at its launch. A job
@@ -207,14 +192,14 @@ impl JobManager {
         tracing::debug!(idle, steps_ended_at = ?marks, "ready init prepared");
         let (pidfd, cgroup) = parts.keep();
         Ok(ReadyInit {
-            mount_ns: std::fs::File::open(format!("/proc/{}/ns/mnt", init.pid))
+            mount_ns: std::fs::File::open(format!("/proc/{pid}/ns/mnt"))
                 .ok()
                 .map(OwnedFd::from),
             id,
             host_id,
             isolation,
-            pid: init.pid,
-            start_ticks: super::reconcile::process_start_ticks(init.pid),
+            pid,
+            start_ticks: super::reconcile::process_start_ticks(pid),
             pidfd,
             control,
             cgroup,
@@ -482,35 +467,115 @@ impl JobManager {
 /// Creates a job's directory (for root only), the directory its root is built in, its
 /// work directory (`work`, unless the job has a disk of its own) and its log; returns the
 /// log, opened for appending. Leaves nothing behind on failure.
-async fn create_job_dir(
-    dir: &Path,
-    root: &Path,
-    work: bool,
-    idle: bool,
-) -> Result<std::fs::File, JobError> {
-    let (dir, root) = (dir.to_path_buf(), root.to_path_buf());
-    super::idle::run(idle, move || {
-        let created = std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .and_then(|()| std::fs::create_dir(&root))
-            .and_then(|()| match work {
-                true => std::fs::create_dir(dir.join("work")),
-                false => Ok(()),
-            })
-            .and_then(|()| {
-                OpenOptions::new()
-                    .create_new(true)
-                    .append(true)
-                    .mode(0o600)
-                    .open(dir.join("log"))
-            });
-        if created.is_err() {
-            let _ = std::fs::remove_dir_all(&dir);
+fn create_job_dir(dir: &Path, root: &Path, work: bool) -> Result<std::fs::File, JobError> {
+    let created = std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .and_then(|()| std::fs::create_dir(root))
+        .and_then(|()| match work {
+            true => std::fs::create_dir(dir.join("work")),
+            false => Ok(()),
+        })
+        .and_then(|()| {
+            OpenOptions::new()
+                .create_new(true)
+                .append(true)
+                .mode(0o600)
+                .open(dir.join("log"))
+        });
+    if created.is_err() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    created.map_err(|e| JobError::Host(format!("cannot create {}: {e}", dir.display())))
+}
+
+/// What [`JobManager::make_init`] made, kept even when a later step failed (`result`), so
+/// that the caller ends it.
+struct Made {
+    /// Whether the job's directory was made (on failure, nothing was).
+    dir_made: bool,
+    cgroup: Option<silo_cgroup::JobCgroup>,
+    /// The default limits written to `cgroup`.
+    applied: Option<silo_cgroup::Limits>,
+    init: Option<silo_sandbox::spawn::InitProcess>,
+    result: Result<(), JobError>,
+}
+
+impl JobManager {
+    /// The blocking part of a ready init: its job's directory (`dir`, with `root` and, with
+    /// `work`, a work directory), its cgroup with the default limits, and the init cloned
+    /// into it, not yet prepared.
+    fn make_init(
+        &self,
+        id: &str,
+        dir: &Path,
+        root: &Path,
+        work: bool,
+        private_network: bool,
+        idle: bool,
+    ) -> Made {
+        let mut made = Made {
+            dir_made: false,
+            cgroup: None,
+            applied: None,
+            init: None,
+            result: Ok(()),
+        };
+        let log = match create_job_dir(dir, root, work) {
+            Ok(log) => log,
+            Err(e) => {
+                made.result = Err(e);
+                return made;
+            }
+        };
+        made.dir_made = true;
+        if let Some(cgroups) = &self.inner.settings.cgroups {
+            let cg = match cgroups.create_job(id) {
+                Ok(cg) => cg,
+                Err(e) => {
+                    made.result = Err(resources::cgroup_error(e));
+                    return made;
+                }
+            };
+            // The defaults apply to most jobs; an io default needs the job's disk, so it
+            // waits for the job.
+            let defaults = &self.inner.settings.bounds.defaults;
+            let limits = match defaults.io_bps {
+                Some(_) => Ok(None),
+                None => resources::cgroup_limits(Some(defaults), root).and_then(|limits| {
+                    cg.apply(&limits).map_err(resources::cgroup_error)?;
+                    Ok(Some(limits))
+                }),
+            };
+            made.cgroup = Some(cg);
+            match limits {
+                Ok(applied) => made.applied = applied,
+                Err(e) => {
+                    made.result = Err(e);
+                    return made;
+                }
+            }
         }
-        created.map_err(|e| JobError::Host(format!("cannot create {}: {e}", dir.display())))
-    })
-    .await?
+        let cgroup_fd = made.cgroup.as_ref().and_then(|cg| cg.clone_into_fd());
+        let spawned = self.inner.spawner.spawn(&SpawnRequest {
+            exe: self.inner.exe.as_fd(),
+            log: log.as_fd(),
+            cgroup: cgroup_fd,
+            namespaces: Namespaces {
+                network: private_network,
+            },
+            idle,
+        });
+        match spawned {
+            Ok(init) => made.init = Some(init),
+            Err(e) => {
+                made.result = Err(JobError::Host(format!(
+                    "cannot start a job's init process: {e}"
+                )))
+            }
+        }
+        made
+    }
 }
 
 /// What [`JobManager::spawn_ready`] has made of a ready init so far: its directory, then
