@@ -63,6 +63,19 @@ pub async fn on_server(
     fields.insert("chain_wall_s".into(), json!(round(wall.as_secs_f64())));
     let spans = job_spans(&mut jobs, &chain, shape.chain).await?;
     let edges = sorted(spans.windows(2).map(|p| p[1].started - p[0].ended));
+    // SILO_BENCH_EDGES=1: every edge in chain order on stderr, to find what a tail is made of.
+    if std::env::var_os("SILO_BENCH_EDGES").is_some() {
+        let ms = |nanos: i128| nanos as f64 / 1e6;
+        for (i, p) in spans.windows(2).enumerate() {
+            eprintln!(
+                "edge {i}: {:.3} ms (reaction {:.3}, launch {:.3}; parent ran {:.3})",
+                ms(p[1].started - p[0].ended),
+                ms(p[1].created - p[0].ended),
+                ms(p[1].started - p[1].created),
+                ms(p[0].ended - p[0].started),
+            );
+        }
+    }
     fields.insert("chain_edges".into(), json!(edges.len()));
     fields.insert("edge_max_ms".into(), json!(round(edges[edges.len() - 1])));
     // Of what each edge is made: the engine's reaction (the parent's end recorded to the
