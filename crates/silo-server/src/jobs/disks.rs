@@ -85,45 +85,50 @@ impl JobManager {
         if default {
             self.refill_disks();
         }
-        let failed = |e: std::io::Error| {
-            JobError::Host(format!(
-                "cannot make the job's disk {}: {e}",
-                image.display()
-            ))
-        };
-        // A pooled disk's image moves into the job's directory. Should that fail (the
-        // jobs' directory on another filesystem), the disk goes, and one is made there.
-        let pooled = pooled.and_then(|disk| match std::fs::rename(&disk.image, &image) {
-            Ok(()) => Some(disk.mount),
-            Err(e) => {
-                tracing::warn!(
-                    "cannot move the disk image {} to {}: {e}",
-                    disk.image.display(),
-                    image.display()
-                );
-                let _ = std::fs::remove_file(&disk.image);
-                None
+        // A pooled disk's image moves into the job's directory and its root is handed to
+        // the job's user, on a blocking thread. Should the move fail (the jobs' directory
+        // on another filesystem), the disk goes, and one is made there.
+        let taken = match pooled {
+            Some(disk) => {
+                let to = image.clone();
+                super::idle::run(idle, move || match std::fs::rename(&disk.image, &to) {
+                    Ok(()) => hand_over(&disk.mount, owner).map(|()| Some(disk.mount)),
+                    Err(e) => {
+                        tracing::warn!(
+                            "cannot move the disk image {} to {}: {e}",
+                            disk.image.display(),
+                            to.display()
+                        );
+                        let _ = std::fs::remove_file(&disk.image);
+                        Ok(None)
+                    }
+                })
+                .await?
+                .map_err(|e| {
+                    JobError::Host(format!(
+                        "cannot hand the job's disk {} over: {e}",
+                        image.display()
+                    ))
+                })?
             }
-        });
-        let mount = match pooled {
-            Some(mount) => mount,
-            None => self.make_disk(&image, size, idle).await?,
+            None => None,
         };
-        let (uid, gid) = owner;
-        nix::unistd::fchownat(
-            mount.as_fd(),
-            "",
-            Some(nix::unistd::Uid::from_raw(uid)),
-            Some(nix::unistd::Gid::from_raw(gid)),
-            nix::fcntl::AtFlags::AT_EMPTY_PATH,
-        )
-        .map_err(|e| failed(e.into()))?;
-        Ok(mount)
+        match taken {
+            Some(mount) => Ok(mount),
+            None => self.make_disk(&image, size, idle, Some(owner)).await,
+        }
     }
 
     /// Makes a disk of `size` bytes with its image at `image` (a copy of the template of
-    /// that size when it is the default) and mounts it, detached.
-    async fn make_disk(&self, image: &Path, size: u64, idle: bool) -> Result<OwnedFd, JobError> {
+    /// that size when it is the default) and mounts it, detached; with `owner`, its root
+    /// belongs to that uid and gid.
+    async fn make_disk(
+        &self,
+        image: &Path,
+        size: u64,
+        idle: bool,
+        owner: Option<(u32, u32)>,
+    ) -> Result<OwnedFd, JobError> {
         let template = (Some(size) == self.inner.settings.bounds.defaults.disk_bytes).then(|| {
             self.inner
                 .settings
@@ -133,16 +138,22 @@ impl JobManager {
         });
         make_image(image, size, idle, template).await?;
         let path = image.to_path_buf();
-        let mounted = super::idle::run(idle, move || silo_sandbox::disk::mount_detached(&path))
-            .await
-            .and_then(|m| {
-                m.map_err(|e| {
-                    JobError::Host(format!(
-                        "cannot mount the job's disk {}: {e}",
-                        image.display()
-                    ))
-                })
-            });
+        let mounted = super::idle::run(idle, move || {
+            let mount = silo_sandbox::disk::mount_detached(&path)?;
+            if let Some(owner) = owner {
+                hand_over(&mount, owner)?;
+            }
+            Ok::<_, std::io::Error>(mount)
+        })
+        .await
+        .and_then(|m| {
+            m.map_err(|e| {
+                JobError::Host(format!(
+                    "cannot mount the job's disk {}: {e}",
+                    image.display()
+                ))
+            })
+        });
         if mounted.is_err() {
             let _ = std::fs::remove_file(image);
         }
@@ -171,7 +182,7 @@ impl JobManager {
                 let image = pool
                     .dir
                     .join(format!("{}.img", uuid::Uuid::new_v4().simple()));
-                match manager.make_disk(&image, size, have > 0).await {
+                match manager.make_disk(&image, size, have > 0, None).await {
                     Ok(mount) => {
                         if let Ok(mut disks) = pool.disks.lock() {
                             disks.push(Disk { image, mount });
@@ -201,6 +212,18 @@ impl JobManager {
             let _ = std::fs::remove_file(&disk.image);
         }
     }
+}
+
+/// Gives the root of the disk mounted at `mount` to `owner` (uid, gid).
+fn hand_over(mount: &OwnedFd, (uid, gid): (u32, u32)) -> std::io::Result<()> {
+    nix::unistd::fchownat(
+        mount.as_fd(),
+        "",
+        Some(nix::unistd::Uid::from_raw(uid)),
+        Some(nix::unistd::Gid::from_raw(gid)),
+        nix::fcntl::AtFlags::AT_EMPTY_PATH,
+    )
+    .map_err(std::io::Error::from)
 }
 
 /// The start of the disk templates' names (the version of the mkfs options, then the size):
