@@ -65,6 +65,13 @@ pub(super) fn bind(
     target: &Path,
     flags: MsFlags,
 ) -> Result<(), InitError> {
+    bind_as_is(step, source, target)?;
+    remount(step, target, flags)
+}
+
+/// Binds `source` on `target` keeping the source mount's flags (a bind copies them), for a
+/// source whose flags are already what `target` needs.
+pub(super) fn bind_as_is(step: &str, source: &Path, target: &Path) -> Result<(), InitError> {
     mount(
         Some(source),
         target,
@@ -78,8 +85,7 @@ pub(super) fn bind(
             e,
             format_args!("bind {} on {}", source.display(), target.display()),
         )
-    })?;
-    remount(step, target, flags)
+    })
 }
 
 /// Sets the per-mount flags (read-only, nosuid, nodev, noexec) of the mount at `target` to

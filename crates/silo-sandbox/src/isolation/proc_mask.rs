@@ -11,7 +11,7 @@ use std::path::Path;
 
 use nix::mount::MsFlags;
 
-use super::mounts::{bind, mkdir, mount_fs};
+use super::mounts::{bind, bind_as_is, mkdir, mount_fs};
 use crate::protocol::InitError;
 
 /// Files under /proc that leak kernel memory, keys or timing details: covered by /dev/null
@@ -47,15 +47,25 @@ pub(super) fn mount_proc(root: &Path) -> Result<(), InitError> {
     mkdir("mount_proc", &proc, 0o555)?;
     // Mounted from inside the job's pid namespace, procfs shows that namespace.
     mount_fs("mount_proc", "proc", &proc, PROC_FLAGS, None)?;
+    // The first mask is a bind of /dev/null made read-only, nosuid, nodev and noexec; the
+    // others are binds of that mask, which copy its flags, so they need no remount each.
+    let mut mask: Option<std::path::PathBuf> = None;
     for name in MASKED_FILES {
         let path = proc.join(name);
-        if fs::symlink_metadata(&path).is_ok() {
-            bind(
-                "mask_proc",
-                Path::new("/dev/null"),
-                &path,
-                MsFlags::MS_RDONLY | PROC_FLAGS,
-            )?;
+        if fs::symlink_metadata(&path).is_err() {
+            continue;
+        }
+        match &mask {
+            None => {
+                bind(
+                    "mask_proc",
+                    Path::new("/dev/null"),
+                    &path,
+                    MsFlags::MS_RDONLY | PROC_FLAGS,
+                )?;
+                mask = Some(path);
+            }
+            Some(source) => bind_as_is("mask_proc", source, &path)?,
         }
     }
     for name in MASKED_DIRS {
