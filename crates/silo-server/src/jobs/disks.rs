@@ -136,7 +136,10 @@ impl JobManager {
                 .with_file_name("disk-templates")
                 .join(format!("{TEMPLATE_PREFIX}{size}.img"))
         });
-        make_image(image, size, idle, template).await?;
+        if let Err(e) = make_image(image, size, idle, template).await {
+            let _ = std::fs::remove_file(image);
+            return Err(e);
+        }
         let path = image.to_path_buf();
         let mounted = super::idle::run(idle, move || {
             let mount = silo_sandbox::disk::mount_detached(&path)?;
@@ -174,6 +177,7 @@ impl JobManager {
         let manager = self.clone();
         tokio::spawn(async move {
             let pool = &manager.inner.disks;
+            let mut failed = false;
             loop {
                 let have = pool.len();
                 if have >= pool.target {
@@ -190,11 +194,17 @@ impl JobManager {
                     }
                     Err(e) => {
                         tracing::warn!("cannot make a job disk ahead: {e}");
+                        failed = true;
                         break;
                     }
                 }
             }
             pool.refilling.store(false, Ordering::SeqCst);
+            // A disk taken after the last count and before the flag was cleared started
+            // no refill: count again (not after a failure, which would only repeat).
+            if !failed && pool.len() < pool.target {
+                manager.refill_disks();
+            }
         });
     }
 
@@ -264,7 +274,7 @@ pub(super) fn free_disk(job_dir: &Path) {
 /// lives as long as its job, and a host crash ends the job anyway), no blocks reserved for
 /// root (the job's root is not the host's), no reserve for online resizing, no backup
 /// superblocks (nothing but the job writes to it, and only through the filesystem), and inode
-/// tables left unwritten (lazy init; the sandbox mounts with noinit_itable, and a sparse
+/// tables left unwritten (lazy init; the disk is mounted with noinit_itable, and a sparse
 /// file reads as zeros). With `idle`, mkfs runs under `SCHED_IDLE` (it prepares a later
 /// job, and must not slow a starting one).
 async fn make_image(
@@ -272,7 +282,7 @@ async fn make_image(
     size: u64,
     idle: bool,
     template: Option<PathBuf>,
-) -> Result<PathBuf, JobError> {
+) -> Result<(), JobError> {
     let failed = |e: String| {
         JobError::Host(format!(
             "cannot make the job's disk {}: {e}",
@@ -280,8 +290,7 @@ async fn make_image(
         ))
     };
     let Some(template) = template else {
-        mkfs(image, size, idle).await.map_err(failed)?;
-        return Ok(image.to_path_buf());
+        return mkfs(image, size, idle).await.map_err(failed);
     };
     if !template.exists() {
         // Made beside it and renamed into place: a template is whole or absent. Two
@@ -293,9 +302,9 @@ async fn make_image(
             let _ = std::fs::remove_file(&partial);
             return Err(failed(e));
         }
-        // Without mkfs's empty lost+found, whose removal in each job's init (the first
-        // write to its new filesystem) costs a millisecond or more. Best effort: the init
-        // removes it when it is there.
+        // Without mkfs's empty lost+found, whose removal from each disk (the first write
+        // to its new filesystem) costs a millisecond or more. Best effort:
+        // `mount_detached` removes it when it is there.
         let removed = tokio::process::Command::new("debugfs")
             .args(["-w", "-R", "rmdir lost+found"])
             .arg(&partial)
@@ -321,8 +330,7 @@ async fn make_image(
     let (from, to) = (template.clone(), image.to_path_buf());
     super::idle::run(idle, move || copy_sparse(&from, &to, size))
         .await?
-        .map_err(|e| failed(format!("copying {}: {e}", template.display())))?;
-    Ok(image.to_path_buf())
+        .map_err(|e| failed(format!("copying {}: {e}", template.display())))
 }
 
 /// A new file `image` of `size` bytes with an empty ext4 filesystem (mkfs.ext4; with

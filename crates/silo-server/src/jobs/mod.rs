@@ -527,14 +527,6 @@ impl JobManager {
         let id = live.id.clone();
         let job_dir = self.job_dir(&id);
         let disk_bytes = ready.disk_bytes;
-        // The job's own filesystem, reached through its detached mount's descriptor.
-        let disk = match ready.disk.as_ref().map(|d| d.try_clone()).transpose() {
-            Ok(disk) => disk,
-            Err(e) => {
-                tracing::error!(job = %live.id, "cannot reach the job's disk: {e}");
-                return Err(JobError::Host("cannot prepare the job's files".into()));
-            }
-        };
         // The job's user is its host id outside its user namespace.
         let owner = live.row.borrow().host_id.map(|id| (id, id));
         let limits = live.row.borrow().spec.limits.clone();
@@ -554,6 +546,14 @@ impl JobManager {
             let row = live.row.borrow().clone();
             return self.store_new_job(&row, secrets).await;
         }
+        // The job's own filesystem, reached through its detached mount's descriptor.
+        let disk = match ready.disk.as_ref().map(|d| d.try_clone()).transpose() {
+            Ok(disk) => disk,
+            Err(e) => {
+                tracing::error!(job = %live.id, "cannot reach the job's disk: {e}");
+                return Err(JobError::Host("cannot prepare the job's files".into()));
+            }
+        };
         // Directories, uploads (written and chowned) and cgroup files are blocking work:
         // it runs on a blocking thread, and the cgroup goes there and comes back.
         let cgroup = ready.cgroup.take();

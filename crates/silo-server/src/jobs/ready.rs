@@ -121,16 +121,11 @@ impl JobManager {
             )
         })
         .await;
-        let made = match made {
-            Ok(made) if made.dir_made => made,
-            Ok(Made { result, .. }) => {
-                self.inner.host_ids.give_back(host_id);
-                return Err(result
-                    .err()
-                    .unwrap_or_else(|| JobError::Host("the job's directory was not made".into())));
-            }
+        let made = match made.and_then(|made| made) {
+            Ok(made) => made,
             Err(e) => {
-                // The trip itself was lost; whatever it made is found as a stray later.
+                // Nothing was made (or the trip itself was lost, and what it made is found
+                // as a stray later).
                 self.inner.host_ids.give_back(host_id);
                 return Err(e);
             }
@@ -489,11 +484,9 @@ fn create_job_dir(dir: &Path, root: &Path, work: bool) -> Result<std::fs::File, 
     created.map_err(|e| JobError::Host(format!("cannot create {}: {e}", dir.display())))
 }
 
-/// What [`JobManager::make_init`] made, kept even when a later step failed (`result`), so
-/// that the caller ends it.
+/// What [`JobManager::make_init`] made once the job's directory was, kept even when a later
+/// step failed (`result`), so that the caller ends it.
 struct Made {
-    /// Whether the job's directory was made (on failure, nothing was).
-    dir_made: bool,
     cgroup: Option<silo_cgroup::JobCgroup>,
     /// The default limits written to `cgroup`.
     applied: Option<silo_cgroup::Limits>,
@@ -504,7 +497,7 @@ struct Made {
 impl JobManager {
     /// The blocking part of a ready init: its job's directory (`dir`, with `root` and, with
     /// `work`, a work directory), its cgroup with the default limits, and the init cloned
-    /// into it, not yet prepared.
+    /// into it, not yet prepared. An error: nothing was made.
     fn make_init(
         &self,
         id: &str,
@@ -513,28 +506,20 @@ impl JobManager {
         work: bool,
         private_network: bool,
         idle: bool,
-    ) -> Made {
+    ) -> Result<Made, JobError> {
+        let log = create_job_dir(dir, root, work)?;
         let mut made = Made {
-            dir_made: false,
             cgroup: None,
             applied: None,
             init: None,
             result: Ok(()),
         };
-        let log = match create_job_dir(dir, root, work) {
-            Ok(log) => log,
-            Err(e) => {
-                made.result = Err(e);
-                return made;
-            }
-        };
-        made.dir_made = true;
         if let Some(cgroups) = &self.inner.settings.cgroups {
             let cg = match cgroups.create_job(id) {
                 Ok(cg) => cg,
                 Err(e) => {
                     made.result = Err(resources::cgroup_error(e));
-                    return made;
+                    return Ok(made);
                 }
             };
             // The defaults apply to most jobs; an io default needs the job's disk, so it
@@ -552,7 +537,7 @@ impl JobManager {
                 Ok(applied) => made.applied = applied,
                 Err(e) => {
                     made.result = Err(e);
-                    return made;
+                    return Ok(made);
                 }
             }
         }
@@ -574,7 +559,7 @@ impl JobManager {
                 )))
             }
         }
-        made
+        Ok(made)
     }
 }
 
