@@ -161,10 +161,9 @@ struct Inner {
     /// one from before anything is made for it until its end is published.
     slots: Arc<Semaphore>,
     logs: Arc<LogWatcher>,
-    /// Inits ready for the next jobs.
-    pool: Mutex<Vec<ReadyInit>>,
-    /// Ready inits being prepared for the pool now.
-    refilling: std::sync::atomic::AtomicUsize,
+    /// Inits ready for the next jobs, those being prepared for them, and the launches
+    /// waiting for those.
+    pool: Mutex<ready::Pool>,
     /// Runtime trees a ready init is being prepared in now.
     refilling_runtimes: Mutex<std::collections::HashSet<silo_sandbox::Rootfs>>,
     /// Job disks of the default size, made ahead.
@@ -280,7 +279,6 @@ impl JobManager {
                 slots,
                 logs,
                 pool: Mutex::default(),
-                refilling: Default::default(),
                 refilling_runtimes: Mutex::default(),
                 disks,
                 host_ids,

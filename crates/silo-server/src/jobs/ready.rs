@@ -8,11 +8,11 @@
 //! that a job's launch pays only for what is its own. Each ready init already owns the id
 //! its job will get: its cgroup and directory are made under that id.
 
+use std::collections::VecDeque;
 use std::fs::OpenOptions;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use silo_sandbox::protocol::{InitError, METHOD_PREPARE};
@@ -64,6 +64,142 @@ pub struct ReadyInit {
     /// all, whose unmount flushes and detaches a loop device) are torn down after the job's
     /// end is published, off the launch's path, not while the init exits.
     pub mount_ns: Option<OwnedFd>,
+}
+
+/// The ready inits and the work of keeping them, under one lock, so that a launch that
+/// finds none decides to wait for one being prepared, and a prepared one is handed to a
+/// waiting launch or kept, each with the whole picture. (`T` is [`ReadyInit`] but in tests.)
+pub(super) struct Pool<T = ReadyInit> {
+    /// Inits ready for the next jobs.
+    inits: Vec<T>,
+    /// The host view's inits being prepared for the pool now, oldest first.
+    refills: VecDeque<Refill>,
+    /// Launches waiting for the next of those to be ready, oldest first; never more than
+    /// the refills at the normal priority.
+    waiters: VecDeque<tokio::sync::oneshot::Sender<T>>,
+    /// Numbers the refills.
+    next_refill: u64,
+}
+
+impl<T> Default for Pool<T> {
+    fn default() -> Self {
+        Pool {
+            inits: Vec::new(),
+            refills: VecDeque::new(),
+            waiters: VecDeque::new(),
+            next_refill: 0,
+        }
+    }
+}
+
+/// One init being prepared for the pool.
+struct Refill {
+    /// Which one.
+    id: u64,
+    /// Whether it prepares under `SCHED_IDLE` (the pool had an init when it started).
+    idle: bool,
+}
+
+/// What a launch gets from the pool.
+enum Taken<T> {
+    /// An init that fits.
+    Ready(T),
+    /// The next init a refill makes, when it comes (an error: that refill failed).
+    Next(tokio::sync::oneshot::Receiver<T>),
+    /// Nothing: the launch prepares its own.
+    Nothing,
+}
+
+impl<T> Pool<T> {
+    /// Takes the first init that `fits`. When there is none, a launch of the kind the
+    /// pool keeps (`pooled_kind`) waits for the next one if a refill at the normal priority
+    /// is in flight that no other launch waits for: that refill started earlier and is
+    /// further along than an init the launch would start now. A refill under `SCHED_IDLE`
+    /// is not counted on: it may wait for CPU as long as the host is busy.
+    fn take(&mut self, fits: impl Fn(&T) -> bool, pooled_kind: bool) -> Taken<T> {
+        if let Some(i) = self.inits.iter().position(fits) {
+            return Taken::Ready(self.inits.swap_remove(i));
+        }
+        let prompt = self.refills.iter().filter(|r| !r.idle).count();
+        if !pooled_kind || self.waiters.len() >= prompt {
+            return Taken::Nothing;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.waiters.push_back(tx);
+        Taken::Next(rx)
+    }
+
+    /// Starts a refill when the pool, with `have` inits of the kind it keeps, the refills
+    /// in flight and the launches waiting for them, is short of `target`; returns its id
+    /// and whether it prepares under `SCHED_IDLE` (while the pool still has an init).
+    fn start_refill(&mut self, have: usize, target: usize) -> Option<(u64, bool)> {
+        // Each waiting launch takes one of the refills in flight.
+        if have + self.refills.len() >= target + self.waiters.len() {
+            return None;
+        }
+        let (id, idle) = (self.next_refill, have > 0);
+        self.next_refill += 1;
+        self.refills.push_back(Refill { id, idle });
+        Some((id, idle))
+    }
+
+    /// Refill `id` ended with `ready` (none: it failed). The init goes to the oldest launch
+    /// still waiting, else into the pool. After a failure, the launches no refill at the
+    /// normal priority is left for are told (their wait ends in an error) and prepare
+    /// their own.
+    fn refill_ended(&mut self, id: u64, ready: Option<T>) {
+        self.refills.retain(|r| r.id != id);
+        let Some(ready) = ready else {
+            let prompt = self.refills.iter().filter(|r| !r.idle).count();
+            while self.waiters.len() > prompt {
+                self.waiters.pop_front();
+            }
+            return;
+        };
+        self.hand_over(ready);
+    }
+
+    /// Gives `ready` to the oldest launch still waiting, else keeps it.
+    fn hand_over(&mut self, mut ready: T) {
+        while let Some(waiter) = self.waiters.pop_front() {
+            match waiter.send(ready) {
+                Ok(()) => return,
+                // That launch was given up (its caller went away): the next one.
+                Err(back) => ready = back,
+            }
+        }
+        self.inits.push(ready);
+    }
+}
+
+/// A launch's wait for the pool's next init. A launch given up (its caller went away)
+/// after the init was sent leaves the init to the pool instead of losing it.
+struct Wait {
+    next: Option<tokio::sync::oneshot::Receiver<ReadyInit>>,
+    manager: JobManager,
+}
+
+impl Wait {
+    /// The init, or none when the refill failed.
+    async fn ready(mut self) -> Option<ReadyInit> {
+        let ready = (self.next.as_mut()?).await.ok();
+        self.next = None;
+        ready
+    }
+}
+
+impl Drop for Wait {
+    fn drop(&mut self) {
+        let Some(mut next) = self.next.take() else {
+            return;
+        };
+        next.close();
+        if let Ok(ready) = next.try_recv()
+            && let Ok(mut pool) = self.manager.inner.pool.lock()
+        {
+            pool.hand_over(ready);
+        }
+    }
 }
 
 impl JobManager {
@@ -270,6 +406,11 @@ impl JobManager {
     /// next job in that runtime starts as fast as one on the host view. The replacement is
     /// the caller's to ask for, with [`JobManager::replenish`], once its job runs: made
     /// during the launch, it would compete with the launch it serves.
+    ///
+    /// When the pool is empty but an init of the kind it keeps is being prepared for it at
+    /// the normal priority, and no other launch waits for that one, the launch waits for
+    /// the next init the pool gets and has one more prepared for the pool: the refill
+    /// started earlier and is further along than an init the launch would start now.
     pub(super) async fn take_ready(
         &self,
         private_network: bool,
@@ -277,27 +418,42 @@ impl JobManager {
         rootfs: &Rootfs,
         user: (u32, u32),
     ) -> Result<ReadyInit, JobError> {
-        let pooled = self.inner.pool.lock().ok().and_then(|mut pool| {
-            let i = pool.iter().position(|r| {
-                r.private_network == private_network
-                    && r.disk_bytes == disk_bytes
-                    && r.rootfs == *rootfs
-                    && (r.isolation.uid, r.isolation.gid) == user
-            })?;
-            Some(pool.swap_remove(i))
-        });
-        match pooled {
-            Some(ready) => Ok(ready),
-            None => {
-                metrics::counter!(crate::metrics::READY_POOL_MISSES).increment(1);
-                tracing::debug!(
-                    refilling = self.inner.refilling.load(Ordering::SeqCst),
-                    "no ready init fits: the launch prepares one on its path"
-                );
-                self.spawn_ready(private_network, disk_bytes, rootfs, false, user)
-                    .await
+        let pooled_kind = private_network
+            && disk_bytes == self.inner.settings.bounds.defaults.disk_bytes
+            && *rootfs == Rootfs::HostView
+            && user == self.inner.settings.job_user;
+        let fits = |r: &ReadyInit| {
+            r.private_network == private_network
+                && r.disk_bytes == disk_bytes
+                && r.rootfs == *rootfs
+                && (r.isolation.uid, r.isolation.gid) == user
+        };
+        let taken = match self.inner.pool.lock() {
+            Ok(mut pool) => pool.take(fits, pooled_kind),
+            Err(_) => Taken::Nothing,
+        };
+        let next = match taken {
+            Taken::Ready(ready) => return Ok(ready),
+            Taken::Next(next) => Some(next),
+            Taken::Nothing => None,
+        };
+        metrics::counter!(crate::metrics::READY_POOL_MISSES).increment(1);
+        if let Some(next) = next {
+            // The init this launch takes leaves the pool short of one: it is made now.
+            self.refill();
+            tracing::debug!("no ready init: the launch waits for the one being prepared");
+            let wait = Wait {
+                next: Some(next),
+                manager: self.clone(),
+            };
+            // None: that refill failed, and the launch prepares its own.
+            if let Some(ready) = wait.ready().await {
+                return Ok(ready);
             }
         }
+        tracing::debug!("no ready init fits: the launch prepares one on its path");
+        self.spawn_ready(private_network, disk_bytes, rootfs, false, user)
+            .await
     }
 
     /// Replaces what a launch in `rootfs` took from the pool: tops the host view's inits
@@ -322,7 +478,11 @@ impl JobManager {
                 .inner
                 .pool
                 .lock()
-                .map(|p| p.iter().any(|r| r.rootfs == rootfs && r.private_network))
+                .map(|p| {
+                    p.inits
+                        .iter()
+                        .any(|r| r.rootfs == rootfs && r.private_network)
+                })
                 .unwrap_or(true)
         };
         if has_one(self) {
@@ -360,7 +520,7 @@ impl JobManager {
                         .unwrap_or(true);
                     match keep.take() {
                         Some(ready) if !gone => {
-                            pool.push(ready);
+                            pool.inits.push(ready);
                             None
                         }
                         other => other,
@@ -383,10 +543,10 @@ impl JobManager {
                 if let Ok(mut pending) = self.inner.refilling_runtimes.lock() {
                     pending.retain(|r| !matches(r));
                 }
-                let (gone, kept) = std::mem::take(&mut *pool)
+                let (gone, kept) = std::mem::take(&mut pool.inits)
                     .into_iter()
                     .partition(|r| matches(&r.rootfs));
-                *pool = kept;
+                pool.inits = kept;
                 gone
             }
             Err(_) => Vec::new(),
@@ -398,7 +558,7 @@ impl JobManager {
 
     /// How many ready inits wait in the pool now.
     pub fn ready_count(&self) -> usize {
-        self.inner.pool.lock().map(|p| p.len()).unwrap_or(0)
+        self.inner.pool.lock().map(|p| p.inits.len()).unwrap_or(0)
     }
 
     /// Ends the pool's ready inits and removes their cgroups and directories (at shutdown;
@@ -408,7 +568,7 @@ impl JobManager {
             .inner
             .pool
             .lock()
-            .map(|mut p| std::mem::take(&mut *p))
+            .map(|mut p| std::mem::take(&mut p.inits))
             .unwrap_or_default();
         for ready in pool {
             self.discard(ready).await;
@@ -422,37 +582,32 @@ impl JobManager {
         tokio::spawn(async move {
             let target = manager.inner.settings.ready_inits;
             loop {
-                let have = manager
-                    .inner
-                    .pool
-                    .lock()
-                    .map(|p| p.iter().filter(|r| r.rootfs == Rootfs::HostView).count())
-                    .unwrap_or(usize::MAX);
-                let pending = manager.inner.refilling.fetch_add(1, Ordering::SeqCst);
-                if have + pending >= target {
-                    manager.inner.refilling.fetch_sub(1, Ordering::SeqCst);
-                    return;
-                }
-                let disk = manager.inner.settings.bounds.defaults.disk_bytes;
-                let user = manager.inner.settings.job_user;
                 // Topping up a pool that still has an init waits for idle CPU
                 // (SCHED_IDLE); an empty pool is refilled at the normal priority, or under
                 // steady load the next launch would make its init itself, on its path.
-                let idle = have > 0;
+                let started = manager.inner.pool.lock().ok().and_then(|mut pool| {
+                    let have = pool
+                        .inits
+                        .iter()
+                        .filter(|r| r.rootfs == Rootfs::HostView)
+                        .count();
+                    pool.start_refill(have, target)
+                });
+                let Some((id, idle)) = started else {
+                    return;
+                };
+                let disk = manager.inner.settings.bounds.defaults.disk_bytes;
+                let user = manager.inner.settings.job_user;
                 let ready = manager
                     .spawn_ready(true, disk, &Rootfs::HostView, idle, user)
                     .await;
-                manager.inner.refilling.fetch_sub(1, Ordering::SeqCst);
-                match ready {
-                    Ok(ready) => {
-                        if let Ok(mut pool) = manager.inner.pool.lock() {
-                            pool.push(ready);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!("cannot prepare a ready init: {e}");
-                        return;
-                    }
+                let failed = ready.as_ref().err().map(|e| e.to_string());
+                if let Ok(mut pool) = manager.inner.pool.lock() {
+                    pool.refill_ended(id, ready.ok());
+                }
+                if let Some(e) = failed {
+                    tracing::warn!("cannot prepare a ready init: {e}");
+                    return;
                 }
             }
         });
@@ -649,4 +804,99 @@ async fn prepare(
         .call(METHOD_PREPARE, params, PREPARE_DEADLINE)
         .await?;
     Ok(control)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Pool, Taken};
+
+    fn any(_: &u32) -> bool {
+        true
+    }
+
+    #[test]
+    fn a_launch_takes_a_ready_init_first() {
+        let mut pool = Pool::<u32>::default();
+        pool.inits.push(7);
+        assert!(matches!(pool.take(any, true), Taken::Ready(7)));
+        assert!(matches!(pool.take(any, true), Taken::Nothing));
+    }
+
+    #[test]
+    fn a_launch_waits_only_for_a_refill_at_the_normal_priority_that_no_other_waits_for() {
+        let mut pool = Pool::<u32>::default();
+        // The pool had an init: this refill prepares under SCHED_IDLE.
+        let (idle, is_idle) = pool.start_refill(1, 2).unwrap();
+        assert!(is_idle);
+        assert!(matches!(pool.take(any, true), Taken::Nothing));
+        let (prompt, is_idle) = pool.start_refill(0, 2).unwrap();
+        assert!(!is_idle);
+        // Only a launch of the kind the pool keeps waits.
+        assert!(matches!(pool.take(any, false), Taken::Nothing));
+        let Taken::Next(mut next) = pool.take(any, true) else {
+            panic!("the launch does not wait for the refill");
+        };
+        // One launch per prompt refill.
+        assert!(matches!(pool.take(any, true), Taken::Nothing));
+        // Whichever refill ends first serves the waiting launch; the next one is kept.
+        pool.refill_ended(idle, Some(1));
+        assert_eq!(next.try_recv().unwrap(), 1);
+        pool.refill_ended(prompt, Some(2));
+        assert_eq!(pool.inits, vec![2]);
+    }
+
+    #[test]
+    fn a_waiting_launch_is_counted_as_an_init_the_pool_lacks() {
+        let mut pool = Pool::<u32>::default();
+        assert!(pool.start_refill(0, 2).is_some());
+        assert!(pool.start_refill(0, 2).is_some());
+        assert!(pool.start_refill(0, 2).is_none());
+        let Taken::Next(_next) = pool.take(any, true) else {
+            panic!("the launch does not wait");
+        };
+        // The refill it waits for is its own now: one more is made for the pool.
+        assert!(pool.start_refill(0, 2).is_some());
+        assert!(pool.start_refill(0, 2).is_none());
+    }
+
+    #[test]
+    fn an_init_for_a_launch_that_went_away_goes_to_the_next_or_into_the_pool() {
+        let mut pool = Pool::<u32>::default();
+        let (a, _) = pool.start_refill(0, 2).unwrap();
+        let (b, _) = pool.start_refill(0, 2).unwrap();
+        let Taken::Next(gone) = pool.take(any, true) else {
+            panic!("no wait");
+        };
+        let Taken::Next(mut waiting) = pool.take(any, true) else {
+            panic!("no wait");
+        };
+        drop(gone);
+        pool.refill_ended(a, Some(1));
+        assert_eq!(waiting.try_recv().unwrap(), 1);
+        pool.refill_ended(b, Some(2));
+        assert_eq!(pool.inits, vec![2]);
+    }
+
+    #[test]
+    fn a_failed_refill_ends_the_waits_it_was_counted_for() {
+        let mut pool = Pool::<u32>::default();
+        let (a, _) = pool.start_refill(0, 2).unwrap();
+        let (b, _) = pool.start_refill(0, 2).unwrap();
+        let Taken::Next(mut first) = pool.take(any, true) else {
+            panic!("no wait");
+        };
+        let Taken::Next(mut second) = pool.take(any, true) else {
+            panic!("no wait");
+        };
+        pool.refill_ended(a, None);
+        // One refill is left for two launches: the oldest prepares its own.
+        assert!(first.try_recv().is_err());
+        assert!(matches!(
+            second.try_recv(),
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty)
+        ));
+        pool.refill_ended(b, Some(2));
+        assert_eq!(second.try_recv().unwrap(), 2);
+        assert!(pool.inits.is_empty() && pool.waiters.is_empty() && pool.refills.is_empty());
+    }
 }
