@@ -120,8 +120,8 @@ impl<T> Pool<T> {
         if let Some(i) = self.inits.iter().position(fits) {
             return Taken::Ready(self.inits.swap_remove(i));
         }
-        let prompt = self.refills.iter().filter(|r| !r.idle).count();
-        if !pooled_kind || self.waiters.len() >= prompt {
+        self.forget_given_up();
+        if !pooled_kind || self.waiters.len() >= self.prompt_refills() {
             return Taken::Nothing;
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -134,6 +134,7 @@ impl<T> Pool<T> {
     /// and whether it prepares under `SCHED_IDLE` (while the pool still has an init).
     fn start_refill(&mut self, have: usize, target: usize) -> Option<(u64, bool)> {
         // Each waiting launch takes one of the refills in flight.
+        self.forget_given_up();
         if have + self.refills.len() >= target + self.waiters.len() {
             return None;
         }
@@ -150,13 +151,24 @@ impl<T> Pool<T> {
     fn refill_ended(&mut self, id: u64, ready: Option<T>) {
         self.refills.retain(|r| r.id != id);
         let Some(ready) = ready else {
-            let prompt = self.refills.iter().filter(|r| !r.idle).count();
+            let prompt = self.prompt_refills();
             while self.waiters.len() > prompt {
                 self.waiters.pop_front();
             }
             return;
         };
         self.hand_over(ready);
+    }
+
+    /// The refills in flight at the normal priority: those a waiting launch counts on.
+    fn prompt_refills(&self) -> usize {
+        self.refills.iter().filter(|r| !r.idle).count()
+    }
+
+    /// Drops the waits of launches given up (their callers went away), so that they are
+    /// not counted as launches that need an init.
+    fn forget_given_up(&mut self) {
+        self.waiters.retain(|w| !w.is_closed());
     }
 
     /// Gives `ready` to the oldest launch still waiting, else keeps it.
@@ -875,6 +887,20 @@ mod tests {
         assert_eq!(waiting.try_recv().unwrap(), 1);
         pool.refill_ended(b, Some(2));
         assert_eq!(pool.inits, vec![2]);
+    }
+
+    #[test]
+    fn a_launch_given_up_is_not_counted_as_one_that_needs_an_init() {
+        let mut pool = Pool::<u32>::default();
+        assert!(pool.start_refill(0, 2).is_some());
+        assert!(pool.start_refill(0, 2).is_some());
+        let Taken::Next(gone) = pool.take(any, true) else {
+            panic!("no wait");
+        };
+        drop(gone);
+        // No third refill for a launch that went away, and its refill serves the next.
+        assert!(pool.start_refill(0, 2).is_none());
+        assert!(matches!(pool.take(any, true), Taken::Next(_)));
     }
 
     #[test]
