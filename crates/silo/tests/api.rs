@@ -604,6 +604,39 @@ async fn jobs_survive_a_server_restart_and_running_ones_are_adopted() {
     assert_eq!(stdout_of(&mut c, &running.id).await, b"start\nend\n");
 }
 
+/// A job's end is told as soon as it is known, even while the store's write of its RUNNING
+/// state is still under way; the store's writes land in order all the same, and a crash
+/// right after the end was told loses nothing of it (the restarted server finds the end in
+/// the job's log).
+#[tokio::test]
+async fn an_end_is_told_before_the_running_write_lands_and_survives_a_crash() {
+    if !privileged() {
+        return;
+    }
+    // Held far longer than a launch takes: an end that waited for this write would come
+    // seconds late.
+    let mut server =
+        TestServer::start_with_env(&[], &[("SILO_TEST_DELAY_RUNNING_WRITE_MS", "20000")]);
+    let mut c = server.admin().await;
+    let told = Instant::now();
+    let job = run(&mut c, &["sh", "-c", "echo told; exit 3"]).await;
+    let end = wait_end(&mut c, &job.id).await;
+    assert!(
+        told.elapsed() < Duration::from_secs(10),
+        "the end waited for the RUNNING write: {:?}",
+        told.elapsed()
+    );
+    assert_eq!(end.state(), JobState::Failed, "{end:?}");
+    assert_eq!(end.exit_code, Some(3));
+    // Neither the RUNNING write nor the end's is in the store yet.
+    server.crash_and_restart();
+    let mut c = server.admin().await;
+    let again = get(&mut c, &job.id).await;
+    assert_eq!(again.state(), JobState::Failed, "{again:?}");
+    assert_eq!(again.exit_code, Some(3), "{again:?}");
+    assert_eq!(stdout_of(&mut c, &job.id).await, b"told\n");
+}
+
 #[tokio::test]
 async fn every_reader_sees_every_line_once_in_order_whenever_it_attaches() {
     if !privileged() {

@@ -677,8 +677,15 @@ impl JobManager {
         }
     }
 
-    /// Records the job's end, publishes it and releases its slot.
-    async fn finish(&self, live: &Arc<LiveJob>, outcome: Outcome) {
+    /// Publishes the job's end, releases its slot and records the end in the store, after
+    /// `running` (the store write of its RUNNING state, still in flight) when given: the
+    /// end is told without waiting for that write, and the two writes land in order.
+    async fn finish(
+        &self,
+        live: &Arc<LiveJob>,
+        outcome: Outcome,
+        running: Option<tokio::task::JoinHandle<()>>,
+    ) {
         let usage = live.usage().map(resources::ended_usage);
         let oom_kills = usage.as_ref().and_then(|u| u.oom_kills).unwrap_or(0);
         let memory_limit = live
@@ -710,6 +717,9 @@ impl JobManager {
         live.release_slot();
         live.update(|r| *r = row.clone());
         tracing::debug!(job = %row.id, "end published");
+        if let Some(write) = running {
+            let _ = write.await;
+        }
         if let Err(e) = self.inner.store.update(&row).await {
             tracing::error!(job = %row.id, "cannot record the job's end: {e}");
         }

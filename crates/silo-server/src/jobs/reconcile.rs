@@ -53,7 +53,7 @@ impl JobManager {
                         None => Outcome::server_restart(),
                     };
                     tracing::info!(job = %row.id, state = ?outcome.state, "ending a job left by the previous server");
-                    self.finish(&live, outcome).await;
+                    self.finish(&live, outcome, None).await;
                     self.release_cgroup(&live).await;
                     self.free_disk_of(&row.id).await;
                 }
@@ -186,7 +186,7 @@ impl JobManager {
                 (None, None) if was_starting => Outcome::server_restart(),
                 (exit, stop) => Outcome::of_run(stop, exit, None),
             };
-            manager.finish(&live, outcome).await;
+            manager.finish(&live, outcome, None).await;
             manager.release_cgroup(&live).await;
             manager.free_disk_of(&live.id).await;
             manager.give_back_host_id(&live);

@@ -67,7 +67,7 @@ pub async fn supervise(
         .ok();
     let mut started = Some(started);
     // The store's copy of the RUNNING state, written while the command runs; the end's
-    // write waits for it, so the two land in order.
+    // store write waits for it, so the two land in order (its publication does not).
     let mut running_write = None;
     restore_priority(pid);
     let report = match start_command(&live, &mut control, &spec, disk).await {
@@ -89,10 +89,7 @@ pub async fn supervise(
         if let Some(wd) = watch {
             manager.inner.logs.unwatch(wd);
         }
-        if let Some(write) = running_write.take() {
-            let _ = write.await;
-        }
-        manager.finish(&live, outcome).await;
+        manager.finish(&live, outcome, running_write.take()).await;
         let _ = wait_reaped(pidfd).await;
         tracing::debug!(job = %live.id, elapsed = ?t0.elapsed(), "init reaped");
     } else {
@@ -101,10 +98,7 @@ pub async fn supervise(
         if let Some(wd) = watch {
             manager.inner.logs.unwatch(wd);
         }
-        if let Some(write) = running_write.take() {
-            let _ = write.await;
-        }
-        manager.finish(&live, outcome).await;
+        manager.finish(&live, outcome, running_write.take()).await;
     }
     tear_down(&manager, &live, mount_ns).await;
     tracing::debug!(job = %live.id, elapsed = ?t0.elapsed(), "job finished");
@@ -217,6 +211,10 @@ fn record_running(
     }
     let store = manager.inner.store.clone();
     tokio::spawn(async move {
+        // Debug builds: a test holds this write back to see that the job's end is told
+        // without it and that the store still ends with the end.
+        #[cfg(debug_assertions)]
+        super::test_delay("SILO_TEST_DELAY_RUNNING_WRITE_MS").await;
         if let Err(e) = store.update(&row).await {
             tracing::error!(job = %row.id, "cannot record that the job runs: {e}");
         }
