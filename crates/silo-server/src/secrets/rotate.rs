@@ -74,7 +74,10 @@ async fn reseal(
     old: &SecretKey,
     new: &SecretKey,
 ) -> Result<usize, SecretError> {
-    let mut tx = pool.begin().await?;
+    // The write lock from the start: a transaction that reads and then writes would fail
+    // (SQLITE_BUSY_SNAPSHOT) if another connection wrote in between, as the store's own
+    // checkpoint task may (it restarts the WAL).
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let jobs = reseal_named(&mut tx, "job_secrets", "job_id", job_owner, old, new).await?;
     let schedules = reseal_named(
         &mut tx,
