@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+use crate::coalesce::Coalesced;
 use crate::config::ServerTarget;
 
 /// The largest message the client accepts or sends: 64 MiB (log chunks, uploads, runtime
@@ -182,7 +183,7 @@ async fn dial(
     name_text: String,
     server_name: ServerName<'static>,
     tls: Arc<rustls::ClientConfig>,
-) -> Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>, ConnectError> {
+) -> Result<TokioIo<tokio_rustls::client::TlsStream<Coalesced<TcpStream>>>, ConnectError> {
     let handshake = async {
         let tcp = TcpStream::connect(&address)
             .await
@@ -200,8 +201,9 @@ async fn dial(
             server_name: name_text.clone(),
             error,
         };
+        // A request's HEADERS and DATA in one write (see `coalesce`).
         let mut stream = TlsConnector::from(tls)
-            .connect(server_name, tcp)
+            .connect(server_name, Coalesced::new(tcp))
             .await
             .map_err(handshake_error)?;
         await_acceptance(&mut stream)
@@ -229,9 +231,10 @@ const ACCEPTANCE_WAIT: Duration = Duration::from_secs(2);
 /// stays buffered in rustls for HTTP/2 to read. A server that sends nothing within
 /// [`ACCEPTANCE_WAIT`] is assumed to have accepted.
 async fn await_acceptance(
-    stream: &mut tokio_rustls::client::TlsStream<TcpStream>,
+    stream: &mut tokio_rustls::client::TlsStream<Coalesced<TcpStream>>,
 ) -> io::Result<()> {
     let (tcp, tls) = stream.get_mut();
+    let tcp = tcp.get_ref();
     let first_records = async {
         loop {
             tcp.readable().await?;

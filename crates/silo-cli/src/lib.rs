@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 mod cli;
+mod coalesce;
 mod commands;
 pub mod config;
 pub mod connect;
