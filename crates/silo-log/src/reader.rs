@@ -330,6 +330,89 @@ mod tests {
         }
     }
 
+    /// A pipe holding `data` (written whole: the pipe is made large enough).
+    fn pipe_with(data: &[u8]) -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+        use std::io::Write;
+        let (r, w) = std::io::pipe().unwrap();
+        let (r, w) = (std::os::fd::OwnedFd::from(r), std::os::fd::OwnedFd::from(w));
+        // SAFETY: F_SETPIPE_SZ on a pipe this test owns.
+        unsafe {
+            libc::fcntl(
+                std::os::fd::AsRawFd::as_raw_fd(&w),
+                libc::F_SETPIPE_SZ,
+                1 << 20,
+            )
+        };
+        std::fs::File::from(w.try_clone().unwrap())
+            .write_all(data)
+            .unwrap();
+        (r, w)
+    }
+
+    #[test]
+    fn spliced_records_read_back_like_appended_ones_in_one_sequence() {
+        use std::os::fd::AsFd;
+        let dir = tempfile::tempdir().unwrap();
+        // The writer's file is opened for appending, as the server opens a job's log.
+        let (mut w, path) = writer(dir.path(), u64::MAX);
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let (r, _w) = pipe_with(&big);
+        w.append(Stream::Stdout, b"before\n").unwrap();
+        assert!(
+            w.splice_from_pipe(Stream::Stderr, r.as_fd(), 150_000)
+                .unwrap()
+        );
+        assert!(
+            w.splice_from_pipe(Stream::Stderr, r.as_fd(), 50_000)
+                .unwrap()
+        );
+        w.append(Stream::Stdout, b"after\n").unwrap();
+        let mut reader = LogReader::open(&path).unwrap();
+        let records = reader.read_batch(1 << 20).unwrap();
+        let got: Vec<(u64, Stream, Vec<u8>)> = records
+            .iter()
+            .map(|r| (r.sequence, r.stream, r.data.to_vec()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, Stream::Stdout, b"before\n".to_vec()),
+                (1, Stream::Stderr, big[..150_000].to_vec()),
+                (2, Stream::Stderr, big[150_000..].to_vec()),
+                (3, Stream::Stdout, b"after\n".to_vec()),
+            ]
+        );
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            (MAGIC.len() + 4 * HEADER_LEN + 7 + 200_000 + 6) as u64
+        );
+    }
+
+    #[test]
+    fn a_splice_past_the_cap_or_a_record_moves_nothing() {
+        use std::io::Read;
+        use std::os::fd::AsFd;
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, path) = writer(dir.path(), 100_000);
+        let data = vec![7u8; 120_000];
+        let (r, w_end) = pipe_with(&data);
+        // Past the cap: refused, for `append` to cut it and say so.
+        assert!(
+            !w.splice_from_pipe(Stream::Stdout, r.as_fd(), 120_000)
+                .unwrap()
+        );
+        // Longer than a record may be: refused.
+        assert!(
+            !w.splice_from_pipe(Stream::Stdout, r.as_fd(), MAX_RECORD_LEN + 1)
+                .unwrap()
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), MAGIC.len() as u64);
+        drop(w_end);
+        let mut left = Vec::new();
+        std::fs::File::from(r).read_to_end(&mut left).unwrap();
+        assert_eq!(left, data, "the pipe still holds every byte");
+    }
+
     #[test]
     fn a_partially_written_record_is_not_returned_until_complete() {
         let dir = tempfile::tempdir().unwrap();

@@ -1,7 +1,8 @@
 //! The single writer of a job log (the job's init process).
 
 use std::fs::File;
-use std::io::{self, IoSlice, Write};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -19,18 +20,22 @@ pub struct LogWriter {
     bytes: u64,
     cap: u64,
     truncated: bool,
+    /// Whether records may be spliced in from a pipe: the file is not in append mode
+    /// (splice refuses such a file). Every write is at the offset `bytes` either way.
+    splice: bool,
 }
 
 impl LogWriter {
     /// Starts a new, empty log in `file` (which must be empty and opened for writing),
     /// keeping at most `cap` bytes of output.
-    pub fn create(mut file: File, path: &Path, cap: u64) -> Result<LogWriter, LogError> {
-        file.write_all(MAGIC).map_err(|source| LogError::Io {
+    pub fn create(file: File, path: &Path, cap: u64) -> Result<LogWriter, LogError> {
+        file.write_all_at(MAGIC, 0).map_err(|source| LogError::Io {
             op: "write header of",
             path: path.to_owned(),
             source,
         })?;
         Ok(LogWriter {
+            splice: without_append(&file),
             file,
             path: path.to_owned(),
             next_sequence: 0,
@@ -81,6 +86,65 @@ impl LogWriter {
         Ok(true)
     }
 
+    /// Moves `len` bytes waiting in the pipe `from` into the log as one record of `stream`
+    /// without copying them through this process (splice). The caller knows that `len`
+    /// bytes are in the pipe (FIONREAD) and that nothing else reads from it. Returns false,
+    /// having moved nothing, when the record cannot be spliced: longer than
+    /// [`MAX_RECORD_LEN`], past the cap (which [`Self::append`] handles), or a file that
+    /// cannot take a splice; the caller then reads the bytes and appends them.
+    ///
+    /// An error may leave part of the record written (as a failed [`Self::append`] may):
+    /// the log is then broken, and the rest of the bytes are still in the pipe.
+    pub fn splice_from_pipe(
+        &mut self,
+        stream: Stream,
+        from: BorrowedFd<'_>,
+        len: usize,
+    ) -> Result<bool, LogError> {
+        let room = self.cap.saturating_sub(self.bytes + HEADER_LEN as u64);
+        if !self.splice || self.truncated || len == 0 || len > MAX_RECORD_LEN || len as u64 > room {
+            return Ok(false);
+        }
+        let failed = |source| LogError::Io {
+            op: "append to",
+            path: self.path.clone(),
+            source,
+        };
+        let header = encode_header(self.next_sequence, now_nanos(), stream, len as u32);
+        self.file
+            .write_all_at(&header, self.bytes)
+            .map_err(failed)?;
+        let mut at = (self.bytes + HEADER_LEN as u64) as libc::loff_t;
+        let end = at + len as libc::loff_t;
+        while at < end {
+            // SAFETY: splice between two descriptors this process holds open, with a
+            // pointer to a local offset that outlives the call.
+            let n = unsafe {
+                libc::splice(
+                    from.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    self.file.as_raw_fd(),
+                    &mut at,
+                    (end - at) as usize,
+                    libc::SPLICE_F_MOVE,
+                )
+            };
+            match n {
+                n if n > 0 => {}
+                0 => return Err(failed(io::ErrorKind::UnexpectedEof.into())),
+                _ => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(failed(e));
+                    }
+                }
+            }
+        }
+        self.next_sequence += 1;
+        self.bytes += (HEADER_LEN + len) as u64;
+        Ok(true)
+    }
+
     /// Writes the final exit record (always, even past the cap). It is one record, so it
     /// may hold at most [`MAX_RECORD_LEN`] bytes; a longer one is refused with
     /// [`LogError::RecordTooLong`].
@@ -94,10 +158,7 @@ impl LogWriter {
     }
 
     fn write_record(&mut self, stream: Stream, data: &[u8]) -> Result<(), LogError> {
-        let ts = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i64)
-            .unwrap_or(0);
+        let ts = now_nanos();
         // The one place that bounds a record: a reader refuses a longer one as corrupt.
         let len = match u32::try_from(data.len()) {
             Ok(len) if data.len() <= MAX_RECORD_LEN => len,
@@ -120,19 +181,30 @@ impl LogWriter {
         Ok(())
     }
 
-    /// Header and data in one writev where possible, so a reader rarely sees a partial
-    /// record; partial writes are finished with positioned writes at the known offset.
+    /// Header and data in one pwritev at the end of the log where possible, so a reader
+    /// rarely sees a partial record; partial writes are finished at the known offset.
     fn write_all_vectored(&mut self, header: &[u8], data: &[u8]) -> io::Result<()> {
         let start = self.bytes;
         let total = header.len() + data.len();
+        let iov = [
+            libc::iovec {
+                iov_base: header.as_ptr() as *mut libc::c_void,
+                iov_len: header.len(),
+            },
+            libc::iovec {
+                iov_base: data.as_ptr() as *mut libc::c_void,
+                iov_len: data.len(),
+            },
+        ];
         let mut done = loop {
-            match self
-                .file
-                .write_vectored(&[IoSlice::new(header), IoSlice::new(data)])
-            {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+            // SAFETY: both iovecs point into slices borrowed for this call.
+            let n = unsafe { libc::pwritev(self.file.as_raw_fd(), iov.as_ptr(), 2, start as i64) };
+            if n >= 0 {
+                break n as usize;
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
             }
         };
         while done < total {
@@ -148,5 +220,26 @@ impl LogWriter {
             done += n;
         }
         Ok(())
+    }
+}
+
+/// Nanoseconds since the Unix epoch now (0 before it).
+fn now_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Takes `file` out of append mode, which splice refuses; returns whether it is out. Each
+/// write gives its offset, so the mode changes nothing else.
+fn without_append(file: &File) -> bool {
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl reading and setting the status flags of a descriptor we own.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        flags >= 0
+            && (flags & libc::O_APPEND == 0
+                || libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_APPEND) == 0)
     }
 }
