@@ -416,7 +416,9 @@ async fn cut_start_then_crash(hold: &str) {
     if !privileged() {
         return;
     }
-    let mut server = TestServer::start_with_env(&[], &[(hold, "5000")]);
+    // Held far longer than the test needs to see the job stored (a loaded machine may take
+    // seconds): the crash ends the hold.
+    let mut server = TestServer::start_with_env(&[], &[(hold, "30000")]);
     let yaml =
         "name: cut\njobs:\n  once: {command: sh, args: [-c, 'echo once >> /shared/names']}\n";
     let mut c = client(&server).await;

@@ -132,8 +132,13 @@ impl TestServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
+            // The server writes the admin's configuration, then the viewer's: both before
+            // a test may use either.
+            let viewer_ready = std::fs::read_to_string(self.viewer_config())
+                .is_ok_and(|text| text.lines().any(|l| l.starts_with("address")));
             if let Ok(text) = std::fs::read_to_string(self.admin_config())
                 && let Some(line) = text.lines().find(|l| l.starts_with("address"))
+                && viewer_ready
             {
                 self.addr = line.split('"').nth(1).unwrap().to_string();
                 return;
