@@ -807,8 +807,9 @@ impl JobManager {
         size: u32,
     ) -> Result<crate::store::JobPage, JobError> {
         let mut page = self.inner.store.page(states, after, size).await?;
-        // A live job's state in memory is ahead of the store by at most one write. Its
-        // creation time and id, which place it in the list, never change.
+        // A live job's state in memory is ahead of the store by at most two writes (its
+        // RUNNING state and its end, which is told before either lands). Its creation time
+        // and id, which place it in the list, never change.
         for row in &mut page.rows {
             if let Some(live) = self.live(&row.id) {
                 *row = live.row.borrow().clone();
