@@ -240,6 +240,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // As the CLI does: the measuring client's allocator behaves like `silo`'s.
+    silo_cli::keep_freed_memory();
     let cli = Cli::parse();
     if let Command::Report { results, title } = &cli.command {
         return match report::print(results, title.as_deref()) {

@@ -48,6 +48,23 @@ fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .map_err(|err| anyhow::anyhow!("cannot start the client runtime: {err}"))
 }
 
+/// Has glibc's allocator keep memory the process frees for its next allocations; call it
+/// before any thread starts (the server and the client both do). By default an allocation
+/// of 128 KiB or more is a fresh mapping (the threshold moves with what was freed), and
+/// freed memory at the top of a heap goes back to the kernel past 128 KiB: a log stream's
+/// 1 MiB batches, encode and decode buffers were mapped, faulted in page by page, zeroed
+/// by the kernel and unmapped again, message after message (about 9 % of the server's
+/// streaming task). Allocations below 4 MiB now come from the heaps, which keep up to
+/// 16 MiB of freed memory each.
+pub fn keep_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets allocator parameters.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 16 << 20);
+    }
+}
+
 /// Runs a `silo server …` client command (`silo server` alone runs the server itself).
 pub fn run_server_command(command: ServerCommand) -> anyhow::Result<i32> {
     let runtime = client_runtime()?;

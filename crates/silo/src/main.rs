@@ -63,6 +63,8 @@ fn main() {
         }
     }
     let cli = Cli::parse();
+    // Before any thread: the server and the client alike.
+    silo_cli::keep_freed_memory();
     let code = match cli.command {
         Command::Server(server) => match *server {
             ServerCommand {
@@ -93,7 +95,6 @@ fn main() {
 }
 
 fn run_server(args: silo_server::ServerArgs) -> i32 {
-    keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SILO_LOG")
@@ -119,23 +120,6 @@ fn run_server(args: silo_server::ServerArgs) -> i32 {
             eprintln!("silo: {e}");
             1
         }
-    }
-}
-
-/// Has glibc's allocator keep memory the server frees for its next allocations, before
-/// any thread starts. By default an allocation of 128 KiB or more is a fresh mapping (and
-/// the threshold moves with what was freed), and freed memory at the top of a heap goes
-/// back to the kernel past 128 KiB: a log stream's 1 MiB batches and encode buffers were
-/// mapped, faulted in page by page, zeroed by the kernel and unmapped again, batch after
-/// batch (about 9 % of the streaming task's CPU). Allocations below 4 MiB now come from
-/// the heaps, which keep up to 16 MiB of freed memory each: StreamLogs of 256 MiB ran
-/// 8-12 % faster here (5 of 5 interleaved rounds), for at most 16 MiB of RSS kept per heap.
-fn keep_freed_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only sets allocator parameters; called before the runtime's threads.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 16 << 20);
     }
 }
 
