@@ -42,6 +42,22 @@ async fn a_job_runs_to_completion_and_its_output_and_exit_are_kept() {
     assert!(streams.contains(&(LogStream::Stderr, bytes_of(b"oops\n"))));
 }
 
+/// Signals the server's processes ignore (Rust ignores SIGPIPE; a server started in a
+/// shell's background ignores SIGINT and SIGQUIT) are not ignored in the job: `yes | head`
+/// ends quietly, as in a shell.
+#[tokio::test]
+async fn a_job_starts_with_every_signal_at_its_default_action() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let mut c = server.admin().await;
+    let (job, out, err) = sh(&mut c, "grep SigIgn /proc/self/status; yes | head -c 2").await;
+    assert_eq!(job.state(), JobState::Completed, "{job:?}");
+    assert_eq!(out, "SigIgn:\t0000000000000000\ny\n");
+    assert_eq!(err, "", "yes met a broken pipe instead of SIGPIPE");
+}
+
 #[tokio::test]
 async fn exit_codes_and_signals_are_reported() {
     if !privileged() {
@@ -635,6 +651,78 @@ async fn an_end_is_told_before_the_running_write_lands_and_survives_a_crash() {
     assert_eq!(again.state(), JobState::Failed, "{again:?}");
     assert_eq!(again.exit_code, Some(3), "{again:?}");
     assert_eq!(stdout_of(&mut c, &job.id).await, b"told\n");
+}
+
+/// A fast writer's output comes in large records, which StreamLogs sends by reference to
+/// the log file (copied from it into each message): every byte arrives, in order, for a
+/// reader that follows from the start and for one that attaches midway and resumes.
+#[tokio::test]
+async fn large_records_streamed_from_the_log_file_arrive_whole_and_in_order() {
+    if !privileged() {
+        return;
+    }
+    const BYTES: usize = 24 << 20;
+    let server = TestServer::start();
+    let mut c = server.admin().await;
+    let job = run(
+        &mut c,
+        &[
+            "sh",
+            "-c",
+            &format!("yes 0123456789abcdef | head -c {BYTES}"),
+        ],
+    )
+    .await;
+    let expected: Vec<u8> = b"0123456789abcdef\n"
+        .iter()
+        .copied()
+        .cycle()
+        .take(BYTES)
+        .collect();
+    let follow = |from: u64| {
+        let server_config = server.admin();
+        let id = job.id.clone();
+        async move {
+            let mut client = server_config.await;
+            let mut s = client
+                .stream_logs(StreamLogsRequest {
+                    id,
+                    from_sequence: from,
+                    follow: true,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let (mut next, mut out, mut large) = (from, Vec::new(), 0usize);
+            while let Some(chunk) = s.message().await.unwrap() {
+                for r in chunk.records {
+                    assert_eq!(r.sequence, next, "a gap or a repeat in the sequence");
+                    next += 1;
+                    large += usize::from(r.data.len() >= 32 * 1024);
+                    out.extend_from_slice(&r.data);
+                }
+            }
+            (next, out, large)
+        }
+    };
+    let (records, whole, large) = follow(0).await;
+    assert_eq!(whole.len(), BYTES);
+    assert!(
+        whole == expected,
+        "the bytes differ from what the job wrote"
+    );
+    assert!(
+        large > 0,
+        "no record of 32 KiB or more: the path was not exercised"
+    );
+    // From the middle on: the same bytes as the whole stream's tail.
+    let (end, tail, _) = follow(records / 2).await;
+    assert_eq!(end, records);
+    let skipped = BYTES - tail.len();
+    assert!(
+        tail == expected[skipped..],
+        "the resumed stream's bytes differ"
+    );
 }
 
 #[tokio::test]

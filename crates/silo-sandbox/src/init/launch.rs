@@ -420,6 +420,7 @@ pub(super) fn exec_command(
             format!("cannot unblock the command's signals: {}", e.desc()),
         );
     }
+    reset_ignored_signals();
     // A new session: the command leads its own process group, which is what the init
     // forwards signals to.
     let _ = nix::unistd::setsid();
@@ -510,6 +511,34 @@ pub(super) fn exec_command(
     match nix::unistd::execve(&c.program, &c.argv, &c.envp) {
         Err(e) => exec_error(named, e),
         Ok(never) => match never {},
+    }
+}
+
+/// Sets every signal back to its default action. An ignored signal stays ignored across
+/// execve: Rust's runtime ignores SIGPIPE in silo's processes, and a server started in the
+/// background of a shell ignores SIGINT and SIGQUIT. Without this a job's `yes | head`
+/// printed "Broken pipe" instead of ending quietly, and its processes could not be
+/// interrupted. The command starts as it would from a shell. The system call itself, not
+/// glibc's wrapper, which refuses the signals glibc keeps for its threads (32 and 33).
+fn reset_ignored_signals() {
+    // The kernel's struct sigaction, zeroed: SIG_DFL, no flags, an empty mask (room for
+    // the largest layout; the handler comes first in all of them).
+    let default = [0u64; 4];
+    for signal in 1..=64 {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction with a valid, zeroed kernel sigaction (the default action)
+        // and the kernel's sigset size; this single-threaded child installs no handler.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                default.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                8usize,
+            );
+        }
     }
 }
 
