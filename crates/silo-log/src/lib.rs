@@ -16,7 +16,7 @@ mod reader;
 mod record;
 mod writer;
 
-pub use reader::LogReader;
+pub use reader::{LogReader, RecordSpan};
 pub use record::{HEADER_LEN, MAGIC, MAX_RECORD_LEN, Record, Stream};
 pub use writer::LogWriter;
 

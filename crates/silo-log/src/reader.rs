@@ -136,6 +136,52 @@ impl LogReader {
             .collect())
     }
 
+    /// As [`Self::read_batch`], but reads only the records' headers: each record comes as
+    /// where its bytes lie in the file ([`RecordSpan`]), for a caller that copies them
+    /// straight from the file to where they go (see [`Self::file`]). Fewer than one read
+    /// per record of about `max_bytes`' worth is not possible this way: meant for logs of
+    /// large records. A record is returned once all of its bytes are in the file.
+    pub fn read_spans(&mut self, max_bytes: usize) -> Result<Vec<RecordSpan>, LogError> {
+        let size = self.file.metadata().map_err(|e| self.io(e))?.len();
+        let mut spans = Vec::new();
+        let mut data = 0usize;
+        let mut header = [0u8; HEADER_LEN];
+        while data < max_bytes.max(1) {
+            let n = read_full_at(&self.file, &mut header, self.offset).map_err(|e| self.io(e))?;
+            if n < HEADER_LEN {
+                break;
+            }
+            let (seq, ts, stream, len) = decode_header(&header);
+            let stream = match self.check_header(seq, stream, len) {
+                Ok(stream) => stream,
+                Err(e) if spans.is_empty() => return Err(e),
+                // The good records first; the next call reports the damage.
+                Err(_) => break,
+            };
+            let start = self.offset + HEADER_LEN as u64;
+            let end = start + u64::from(len);
+            if end > size {
+                break;
+            }
+            spans.push(RecordSpan {
+                sequence: seq,
+                timestamp_unix_nanos: ts,
+                stream,
+                offset: start,
+                len,
+            });
+            self.offset = end;
+            self.next_sequence += 1;
+            data += len as usize;
+        }
+        Ok(spans)
+    }
+
+    /// The log file this reader reads, for copying the bytes of [`RecordSpan`]s from it.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     /// Checks the header of the record at the reader's position before anything it claims
     /// is used: the next sequence, a length a record may have, a known stream.
     fn check_header(&self, seq: u64, stream: u8, len: u32) -> Result<Stream, LogError> {
@@ -166,6 +212,21 @@ impl LogReader {
             source,
         }
     }
+}
+
+/// A complete record of a log, by where its bytes lie in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordSpan {
+    /// Position in the log, from 0, without gaps.
+    pub sequence: u64,
+    /// When the bytes were read from the command, nanoseconds since the Unix epoch.
+    pub timestamp_unix_nanos: i64,
+    /// Which stream the bytes came from.
+    pub stream: Stream,
+    /// Where the record's bytes start in the file.
+    pub offset: u64,
+    /// How many bytes it holds (at most [`MAX_RECORD_LEN`]).
+    pub len: u32,
 }
 
 /// Up to `len` bytes of `file` from `offset` (fewer at its end), in a buffer of capacity
@@ -411,6 +472,62 @@ mod tests {
         let mut left = Vec::new();
         std::fs::File::from(r).read_to_end(&mut left).unwrap();
         assert_eq!(left, data, "the pipe still holds every byte");
+    }
+
+    #[test]
+    fn spans_name_the_same_records_as_batches_and_wait_for_a_partial_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, path) = writer(dir.path(), u64::MAX);
+        for i in 0..40u32 {
+            let data = vec![(i % 251) as u8; 1 + (i as usize * 7919) % 70_000];
+            w.append(
+                if i % 3 == 0 {
+                    Stream::Stderr
+                } else {
+                    Stream::Stdout
+                },
+                &data,
+            )
+            .unwrap();
+        }
+        let mut batches = LogReader::open(&path).unwrap();
+        let mut want = Vec::new();
+        loop {
+            let b = batches.read_batch(100_000).unwrap();
+            if b.is_empty() {
+                break;
+            }
+            want.extend(b);
+        }
+        let mut spans = LogReader::open(&path).unwrap();
+        let mut got = Vec::new();
+        loop {
+            let s = spans.read_spans(100_000).unwrap();
+            if s.is_empty() {
+                break;
+            }
+            for span in s {
+                let mut data = vec![0u8; span.len as usize];
+                spans.file().read_exact_at(&mut data, span.offset).unwrap();
+                got.push(Record {
+                    sequence: span.sequence,
+                    timestamp_unix_nanos: span.timestamp_unix_nanos,
+                    stream: span.stream,
+                    data: data.into(),
+                });
+            }
+        }
+        assert_eq!(got, want);
+        // Half of a record's bytes: not returned until the rest is there.
+        let mut half = frame(40, Stream::Stdout, &[9u8; 1000]);
+        let rest = half.split_off(HEADER_LEN + 500);
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        std::io::Write::write_all(&mut file, &half).unwrap();
+        assert!(spans.read_spans(100_000).unwrap().is_empty());
+        std::io::Write::write_all(&mut file, &rest).unwrap();
+        let last = spans.read_spans(100_000).unwrap();
+        assert_eq!(last.len(), 1);
+        assert_eq!((last[0].sequence, last[0].len), (40, 1000));
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod auth;
 mod client_config;
 pub mod jobs;
 mod listener;
+mod log_codec;
 mod logs;
 pub mod metrics;
 pub mod node;
@@ -351,6 +352,8 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     )
     .max_decoding_message_size(max_message)
     .max_encoding_message_size(64 << 20);
+    // StreamLogs copies large records from the log file into its messages (log_codec).
+    let api = log_codec::JobRoutes::new(api, jobs.clone(), max_message, 64 << 20);
 
     tonic::transport::Server::builder()
         .tcp_nodelay(true)

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use inotify::{Inotify, WatchDescriptor, WatchMask, Watches};
-use silo_log::{LogError, LogReader, Record, Stream};
+use silo_log::{LogError, LogReader, Record, RecordSpan, Stream};
 use silo_proto::v1::{LogChunk, LogRecord, LogStream};
 use tokio::sync::{mpsc, watch};
 use tonic::Status;
@@ -79,6 +79,69 @@ impl LogWatcher {
     }
 }
 
+/// Records of at least this many bytes on average (in the batch before) are sent by
+/// reference to the file, when the stream may ([`stream_log_batches`]): below it, one read
+/// per record costs more than the copy it saves.
+const BY_REFERENCE_FROM: usize = 32 * 1024;
+
+/// A batch of records for a client: in memory, or named by where their bytes lie in the
+/// log file, for the StreamLogs encoder to copy them from the file straight into the
+/// message (one copy of each byte fewer; see `log_codec`).
+pub enum LogBatch {
+    /// Records read into memory, encoded as any message.
+    Chunk(LogChunk),
+    /// Records of the log `file` (never an exit record), complete in it.
+    File {
+        /// The log, open for reading.
+        file: Arc<std::fs::File>,
+        /// The records, in order.
+        spans: Vec<RecordSpan>,
+    },
+}
+
+impl LogBatch {
+    /// The batch as a message of records in memory: a `File` batch is read now.
+    pub fn into_chunk(self) -> Result<LogChunk, Status> {
+        let (file, spans) = match self {
+            LogBatch::Chunk(chunk) => return Ok(chunk),
+            LogBatch::File { file, spans } => (file, spans),
+        };
+        let mut records = Vec::with_capacity(spans.len());
+        for span in spans {
+            let mut data = vec![0u8; span.len as usize];
+            std::os::unix::fs::FileExt::read_exact_at(&*file, &mut data, span.offset)
+                .map_err(|e| Status::internal(format!("cannot read the job's log: {e}")))?;
+            if let Some(stream) = proto_stream(span.stream) {
+                records.push(LogRecord {
+                    sequence: span.sequence,
+                    timestamp_unix_nanos: span.timestamp_unix_nanos,
+                    stream: stream as i32,
+                    data: data.into(),
+                });
+            }
+        }
+        Ok(LogChunk { records })
+    }
+}
+
+/// Where [`stream_records`] sends what it reads.
+enum Out {
+    /// Messages of records in memory.
+    Chunks(mpsc::Sender<Result<LogChunk, Status>>),
+    /// Batches, large records by reference to the file.
+    Batches(mpsc::Sender<Result<LogBatch, Status>>),
+}
+
+impl Out {
+    /// Sends `item`; false once the client has gone away.
+    async fn send(&self, item: Result<LogBatch, Status>) -> bool {
+        match self {
+            Out::Chunks(tx) => tx.send(item.and_then(LogBatch::into_chunk)).await.is_ok(),
+            Out::Batches(tx) => tx.send(item).await.is_ok(),
+        }
+    }
+}
+
 /// Streams the log at `path` from `from` into `tx`. With `follow`, waits for new records
 /// until `live` (the job, while it runs) has ended and everything is sent.
 pub async fn stream_log(
@@ -88,6 +151,32 @@ pub async fn stream_log(
     live: Option<Arc<LiveJob>>,
     tx: mpsc::Sender<Result<LogChunk, Status>>,
 ) {
+    stream_records(path, from, follow, live, Out::Chunks(tx)).await;
+}
+
+/// As [`stream_log`], with a running job's large records sent by reference to the log
+/// file ([`LogBatch::File`]), for an encoder that copies them from the file.
+pub async fn stream_log_batches(
+    path: PathBuf,
+    from: u64,
+    follow: bool,
+    live: Option<Arc<LiveJob>>,
+    tx: mpsc::Sender<Result<LogBatch, Status>>,
+) {
+    stream_records(path, from, follow, live, Out::Batches(tx)).await;
+}
+
+async fn stream_records(
+    path: PathBuf,
+    from: u64,
+    follow: bool,
+    live: Option<Arc<LiveJob>>,
+    out: Out,
+) {
+    let by_reference_allowed = matches!(out, Out::Batches(_));
+    // The log, shared with the batches that name its records (made at the first).
+    let mut shared_file: Option<Arc<std::fs::File>> = None;
+    let mut large_records = false;
     let mut progress = live.as_ref().map(|l| l.progress.subscribe());
     // What a running job has just written is in memory: reading it is a copy that takes
     // no longer than the encoding of what it read, so it runs here, without a trip to a
@@ -112,11 +201,11 @@ pub async fn stream_log(
     let (mut reader, mut reached) = match opened {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
-            let _ = tx.send(Err(read_failure(&e))).await;
+            let _ = out.send(Err(read_failure(&e))).await;
             return;
         }
         Err(e) => {
-            let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+            let _ = out.send(Err(Status::internal(e.to_string()))).await;
             return;
         }
     };
@@ -127,14 +216,31 @@ pub async fn stream_log(
         if let Some(p) = progress.as_mut() {
             p.borrow_and_update();
         }
+        // A running job's large records that are in memory (hot) go by reference: the
+        // encoder copies them from the file, on the thread that encodes.
+        let by_reference = by_reference_allowed && hot && reached && large_records;
+        if by_reference && shared_file.is_none() {
+            match reader.file().try_clone() {
+                Ok(file) => shared_file = Some(Arc::new(file)),
+                Err(e) => {
+                    let _ = out
+                        .send(Err(Status::internal(format!(
+                            "cannot read the job's log: {e}"
+                        ))))
+                        .await;
+                    return;
+                }
+            }
+        }
         let next = move || {
-            let batch = match reached {
-                true => reader.read_batch(BATCH_BYTES),
-                false => reader.seek_to(from).and_then(|now| {
+            let batch = match (reached, by_reference) {
+                (true, true) => reader.read_spans(BATCH_BYTES).map(Read::Spans),
+                (true, false) => reader.read_batch(BATCH_BYTES).map(Read::Records),
+                (false, _) => reader.seek_to(from).and_then(|now| {
                     reached = now;
                     match now {
-                        true => reader.read_batch(BATCH_BYTES),
-                        false => Ok(Vec::new()),
+                        true => reader.read_batch(BATCH_BYTES).map(Read::Records),
+                        false => Ok(Read::Records(Vec::new())),
                     }
                 }),
             };
@@ -149,18 +255,21 @@ pub async fn stream_log(
             Ok((r, now_reached, Ok(batch))) => {
                 reader = r;
                 reached = now_reached;
-                let bytes: usize = batch.iter().map(|r| r.data.len()).sum();
+                let (count, bytes) = batch.size();
                 hot = hot || (live.is_some() && bytes < BATCH_BYTES / 2);
+                if let Some(mean) = bytes.checked_div(count) {
+                    large_records = mean >= BY_REFERENCE_FROM;
+                }
                 batch
             }
             Ok((_, _, Err(e))) => {
                 // The records before a damaged one have been sent; the stream ends here,
                 // saying why.
-                let _ = tx.send(Err(read_failure(&e))).await;
+                let _ = out.send(Err(read_failure(&e))).await;
                 return;
             }
             Err(e) => {
-                let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                let _ = out.send(Err(Status::internal(e.to_string()))).await;
                 return;
             }
         };
@@ -179,13 +288,58 @@ pub async fn stream_log(
             }
             continue;
         }
-        let records: Vec<LogRecord> = batch.into_iter().filter_map(to_proto).collect();
-        if records.is_empty() {
-            continue;
-        }
-        if tx.send(Ok(LogChunk { records })).await.is_err() {
+        let item = match batch {
+            Read::Records(batch) => {
+                let records: Vec<LogRecord> = batch.into_iter().filter_map(to_proto).collect();
+                if records.is_empty() {
+                    continue;
+                }
+                LogBatch::Chunk(LogChunk { records })
+            }
+            Read::Spans(mut spans) => {
+                spans.retain(|s| s.stream != Stream::Exit);
+                let Some(file) = shared_file.clone().filter(|_| !spans.is_empty()) else {
+                    continue;
+                };
+                LogBatch::File { file, spans }
+            }
+        };
+        if !out.send(Ok(item)).await {
             return; // The client went away.
         }
+    }
+}
+
+/// What one read of the log gave.
+enum Read {
+    Records(Vec<Record>),
+    Spans(Vec<RecordSpan>),
+}
+
+impl Read {
+    fn is_empty(&self) -> bool {
+        match self {
+            Read::Records(r) => r.is_empty(),
+            Read::Spans(s) => s.is_empty(),
+        }
+    }
+
+    /// How many records, and how many bytes they hold.
+    fn size(&self) -> (usize, usize) {
+        match self {
+            Read::Records(r) => (r.len(), r.iter().map(|r| r.data.len()).sum()),
+            Read::Spans(s) => (s.len(), s.iter().map(|s| s.len as usize).sum()),
+        }
+    }
+}
+
+/// The stream of a record as the API names it; `None` for the exit record (not output).
+pub fn proto_stream(stream: Stream) -> Option<LogStream> {
+    match stream {
+        Stream::Stdout => Some(LogStream::Stdout),
+        Stream::Stderr => Some(LogStream::Stderr),
+        Stream::System => Some(LogStream::System),
+        Stream::Exit => None,
     }
 }
 
@@ -201,12 +355,7 @@ fn read_failure(e: &LogError) -> Status {
 }
 
 fn to_proto(r: Record) -> Option<LogRecord> {
-    let stream = match r.stream {
-        Stream::Stdout => LogStream::Stdout,
-        Stream::Stderr => LogStream::Stderr,
-        Stream::System => LogStream::System,
-        Stream::Exit => return None,
-    };
+    let stream = proto_stream(r.stream)?;
     Some(LogRecord {
         sequence: r.sequence,
         timestamp_unix_nanos: r.timestamp_unix_nanos,
