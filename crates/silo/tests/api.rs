@@ -669,7 +669,11 @@ async fn large_records_streamed_from_the_log_file_arrive_whole_and_in_order() {
         &[
             "sh",
             "-c",
-            &format!("yes 0123456789abcdef | head -c {BYTES}"),
+            // Written 1 MiB at a time, so that the log's records are large whatever the
+            // pace of the init that reads them.
+            &format!(
+                "yes 0123456789abcdef | head -c {BYTES} | dd bs=1M iflag=fullblock status=none"
+            ),
         ],
     )
     .await;
