@@ -138,15 +138,19 @@ impl LogReader {
 
     /// As [`Self::read_batch`], but reads only the records' headers: each record comes as
     /// where its bytes lie in the file ([`RecordSpan`]), for a caller that copies them
-    /// straight from the file to where they go (see [`Self::file`]). Fewer than one read
-    /// per record of about `max_bytes`' worth is not possible this way: meant for logs of
-    /// large records. A record is returned once all of its bytes are in the file.
-    pub fn read_spans(&mut self, max_bytes: usize) -> Result<Vec<RecordSpan>, LogError> {
+    /// straight from the file to where they go (see [`Self::file`]). One read per header,
+    /// about `max_bytes` of the records' bytes and at most `max_records` records: meant for
+    /// logs of large records. A record is returned once all of its bytes are in the file.
+    pub fn read_spans(
+        &mut self,
+        max_bytes: usize,
+        max_records: usize,
+    ) -> Result<Vec<RecordSpan>, LogError> {
         let size = self.file.metadata().map_err(|e| self.io(e))?.len();
         let mut spans = Vec::new();
         let mut data = 0usize;
         let mut header = [0u8; HEADER_LEN];
-        while data < max_bytes.max(1) {
+        while data < max_bytes.max(1) && spans.len() < max_records.max(1) {
             let n = read_full_at(&self.file, &mut header, self.offset).map_err(|e| self.io(e))?;
             if n < HEADER_LEN {
                 break;
@@ -502,7 +506,7 @@ mod tests {
         let mut spans = LogReader::open(&path).unwrap();
         let mut got = Vec::new();
         loop {
-            let s = spans.read_spans(100_000).unwrap();
+            let s = spans.read_spans(100_000, 1000).unwrap();
             if s.is_empty() {
                 break;
             }
@@ -518,14 +522,18 @@ mod tests {
             }
         }
         assert_eq!(got, want);
+        // A batch names at most the records it was allowed.
+        let mut few = LogReader::open(&path).unwrap();
+        assert_eq!(few.read_spans(usize::MAX, 3).unwrap().len(), 3);
+        assert_eq!(few.next_sequence(), 3);
         // Half of a record's bytes: not returned until the rest is there.
         let mut half = frame(40, Stream::Stdout, &[9u8; 1000]);
         let rest = half.split_off(HEADER_LEN + 500);
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         std::io::Write::write_all(&mut file, &half).unwrap();
-        assert!(spans.read_spans(100_000).unwrap().is_empty());
+        assert!(spans.read_spans(100_000, 1000).unwrap().is_empty());
         std::io::Write::write_all(&mut file, &rest).unwrap();
-        let last = spans.read_spans(100_000).unwrap();
+        let last = spans.read_spans(100_000, 1000).unwrap();
         assert_eq!(last.len(), 1);
         assert_eq!((last[0].sequence, last[0].len), (40, 1000));
     }

@@ -347,13 +347,14 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     let schedule_api = silo_proto::v1::schedule_service_server::ScheduleServiceServer::new(
         schedules::service::ScheduleApi::new(scheduler.clone()),
     );
+    let max_job_answer = 64 << 20;
     let api = JobServiceServer::new(
         service::JobApi::new(jobs.clone(), catalog, info).with_scheduler(scheduler),
     )
     .max_decoding_message_size(max_message)
-    .max_encoding_message_size(64 << 20);
+    .max_encoding_message_size(max_job_answer);
     // StreamLogs copies large records from the log file into its messages (log_codec).
-    let api = log_codec::JobRoutes::new(api, jobs.clone(), max_message, 64 << 20);
+    let api = log_codec::JobRoutes::new(api, jobs.clone(), max_message, max_job_answer);
 
     tonic::transport::Server::builder()
         .tcp_nodelay(true)

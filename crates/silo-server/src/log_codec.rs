@@ -20,16 +20,14 @@ use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 use silo_log::RecordSpan;
 use silo_proto::v1::StreamLogsRequest;
 use silo_proto::v1::job_service_server::JobServiceServer;
-use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
 use tonic::server::{Grpc, NamedService, ServerStreamingService};
 use tonic::{Request, Response, Status};
 
-use crate::auth::{Access, authorize};
 use crate::jobs::JobManager;
-use crate::logs::{LogBatch, proto_stream};
+use crate::logs::{LogBatch, LogRequest, proto_stream};
 use crate::service::JobApi;
 
 /// The path of StreamLogs.
@@ -106,17 +104,7 @@ impl ServerStreamingService<StreamLogsRequest> for StreamLogs {
     fn call(&mut self, request: Request<StreamLogsRequest>) -> Self::Future {
         let jobs = self.jobs.clone();
         Box::pin(async move {
-            authorize(&request, Access::Read, "StreamLogs")?;
-            let req = request.into_inner();
-            let id = jobs.resolve(&req.id).await?;
-            let (tx, rx) = mpsc::channel(4);
-            tokio::spawn(crate::logs::stream_log_batches(
-                jobs.log_path(&id),
-                req.from_sequence,
-                req.follow,
-                jobs.live(&id),
-                tx,
-            ));
+            let rx = LogRequest::check(&jobs, request).await?.spawn_batches();
             Ok(Response::new(ReceiverStream::new(rx)))
         })
     }
@@ -284,21 +272,17 @@ mod tests {
         w.append(Stream::Stdout, &[3u8; 200]).unwrap();
         w.append_exit(b"{\"code\":0}").unwrap();
         let mut reader = LogReader::open(&path).unwrap();
-        let spans = reader.read_spans(1 << 20).unwrap();
+        let spans = reader.read_spans(1 << 20, 64).unwrap();
         assert_eq!(spans.len(), 5);
-        let shared = std::sync::Arc::new(reader.file().try_clone().unwrap());
-        let batch = || LogBatch::File {
-            file: shared.clone(),
-            spans: spans.clone(),
-        };
+        let file = std::sync::Arc::new(reader.file().try_clone().unwrap());
         let mut ours = bytes::BytesMut::new();
-        let LogBatch::File { file, spans: named } = batch() else {
-            unreachable!()
-        };
-        for span in &named {
+        for span in &spans {
             encode_span(&file, span, &mut ours).unwrap();
         }
-        let theirs = batch().into_chunk().unwrap().encode_to_vec();
+        let theirs = LogBatch::File { file, spans }
+            .into_chunk()
+            .unwrap()
+            .encode_to_vec();
         assert_eq!(&ours[..], &theirs[..]);
         // And the client decodes the records, the exit record left out.
         let chunk = LogChunk::decode(&ours[..]).unwrap();

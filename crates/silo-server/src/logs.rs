@@ -80,9 +80,14 @@ impl LogWatcher {
 }
 
 /// Records of at least this many bytes on average (in the batch before) are sent by
-/// reference to the file, when the stream may ([`stream_log_batches`]): below it, one read
-/// per record costs more than the copy it saves.
+/// reference to the file, when the stream may ([`LogRequest::spawn_batches`]): below it,
+/// one read per record costs more than the copy it saves.
 const BY_REFERENCE_FROM: usize = 32 * 1024;
+
+/// The most records one batch by reference names: each costs two reads (its header, its
+/// bytes), so a job that turns to tiny records after large ones cannot make one batch a
+/// million reads on the server's async thread.
+const BY_REFERENCE_RECORDS: usize = 64;
 
 /// A batch of records for a client: in memory, or named by where their bytes lie in the
 /// log file, for the StreamLogs encoder to copy them from the file straight into the
@@ -111,14 +116,12 @@ impl LogBatch {
             let mut data = vec![0u8; span.len as usize];
             std::os::unix::fs::FileExt::read_exact_at(&*file, &mut data, span.offset)
                 .map_err(|e| Status::internal(format!("cannot read the job's log: {e}")))?;
-            if let Some(stream) = proto_stream(span.stream) {
-                records.push(LogRecord {
-                    sequence: span.sequence,
-                    timestamp_unix_nanos: span.timestamp_unix_nanos,
-                    stream: stream as i32,
-                    data: data.into(),
-                });
-            }
+            records.extend(to_proto(Record {
+                sequence: span.sequence,
+                timestamp_unix_nanos: span.timestamp_unix_nanos,
+                stream: span.stream,
+                data: data.into(),
+            }));
         }
         Ok(LogChunk { records })
     }
@@ -154,16 +157,49 @@ pub async fn stream_log(
     stream_records(path, from, follow, live, Out::Chunks(tx)).await;
 }
 
-/// As [`stream_log`], with a running job's large records sent by reference to the log
-/// file ([`LogBatch::File`]), for an encoder that copies them from the file.
-pub async fn stream_log_batches(
+/// A StreamLogs request, checked: the caller may read, and the job exists.
+pub struct LogRequest {
     path: PathBuf,
     from: u64,
     follow: bool,
     live: Option<Arc<LiveJob>>,
-    tx: mpsc::Sender<Result<LogBatch, Status>>,
-) {
-    stream_records(path, from, follow, live, Out::Batches(tx)).await;
+}
+
+impl LogRequest {
+    /// Checks `request` against `jobs` (the caller's role, the job's id or prefix).
+    pub async fn check(
+        jobs: &crate::jobs::JobManager,
+        request: tonic::Request<silo_proto::v1::StreamLogsRequest>,
+    ) -> Result<LogRequest, Status> {
+        crate::auth::authorize(&request, crate::auth::Access::Read, "StreamLogs")?;
+        let req = request.into_inner();
+        let id = jobs.resolve(&req.id).await?;
+        Ok(LogRequest {
+            path: jobs.log_path(&id),
+            from: req.from_sequence,
+            follow: req.follow,
+            live: jobs.live(&id),
+        })
+    }
+
+    /// Streams the log as messages of records in memory, on a task of its own.
+    pub fn spawn_chunks(self) -> mpsc::Receiver<Result<LogChunk, Status>> {
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(self.stream(Out::Chunks(tx)));
+        rx
+    }
+
+    /// Streams the log with a running job's large records by reference to the log file
+    /// ([`LogBatch::File`]), for an encoder that copies them from the file.
+    pub fn spawn_batches(self) -> mpsc::Receiver<Result<LogBatch, Status>> {
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(self.stream(Out::Batches(tx)));
+        rx
+    }
+
+    async fn stream(self, out: Out) {
+        stream_records(self.path, self.from, self.follow, self.live, out).await;
+    }
 }
 
 async fn stream_records(
@@ -234,7 +270,9 @@ async fn stream_records(
         }
         let next = move || {
             let batch = match (reached, by_reference) {
-                (true, true) => reader.read_spans(BATCH_BYTES).map(Read::Spans),
+                (true, true) => reader
+                    .read_spans(BATCH_BYTES, BY_REFERENCE_RECORDS)
+                    .map(Read::Spans),
                 (true, false) => reader.read_batch(BATCH_BYTES).map(Read::Records),
                 (false, _) => reader.seek_to(from).and_then(|now| {
                     reached = now;

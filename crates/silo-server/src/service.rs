@@ -488,19 +488,11 @@ impl JobService for JobApi {
         &self,
         request: Request<StreamLogsRequest>,
     ) -> Result<Response<Self::StreamLogsStream>, Status> {
-        authorize(&request, Access::Read, "StreamLogs")?;
-        let req = request.into_inner();
-        let id = self.jobs.resolve(&req.id).await?;
-        let live = self.jobs.live(&id);
-        let path = self.jobs.log_path(&id);
-        let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(crate::logs::stream_log(
-            path,
-            req.from_sequence,
-            req.follow,
-            live,
-            tx,
-        ));
+        // The server routes StreamLogs to log_codec's service (large records by reference);
+        // this one serves the same messages from memory.
+        let rx = crate::logs::LogRequest::check(&self.jobs, request)
+            .await?
+            .spawn_chunks();
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

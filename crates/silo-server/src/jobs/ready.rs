@@ -333,7 +333,9 @@ impl JobManager {
         }
         marks.push(("uploads", t0.elapsed()));
         tracing::debug!(idle, steps_ended_at = ?marks, "ready init prepared");
-        let (pidfd, cgroup) = parts.keep();
+        let Some((pidfd, cgroup)) = parts.keep() else {
+            return Err(JobError::Host("cannot start a job's init process".into()));
+        };
         Ok(ReadyInit {
             mount_ns: std::fs::File::open(format!("/proc/{pid}/ns/mnt"))
                 .ok()
@@ -755,14 +757,12 @@ impl ReadyInitParts {
         }
     }
 
-    /// Keeps everything made: the init's pidfd and the cgroup, for the ready init.
-    fn keep(mut self) -> (OwnedFd, Option<silo_cgroup::JobCgroup>) {
+    /// Keeps everything made: the init's pidfd and the cgroup, for the ready init; `None`
+    /// (and everything ended) when no init was made.
+    fn keep(mut self) -> Option<(OwnedFd, Option<silo_cgroup::JobCgroup>)> {
+        let init = self.init.take()?;
         self.dir = None;
-        let init = self
-            .init
-            .take()
-            .expect("a ready init is kept only once its init runs");
-        (init, self.cgroup.take())
+        Some((init, self.cgroup.take()))
     }
 }
 
