@@ -226,9 +226,10 @@ const ACCEPTANCE_WAIT: Duration = Duration::from_secs(2);
 /// In TLS 1.3 the client's handshake ends before the server has checked the client's
 /// certificate (RFC 8446, section 4.4.2); a refusal arrives later as an alert, and an
 /// HTTP/2 client that has started writing by then often sees only "broken pipe". So the
-/// first records after the handshake (session tickets, the server's HTTP/2 SETTINGS, or
-/// the alert) are read into rustls here: an alert becomes an error now, and anything else
-/// stays buffered in rustls for HTTP/2 to read. A server that sends nothing within
+/// first records after the handshake (the server's HTTP/2 SETTINGS, or the alert; no
+/// session tickets, which silo's server does not send) are read into rustls here: an
+/// alert becomes an error now, and anything else stays buffered in rustls for HTTP/2 to
+/// read. A server that sends nothing within
 /// [`ACCEPTANCE_WAIT`] is assumed to have accepted.
 async fn await_acceptance(
     stream: &mut tokio_rustls::client::TlsStream<Coalesced<TcpStream>>,

@@ -36,8 +36,8 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
 /// Guarantees: TLS 1.3 only; every client must present a certificate that chains to a
 /// CA in `ca_pem` and carries the clientAuth usage, or the handshake fails; the server
 /// presents `cert_pem` (leaf first, then any intermediates) with `key_pem`; ALPN offers
-/// only "h2". Fails when a PEM input holds no usable item or the key does not belong to
-/// the certificate.
+/// only "h2"; no session is resumed (every handshake is a full one). Fails when a PEM
+/// input holds no usable item or the key does not belong to the certificate.
 pub fn server_config(
     ca_pem: &[u8],
     cert_pem: &[u8],
@@ -58,6 +58,12 @@ pub fn server_config(
         .with_single_cert(certificate_chain(cert_pem)?, private_key(key_pem)?)
         .map_err(TlsError::config("server"))?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    // No session resumption: every connection presents and verifies a full certificate
+    // (a resumed session would carry the client's role from an earlier handshake), and a
+    // client process (one per CLI command) never lives to resume. Tickets were two
+    // records and a stored session per connection for nothing.
+    config.send_tls13_tickets = 0;
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok(Arc::new(config))
 }
 
@@ -80,6 +86,8 @@ pub fn client_config(
         .with_client_auth_cert(certificate_chain(cert_pem)?, private_key(key_pem)?)
         .map_err(TlsError::config("client"))?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    // The server offers no resumption (see `server_config`); nothing to keep.
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(config))
 }
 

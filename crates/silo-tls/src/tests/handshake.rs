@@ -326,3 +326,23 @@ fn certificate_chain_keeps_its_order() {
     server_config(&read(&paths.ca()), &chain, &read(&paths.server_key()))
         .expect("a chain with the CA appended is accepted");
 }
+
+#[test]
+fn a_second_connection_is_a_full_handshake_that_presents_the_certificate_again() {
+    let (_temp, paths) = fresh_pki();
+    // The same configurations on both sides, as a long-lived client and server have.
+    let (client, server) = (client_for(&paths, Role::Admin), server_for(&paths));
+    for attempt in 0..2 {
+        let Established { client, server } =
+            handshake(client.clone(), server.clone(), "localhost").expect("handshake");
+        assert_eq!(
+            client.handshake_kind(),
+            Some(rustls::HandshakeKind::Full),
+            "connection {attempt}"
+        );
+        assert!(
+            server.peer_certificates().is_some(),
+            "connection {attempt}: the client's certificate was verified again"
+        );
+    }
+}
