@@ -229,8 +229,8 @@ const ACCEPTANCE_WAIT: Duration = Duration::from_secs(2);
 /// first records after the handshake (the server's HTTP/2 SETTINGS, or the alert; no
 /// session tickets, which silo's server does not send) are read into rustls here: an
 /// alert becomes an error now, and anything else stays buffered in rustls for HTTP/2 to
-/// read. A server that sends nothing within
-/// [`ACCEPTANCE_WAIT`] is assumed to have accepted.
+/// read. A server that sends nothing within [`ACCEPTANCE_WAIT`] is assumed to have
+/// accepted.
 async fn await_acceptance(
     stream: &mut tokio_rustls::client::TlsStream<Coalesced<TcpStream>>,
 ) -> io::Result<()> {
