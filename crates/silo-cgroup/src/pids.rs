@@ -13,9 +13,13 @@ pub(crate) fn apply(dir: &Path, max: u32) -> Result<()> {
         .map_err(|e| e.missing_means_unsupported(Controller::Pids))
 }
 
-/// `pids.current`, and the forks refused at the limit (`max` in `pids.events`).
-pub(crate) fn read_usage(dir: &Path, usage: &mut Usage) -> Result<()> {
-    usage.pids_current = file::read_number(dir, "pids.current")?;
+/// `pids.current`, and the forks refused at the limit (`max` in `pids.events`). With
+/// `ended`, the count of processes is 0 and not read.
+pub(crate) fn read_usage(dir: &Path, ended: bool, usage: &mut Usage) -> Result<()> {
+    usage.pids_current = match ended {
+        true => Some(0),
+        false => file::read_number(dir, "pids.current")?,
+    };
     usage.pids_refused = file::read_key(dir, "pids.events", "max")?;
     Ok(())
 }

@@ -256,6 +256,24 @@ fn usage_is_read_from_the_v2_files() {
     assert_eq!(usage.io_write_bytes, Some(202));
     assert_eq!(usage.pids_current, Some(3));
     assert_eq!(usage.pids_refused, Some(7));
+
+    // Once the job has ended, nothing of it is in use now; its totals and peaks stay.
+    std::fs::remove_file(dir.join("memory.current")).unwrap();
+    std::fs::remove_file(dir.join("pids.current")).unwrap();
+    let ended = job.final_usage().unwrap();
+    assert_eq!(
+        (ended.memory_current_bytes, ended.pids_current),
+        (Some(0), Some(0)),
+        "not read"
+    );
+    assert_eq!(
+        silo_cgroup::Usage {
+            memory_current_bytes: usage.memory_current_bytes,
+            pids_current: usage.pids_current,
+            ..ended
+        },
+        usage
+    );
 }
 
 #[test]

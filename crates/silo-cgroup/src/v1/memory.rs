@@ -35,9 +35,12 @@ pub(crate) fn apply(dir: &Path, bytes: u64) -> Result<()> {
 }
 
 /// `memory.usage_in_bytes`, `memory.max_usage_in_bytes` and the `oom_kill` count of
-/// `memory.oom_control` (Linux 4.13+).
-pub(crate) fn read_usage(dir: &Path, usage: &mut Usage) -> Result<()> {
-    usage.memory_current_bytes = file::read_number(dir, "memory.usage_in_bytes")?;
+/// `memory.oom_control` (Linux 4.13+). With `ended`, the memory in use is 0 and not read.
+pub(crate) fn read_usage(dir: &Path, ended: bool, usage: &mut Usage) -> Result<()> {
+    usage.memory_current_bytes = match ended {
+        true => Some(0),
+        false => file::read_number(dir, "memory.usage_in_bytes")?,
+    };
     usage.memory_peak_bytes = file::read_number(dir, "memory.max_usage_in_bytes")?;
     usage.oom_kills = file::read_key(dir, "memory.oom_control", "oom_kill")?;
     Ok(())

@@ -14,22 +14,20 @@ pub(crate) fn apply(dir: &Path, percent: u32) -> Result<()> {
     file::write(dir, "cpu.max", &value).map_err(|e| e.missing_means_unsupported(Controller::Cpu))
 }
 
-/// Whether `dir` has the core `cpu.stat` (every non-root v2 cgroup does, with or without
-/// the cpu controller).
-pub(crate) fn has_times(dir: &Path) -> bool {
-    dir.join("cpu.stat").exists()
-}
-
-/// CPU time from `cpu.stat`: `usage_usec`, `user_usec`, `system_usec`.
-pub(crate) fn read_times(dir: &Path, usage: &mut Usage) -> Result<()> {
-    usage.cpu_usec = file::read_key(dir, "cpu.stat", "usage_usec")?;
-    usage.cpu_user_usec = file::read_key(dir, "cpu.stat", "user_usec")?;
-    usage.cpu_system_usec = file::read_key(dir, "cpu.stat", "system_usec")?;
-    Ok(())
-}
-
-/// Throttled time from `cpu.stat` (present only with the cpu controller enabled).
-pub(crate) fn read_throttled(dir: &Path, usage: &mut Usage) -> Result<()> {
-    usage.cpu_throttled_usec = file::read_key(dir, "cpu.stat", "throttled_usec")?;
-    Ok(())
+/// CPU time from the core `cpu.stat`, which every non-root v2 cgroup has, with or without
+/// the cpu controller: `usage_usec`, `user_usec`, `system_usec`, and with `throttled` the
+/// controller's `throttled_usec`, all from one read of the file. `false` when `dir` has no
+/// `cpu.stat` (then v1's cpuacct tells the times, if anything does).
+pub(crate) fn read_stat(dir: &Path, throttled: bool, usage: &mut Usage) -> Result<bool> {
+    let Some(text) = file::read_optional(dir, "cpu.stat")? else {
+        return Ok(false);
+    };
+    let key = |key| file::key_in(&text, dir, "cpu.stat", key);
+    usage.cpu_usec = key("usage_usec")?;
+    usage.cpu_user_usec = key("user_usec")?;
+    usage.cpu_system_usec = key("system_usec")?;
+    if throttled {
+        usage.cpu_throttled_usec = key("throttled_usec")?;
+    }
+    Ok(true)
 }

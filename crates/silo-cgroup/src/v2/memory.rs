@@ -27,9 +27,13 @@ pub(crate) fn apply(dir: &Path, bytes: u64) -> Result<()> {
 }
 
 /// `memory.current`, `memory.peak` (Linux 5.19+) and the `oom_kill` count of `memory.events`
-/// (which, unlike `memory.events.local`, includes descendant cgroups).
-pub(crate) fn read_usage(dir: &Path, usage: &mut Usage) -> Result<()> {
-    usage.memory_current_bytes = file::read_number(dir, "memory.current")?;
+/// (which, unlike `memory.events.local`, includes descendant cgroups). With `ended`, the
+/// memory in use is 0 and not read.
+pub(crate) fn read_usage(dir: &Path, ended: bool, usage: &mut Usage) -> Result<()> {
+    usage.memory_current_bytes = match ended {
+        true => Some(0),
+        false => file::read_number(dir, "memory.current")?,
+    };
     usage.memory_peak_bytes = file::read_number(dir, "memory.peak")?;
     usage.oom_kills = file::read_key(dir, "memory.events", "oom_kill")?;
     Ok(())

@@ -127,6 +127,13 @@ impl LiveJob {
         Some(super::resources::usage_to_proto(usage))
     }
 
+    /// What the ended job used, with nothing in use now (see
+    /// [`silo_cgroup::JobCgroup::final_usage`]), when it has a cgroup.
+    pub fn final_usage(&self) -> Option<Usage> {
+        let usage = self.cgroup()?.final_usage().ok()?;
+        Some(super::resources::usage_to_proto(usage))
+    }
+
     /// The job's CPU time so far and memory now only (two cgroup files), when it has a
     /// cgroup; for sampling every running job often.
     pub fn cpu_and_memory(&self) -> Option<Usage> {

@@ -686,7 +686,7 @@ impl JobManager {
         outcome: Outcome,
         running: Option<tokio::task::JoinHandle<()>>,
     ) {
-        let usage = live.usage().map(resources::ended_usage);
+        let usage = live.final_usage();
         let oom_kills = usage.as_ref().and_then(|u| u.oom_kills).unwrap_or(0);
         let memory_limit = live
             .row

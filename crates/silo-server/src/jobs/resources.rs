@@ -61,16 +61,6 @@ pub fn cgroup_error(e: CgroupError) -> JobError {
 }
 
 /// The wire form of the cgroup's counters.
-/// The usage of a job that has ended: its totals and peaks as they were, and nothing
-/// current (no process, no memory), whatever the cgroup still showed while it was torn down.
-pub fn ended_usage(u: Usage) -> Usage {
-    Usage {
-        memory_current_bytes: u.memory_current_bytes.map(|_| 0),
-        pids_current: u.pids_current.map(|_| 0),
-        ..u
-    }
-}
-
 pub fn usage_to_proto(u: silo_cgroup::Usage) -> Usage {
     Usage {
         cpu_usec: u.cpu_usec,
