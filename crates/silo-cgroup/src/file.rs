@@ -4,9 +4,11 @@
 //! Files are never created: a missing interface file means the kernel does not offer it here,
 //! and callers turn that into [`CgroupError::Unsupported`] or "not measured".
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
-use std::path::Path;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::error::{CgroupError, Result};
 
@@ -60,14 +62,92 @@ fn read_whole(path: &Path) -> std::io::Result<String> {
     String::from_utf8(bytes).map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))
 }
 
+/// The interface files of one cgroup that are read again and again (its usage), each
+/// opened the first time it is read and kept open: opening a cgroup file walks its path and,
+/// the first time in a new cgroup, makes the file's dentry and inode, while reading an open
+/// one again from offset 0 makes the kernel generate its text anew (seq_file). A job's
+/// usage, read when it ends, then costs one `pread` per file. A file the kernel does not
+/// offer is remembered as missing.
+#[derive(Debug, Default)]
+pub(crate) struct HeldFiles {
+    files: Mutex<Vec<(PathBuf, Option<Arc<File>>)>>,
+}
+
+impl HeldFiles {
+    /// Reads `dir/file`, or `None` when the kernel does not offer it.
+    pub(crate) fn read_optional(&self, dir: &Path, file: &str) -> Result<Option<String>> {
+        let failed = |cause| CgroupError::read(dir, file, cause);
+        let path = dir.join(file);
+        let held = self.files.lock().ok().and_then(|files| {
+            files
+                .iter()
+                .find(|(held, _)| *held == path)
+                .map(|(_, open)| open.clone())
+        });
+        let open = match held {
+            Some(open) => open,
+            None => {
+                let open = match File::open(&path) {
+                    Ok(opened) => Some(Arc::new(opened)),
+                    Err(cause) if cause.kind() == ErrorKind::NotFound => None,
+                    Err(cause) => return Err(failed(cause)),
+                };
+                if let Ok(mut files) = self.files.lock() {
+                    files.push((path, open.clone()));
+                }
+                open
+            }
+        };
+        match open {
+            Some(open) => read_from_start(&open).map(Some).map_err(failed),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads a file holding one number, or `None` when it is missing (see [`read_number`]).
+    pub(crate) fn read_number(&self, dir: &Path, file: &str) -> Result<Option<u64>> {
+        match self.read_optional(dir, file)? {
+            Some(text) => number_in(&text, dir, file).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads one key of a flat-keyed file (see [`read_key`]).
+    pub(crate) fn read_key(&self, dir: &Path, file: &str, key: &str) -> Result<Option<u64>> {
+        match self.read_optional(dir, file)? {
+            Some(text) => key_in(&text, dir, file, key),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The text of an open interface file, read with `pread` from offset 0 to end of file.
+fn read_from_start(file: &File) -> std::io::Result<String> {
+    let mut chunk = [0u8; 4096];
+    let mut bytes = Vec::new();
+    loop {
+        match file.read_at(&mut chunk, bytes.len() as u64) {
+            Ok(0) => break,
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    String::from_utf8(bytes).map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))
+}
+
 /// Reads a file holding one number (e.g. `pids.current`), or `None` when it is missing.
 pub(crate) fn read_number(dir: &Path, file: &str) -> Result<Option<u64>> {
-    let Some(text) = read_optional(dir, file)? else {
-        return Ok(None);
-    };
+    match read_optional(dir, file)? {
+        Some(text) => number_in(&text, dir, file).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The number that is the whole `text` read from `dir/file`.
+fn number_in(text: &str, dir: &Path, file: &str) -> Result<u64> {
     let text = text.trim();
     text.parse()
-        .map(Some)
         .map_err(|_| CgroupError::parse(dir, file, format!("{text:?} is not a number")))
 }
 

@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 
 use crate::controller::Controller;
 use crate::error::{CgroupError, Result};
-use crate::file;
+use crate::file::{self, HeldFiles};
 use crate::limits::Limits;
 use crate::placement::{Placement, Version};
 use crate::usage::Usage;
@@ -36,6 +36,8 @@ pub struct JobCgroup {
     place: Placement,
     /// The unified directory, opened for clone3(CLONE_INTO_CGROUP).
     unified_fd: Option<OwnedFd>,
+    /// The files its usage is read from, kept open (see [`JobCgroup::hold_usage_files`]).
+    usage_files: HeldFiles,
 }
 
 impl JobCgroup {
@@ -48,7 +50,18 @@ impl JobCgroup {
             id: id.to_owned(),
             place,
             unified_fd,
+            usage_files: HeldFiles::default(),
         })
+    }
+
+    /// Opens the files [`JobCgroup::final_usage`] reads and keeps them open (five or six,
+    /// a descriptor each), so that reading them later costs a `pread` per file instead of
+    /// an open, a read and a close. Called where the cgroup is made or adopted, ahead of the
+    /// job's end, whose client waits for that read. The files only a running job's usage
+    /// reads are held from their first read; a file that cannot be read now is opened
+    /// again when it is needed.
+    pub(crate) fn hold_usage_files(&self) {
+        let _ = self.final_usage();
     }
 
     /// The job id this cgroup was made for.
@@ -167,30 +180,32 @@ impl JobCgroup {
     fn read_usage(&self, ended: bool) -> Result<Usage> {
         let mut usage = Usage::default();
         let cpu = self.place.controller_dir(Controller::Cpu);
+        let files = &self.usage_files;
         let v2_times = match &self.place.unified {
             Some(dir) => {
-                v2::cpu::read_stat(dir, matches!(cpu, Some((Version::V2, _))), &mut usage)?
+                let throttled = matches!(cpu, Some((Version::V2, _)));
+                v2::cpu::read_stat(files, dir, throttled, &mut usage)?
             }
             None => false,
         };
         if !v2_times && let Some(dir) = self.place.legacy.get("cpuacct") {
-            v1::cpuacct::read_times(dir, &mut usage)?;
+            v1::cpuacct::read_times(files, dir, &mut usage)?;
         }
         if let Some((Version::V1, dir)) = cpu {
-            v1::cpu::read_throttled(dir, &mut usage)?;
+            v1::cpu::read_throttled(files, dir, &mut usage)?;
         }
         match self.place.controller_dir(Controller::Memory) {
-            Some((Version::V1, dir)) => v1::memory::read_usage(dir, ended, &mut usage)?,
-            Some((Version::V2, dir)) => v2::memory::read_usage(dir, ended, &mut usage)?,
+            Some((Version::V1, dir)) => v1::memory::read_usage(files, dir, ended, &mut usage)?,
+            Some((Version::V2, dir)) => v2::memory::read_usage(files, dir, ended, &mut usage)?,
             None => {}
         }
         match self.place.controller_dir(Controller::Io) {
-            Some((Version::V1, dir)) => v1::blkio::read_usage(dir, &mut usage)?,
-            Some((Version::V2, dir)) => v2::io::read_usage(dir, &mut usage)?,
+            Some((Version::V1, dir)) => v1::blkio::read_usage(files, dir, &mut usage)?,
+            Some((Version::V2, dir)) => v2::io::read_usage(files, dir, &mut usage)?,
             None => {}
         }
         if let Some((_, dir)) = self.place.controller_dir(Controller::Pids) {
-            pids::read_usage(dir, ended, &mut usage)?;
+            pids::read_usage(files, dir, ended, &mut usage)?;
         }
         Ok(usage)
     }
@@ -200,8 +215,11 @@ impl JobCgroup {
     /// reads about eight. For sampling every running job often (a metrics scrape).
     pub fn cpu_and_memory(&self) -> Result<Usage> {
         let mut usage = Usage::default();
+        let files = &self.usage_files;
         let v2_stat = match &self.place.unified {
-            Some(dir) => file::read_optional(dir, "cpu.stat")?.map(|text| (dir, text)),
+            Some(dir) => files
+                .read_optional(dir, "cpu.stat")?
+                .map(|text| (dir, text)),
             None => None,
         };
         match v2_stat {
@@ -210,13 +228,13 @@ impl JobCgroup {
             }
             None => {
                 if let Some(dir) = self.place.legacy.get("cpuacct") {
-                    usage.cpu_usec = file::read_number(dir, "cpuacct.usage")?.map(|ns| ns / 1000);
+                    usage.cpu_usec = files.read_number(dir, "cpuacct.usage")?.map(|ns| ns / 1000);
                 }
             }
         }
         usage.memory_current_bytes = match self.place.controller_dir(Controller::Memory) {
-            Some((Version::V1, dir)) => file::read_number(dir, "memory.usage_in_bytes")?,
-            Some((Version::V2, dir)) => file::read_number(dir, "memory.current")?,
+            Some((Version::V1, dir)) => files.read_number(dir, "memory.usage_in_bytes")?,
+            Some((Version::V2, dir)) => files.read_number(dir, "memory.current")?,
             None => None,
         };
         Ok(usage)

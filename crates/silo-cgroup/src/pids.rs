@@ -4,7 +4,7 @@ use std::path::Path;
 
 use crate::controller::Controller;
 use crate::error::Result;
-use crate::file;
+use crate::file::{self, HeldFiles};
 use crate::usage::Usage;
 
 /// Caps the number of processes and threads at `max`; forks beyond it fail with EAGAIN.
@@ -15,11 +15,16 @@ pub(crate) fn apply(dir: &Path, max: u32) -> Result<()> {
 
 /// `pids.current`, and the forks refused at the limit (`max` in `pids.events`). With
 /// `ended`, the count of processes is 0 and not read.
-pub(crate) fn read_usage(dir: &Path, ended: bool, usage: &mut Usage) -> Result<()> {
+pub(crate) fn read_usage(
+    files: &HeldFiles,
+    dir: &Path,
+    ended: bool,
+    usage: &mut Usage,
+) -> Result<()> {
     usage.pids_current = match ended {
         true => Some(0),
-        false => file::read_number(dir, "pids.current")?,
+        false => files.read_number(dir, "pids.current")?,
     };
-    usage.pids_refused = file::read_key(dir, "pids.events", "max")?;
+    usage.pids_refused = files.read_key(dir, "pids.events", "max")?;
     Ok(())
 }

@@ -149,7 +149,9 @@ impl CgroupRoot {
     pub fn create_job(&self, id: &str) -> Result<JobCgroup> {
         let place = self.jobs.child(job_component(id)?);
         create(&place)?;
-        JobCgroup::open(id, place)
+        let job = JobCgroup::open(id, place)?;
+        job.hold_usage_files();
+        Ok(job)
     }
 
     /// Opens the existing cgroup of job `id`, e.g. to adopt a job that kept running while the
@@ -162,7 +164,9 @@ impl CgroupRoot {
                 cause: ErrorKind::NotFound.into(),
             });
         }
-        JobCgroup::open(id, place)
+        let job = JobCgroup::open(id, place)?;
+        job.hold_usage_files();
+        Ok(job)
     }
 
     /// The ids of the job cgroups present in any hierarchy, sorted: after a restart, each is

@@ -321,6 +321,17 @@ fn a_child_allocating_past_the_memory_limit_is_oom_killed_and_counted() {
     eprintln!("usage of the hog: {usage:?}");
     assert!(usage.oom_kills.unwrap() >= 1, "{usage:?}");
     assert!(usage.memory_peak_bytes.unwrap() <= 33 << 20, "{usage:?}");
+    // Read through the files held open since the cgroup was made (the counts were 0 then),
+    // as the server reads a job's usage at its end.
+    let ended = job.final_usage().unwrap();
+    assert_eq!(
+        (
+            ended.oom_kills,
+            ended.memory_peak_bytes,
+            ended.memory_current_bytes
+        ),
+        (usage.oom_kills, usage.memory_peak_bytes, Some(0))
+    );
     kill_and_remove(job);
 }
 

@@ -9,8 +9,43 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::sync::OnceLock;
 
 use crate::protocol::{CONTROL_FD, LOG_FD};
+
+/// The open-files limit this process had before [`raise_open_files_limit`]: what the
+/// processes [`clone_exec`] starts (the zygote, inits, and so every job) get back.
+static OPEN_FILES_STARTED_WITH: OnceLock<libc::rlimit> = OnceLock::new();
+
+/// Raises this process's soft limit on open files to its hard limit, and has every init
+/// and zygote started from here on run with the limit this process had before. The
+/// server holds several descriptors for each live job (its pidfd, control socket, cgroup
+/// directory and usage files), which systemd's default soft limit of 1024 does not cover
+/// for a few hundred jobs; the jobs themselves keep the usual soft limit, because
+/// select(2) cannot watch a descriptor above 1023. Returns the soft limit before and after.
+pub fn raise_open_files_limit() -> io::Result<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the limit into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let before = *OPEN_FILES_STARTED_WITH.get_or_init(|| limit);
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct we own.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        limit = raised;
+    }
+    Ok((before.rlim_cur, limit.rlim_cur))
+}
 
 /// The environment variable that selects init mode, and its value.
 pub const MODE_ENV: (&str, &str) = ("SILO_MODE", "init");
@@ -143,6 +178,8 @@ pub(crate) fn clone_exec(req: &CloneExec<'_>) -> io::Result<(i32, OwnedFd)> {
     let rust_backtrace = c"RUST_BACKTRACE=1";
     let envp: [*const libc::c_char; 3] = [mode.as_ptr(), rust_backtrace.as_ptr(), std::ptr::null()];
 
+    let open_files = OPEN_FILES_STARTED_WITH.get().copied();
+
     let mut pidfd: RawFd = -1;
     let mut args = CloneArgs {
         flags: req.flags,
@@ -167,13 +204,18 @@ pub(crate) fn clone_exec(req: &CloneExec<'_>) -> io::Result<(i32, OwnedFd)> {
     let ret = unsafe { clone3(&mut args) };
     if ret == 0 {
         // SAFETY: this is the child of a multi-threaded process: only async-signal-safe
-        // system calls run (setsid, sched_setscheduler, dup2, execveat, _exit) on values
-        // prepared above, so no lock held by another thread at the time of the clone is
-        // touched before it either execs or exits.
+        // system calls run (setsid, setrlimit, sched_setscheduler, dup2, execveat, _exit)
+        // on values prepared above, so no lock held by another thread at the time of the
+        // clone is touched before it either execs or exits.
         unsafe {
             // Its own session: nothing in the job shares the server's session (and so its
             // autogroup, which uid 0 could renice through /proc/1/autogroup).
             libc::setsid();
+            // The open-files limit the server started with, not the one it raised for
+            // itself (see raise_open_files_limit). Lowering cannot fail.
+            if let Some(limit) = &open_files {
+                libc::setrlimit(libc::RLIMIT_NOFILE, limit);
+            }
             if idle {
                 let param = libc::sched_param { sched_priority: 0 };
                 libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);

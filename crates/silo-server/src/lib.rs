@@ -173,6 +173,14 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
                 .into(),
         ));
     }
+    // Several descriptors per live job; the jobs get the limit back (see the function).
+    match silo_sandbox::spawn::raise_open_files_limit() {
+        Ok((before, after)) if before != after => {
+            tracing::debug!("open files limit raised from {before} to {after}");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
+    }
     let state = &args.state_dir;
     std::fs::create_dir_all(state).map_err(|e| host("create state directory", state, e))?;
     // Root only: below it are the jobs' files, and what a job wrote (a setuid program, its

@@ -127,3 +127,44 @@ fn server_info_tells_the_version_the_callers_role_and_the_limits_in_force() {
         .success()
         .stdout(predicates::str::contains("caller:").and(predicates::str::contains("(viewer)")));
 }
+
+/// The soft and hard "Max open files" of a process, from /proc/PID/limits.
+fn open_files_limit(pid: &str) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let words: Vec<&str> = line.split_whitespace().collect();
+    (words[3].to_string(), words[4].to_string())
+}
+
+#[test]
+fn the_server_raises_its_open_files_limit_and_its_jobs_keep_the_one_it_started_with() {
+    if !privileged() {
+        return;
+    }
+    // The server starts with this process's limit (a test harness, a shell, or systemd's
+    // 1024 soft limit); it holds several descriptors per live job, so it raises its own
+    // soft limit to the hard one, and gives each job the limit it started with.
+    let (soft, hard) = open_files_limit("self");
+    let server = TestServer::start();
+    assert_eq!(
+        open_files_limit(&server.pid().to_string()),
+        (hard.clone(), hard.clone()),
+        "the server's own"
+    );
+    let out = server
+        .cli()
+        .args(["job", "run", "--", "sh", "-c", "ulimit -Sn; ulimit -Hn"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        format!("{soft}\n{hard}\n"),
+        "the job's"
+    );
+}

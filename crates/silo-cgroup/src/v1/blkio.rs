@@ -4,7 +4,7 @@ use std::path::Path;
 
 use crate::controller::Controller;
 use crate::error::{CgroupError, Result};
-use crate::file;
+use crate::file::{self, HeldFiles};
 use crate::limits::IoLimit;
 use crate::usage::Usage;
 
@@ -23,12 +23,12 @@ pub(crate) fn apply(dir: &Path, io: &IoLimit) -> Result<()> {
 
 /// Sums the `Read` and `Write` lines of `blkio.throttle.io_service_bytes_recursive` (or of
 /// the non-recursive file on kernels without it) over every device.
-pub(crate) fn read_usage(dir: &Path, usage: &mut Usage) -> Result<()> {
+pub(crate) fn read_usage(files: &HeldFiles, dir: &Path, usage: &mut Usage) -> Result<()> {
     let mut name = "blkio.throttle.io_service_bytes_recursive";
-    let mut text = file::read_optional(dir, name)?;
+    let mut text = files.read_optional(dir, name)?;
     if text.is_none() {
         name = "blkio.throttle.io_service_bytes";
-        text = file::read_optional(dir, name)?;
+        text = files.read_optional(dir, name)?;
     }
     let Some(text) = text else {
         return Ok(());

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use crate::controller::Controller;
 use crate::error::Result;
-use crate::file;
+use crate::file::{self, HeldFiles};
 use crate::limits::{CPU_PERIOD_USEC, Limits};
 use crate::usage::Usage;
 
@@ -22,8 +22,9 @@ pub(crate) fn apply(dir: &Path, percent: u32) -> Result<()> {
 }
 
 /// Throttled time: `throttled_time` of `cpu.stat`, in nanoseconds on v1.
-pub(crate) fn read_throttled(dir: &Path, usage: &mut Usage) -> Result<()> {
-    usage.cpu_throttled_usec =
-        file::read_key(dir, "cpu.stat", "throttled_time")?.map(|ns| ns / 1000);
+pub(crate) fn read_throttled(files: &HeldFiles, dir: &Path, usage: &mut Usage) -> Result<()> {
+    usage.cpu_throttled_usec = files
+        .read_key(dir, "cpu.stat", "throttled_time")?
+        .map(|ns| ns / 1000);
     Ok(())
 }

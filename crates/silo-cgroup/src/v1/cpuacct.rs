@@ -3,15 +3,15 @@
 use std::path::Path;
 
 use crate::error::Result;
-use crate::file;
+use crate::file::HeldFiles;
 use crate::usage::Usage;
 
 /// CPU time: `cpuacct.usage` (ns) for the total; `cpuacct.usage_user` / `usage_sys` (ns,
 /// Linux 4.7+) for the split, else `cpuacct.stat` (in USER_HZ ticks).
-pub(crate) fn read_times(dir: &Path, usage: &mut Usage) -> Result<()> {
-    usage.cpu_usec = file::read_number(dir, "cpuacct.usage")?.map(|ns| ns / 1000);
-    let user = file::read_number(dir, "cpuacct.usage_user")?;
-    let system = file::read_number(dir, "cpuacct.usage_sys")?;
+pub(crate) fn read_times(files: &HeldFiles, dir: &Path, usage: &mut Usage) -> Result<()> {
+    usage.cpu_usec = files.read_number(dir, "cpuacct.usage")?.map(|ns| ns / 1000);
+    let user = files.read_number(dir, "cpuacct.usage_user")?;
+    let system = files.read_number(dir, "cpuacct.usage_sys")?;
     if let (Some(user), Some(system)) = (user, system) {
         usage.cpu_user_usec = Some(user / 1000);
         usage.cpu_system_usec = Some(system / 1000);
@@ -19,8 +19,8 @@ pub(crate) fn read_times(dir: &Path, usage: &mut Usage) -> Result<()> {
     }
     let ticks_per_second = clock_ticks_per_second();
     let to_usec = |ticks: u64| ticks.saturating_mul(1_000_000) / ticks_per_second;
-    usage.cpu_user_usec = file::read_key(dir, "cpuacct.stat", "user")?.map(to_usec);
-    usage.cpu_system_usec = file::read_key(dir, "cpuacct.stat", "system")?.map(to_usec);
+    usage.cpu_user_usec = files.read_key(dir, "cpuacct.stat", "user")?.map(to_usec);
+    usage.cpu_system_usec = files.read_key(dir, "cpuacct.stat", "system")?.map(to_usec);
     Ok(())
 }
 

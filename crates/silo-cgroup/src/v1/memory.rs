@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::controller::Controller;
 use crate::error::Result;
-use crate::file;
+use crate::file::{self, HeldFiles};
 use crate::limits::Limits;
 use crate::usage::Usage;
 
@@ -36,12 +36,17 @@ pub(crate) fn apply(dir: &Path, bytes: u64) -> Result<()> {
 
 /// `memory.usage_in_bytes`, `memory.max_usage_in_bytes` and the `oom_kill` count of
 /// `memory.oom_control` (Linux 4.13+). With `ended`, the memory in use is 0 and not read.
-pub(crate) fn read_usage(dir: &Path, ended: bool, usage: &mut Usage) -> Result<()> {
+pub(crate) fn read_usage(
+    files: &HeldFiles,
+    dir: &Path,
+    ended: bool,
+    usage: &mut Usage,
+) -> Result<()> {
     usage.memory_current_bytes = match ended {
         true => Some(0),
-        false => file::read_number(dir, "memory.usage_in_bytes")?,
+        false => files.read_number(dir, "memory.usage_in_bytes")?,
     };
-    usage.memory_peak_bytes = file::read_number(dir, "memory.max_usage_in_bytes")?;
-    usage.oom_kills = file::read_key(dir, "memory.oom_control", "oom_kill")?;
+    usage.memory_peak_bytes = files.read_number(dir, "memory.max_usage_in_bytes")?;
+    usage.oom_kills = files.read_key(dir, "memory.oom_control", "oom_kill")?;
     Ok(())
 }

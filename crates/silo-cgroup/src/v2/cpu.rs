@@ -4,7 +4,7 @@ use std::path::Path;
 
 use crate::controller::Controller;
 use crate::error::Result;
-use crate::file;
+use crate::file::{self, HeldFiles};
 use crate::limits::{CPU_PERIOD_USEC, Limits};
 use crate::usage::Usage;
 
@@ -18,8 +18,13 @@ pub(crate) fn apply(dir: &Path, percent: u32) -> Result<()> {
 /// the cpu controller: `usage_usec`, `user_usec`, `system_usec`, and with `throttled` the
 /// controller's `throttled_usec`, all from one read of the file. `false` when `dir` has no
 /// `cpu.stat` (then v1's cpuacct tells the times, if anything does).
-pub(crate) fn read_stat(dir: &Path, throttled: bool, usage: &mut Usage) -> Result<bool> {
-    let Some(text) = file::read_optional(dir, "cpu.stat")? else {
+pub(crate) fn read_stat(
+    files: &HeldFiles,
+    dir: &Path,
+    throttled: bool,
+    usage: &mut Usage,
+) -> Result<bool> {
+    let Some(text) = files.read_optional(dir, "cpu.stat")? else {
         return Ok(false);
     };
     let key = |key| file::key_in(&text, dir, "cpu.stat", key);

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use crate::controller::Controller;
 use crate::error::{CgroupError, Result};
-use crate::file;
+use crate::file::{self, HeldFiles};
 use crate::limits::IoLimit;
 use crate::usage::Usage;
 
@@ -16,8 +16,8 @@ pub(crate) fn apply(dir: &Path, io: &IoLimit) -> Result<()> {
 }
 
 /// Sums `rbytes` and `wbytes` over every device in `io.stat`.
-pub(crate) fn read_usage(dir: &Path, usage: &mut Usage) -> Result<()> {
-    let Some(text) = file::read_optional(dir, "io.stat")? else {
+pub(crate) fn read_usage(files: &HeldFiles, dir: &Path, usage: &mut Usage) -> Result<()> {
+    let Some(text) = files.read_optional(dir, "io.stat")? else {
         return Ok(());
     };
     let (mut read, mut written) = (0u64, 0u64);

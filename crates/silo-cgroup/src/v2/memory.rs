@@ -4,7 +4,7 @@ use std::path::Path;
 
 use crate::controller::Controller;
 use crate::error::Result;
-use crate::file;
+use crate::file::{self, HeldFiles};
 use crate::limits::Limits;
 use crate::usage::Usage;
 
@@ -29,12 +29,17 @@ pub(crate) fn apply(dir: &Path, bytes: u64) -> Result<()> {
 /// `memory.current`, `memory.peak` (Linux 5.19+) and the `oom_kill` count of `memory.events`
 /// (which, unlike `memory.events.local`, includes descendant cgroups). With `ended`, the
 /// memory in use is 0 and not read.
-pub(crate) fn read_usage(dir: &Path, ended: bool, usage: &mut Usage) -> Result<()> {
+pub(crate) fn read_usage(
+    files: &HeldFiles,
+    dir: &Path,
+    ended: bool,
+    usage: &mut Usage,
+) -> Result<()> {
     usage.memory_current_bytes = match ended {
         true => Some(0),
-        false => file::read_number(dir, "memory.current")?,
+        false => files.read_number(dir, "memory.current")?,
     };
-    usage.memory_peak_bytes = file::read_number(dir, "memory.peak")?;
-    usage.oom_kills = file::read_key(dir, "memory.events", "oom_kill")?;
+    usage.memory_peak_bytes = files.read_number(dir, "memory.peak")?;
+    usage.oom_kills = files.read_key(dir, "memory.events", "oom_kill")?;
     Ok(())
 }
