@@ -5,7 +5,7 @@
 //! and callers turn that into [`CgroupError::Unsupported`] or "not measured".
 
 use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -44,22 +44,10 @@ pub(crate) fn read_optional(dir: &Path, file: &str) -> Result<Option<String>> {
 
 /// The text of an interface file: open, read into a stack buffer until end of file, close.
 /// `std::fs::read_to_string` asks for the file's size first (a cgroup file says 0) and
-/// then grows its buffer from 32 bytes, five to seven system calls for a one-line file
-/// where this makes four; a job's usage at its end reads about ten of them while its
-/// client waits.
+/// then grows its buffer from 32 bytes: five to seven system calls for a one-line file,
+/// where this makes four.
 fn read_whole(path: &Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let mut chunk = [0u8; 4096];
-    let mut bytes = Vec::new();
-    loop {
-        match file.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    String::from_utf8(bytes).map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))
+    read_from_start(&File::open(path)?)
 }
 
 /// The interface files of one cgroup that are read again and again (its usage), each
