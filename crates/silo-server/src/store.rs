@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use prost::Message;
@@ -186,11 +187,13 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// as before: in WAL mode a commit is in the WAL, and a crash or restart replays it.
 ///
 /// The first write after a checkpoint that copied the whole WAL starts the WAL over and
-/// fsyncs its new header (0.7 ms here, more on a busy disk): that would be the next
-/// request's write, a launch's insert once a second under load. So when the checkpoint
-/// copied everything that others wrote, this task writes first ([`restart_wal`]). A WAL
-/// that holds only that write is left alone, so an idle server writes nothing.
-fn checkpoint_in_background(pool: SqlitePool) {
+/// fsyncs its new header (0.4-1 ms here, more on a busy disk): that would be the next
+/// request's write, a launch's insert. So when the checkpoint copied the whole WAL, this
+/// task writes first ([`restart_wal`]); and when nothing but that write was committed
+/// since (`Commits`), it does not checkpoint at all: copying that one write would leave a
+/// copied WAL, which the next request's write, the first launch after a quiet second,
+/// would start over. An idle server writes nothing.
+fn checkpoint_in_background(pool: SqlitePool, commits: &'static Commits) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
@@ -202,7 +205,7 @@ fn checkpoint_in_background(pool: SqlitePool) {
             if pool.is_closed() {
                 return;
             }
-            if let Err(e) = checkpoint(&pool).await {
+            if let Err(e) = checkpoint(&pool, commits).await {
                 if pool.is_closed() {
                     return;
                 }
@@ -212,20 +215,56 @@ fn checkpoint_in_background(pool: SqlitePool) {
     });
 }
 
-/// How many WAL frames [`restart_wal`]'s write makes (the one page of `wal_restart`).
-const RESTART_FRAMES: i64 = 1;
+/// Whether anything was committed to a store since its checkpoint task last looked: set by
+/// SQLite's WAL hook ([`note_commit`]) on every commit of every connection of the store.
+#[derive(Debug)]
+pub(crate) struct Commits(AtomicBool);
 
-/// One passive checkpoint, then the WAL's restart when it copied everything that others
-/// wrote (see [`checkpoint_in_background`]); returns whether it restarted the WAL.
-async fn checkpoint(pool: &SqlitePool) -> Result<bool, sqlx::Error> {
+impl Commits {
+    /// A flag for a store being opened, set: whatever is in its WAL is copied at the first
+    /// checkpoint. Leaked on purpose: SQLite's hook on each connection points at it, and a
+    /// connection may outlive the `Store` (a pool closes its connections asynchronously);
+    /// one byte per store opened.
+    fn new() -> &'static Commits {
+        Box::leak(Box::new(Commits(AtomicBool::new(true))))
+    }
+}
+
+/// SQLite's WAL hook: called after each commit in WAL mode (with the WAL's frame count,
+/// unused); marks the store's [`Commits`]. Returns SQLITE_OK, as the hook must.
+extern "C" fn note_commit(
+    commits: *mut std::ffi::c_void,
+    _db: *mut libsqlite3_sys::sqlite3,
+    _name: *const std::ffi::c_char,
+    _frames: std::ffi::c_int,
+) -> std::ffi::c_int {
+    // SAFETY: the hook was installed with a pointer to a leaked, never freed `Commits`.
+    let commits = unsafe { &*(commits as *const Commits) };
+    commits.0.store(true, Ordering::Release);
+    libsqlite3_sys::SQLITE_OK
+}
+
+/// One passive checkpoint when something was committed since the last one, then the WAL's
+/// restart when it copied the whole WAL (see [`checkpoint_in_background`]); returns
+/// whether it restarted the WAL.
+async fn checkpoint(pool: &SqlitePool, commits: &Commits) -> Result<bool, sqlx::Error> {
+    if !commits.0.swap(false, Ordering::AcqRel) {
+        return Ok(false);
+    }
     let (busy, log, copied) =
         sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
             .fetch_one(pool)
             .await?;
-    if busy != 0 || copied != log || log <= RESTART_FRAMES {
+    if busy != 0 || copied != log {
+        // Frames left to copy: the next tick tries again.
+        commits.0.store(true, Ordering::Release);
         return Ok(false);
     }
     restart_wal(pool).await?;
+    // That write is not news. A commit of another that landed between the checkpoint and
+    // here is no longer marked: it is copied after the next commit, and meanwhile only
+    // keeps the WAL from starting over (never a request's write fsyncing a new header).
+    commits.0.store(false, Ordering::Release);
     Ok(true)
 }
 
@@ -277,6 +316,8 @@ extern "C" fn wait_for_the_writer(
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// Marked by every commit; read and cleared by the checkpoint task.
+    commits: &'static Commits,
 }
 
 const COLUMNS: &str = "id, name, owner, spec, uploads, state, reason, exit_code, signal, \
@@ -288,13 +329,14 @@ impl Store {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
         let store = Store::open_alone(path).await?;
-        checkpoint_in_background(store.pool.clone());
+        checkpoint_in_background(store.pool.clone(), store.commits);
         Ok(store)
     }
 
     /// As [`Store::open`], without the background checkpoints: for tests that checkpoint
     /// themselves and must not meet that task's reads and writes.
     async fn open_alone(path: &Path) -> Result<Store, StoreError> {
+        let commits = Commits::new();
         let options = SqliteConnectOptions::from_str("sqlite:")?
             .filename(path)
             .create_if_missing(true)
@@ -317,10 +359,21 @@ impl Store {
             .test_before_acquire(false)
             .idle_timeout(None)
             .max_lifetime(None)
-            .after_connect(|conn, _| {
+            .after_connect(move |conn, _| {
                 Box::pin(async move {
                     let mut handle = conn.lock_handle().await?;
                     let db = handle.as_raw_handle();
+                    // SAFETY: as below; `commits` is never freed (see `Commits::new`), and
+                    // the hook only stores to it. The connection's pragmas ran before this
+                    // (wal_autocheckpoint = 0 cleared SQLite's own hook), so nothing else
+                    // replaces it.
+                    unsafe {
+                        libsqlite3_sys::sqlite3_wal_hook(
+                            db.as_ptr(),
+                            Some(note_commit),
+                            commits as *const Commits as *mut std::ffi::c_void,
+                        );
+                    }
                     // SAFETY: `db` is this connection's open handle, locked for us; the
                     // handler is a plain function that touches no connection state.
                     let rc = unsafe {
@@ -341,7 +394,7 @@ impl Store {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store { pool, commits })
     }
 
     /// The database, for other tables of the same store (workflows).
@@ -752,7 +805,8 @@ mod tests {
         // Without the background task: its checkpoint, met mid-way, holds a read snapshot
         // that keeps the restart's write from starting the WAL over (a flake under the
         // full suite's load, where a second checkpoint then found frames to copy).
-        let store = Store::open_alone(&dir.path().join("db")).await.unwrap();
+        let path = dir.path().join("db");
+        let store = Store::open_alone(&path).await.unwrap();
         let restarted_at = || async {
             sqlx::query_as::<_, (i64,)>("SELECT at FROM wal_restart WHERE id = 0")
                 .fetch_one(&store.pool)
@@ -760,8 +814,15 @@ mod tests {
                 .unwrap()
                 .0
         };
+        // The WAL header's salts: SQLite adds one to the first and draws the second at
+        // random each time the WAL starts over.
+        let wal_generation = || {
+            let header = std::fs::read(dir.path().join("db-wal")).unwrap();
+            header[16..24].to_vec()
+        };
+        let checkpoint = || checkpoint(&store.pool, store.commits);
         // Whatever opening the store wrote is copied first.
-        while checkpoint(&store.pool).await.unwrap() {}
+        while checkpoint().await.unwrap() {}
         let before = restarted_at().await;
         for i in 0..5 {
             store
@@ -769,16 +830,32 @@ mod tests {
                 .await
                 .unwrap();
         }
-        assert!(
-            checkpoint(&store.pool).await.unwrap(),
-            "the writes were copied"
-        );
+        assert!(checkpoint().await.unwrap(), "the writes were copied");
         let after = restarted_at().await;
         assert!(after > before, "the restart's write landed");
-        // The WAL holds only that write now: copied without another, and then nothing.
-        assert!(!checkpoint(&store.pool).await.unwrap());
-        assert!(!checkpoint(&store.pool).await.unwrap());
+        // Nothing but that write since: nothing is copied, nothing written.
+        let generation = wal_generation();
+        assert!(!checkpoint().await.unwrap());
+        assert!(!checkpoint().await.unwrap());
         assert_eq!(restarted_at().await, after);
+        // So the next request's write appends to the WAL instead of starting it over
+        // (which fsyncs a new header while the request waits).
+        store
+            .insert(&job(&format!("{:032x}", 9), 9, JobState::Running))
+            .await
+            .unwrap();
+        assert_eq!(
+            wal_generation(),
+            generation,
+            "the insert started the WAL over"
+        );
+        // And a commit is noticed: the next checkpoint copies it and starts the WAL over.
+        assert!(checkpoint().await.unwrap(), "the insert was copied");
+        assert_ne!(
+            wal_generation(),
+            generation,
+            "the checkpoint started the WAL over"
+        );
         let third = store.get(&format!("{:032x}", 3)).await.unwrap();
         assert_eq!(third.state, JobState::Running);
     }
