@@ -92,6 +92,15 @@ impl HeldFiles {
         }
     }
 
+    /// A number of what is in use now (memory, processes): 0 without reading, once
+    /// `ended` (nothing of the job runs any more), else as [`HeldFiles::read_number`].
+    pub(crate) fn read_now(&self, dir: &Path, file: &str, ended: bool) -> Result<Option<u64>> {
+        match ended {
+            true => Ok(Some(0)),
+            false => self.read_number(dir, file),
+        }
+    }
+
     /// Reads a file holding one number, or `None` when it is missing (see [`read_number`]).
     pub(crate) fn read_number(&self, dir: &Path, file: &str) -> Result<Option<u64>> {
         match self.read_optional(dir, file)? {

@@ -21,10 +21,7 @@ pub(crate) fn read_usage(
     ended: bool,
     usage: &mut Usage,
 ) -> Result<()> {
-    usage.pids_current = match ended {
-        true => Some(0),
-        false => files.read_number(dir, "pids.current")?,
-    };
+    usage.pids_current = files.read_now(dir, "pids.current", ended)?;
     usage.pids_refused = files.read_key(dir, "pids.events", "max")?;
     Ok(())
 }

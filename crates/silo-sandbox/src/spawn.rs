@@ -47,6 +47,32 @@ pub fn raise_open_files_limit() -> io::Result<(u64, u64)> {
     Ok((before.rlim_cur, limit.rlim_cur))
 }
 
+/// In a child about to exec: the open-files limit this process had before
+/// [`raise_open_files_limit`] (nothing when it never raised it). Async-signal-safe (an
+/// atomic load and one system call); lowering the soft limit cannot fail.
+fn reset_open_files_limit() {
+    if let Some(limit) = OPEN_FILES_STARTED_WITH.get() {
+        // SAFETY: setrlimit reads a limit that lives as long as the process.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, limit) };
+    }
+}
+
+/// Has `command`'s process run with the open-files limit this process started with, as
+/// every init does: a program the server runs (mkfs, mmdebstrap and the apt and dpkg under
+/// it) must not see the raised limit, since some close every descriptor up to it before
+/// each exec they make.
+pub fn with_started_open_files(command: &mut std::process::Command) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // `reset_open_files_limit`, which is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            reset_open_files_limit();
+            Ok(())
+        })
+    }
+}
+
 /// The environment variable that selects init mode, and its value.
 pub const MODE_ENV: (&str, &str) = ("SILO_MODE", "init");
 
@@ -178,8 +204,6 @@ pub(crate) fn clone_exec(req: &CloneExec<'_>) -> io::Result<(i32, OwnedFd)> {
     let rust_backtrace = c"RUST_BACKTRACE=1";
     let envp: [*const libc::c_char; 3] = [mode.as_ptr(), rust_backtrace.as_ptr(), std::ptr::null()];
 
-    let open_files = OPEN_FILES_STARTED_WITH.get().copied();
-
     let mut pidfd: RawFd = -1;
     let mut args = CloneArgs {
         flags: req.flags,
@@ -212,10 +236,8 @@ pub(crate) fn clone_exec(req: &CloneExec<'_>) -> io::Result<(i32, OwnedFd)> {
             // autogroup, which uid 0 could renice through /proc/1/autogroup).
             libc::setsid();
             // The open-files limit the server started with, not the one it raised for
-            // itself (see raise_open_files_limit). Lowering cannot fail.
-            if let Some(limit) = &open_files {
-                libc::setrlimit(libc::RLIMIT_NOFILE, limit);
-            }
+            // itself (see raise_open_files_limit).
+            reset_open_files_limit();
             if idle {
                 let param = libc::sched_param { sched_priority: 0 };
                 libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
@@ -359,4 +381,33 @@ pub fn detached_mount(path: &std::path::Path) -> io::Result<OwnedFd> {
     }
     // SAFETY: open_tree succeeded, so `fd` is a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_program_started_with_the_started_limit_gets_the_limit_from_before_the_raise() {
+        let soft_now = || {
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit writes into the struct we own.
+            let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+            assert_eq!(rc, 0);
+            limit
+        };
+        let before = soft_now();
+        let (was, is) = raise_open_files_limit().unwrap();
+        assert_eq!(was, before.rlim_cur);
+        assert_eq!(is, before.rlim_max, "raised to the hard limit");
+        let out = with_started_open_files(&mut std::process::Command::new("sh"))
+            .args(["-c", "ulimit -Sn"])
+            .output()
+            .unwrap();
+        let child: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        assert_eq!(child, before.rlim_cur, "the child's soft limit");
+    }
 }

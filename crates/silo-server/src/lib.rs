@@ -549,11 +549,12 @@ fn free_space(dir: &std::path::Path) -> u64 {
 
 /// Whether per-job disks can be made here: mkfs.ext4 runs and loop devices exist.
 fn check_disk_support() -> Result<(), ServerError> {
-    let mkfs = std::process::Command::new("mkfs.ext4")
-        .arg("-V")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status();
+    let mkfs =
+        silo_sandbox::spawn::with_started_open_files(&mut std::process::Command::new("mkfs.ext4"))
+            .arg("-V")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
     if !matches!(mkfs, Ok(s) if s.success()) {
         return Err(ServerError::Host(
             "each job's /work is a filesystem of its own (--default-disk), which needs mkfs.ext4 \

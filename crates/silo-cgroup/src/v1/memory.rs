@@ -42,10 +42,7 @@ pub(crate) fn read_usage(
     ended: bool,
     usage: &mut Usage,
 ) -> Result<()> {
-    usage.memory_current_bytes = match ended {
-        true => Some(0),
-        false => files.read_number(dir, "memory.usage_in_bytes")?,
-    };
+    usage.memory_current_bytes = files.read_now(dir, "memory.usage_in_bytes", ended)?;
     usage.memory_peak_bytes = files.read_number(dir, "memory.max_usage_in_bytes")?;
     usage.oom_kills = files.read_key(dir, "memory.oom_control", "oom_kill")?;
     Ok(())

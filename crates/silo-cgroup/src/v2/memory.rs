@@ -35,10 +35,7 @@ pub(crate) fn read_usage(
     ended: bool,
     usage: &mut Usage,
 ) -> Result<()> {
-    usage.memory_current_bytes = match ended {
-        true => Some(0),
-        false => files.read_number(dir, "memory.current")?,
-    };
+    usage.memory_current_bytes = files.read_now(dir, "memory.current", ended)?;
     usage.memory_peak_bytes = files.read_number(dir, "memory.peak")?;
     usage.oom_kills = files.read_key(dir, "memory.events", "oom_kill")?;
     Ok(())

@@ -305,7 +305,9 @@ async fn make_image(
         // Without mkfs's empty lost+found, whose removal from each disk (the first write
         // to its new filesystem) costs a millisecond or more. Best effort:
         // `mount_detached` removes it when it is there.
-        let removed = tokio::process::Command::new("debugfs")
+        let mut debugfs = tokio::process::Command::new("debugfs");
+        silo_sandbox::spawn::with_started_open_files(debugfs.as_std_mut());
+        let removed = debugfs
             .args(["-w", "-R", "rmdir lost+found"])
             .arg(&partial)
             .stdin(std::process::Stdio::null())
@@ -345,6 +347,7 @@ async fn mkfs(image: &Path, size: u64, idle: bool) -> Result<(), String> {
     file.set_len(size).map_err(|e| e.to_string())?;
     drop(file);
     let mut mkfs = tokio::process::Command::new("mkfs.ext4");
+    silo_sandbox::spawn::with_started_open_files(mkfs.as_std_mut());
     if idle {
         // SAFETY: the closure runs in the forked child before exec and makes one
         // async-signal-safe system call on a value it owns.

@@ -370,6 +370,7 @@ impl Build<'_> {
             .get_program()
             .to_string_lossy()
             .into_owned();
+        silo_sandbox::spawn::with_started_open_files(command.as_std_mut());
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -516,7 +517,9 @@ async fn blocking<T: Send + 'static>(
 
 /// The applets a static busybox has (`busybox --list`).
 async fn busybox_applets(path: &Path) -> Result<Vec<String>, RuntimeError> {
-    let out = tokio::process::Command::new(path)
+    let mut busybox = tokio::process::Command::new(path);
+    silo_sandbox::spawn::with_started_open_files(busybox.as_std_mut());
+    let out = busybox
         .arg("--list")
         .stdin(Stdio::null())
         .output()
