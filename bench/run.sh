@@ -157,11 +157,13 @@ else
     skip crun "crun is not installed and apt-get could not install it"
 fi
 
-# Workflows: a 100-job chain (each edge from the server's timestamps), then a fan-out of 500
-# under max_parallel 50 with the server's RSS around it (the server's default --max-jobs,
-# 512, leaves room for 50 at once); then the validation of a 10,000-job workflow in-process.
-measure "workflows: 100-job chain, 1 + 500 fan-out (max_parallel 50), RSS per node" \
-    workflow --config "$CONFIG" --pid "$SERVER" --chain 100 --fan-out 500 --max-parallel 50
+# Workflows: two 100-job chains (of true, then of 30 ms jobs; each edge from the server's
+# timestamps), then a fan-out of 500 under max_parallel 50 with the server's RSS around it
+# (the server's default --max-jobs, 512, leaves room for 50 at once); then the validation
+# of a 10,000-job workflow in-process.
+measure "workflows: 100-job chains (true; 30 ms jobs), 1 + 500 fan-out (max_parallel 50), RSS per node" \
+    workflow --config "$CONFIG" --pid "$SERVER" --chain 100 --spaced-chain-ms 30 --fan-out 500 \
+    --max-parallel 50
 measure "workflows: validate 10,000 jobs" workflow-validate --stages 100 --width 100 --repeat 5
 # Operations: a per-second cron schedule's lateness (FIRINGS seconds), then /metrics
 # scraped with SCRAPE_JOBS jobs running (the default --max-jobs is 512).

@@ -188,6 +188,10 @@ enum Command {
         /// Jobs in the chain, each needing the one before.
         #[arg(long, default_value_t = 100)]
         chain: usize,
+        /// Then a second chain as long whose jobs each run `sleep` this many ms, so that
+        /// each edge meets a host that has done the previous job's work; 0: none.
+        #[arg(long, default_value_t = 30)]
+        spaced_chain_ms: u64,
         /// Jobs that need the fan-out's one root.
         #[arg(long, default_value_t = 500)]
         fan_out: usize,
@@ -436,11 +440,13 @@ fn run(command: Command) -> (Value, Result<Value>) {
             server,
             pid,
             chain,
+            spaced_chain_ms,
             fan_out,
             max_parallel,
         } => {
             let shape = workflow::Shape {
                 chain,
+                spaced_ms: spaced_chain_ms,
                 fan_out,
                 max_parallel,
             };
@@ -457,6 +463,7 @@ fn run(command: Command) -> (Value, Result<Value>) {
             let mut line = json!({
                 "name": "workflow",
                 "chain_jobs": chain,
+                "spaced_chain_ms": spaced_chain_ms,
                 "fan_out_jobs": fan_out + 1,
                 "max_parallel": max_parallel,
             });

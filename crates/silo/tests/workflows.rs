@@ -155,7 +155,24 @@ async fn a_fan_out_of_100_and_a_fan_in_run_every_job_once() {
         "  end: {{command: sh, args: [-c, 'test $(wc -l < /shared/ran) = 100'], needs: [{}]}}\n",
         all.join(", ")
     ));
-    let w = run_to_end(&mut c, &yaml).await;
+    let submitted = submit(&mut c, &yaml).await.unwrap();
+    let mut stream = c
+        .watch_workflow(WatchWorkflowRequest {
+            id: submitted.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut views = Vec::new();
+    let follow = async {
+        while let Some(w) = stream.message().await.unwrap() {
+            views.push(w);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), follow)
+        .await
+        .expect("the workflow did not end in 120 s");
+    let w = views.last().unwrap().clone();
     assert_eq!(w.state(), WorkflowState::Completed, "{w:#?}");
     assert_eq!((w.done, w.total), (102, 102));
     assert!(
@@ -163,6 +180,22 @@ async fn a_fan_out_of_100_and_a_fan_in_run_every_job_once() {
             .iter()
             .all(|j| j.attempts == 1 && j.job_ids.len() == 1),
         "{w:#?}"
+    );
+    // Over 200 steps, but the watcher gets the views in between coalesced: the first, at
+    // most one per 50 ms while it runs, and the end.
+    let ran = |w: &Workflow| {
+        let at = |t: &Option<prost_types::Timestamp>| {
+            t.as_ref()
+                .map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+        };
+        at(&w.ended_at) - at(&w.created_at)
+    };
+    let most = 3 + ran(&w) / 50;
+    assert!(
+        views.len() as i64 <= most,
+        "{} views over {} ms: not paced",
+        views.len(),
+        ran(&w)
     );
 }
 

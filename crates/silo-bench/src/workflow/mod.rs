@@ -35,6 +35,10 @@ const SETTLE: Duration = Duration::from_millis(200);
 pub struct Shape {
     /// Jobs in the chain (at least 2: one edge).
     pub chain: usize,
+    /// How long each job of the second, spaced chain runs (`sleep`), so that the host has
+    /// finished the previous job's teardown and refilled its ready inits before each edge;
+    /// 0: no spaced chain.
+    pub spaced_ms: u64,
     /// Jobs that need the fan-out's root.
     pub fan_out: usize,
     /// The fan-out's `max_parallel`.
@@ -57,44 +61,26 @@ pub async fn on_server(
     let (mut workflows, mut jobs) = client::workflow_clients(config).await?;
 
     // The chain: each edge is a child's start minus its parent's end, both as the server
-    // recorded them, so neither the client nor WatchWorkflow is part of it.
-    let (chain, wall) =
-        run_to_end(&mut workflows, shapes::chain("bench-chain", shape.chain)).await?;
-    fields.insert("chain_wall_s".into(), json!(round(wall.as_secs_f64())));
-    let spans = job_spans(&mut jobs, &chain, shape.chain).await?;
-    let edges = sorted(spans.windows(2).map(|p| p[1].started - p[0].ended));
-    // SILO_BENCH_EDGES=1: every edge in chain order on stderr, to find what a tail is made of.
-    if std::env::var_os("SILO_BENCH_EDGES").is_some() {
-        let ms = |nanos: i128| nanos as f64 / 1e6;
-        for (i, p) in spans.windows(2).enumerate() {
-            eprintln!(
-                "edge {i}: {:.3} ms (reaction {:.3}, launch {:.3}; parent ran {:.3})",
-                ms(p[1].started - p[0].ended),
-                ms(p[1].created - p[0].ended),
-                ms(p[1].started - p[1].created),
-                ms(p[0].ended - p[0].started),
+    // recorded them, so neither the client nor WatchWorkflow is part of it. Its jobs run
+    // `true`: back to back, each edge meets the teardown of the job before and the ready
+    // inits' refill on the same CPUs.
+    let chain = measure_chain(&mut workflows, &mut jobs, shape.chain, 0, "", fields).await?;
+    // The same with jobs that run a while: the edge on a host that has done the previous
+    // job's work, as in a pipeline whose steps take longer than their launch.
+    let spaced = match shape.spaced_ms {
+        0 => None,
+        ms => {
+            let spaced = measure_chain(
+                &mut workflows,
+                &mut jobs,
+                shape.chain,
+                ms,
+                "spaced_",
+                fields,
             );
+            Some(spaced.await?)
         }
-    }
-    fields.insert("chain_edges".into(), json!(edges.len()));
-    fields.insert("edge_max_ms".into(), json!(round(edges[edges.len() - 1])));
-    // Of what each edge is made: the engine's reaction (the parent's end recorded to the
-    // child's job created), then the child's launch (created to its command started).
-    // Beside them, each job's own run (started to its end recorded).
-    let reactions = sorted(spans.windows(2).map(|p| p[1].created - p[0].ended));
-    let launches = sorted(spans[1..].iter().map(|s| s.started - s.created));
-    let runs = sorted(spans.iter().map(|s| s.ended - s.started));
-    for (field, values) in [
-        ("edge", &edges),
-        ("edge_reaction", &reactions),
-        ("edge_launch", &launches),
-        ("chain_job_run", &runs),
-    ] {
-        for (q, name) in [(0.50, "p50"), (0.99, "p99")] {
-            let value = round(nearest_rank(values, q));
-            fields.insert(format!("{field}_{name}_ms"), json!(value));
-        }
-    }
+    };
 
     // The fan-out, with the server's memory before and after it (the chain stays in the
     // store until the end, so its memory is not handed back to the fan-out).
@@ -129,7 +115,7 @@ pub async fn on_server(
         shape.max_parallel
     );
 
-    for workflow in [chain, fan] {
+    for workflow in [Some(chain), spaced, Some(fan)].into_iter().flatten() {
         workflows
             .delete_workflow(DeleteWorkflowRequest {
                 id: workflow.id.clone(),
@@ -186,6 +172,62 @@ async fn run_to_end(workflows: &mut Workflows, yaml: String) -> Result<(Workflow
         last.reason
     );
     Ok((last, took))
+}
+
+/// Runs a chain of `jobs` jobs, each running `true` (`run_ms` 0) or `sleep` for `run_ms`
+/// ms, and puts its edges' quantiles into `fields` under `prefix`; returns the workflow.
+async fn measure_chain(
+    workflows: &mut Workflows,
+    jobs: &mut Jobs,
+    count: usize,
+    run_ms: u64,
+    prefix: &str,
+    fields: &mut Map<String, Value>,
+) -> Result<Workflow> {
+    let name = format!("bench-{prefix}chain").replace('_', "-");
+    let (chain, wall) = run_to_end(workflows, shapes::chain(&name, count, run_ms)).await?;
+    fields.insert(
+        format!("{prefix}chain_wall_s"),
+        json!(round(wall.as_secs_f64())),
+    );
+    let spans = job_spans(jobs, &chain, count).await?;
+    let edges = sorted(spans.windows(2).map(|p| p[1].started - p[0].ended));
+    // SILO_BENCH_EDGES=1: every edge in chain order on stderr, to find what a tail is made of.
+    if std::env::var_os("SILO_BENCH_EDGES").is_some() {
+        let ms = |nanos: i128| nanos as f64 / 1e6;
+        for (i, p) in spans.windows(2).enumerate() {
+            eprintln!(
+                "{prefix}edge {i}: {:.3} ms (reaction {:.3}, launch {:.3}; parent ran {:.3})",
+                ms(p[1].started - p[0].ended),
+                ms(p[1].created - p[0].ended),
+                ms(p[1].started - p[1].created),
+                ms(p[0].ended - p[0].started),
+            );
+        }
+    }
+    fields.insert(format!("{prefix}chain_edges"), json!(edges.len()));
+    fields.insert(
+        format!("{prefix}edge_max_ms"),
+        json!(round(edges[edges.len() - 1])),
+    );
+    // Of what each edge is made: the engine's reaction (the parent's end recorded to the
+    // child's job created), then the child's launch (created to its command started).
+    // Beside them, each job's own run (started to its end recorded).
+    let reactions = sorted(spans.windows(2).map(|p| p[1].created - p[0].ended));
+    let launches = sorted(spans[1..].iter().map(|s| s.started - s.created));
+    let runs = sorted(spans.iter().map(|s| s.ended - s.started));
+    for (field, values) in [
+        ("edge", &edges),
+        ("edge_reaction", &reactions),
+        ("edge_launch", &launches),
+        ("chain_job_run", &runs),
+    ] {
+        for (q, name) in [(0.50, "p50"), (0.99, "p99")] {
+            let value = round(nearest_rank(values, q));
+            fields.insert(format!("{prefix}{field}_{name}_ms"), json!(value));
+        }
+    }
+    Ok(chain)
 }
 
 /// When a job was created, when its command started and when its end was recorded, in

@@ -12,20 +12,30 @@ fn file(header: &[String], jobs: impl Iterator<Item = String>) -> String {
 
 /// A job running `true` that needs `needs` (none: a root).
 fn job(name: &str, needs: &[String]) -> String {
+    job_running(name, "command: 'true'", needs)
+}
+
+/// A job running `command` (YAML keys) that needs `needs` (none: a root).
+fn job_running(name: &str, command: &str, needs: &[String]) -> String {
     if needs.is_empty() {
-        format!("{name}: {{command: 'true'}}")
+        format!("{name}: {{{command}}}")
     } else {
-        format!("{name}: {{command: 'true', needs: [{}]}}", needs.join(", "))
+        format!("{name}: {{{command}, needs: [{}]}}", needs.join(", "))
     }
 }
 
-/// `jobs` jobs in a line, `j0` to `j{jobs-1}`, each needing the one before it.
-pub fn chain(name: &str, jobs: usize) -> String {
+/// `jobs` jobs in a line, `j0` to `j{jobs-1}`, each needing the one before it; each runs
+/// `true`, or `sleep` for `run_ms` milliseconds when that is not 0.
+pub fn chain(name: &str, jobs: usize, run_ms: u64) -> String {
+    let command = match run_ms {
+        0 => "command: 'true'".to_string(),
+        ms => format!("command: sleep, args: ['{}.{:03}']", ms / 1000, ms % 1000),
+    };
     file(
         &[format!("name: {name}")],
         (0..jobs).map(|i| match i {
-            0 => job("j0", &[]),
-            _ => job(&format!("j{i}"), &[format!("j{}", i - 1)]),
+            0 => job_running("j0", &command, &[]),
+            _ => job_running(&format!("j{i}"), &command, &[format!("j{}", i - 1)]),
         }),
     )
 }
@@ -84,7 +94,7 @@ mod tests {
 
     #[test]
     fn a_chain_has_each_job_need_the_one_before() {
-        let spec = parse(&chain("c", 4));
+        let spec = parse(&chain("c", 4, 0));
         assert_eq!(spec.jobs.len(), 4);
         assert!(spec.jobs[0].requires.is_empty());
         for i in 1..4 {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use silo_proto::v1::{Upload, Workflow};
-use silo_workflow::schedule::{Action, Node, NodeState, Outcome, Run, RunState};
+use silo_workflow::schedule::{Action, NodeState, Outcome, Run, RunState};
 use silo_workflow::spec::WorkflowSpec;
 use tokio::sync::{mpsc, watch};
 
@@ -94,7 +94,14 @@ impl Running {
             };
             tokio::select! {
                 event = rx.recv() => match event {
-                    Some(event) => self.handle(event).await,
+                    Some(event) => {
+                        self.handle(event).await;
+                        // Whatever else has arrived is taken in too, before the next step:
+                        // fifty jobs that end together make one step, not fifty.
+                        while let Ok(event) = rx.try_recv() {
+                            self.handle(event).await;
+                        }
+                    }
                     None => return,
                 },
                 () = sleep => {
@@ -338,15 +345,19 @@ impl Running {
         tracing::info!(workflow = %self.row.id, "workflow {} ended: {:?} {}", self.row.name, state, self.row.reason);
     }
 
+    /// Brings the workflow's view up to date for its readers, in place: what changed is
+    /// written, nothing is rebuilt, and readers are woken only when something changed.
     fn publish(&self) {
-        let nodes: Vec<Node> = self.run.nodes().to_vec();
-        let workflow = view::workflow(
-            &self.row,
-            &self.spec,
-            &nodes,
-            &self.job_ids,
-            &self.last_jobs,
-        );
-        self.view.send_replace(workflow);
+        let nodes = self.run.nodes();
+        self.view.send_if_modified(|shown| {
+            view::refresh(
+                shown,
+                &self.row,
+                &self.spec,
+                nodes,
+                &self.job_ids,
+                &self.last_jobs,
+            )
+        });
     }
 }

@@ -17,6 +17,10 @@ use tonic::{Request, Response, Status};
 use super::{Engine, view};
 use crate::auth::{Access, authorize};
 
+/// The shortest time between two views a WatchWorkflow stream sends while the workflow
+/// runs (20 a second, more than a terminal redraws); its end is sent as soon as it comes.
+const WATCH_PACE: std::time::Duration = std::time::Duration::from_millis(50);
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// The workflow service over an engine.
@@ -124,6 +128,14 @@ impl WorkflowService for WorkflowApi {
                         return;
                     }
                     last = next;
+                }
+                if last.state == WorkflowState::Running as i32 {
+                    // Paced: the views in between are coalesced into the latest, so that
+                    // a workflow of thousands of jobs, each step changing one, does not
+                    // cost every watcher a whole view per step. Its end goes out at once.
+                    let mut end = updates.clone();
+                    let ended = end.wait_for(|w| w.state != WorkflowState::Running as i32);
+                    let _ = tokio::time::timeout(WATCH_PACE, ended).await;
                 }
             }
         });
