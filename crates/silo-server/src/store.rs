@@ -527,27 +527,20 @@ impl Store {
 
     /// Records the job's state, reason, exit, times and init process.
     pub async fn update(&self, job: &JobRow) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE jobs SET state = ?, reason = ?, exit_code = ?, signal = ?, started_at = ?, \
-             ended_at = ?, init_pid = ?, init_start = ?, usage = ?, end_cause = ?, \
-             start_failure = ?, failed_step = ?, errno = ? WHERE id = ?",
-        )
-        .bind(job.state as i32)
-        .bind(&job.reason)
-        .bind(job.exit_code)
-        .bind(job.signal)
-        .bind(job.started_at)
-        .bind(job.ended_at)
-        .bind(job.init.map(|(pid, _)| pid))
-        .bind(job.init.map(|(_, start)| start as i64))
-        .bind(job.usage.as_ref().map(Message::encode_to_vec))
-        .bind(job.end_cause as i32)
-        .bind(job.start_failure as i32)
-        .bind(&job.failed_step)
-        .bind(job.errno)
-        .bind(&job.id)
-        .execute(&self.pool)
-        .await?;
+        update_query(job).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Updates several jobs' state, as [`Store::update`] does, in one transaction.
+    pub async fn update_all(&self, jobs: &[JobRow]) -> Result<(), StoreError> {
+        if let [job] = jobs {
+            return self.update(job).await;
+        }
+        let mut tx = self.pool.begin().await?;
+        for job in jobs {
+            update_query(job).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -722,6 +715,31 @@ pub(crate) async fn resolve_id(
     }
 }
 
+/// The statement that records a job's state, reason, exit, times and init process.
+fn update_query(
+    job: &JobRow,
+) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'_>> {
+    sqlx::query(
+        "UPDATE jobs SET state = ?, reason = ?, exit_code = ?, signal = ?, started_at = ?, \
+         ended_at = ?, init_pid = ?, init_start = ?, usage = ?, end_cause = ?, \
+         start_failure = ?, failed_step = ?, errno = ? WHERE id = ?",
+    )
+    .bind(job.state as i32)
+    .bind(&job.reason)
+    .bind(job.exit_code)
+    .bind(job.signal)
+    .bind(job.started_at)
+    .bind(job.ended_at)
+    .bind(job.init.map(|(pid, _)| pid))
+    .bind(job.init.map(|(_, start)| start as i64))
+    .bind(job.usage.as_ref().map(Message::encode_to_vec))
+    .bind(job.end_cause as i32)
+    .bind(job.start_failure as i32)
+    .bind(&job.failed_step)
+    .bind(job.errno)
+    .bind(&job.id)
+}
+
 fn decode(row: &SqliteRow) -> Result<JobRow, StoreError> {
     let id: String = row.try_get("id")?;
     let corrupt = |what: String| StoreError::Corrupt {
@@ -797,6 +815,45 @@ mod tests {
             host_id: None,
             ..Default::default()
         }
+    }
+
+    #[tokio::test]
+    async fn ends_recorded_together_are_each_stored_once_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).await.unwrap();
+        let ends = crate::jobs::ends::EndWriter::start(store.clone());
+        let mut rows = Vec::new();
+        for i in 0..5 {
+            let row = job(&format!("{i:032x}"), i, JobState::Running);
+            store.insert(&row).await.unwrap();
+            rows.push(row);
+        }
+        // Four ends at once (one transaction), then one alone (one statement).
+        let ended = |row: &JobRow, code: i32| JobRow {
+            state: JobState::Completed,
+            exit_code: Some(code),
+            ended_at: Some(100 + i64::from(code)),
+            init: None,
+            ..row.clone()
+        };
+        let records: Vec<_> = rows[..4]
+            .iter()
+            .enumerate()
+            .map(|(i, row)| ends.record(ended(row, i as i32)))
+            .collect();
+        futures::future::join_all(records).await;
+        for (i, row) in rows[..4].iter().enumerate() {
+            let stored = store.get(&row.id).await.unwrap();
+            assert_eq!(stored.state, JobState::Completed);
+            assert_eq!(stored.exit_code, Some(i as i32));
+            assert_eq!(stored.init, None);
+        }
+        assert_eq!(
+            store.get(&rows[4].id).await.unwrap().state,
+            JobState::Running
+        );
+        ends.record(ended(&rows[4], 9)).await;
+        assert_eq!(store.get(&rows[4].id).await.unwrap().exit_code, Some(9));
     }
 
     #[tokio::test]

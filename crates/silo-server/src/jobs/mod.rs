@@ -2,6 +2,7 @@
 //! their end, and answers questions about them.
 
 mod disks;
+pub(crate) mod ends;
 mod host_ids;
 mod idle;
 mod init_connection;
@@ -172,6 +173,8 @@ struct Inner {
     host_ids: host_ids::HostIds,
     /// Starts inits: from the zygote, or by re-executing `exe`.
     spawner: spawner::InitSpawner,
+    /// Stores jobs' ends, in batches, a moment after they were told.
+    ends: ends::EndWriter,
 }
 
 /// How long the end of a job waits for a kill of its cgroup that is still under way
@@ -270,8 +273,10 @@ impl JobManager {
         let disks_dir = settings.jobs_dir.with_file_name("disks");
         let disks = disks::DiskPool::new(disks_dir.clone(), disk_target)
             .map_err(|e| JobError::Host(format!("cannot create {}: {e}", disks_dir.display())))?;
+        let ends = ends::EndWriter::start(store.clone());
         let manager = JobManager {
             inner: Arc::new(Inner {
+                ends,
                 store,
                 settings,
                 exe,
@@ -720,9 +725,9 @@ impl JobManager {
         if let Some(write) = running {
             let _ = write.await;
         }
-        if let Err(e) = self.inner.store.update(&row).await {
-            tracing::error!(job = %row.id, "cannot record the job's end: {e}");
-        }
+        // Stored a moment later, with the ends of that moment (see `ends`): what this end
+        // lets start stores its own row first.
+        self.inner.ends.record(row.clone()).await;
         self.forget(&row.id);
         metrics::counter!(
             crate::metrics::JOBS_ENDED,

@@ -1,0 +1,66 @@
+//! The store's record of jobs' ends, written by one task in batches, a moment after each end
+//! was told.
+//!
+//! A job's end is published (to its clients, its workflow) before it is stored; what the
+//! end lets happen next comes right after: a workflow's next job, a client's next job. Both
+//! store a new row, and the end's own write met them at SQLite's write lock (the three
+//! writes of a workflow's step took 0.65 ms where a lone insert takes 0.25). So the end's
+//! record waits [`END_WRITE_DELAY`], and the ends of that moment go in one transaction.
+//! Nothing is lost meanwhile: the job stays in the live table (where GetJob and ListJobs
+//! read it) until its end is stored, and a server that dies first finds the exit in the
+//! job's log (the init writes it there) when it reconciles.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::{JobRow, Store};
+
+/// How long an end's record waits for what the end lets start.
+pub const END_WRITE_DELAY: Duration = Duration::from_millis(1);
+
+/// The queue of ends to store; [`EndWriter::record`] answers once the end is stored (or
+/// its write failed, which is logged).
+#[derive(Clone)]
+pub struct EndWriter {
+    tx: mpsc::UnboundedSender<(JobRow, oneshot::Sender<()>)>,
+}
+
+impl EndWriter {
+    /// Starts the task that writes ends to `store`.
+    pub fn start(store: Store) -> EndWriter {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_ends(store, rx));
+        EndWriter { tx }
+    }
+
+    /// Stores `row` (an ended job) with the ends that come with it; returns once it is.
+    pub async fn record(&self, row: JobRow) {
+        let (done, stored) = oneshot::channel();
+        let id = row.id.clone();
+        if self.tx.send((row, done)).is_err() {
+            tracing::error!(job = %id, "cannot record the job's end: the store's writer is gone");
+            return;
+        }
+        let _ = stored.await;
+    }
+}
+
+async fn write_ends(store: Store, mut rx: mpsc::UnboundedReceiver<(JobRow, oneshot::Sender<()>)>) {
+    while let Some(first) = rx.recv().await {
+        tokio::time::sleep(END_WRITE_DELAY).await;
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let rows: Vec<JobRow> = batch.iter().map(|(row, _)| row.clone()).collect();
+        if let Err(e) = store.update_all(&rows).await {
+            for row in &rows {
+                tracing::error!(job = %row.id, "cannot record the job's end: {e}");
+            }
+        }
+        for (_, done) in batch {
+            let _ = done.send(());
+        }
+    }
+}
