@@ -818,45 +818,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn ends_recorded_together_are_each_stored_once_recorded() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).await.unwrap();
-        let ends = crate::jobs::ends::EndWriter::start(store.clone());
-        let mut rows = Vec::new();
-        for i in 0..5 {
-            let row = job(&format!("{i:032x}"), i, JobState::Running);
-            store.insert(&row).await.unwrap();
-            rows.push(row);
-        }
-        // Four ends at once (one transaction), then one alone (one statement).
-        let ended = |row: &JobRow, code: i32| JobRow {
-            state: JobState::Completed,
-            exit_code: Some(code),
-            ended_at: Some(100 + i64::from(code)),
-            init: None,
-            ..row.clone()
-        };
-        let records: Vec<_> = rows[..4]
-            .iter()
-            .enumerate()
-            .map(|(i, row)| ends.record(ended(row, i as i32)))
-            .collect();
-        futures::future::join_all(records).await;
-        for (i, row) in rows[..4].iter().enumerate() {
-            let stored = store.get(&row.id).await.unwrap();
-            assert_eq!(stored.state, JobState::Completed);
-            assert_eq!(stored.exit_code, Some(i as i32));
-            assert_eq!(stored.init, None);
-        }
-        assert_eq!(
-            store.get(&rows[4].id).await.unwrap().state,
-            JobState::Running
-        );
-        ends.record(ended(&rows[4], 9)).await;
-        assert_eq!(store.get(&rows[4].id).await.unwrap().exit_code, Some(9));
-    }
-
-    #[tokio::test]
     async fn a_checkpoint_restarts_the_wal_after_writes_and_an_idle_store_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         // Without the background task: its checkpoint, met mid-way, holds a read snapshot

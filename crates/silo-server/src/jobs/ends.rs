@@ -64,3 +64,54 @@ async fn write_ends(store: Store, mut rx: mpsc::UnboundedReceiver<(JobRow, onesh
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use silo_proto::v1::JobState;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn ends_recorded_together_are_each_stored_once_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).await.unwrap();
+        let ends = EndWriter::start(store.clone());
+        let mut rows = Vec::new();
+        for i in 0..5 {
+            let row = JobRow {
+                id: format!("{i:032x}"),
+                state: JobState::Running,
+                created_at: i,
+                init: Some((42, 1234)),
+                ..JobRow::default()
+            };
+            store.insert(&row).await.unwrap();
+            rows.push(row);
+        }
+        let ended = |row: &JobRow, code: i32| JobRow {
+            state: JobState::Completed,
+            exit_code: Some(code),
+            ended_at: Some(100 + i64::from(code)),
+            init: None,
+            ..row.clone()
+        };
+        // Four ends at once (one transaction), then one alone (one statement).
+        let records = rows[..4]
+            .iter()
+            .enumerate()
+            .map(|(i, row)| ends.record(ended(row, i as i32)));
+        futures::future::join_all(records).await;
+        for (i, row) in rows[..4].iter().enumerate() {
+            let stored = store.get(&row.id).await.unwrap();
+            assert_eq!(stored.state, JobState::Completed);
+            assert_eq!(stored.exit_code, Some(i as i32));
+            assert_eq!(stored.init, None);
+        }
+        assert_eq!(
+            store.get(&rows[4].id).await.unwrap().state,
+            JobState::Running
+        );
+        ends.record(ended(&rows[4], 9)).await;
+        assert_eq!(store.get(&rows[4].id).await.unwrap().exit_code, Some(9));
+    }
+}

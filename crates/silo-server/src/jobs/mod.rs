@@ -2,7 +2,7 @@
 //! their end, and answers questions about them.
 
 mod disks;
-pub(crate) mod ends;
+mod ends;
 mod host_ids;
 mod idle;
 mod init_connection;
