@@ -315,7 +315,7 @@ fn every_refusal_names_its_place_and_reason() {
         (
             "duplicate key in a job",
             "name: w\njobs:\n  a:\n    command: x\n    command: y\n",
-            "line 4, column 5: duplicate key `command`",
+            "line 5, column 5: duplicate key `command` (first at line 4, column 5)",
         ),
         (
             "duplicate environment variable",
@@ -448,12 +448,12 @@ fn every_refusal_names_its_place_and_reason() {
         (
             "wrong type",
             "name: w\njobs:\n  a: {command: x, pids: many}\n",
-            "line 3, column 25: invalid u64",
+            "line 3, column 25: jobs.a.pids must be a whole number (0 or more), not `many`",
         ),
         (
             "not YAML",
             "name: [\n",
-            "line 1, column 7: expected string scalar",
+            "line 1, column 7: unclosed bracket '['",
         ),
     ];
     let wrong: Vec<String> = cases
@@ -521,6 +521,252 @@ fn yaml_anchors_cannot_blow_up() {
     assert!(WorkflowSpec::parse(&deep).is_err());
 }
 
+#[test]
+fn anchors_aliases_and_merge_keys_are_read() {
+    let yaml = r#"
+name: anchors
+jobs:
+  base: &base
+    command: python3
+    environment: &env {DATASET: iris, SEED: 7}
+    resources: {max_memory: 512}
+  train:
+    <<: *base
+    args: [train.py]
+    environment: {<<: *env, SEED: 8}
+    needs: [base]
+  eval:
+    <<: [{args: [eval.py], timeout: 1m}, *base]
+    command: !!str 3
+    needs: [train]
+"#;
+    let spec = WorkflowSpec::parse(yaml).unwrap();
+    let (base, train, eval) = (&spec.jobs[0], &spec.jobs[1], &spec.jobs[2]);
+    assert_eq!(train.command, "python3");
+    assert_eq!(train.args, ["train.py"]);
+    assert_eq!(train.resources.memory_bytes, Some(512 << 20));
+    assert_eq!(
+        base.env,
+        [
+            ("DATASET".into(), "iris".into()),
+            ("SEED".into(), "7".into())
+        ]
+    );
+    // The mapping's own keys win over what it merges, and keep their place first.
+    assert_eq!(
+        train.env,
+        [
+            ("SEED".into(), "8".into()),
+            ("DATASET".into(), "iris".into())
+        ]
+    );
+    // Of two sources, the earlier wins; `!!str` keeps a number as text.
+    assert_eq!(eval.command, "3");
+    assert_eq!(eval.args, ["eval.py"]);
+    assert_eq!(eval.timeout, Some(Duration::from_secs(60)));
+    assert_eq!(eval.env, base.env);
+}
+
+#[test]
+fn values_are_read_as_yaml_types_them() {
+    let yaml = "name: 2026
+fail_fast: True
+jobs:
+  a:
+    command: ~
+    args: [1, true, '', ~]
+    pids: 0x40
+    continue_on_failure: FALSE
+    environment: {N: 1, E: }
+defaults: {command: x}
+";
+    let spec = WorkflowSpec::parse(yaml).unwrap();
+    assert_eq!(spec.name, "2026");
+    assert!(spec.fail_fast);
+    let a = &spec.jobs[0];
+    assert_eq!(a.command, "x", "null is no value, so the default applies");
+    assert_eq!(a.args, ["1", "true", "", ""]);
+    assert_eq!(a.resources.pids, Some(64));
+    assert!(!a.continue_on_failure);
+    assert_eq!(a.env, [("N".into(), "1".into()), ("E".into(), "".into())]);
+}
+
+#[test]
+fn yaml_that_a_workflow_cannot_use_is_refused_with_its_place() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "name: w
+jobs:
+  a: {command: x, pids: '5'}
+",
+            "line 3, column 25: jobs.a.pids must be a whole number (0 or more), not `5`",
+        ),
+        (
+            "name: w
+jobs:
+  a: {command: x, pids: -1}
+",
+            "line 3, column 25: jobs.a.pids must be a whole number (0 or more), not `-1`",
+        ),
+        (
+            "name: w
+fail_fast: yes
+jobs:
+  a: {command: x}
+",
+            "line 2, column 12: fail_fast must be `true` or `false`, not `yes`",
+        ),
+        (
+            "name: w
+jobs:
+  a: {command: [x]}
+",
+            "line 3, column 16: jobs.a.command must be text, not a list",
+        ),
+        (
+            "name: w
+jobs:
+  a: {command: x, args: x}
+",
+            "line 3, column 25: jobs.a.args must be a list, not `x`",
+        ),
+        (
+            "name: w
+jobs:
+  a: {command: x, args: [x, {y: z}]}
+",
+            "line 3, column 29: jobs.a.args[1] must be text, not a mapping",
+        ),
+        (
+            "name: w
+jobs:
+  a: {command: x, environment: {A: [1]}}
+",
+            "line 3, column 36: jobs.a.environment.A must be text, not a list",
+        ),
+        (
+            "name: w
+jobs: [a, b]
+",
+            "line 2, column 7: jobs must be a mapping of job names to jobs, not a list",
+        ),
+        (
+            "name: w
+jobs:
+  a: x
+",
+            "line 3, column 6: jobs.a must be a mapping, not `x`",
+        ),
+        (
+            "- a
+- b
+",
+            "line 1, column 1: a workflow file (name, jobs, ...) must be a mapping, not a list",
+        ),
+        (
+            "jobs:
+  a: {command: x}
+",
+            "line 1, column 1: missing key `name`",
+        ),
+        ("", "missing key `name`"),
+        (
+            "name: w
+jobs:
+  a: {command: x}
+---
+name: v
+",
+            "line 4, column 1: a workflow file holds one YAML document; this is a second",
+        ),
+        (
+            "name: w
+jobs:
+  a: &a {command: x, args: [*a]}
+",
+            "line 3, column 29: this alias names a collection that contains it; a workflow file cannot refer to itself",
+        ),
+        (
+            "name: w
+jobs:
+  a: {command: x, <<: 5}
+",
+            "line 3, column 23: a merge key (`<<`) takes a mapping or a list of mappings",
+        ),
+        (
+            "name: w
+jobs:
+  a: {command: x, needs: *missing}
+",
+            "line 3, column 26: while parsing node, found unknown anchor",
+        ),
+    ];
+    let wrong: Vec<String> = cases
+        .iter()
+        .filter(|(yaml, expected)| message(yaml) != *expected)
+        .map(|(yaml, _)| format!("{yaml:?}: {}", message(yaml)))
+        .collect();
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn nesting_and_repeated_aliases_are_bounded() {
+    let deep = format!(
+        "name: w
+jobs:
+  a: {{command: x, args: {}{}}}
+",
+        "[".repeat(100),
+        "]".repeat(100)
+    );
+    assert_eq!(
+        message(&deep),
+        "line 3, column 86: collections are nested more than 64 deep"
+    );
+    // Each alias is the same node, read again where it is used: a list of ten aliases of a
+    // list of ten thousand arguments in each of twenty jobs reads two million values.
+    let mut yaml = format!(
+        "name: w
+defaults:
+  command: x
+  args: &many [{}]
+jobs:
+",
+        vec!["y"; 10_000].join(", ")
+    );
+    for i in 0..200 {
+        yaml.push_str(&format!(
+            "  j{i}: {{args: *many}}
+"
+        ));
+    }
+    let error = message(&yaml);
+    assert!(
+        error.contains("aliases repeat more than 1000000 values"),
+        "{error}"
+    );
+    // Merges that copy a large mapping into many others are bounded the same way.
+    let mut yaml = format!(
+        "name: w
+x: &big {{{}}}
+",
+        (0..20_000)
+            .map(|i| format!("k{i}: v"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for i in 0..60 {
+        yaml.push_str(&format!(
+            "m{i}: {{<<: *big}}
+"
+        ));
+    }
+    assert_eq!(
+        message(&yaml),
+        "line 53, column 6: merge keys copy more than 1000000 entries"
+    );
+}
+
 /// A chain through every job plus a fan-out from the first: 10,000 jobs, ~20,000 edges.
 fn chain_with_fan_out(jobs: usize) -> String {
     let mut yaml = String::from("name: big\njobs:\n  j0: {command: x}\n");
@@ -553,6 +799,22 @@ proptest! {
     #[test]
     fn random_text_is_refused_or_accepted_without_panicking(yaml in "\\PC{0,200}") {
         let _ = WorkflowSpec::parse(&yaml);
+    }
+
+    #[test]
+    fn random_yaml_tokens_never_panic(
+        tokens in proptest::collection::vec(
+            prop_oneof![
+                Just("{"), Just("}"), Just("["), Just("]"), Just(": "), Just(", "), Just("- "),
+                Just("\n"), Just("\n  "), Just("&a "), Just("&b "), Just("*a"), Just("*b"),
+                Just("<<: "), Just("name"), Just("jobs"), Just("command"), Just("x"), Just("~"),
+                Just("!!str "), Just("'q'"), Just("---\n"), Just("needs"), Just("7"),
+            ],
+            0..40,
+        ),
+    ) {
+        let _ = WorkflowSpec::parse(&format!("name: w\njobs:\n  a: {}", tokens.concat()));
+        let _ = WorkflowSpec::parse(&tokens.concat());
     }
 
     #[test]

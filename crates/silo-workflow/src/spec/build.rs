@@ -5,10 +5,8 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::time::Duration;
 
-use serde_saphyr::Spanned;
-
 use super::dag::{self, RawRequirement};
-use super::file::{Entries, JobFile, RequirementFile, WorkflowFile, location};
+use super::file::{Entries, JobFile, RequirementFile, Spanned, WorkflowFile, location};
 use super::values::{
     check_cpu_list, check_job_name, check_workflow_name, format_duration, parse_duration,
     parse_size,

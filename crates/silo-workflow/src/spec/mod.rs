@@ -10,6 +10,7 @@ mod build;
 mod dag;
 mod file;
 mod values;
+mod yaml;
 
 use std::fmt;
 use std::time::Duration;
