@@ -40,11 +40,6 @@ impl<S> Coalesced<S> {
             held: false,
         }
     }
-
-    /// The wrapped stream.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
 }
 
 impl<S: AsyncWrite + Unpin> Coalesced<S> {

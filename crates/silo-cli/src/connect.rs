@@ -201,12 +201,14 @@ async fn dial(
             server_name: name_text.clone(),
             error,
         };
-        // A request's HEADERS and DATA in one write (see `coalesce`).
-        let mut stream = TlsConnector::from(tls)
+        // A request's HEADERS and DATA in one write (see `coalesce`). The first request
+        // goes out as soon as the handshake is over, without waiting for the server to
+        // accept this client's certificate: over a network that is a round trip saved on
+        // every command. A refusal still reads as one: the server's alert arrives in the
+        // first answer's place (silo's server lingers so that it is not lost, see
+        // `silo_tls::linger_after_refusal`), and `describe_status` says it in words.
+        let stream = TlsConnector::from(tls)
             .connect(server_name, Coalesced::new(tcp))
-            .await
-            .map_err(handshake_error)?;
-        await_acceptance(&mut stream)
             .await
             .map_err(handshake_error)?;
         Ok(stream)
@@ -214,60 +216,6 @@ async fn dial(
     match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
         Ok(stream) => Ok(TokioIo::new(stream?)),
         Err(_) => Err(ConnectError::Timeout { address }),
-    }
-}
-
-/// How long to wait for the server's first message after the handshake before assuming
-/// it accepted this client.
-const ACCEPTANCE_WAIT: Duration = Duration::from_secs(2);
-
-/// Waits until the server has either accepted this client's certificate or refused it.
-///
-/// In TLS 1.3 the client's handshake ends before the server has checked the client's
-/// certificate (RFC 8446, section 4.4.2); a refusal arrives later as an alert, and an
-/// HTTP/2 client that has started writing by then often sees only "broken pipe". So the
-/// first records after the handshake (the server's HTTP/2 SETTINGS, or the alert; no
-/// session tickets, which silo's server does not send) are read into rustls here: an
-/// alert becomes an error now, and anything else stays buffered in rustls for HTTP/2 to
-/// read. A server that sends nothing within [`ACCEPTANCE_WAIT`] is assumed to have
-/// accepted.
-async fn await_acceptance(
-    stream: &mut tokio_rustls::client::TlsStream<Coalesced<TcpStream>>,
-) -> io::Result<()> {
-    let (tcp, tls) = stream.get_mut();
-    let tcp = tcp.get_ref();
-    let first_records = async {
-        loop {
-            tcp.readable().await?;
-            match tls.read_tls(&mut NonBlocking(tcp)) {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the server closed the connection right after the TLS handshake",
-                    ));
-                }
-                Ok(_) => {
-                    tls.process_new_packets()
-                        .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?;
-                    return Ok(());
-                }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(err) => return Err(err),
-            }
-        }
-    };
-    match tokio::time::timeout(ACCEPTANCE_WAIT, first_records).await {
-        Ok(result) => result,
-        Err(_) => Ok(()),
-    }
-}
-
-/// `std::io::Read` over a tokio TCP stream that never blocks.
-struct NonBlocking<'a>(&'a TcpStream);
-
-impl io::Read for NonBlocking<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.try_read(buf)
     }
 }
 

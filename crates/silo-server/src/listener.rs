@@ -115,9 +115,18 @@ async fn handshake(
     tcp: TcpStream,
     addr: SocketAddr,
 ) -> io::Result<TlsConnection> {
-    let stream = tokio::time::timeout(HANDSHAKE_DEADLINE, acceptor.accept(tcp))
+    let accepted = tokio::time::timeout(HANDSHAKE_DEADLINE, acceptor.accept(tcp).into_fallible())
         .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"))??;
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"))?;
+    let stream = match accepted {
+        Ok(stream) => stream,
+        // The client may have sent its first request behind its certificate: read it
+        // away, so that the alert reaches the client instead of a reset.
+        Err((error, tcp)) => {
+            silo_tls::linger_after_refusal(tcp).await;
+            return Err(error);
+        }
+    };
     let identity = stream
         .get_ref()
         .1

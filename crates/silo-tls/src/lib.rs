@@ -7,6 +7,8 @@
 //!   both sides authenticated against silo's CA, ALPN "h2", rustls's ring provider passed
 //!   explicitly (no process-wide default provider is installed or needed).
 //! - [`peer_identity`] reads who a verified client is.
+//! - [`linger_after_refusal`] closes a connection whose handshake the server refused so
+//!   that the client reads why.
 //! - [`ClientFile`] is the client configuration file: the server's address and the
 //!   certificate paths a client connects with.
 
@@ -18,6 +20,7 @@ mod files;
 mod identity;
 mod paths;
 mod pki;
+mod refusal;
 
 #[cfg(test)]
 mod tests;
@@ -29,3 +32,4 @@ pub use files::read_pem_file;
 pub use identity::{PeerIdentity, Role, UnknownRole, peer_identity};
 pub use paths::CertPaths;
 pub use pki::{EnsureReport, ensure_server_pki, init_pki, issue_client_cert};
+pub use refusal::linger_after_refusal;

@@ -137,9 +137,11 @@ async fn serve(
             let acceptor = acceptor.clone();
             let sender = sender.clone();
             tokio::spawn(async move {
-                // A refused handshake sends its alert and ends here.
-                let Ok(mut stream) = acceptor.accept(tcp).await else {
-                    return;
+                // A refused handshake sends its alert and ends here, as silo's server
+                // does.
+                let mut stream = match acceptor.accept(tcp).into_fallible().await {
+                    Ok(stream) => stream,
+                    Err((_, tcp)) => return silo_tls::linger_after_refusal(tcp).await,
                 };
                 // tonic serves a DuplexStream; pump the TLS stream through one.
                 let (mut near, far) = tokio::io::duplex(64 * 1024);

@@ -172,9 +172,7 @@ impl<'d, 'a> Reader<'d, 'a> {
         let node = doc.node(id);
         self.budget = self.budget.checked_sub(1).ok_or_else(|| SpecError::Yaml {
             at: Some(node.at),
-            message: format!(
-                "aliases repeat more than {MAX_REPEATED} values; use fewer aliases"
-            ),
+            message: format!("aliases repeat more than {MAX_REPEATED} values; use fewer aliases"),
         })?;
         Ok(node)
     }
