@@ -569,17 +569,7 @@ jobs:
 
 #[test]
 fn values_are_read_as_yaml_types_them() {
-    let yaml = "name: 2026
-fail_fast: True
-jobs:
-  a:
-    command: ~
-    args: [1, true, '', ~]
-    pids: 0x40
-    continue_on_failure: FALSE
-    environment: {N: 1, E: }
-defaults: {command: x}
-";
+    let yaml = "name: 2026\nfail_fast: True\njobs:\n  a:\n    command: ~\n    args: [1, true, '', ~]\n    pids: 0x40\n    continue_on_failure: FALSE\n    environment: {N: 1, E: }\ndefaults: {command: x}\n";
     let spec = WorkflowSpec::parse(yaml).unwrap();
     assert_eq!(spec.name, "2026");
     assert!(spec.fail_fast);
@@ -595,109 +585,72 @@ defaults: {command: x}
 fn yaml_that_a_workflow_cannot_use_is_refused_with_its_place() {
     let cases: &[(&str, &str)] = &[
         (
-            "name: w
-jobs:
-  a: {command: x, pids: '5'}
-",
+            "name: w\njobs:\n  a: {command: x, pids: '5'}\n",
             "line 3, column 25: jobs.a.pids must be a whole number (0 or more), not `5`",
         ),
         (
-            "name: w
-jobs:
-  a: {command: x, pids: -1}
-",
+            "name: w\njobs:\n  a: {command: x, pids: -1}\n",
             "line 3, column 25: jobs.a.pids must be a whole number (0 or more), not `-1`",
         ),
         (
-            "name: w
-fail_fast: yes
-jobs:
-  a: {command: x}
-",
+            "name: w\nfail_fast: yes\njobs:\n  a: {command: x}\n",
             "line 2, column 12: fail_fast must be `true` or `false`, not `yes`",
         ),
         (
-            "name: w
-jobs:
-  a: {command: [x]}
-",
+            "name: w\njobs:\n  a: {command: [x]}\n",
             "line 3, column 16: jobs.a.command must be text, not a list",
         ),
         (
-            "name: w
-jobs:
-  a: {command: x, args: x}
-",
+            "name: w\njobs:\n  a: {command: x, args: x}\n",
             "line 3, column 25: jobs.a.args must be a list, not `x`",
         ),
         (
-            "name: w
-jobs:
-  a: {command: x, args: [x, {y: z}]}
-",
+            "name: w\njobs:\n  a: {command: x, args: [x, {y: z}]}\n",
             "line 3, column 29: jobs.a.args[1] must be text, not a mapping",
         ),
         (
-            "name: w
-jobs:
-  a: {command: x, environment: {A: [1]}}
-",
+            "name: w\njobs:\n  a: {command: x, environment: {A: [1]}}\n",
             "line 3, column 36: jobs.a.environment.A must be text, not a list",
         ),
         (
-            "name: w
-jobs: [a, b]
-",
+            "name: w\njobs: [a, b]\n",
             "line 2, column 7: jobs must be a mapping of job names to jobs, not a list",
         ),
         (
-            "name: w
-jobs:
-  a: x
-",
+            "name: w\njobs:\n  a: x\n",
             "line 3, column 6: jobs.a must be a mapping, not `x`",
         ),
         (
-            "- a
-- b
-",
+            "- a\n- b\n",
             "line 1, column 1: a workflow file (name, jobs, ...) must be a mapping, not a list",
         ),
         (
-            "jobs:
-  a: {command: x}
-",
+            "name: w\n? [a]\n: 1\njobs:\n  a: {command: x}\n",
+            "line 2, column 3: a key here is one of name, jobs, max_parallel, timeout, fail_fast, defaults, not a list",
+        ),
+        (
+            "name: w\njobs:\n  ? {a: 1}\n  : {command: x}\n",
+            "line 3, column 5: job names are text, not a mapping",
+        ),
+        (
+            "jobs:\n  a: {command: x}\n",
             "line 1, column 1: missing key `name`",
         ),
         ("", "missing key `name`"),
         (
-            "name: w
-jobs:
-  a: {command: x}
----
-name: v
-",
+            "name: w\njobs:\n  a: {command: x}\n---\nname: v\n",
             "line 4, column 1: a workflow file holds one YAML document; this is a second",
         ),
         (
-            "name: w
-jobs:
-  a: &a {command: x, args: [*a]}
-",
+            "name: w\njobs:\n  a: &a {command: x, args: [*a]}\n",
             "line 3, column 29: this alias names a collection that contains it; a workflow file cannot refer to itself",
         ),
         (
-            "name: w
-jobs:
-  a: {command: x, <<: 5}
-",
+            "name: w\njobs:\n  a: {command: x, <<: 5}\n",
             "line 3, column 23: a merge key (`<<`) takes a mapping or a list of mappings",
         ),
         (
-            "name: w
-jobs:
-  a: {command: x, needs: *missing}
-",
+            "name: w\njobs:\n  a: {command: x, needs: *missing}\n",
             "line 3, column 26: while parsing node, found unknown anchor",
         ),
     ];
@@ -712,10 +665,7 @@ jobs:
 #[test]
 fn nesting_and_repeated_aliases_are_bounded() {
     let deep = format!(
-        "name: w
-jobs:
-  a: {{command: x, args: {}{}}}
-",
+        "name: w\njobs:\n  a: {{command: x, args: {}{}}}\n",
         "[".repeat(100),
         "]".repeat(100)
     );
@@ -726,19 +676,11 @@ jobs:
     // Each alias is the same node, read again where it is used: a list of ten aliases of a
     // list of ten thousand arguments in each of twenty jobs reads two million values.
     let mut yaml = format!(
-        "name: w
-defaults:
-  command: x
-  args: &many [{}]
-jobs:
-",
+        "name: w\ndefaults:\n  command: x\n  args: &many [{}]\njobs:\n",
         vec!["y"; 10_000].join(", ")
     );
     for i in 0..200 {
-        yaml.push_str(&format!(
-            "  j{i}: {{args: *many}}
-"
-        ));
+        yaml.push_str(&format!("  j{i}: {{args: *many}}\n"));
     }
     let error = message(&yaml);
     assert!(
@@ -747,19 +689,14 @@ jobs:
     );
     // Merges that copy a large mapping into many others are bounded the same way.
     let mut yaml = format!(
-        "name: w
-x: &big {{{}}}
-",
+        "name: w\nx: &big {{{}}}\n",
         (0..20_000)
             .map(|i| format!("k{i}: v"))
             .collect::<Vec<_>>()
             .join(", ")
     );
     for i in 0..60 {
-        yaml.push_str(&format!(
-            "m{i}: {{<<: *big}}
-"
-        ));
+        yaml.push_str(&format!("m{i}: {{<<: *big}}\n"));
     }
     assert_eq!(
         message(&yaml),

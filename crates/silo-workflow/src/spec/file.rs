@@ -434,13 +434,21 @@ impl<'d, 'a> Reader<'d, 'a> {
                 _ => None,
             };
             let Some(field) = field else {
-                return Err(SpecError::Yaml {
-                    at: Some(key_node.at),
-                    message: format!(
+                let message = match &key_node.kind {
+                    Kind::Scalar { .. } => format!(
                         "unknown key {}, expected one of {}",
                         key_node.kind.describe(),
                         keys.join(", ")
                     ),
+                    kind => format!(
+                        "a key here is one of {}, not {}",
+                        keys.join(", "),
+                        kind.describe()
+                    ),
+                };
+                return Err(SpecError::Yaml {
+                    at: Some(key_node.at),
+                    message,
                 });
             };
             if seen & (1 << field) != 0 {
