@@ -720,15 +720,8 @@ impl JobManager {
         // it) until the store has it too. An ended job no longer takes a slot: its place
         // goes back first, so that whoever sees the end may start a job in it.
         live.release_slot();
-        live.update(|r| *r = row.clone());
-        tracing::debug!(job = %row.id, "end published");
-        if let Some(write) = running {
-            let _ = write.await;
-        }
-        // Stored a moment later, with the ends of that moment (see `ends`): what this end
-        // lets start stores its own row first.
-        self.inner.ends.record(row.clone()).await;
-        self.forget(&row.id);
+        // Counted before it is told, like the start: whoever sees the end finds it in the
+        // metrics too.
         metrics::counter!(
             crate::metrics::JOBS_ENDED,
             "state" => crate::metrics::short_name(state.as_str_name(), "JOB_STATE_"),
@@ -738,6 +731,15 @@ impl JobManager {
         if let Ok(meta) = std::fs::metadata(self.log_path(&row.id)) {
             metrics::counter!(crate::metrics::LOG_BYTES).increment(meta.len());
         }
+        live.update(|r| *r = row.clone());
+        tracing::debug!(job = %row.id, "end published");
+        if let Some(write) = running {
+            let _ = write.await;
+        }
+        // Stored a moment later, with the ends of that moment (see `ends`): what this end
+        // lets start stores its own row first.
+        self.inner.ends.record(row.clone()).await;
+        self.forget(&row.id);
         tracing::info!(job = %row.id, state = ?state, reason = %row.reason, "job ended");
     }
 

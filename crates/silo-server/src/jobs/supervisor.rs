@@ -186,21 +186,26 @@ fn record_running(
     live: &Arc<LiveJob>,
     started: Option<oneshot::Sender<()>>,
 ) -> tokio::task::JoinHandle<()> {
-    // The row names its init (pid and start time) from its creation on.
-    let row = live.update(|r| {
-        r.state = JobState::Running;
-        r.started_at = Some(now_micros());
-    });
-    if let Some(tx) = started {
-        let _ = tx.send(());
-    }
-    let started_at = row.started_at.unwrap_or_default();
+    // Counted before it is told: whoever sees the start finds it in the metrics too.
+    let started_at = now_micros();
+    let (scheduled_at, created_at) = {
+        let row = live.row.borrow();
+        (row.scheduled_at, row.created_at)
+    };
     metrics::counter!(crate::metrics::JOBS_STARTED).increment(1);
-    match row.scheduled_at {
+    match scheduled_at {
         Some(at) => metrics::histogram!(crate::metrics::SCHEDULE_LATENESS_SECONDS)
             .record((started_at - at) as f64 / 1e6),
         None => metrics::histogram!(crate::metrics::LAUNCH_SECONDS)
-            .record((started_at - row.created_at) as f64 / 1e6),
+            .record((started_at - created_at) as f64 / 1e6),
+    }
+    // The row names its init (pid and start time) from its creation on.
+    let row = live.update(|r| {
+        r.state = JobState::Running;
+        r.started_at = Some(started_at);
+    });
+    if let Some(tx) = started {
+        let _ = tx.send(());
     }
     if row.spec.timeout_ms > 0 {
         arm_timeout(

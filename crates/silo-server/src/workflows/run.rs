@@ -335,13 +335,14 @@ impl Running {
         self.row.ended_at = Some(crate::jobs::now_micros());
         self.flush().await;
         self.save_workflow().await;
-        self.publish();
-        self.engine.forget(&self.row.id);
+        // Counted before it is told: whoever sees the end finds it in the metrics too.
         metrics::counter!(
             crate::metrics::WORKFLOWS_ENDED,
             "state" => crate::metrics::short_name(state.as_str_name(), "WORKFLOW_STATE_"),
         )
         .increment(1);
+        self.publish();
+        self.engine.forget(&self.row.id);
         tracing::info!(workflow = %self.row.id, "workflow {} ended: {:?} {}", self.row.name, state, self.row.reason);
     }
 
