@@ -106,14 +106,12 @@ impl LogReader {
             let end = pos + HEADER_LEN + len as usize;
             if end > n {
                 if spans.is_empty() && n == want {
-                    // A single record larger than the batch: read exactly that record.
-                    buf.resize(end, 0);
-                    let got = read_full_at(&self.file, &mut buf[..end], self.offset)
-                        .map_err(|e| self.io(e))?;
-                    if got < end {
+                    // A single record larger than the batch: read the rest of that record.
+                    fill_to(&self.file, &mut buf, end, self.offset).map_err(|e| self.io(e))?;
+                    if buf.len() < end {
                         break;
                     }
-                    n = got;
+                    n = end;
                     continue;
                 }
                 break;
@@ -236,8 +234,17 @@ pub struct RecordSpan {
 /// Up to `len` bytes of `file` from `offset` (fewer at its end), in a buffer of capacity
 /// `len` that is not zeroed before the read.
 fn read_at_most(file: &File, len: usize, offset: u64) -> io::Result<Vec<u8>> {
-    use std::os::fd::AsRawFd;
     let mut buf: Vec<u8> = Vec::with_capacity(len);
+    fill_to(file, &mut buf, len, offset)?;
+    Ok(buf)
+}
+
+/// Reads on into `buf`, which holds the bytes of `file` from `offset`, until it holds `len`
+/// (or the file ends); what it already holds is not read again, and the spare capacity is
+/// not zeroed before the read.
+fn fill_to(file: &File, buf: &mut Vec<u8>, len: usize, offset: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    buf.reserve_exact(len.saturating_sub(buf.len()));
     while buf.len() < len {
         let filled = buf.len();
         let at = offset + filled as u64;
@@ -261,7 +268,7 @@ fn read_at_most(file: &File, len: usize, offset: u64) -> io::Result<Vec<u8>> {
         // SAFETY: pread initialised the first `n` bytes of the spare capacity.
         unsafe { buf.set_len(buf.len() + n as usize) };
     }
-    Ok(buf)
+    Ok(())
 }
 
 /// Reads until `buf` is full or the end of the file; returns the bytes read.
@@ -566,7 +573,8 @@ mod tests {
     fn a_record_larger_than_the_batch_is_still_returned() {
         let dir = tempfile::tempdir().unwrap();
         let (mut w, path) = writer(dir.path(), u64::MAX);
-        let big = vec![7u8; 100_000];
+        // Bytes that differ by position: a record read from a wrong offset shows.
+        let big: Vec<u8> = (0..100_000u32).map(|i| (i ^ (i >> 8)) as u8).collect();
         w.append(Stream::Stdout, &big).unwrap();
         w.append(Stream::Stdout, b"x").unwrap();
         let mut r = LogReader::open(&path).unwrap();
@@ -574,6 +582,25 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(&got[0].data[..], &big[..]);
         assert_eq!(&r.read_batch(1024).unwrap()[0].data[..], b"x");
+    }
+
+    #[test]
+    fn a_record_larger_than_the_batch_still_being_written_comes_once_it_is_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, path) = writer(dir.path(), u64::MAX);
+        let big: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
+        let header = crate::record::encode_header(0, 0, Stream::Stdout, big.len() as u32);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        use std::io::Write;
+        f.write_all(&header).unwrap();
+        f.write_all(&big[..60_000]).unwrap();
+        let mut r = LogReader::open(&path).unwrap();
+        assert!(r.read_batch(1024).unwrap().is_empty());
+        f.write_all(&big[60_000..]).unwrap();
+        let got = r.read_batch(1024).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(&got[0].data[..], &big[..]);
+        assert!(r.read_batch(1024).unwrap().is_empty());
     }
 
     #[test]
