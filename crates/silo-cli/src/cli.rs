@@ -63,6 +63,40 @@ pub enum ClientCommand {
     Top(TopArgs),
 }
 
+/// The client command in `args` (the whole command line, program name first), parsed by
+/// its branch of the command tree alone (`silo job …` by the job commands); `None` when
+/// the branch does not take it as it is (help, version, a mistake) or it is not a
+/// client branch with arguments of its own: the caller then parses the whole command line,
+/// whose messages are the CLI's own.
+pub fn parse_branch(args: &[std::ffi::OsString]) -> Option<ClientCommand> {
+    fn one<A: clap::Args + clap::FromArgMatches>(
+        args: &[std::ffi::OsString],
+        name: &'static str,
+    ) -> Option<A> {
+        let branch = A::augment_args(clap::Command::new(name));
+        // The whole command line's version flags, so that `silo job run --version` is
+        // the version (from the whole command line) and not a command named --version.
+        let mut matches = clap::Command::new("silo")
+            .version(env!("CARGO_PKG_VERSION"))
+            .propagate_version(true)
+            .subcommand(branch)
+            .try_get_matches_from(args)
+            .ok()?;
+        let (_, sub) = matches.remove_subcommand()?;
+        let mut sub = sub;
+        A::from_arg_matches_mut(&mut sub).ok()
+    }
+    match args.get(1)?.to_str()? {
+        "job" => one(args, "job").map(ClientCommand::Job),
+        "workflow" => one(args, "workflow").map(ClientCommand::Workflow),
+        "runtime" => one(args, "runtime").map(ClientCommand::Runtime),
+        "schedule" => one(args, "schedule").map(ClientCommand::Schedule),
+        "node" => one(args, "node").map(ClientCommand::Node),
+        "top" => one(args, "top").map(ClientCommand::Top),
+        _ => None,
+    }
+}
+
 /// `silo server …` commands that are clients of a running server.
 #[derive(Debug, Subcommand)]
 pub enum ServerCommand {
@@ -581,6 +615,63 @@ mod tests {
                 ..
             }) => *run,
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_branch_parses_a_command_line_as_the_whole_command_line_does() {
+        let lines = [
+            "job run -- echo hi",
+            "job run --memory 64M --cpu 50 -e A=1 -d -- sh -c exit",
+            "job --config /etc/c.toml run --name x -- true",
+            "job run --config /etc/c.toml -- true",
+            "job list --json",
+            "job ls --state running,failed --limit 5",
+            "job logs -f abc",
+            "job status abc",
+            "workflow run f.yaml --name n -d",
+            "workflow graph f.yaml --format mermaid",
+            "workflow --server prod list",
+            "runtime list",
+            "schedule list",
+            "node",
+            "top --sort mem",
+        ];
+        for line in lines {
+            let args: Vec<std::ffi::OsString> = std::iter::once("silo")
+                .chain(line.split(' '))
+                .map(Into::into)
+                .collect();
+            let whole = TestCli::try_parse_from(&args).unwrap_or_else(|e| panic!("{line}: {e}"));
+            let branch = parse_branch(&args).unwrap_or_else(|| panic!("{line}: no branch"));
+            assert_eq!(
+                format!("{:?}", whole.command),
+                format!("{branch:?}"),
+                "{line}"
+            );
+        }
+        // What a branch alone would answer differently goes to the whole command line.
+        for line in [
+            "job",
+            "job --help",
+            "job run --help",
+            "job -h",
+            "job --version",
+            "job run",
+            "job run --version",
+            "job list -V",
+            "job rnu",
+            "jobs list",
+            "certs init",
+            "server info",
+            "workflow run",
+            "--help",
+        ] {
+            let args: Vec<std::ffi::OsString> = std::iter::once("silo")
+                .chain(line.split(' '))
+                .map(Into::into)
+                .collect();
+            assert!(parse_branch(&args).is_none(), "{line}");
         }
     }
 

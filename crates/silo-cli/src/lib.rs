@@ -29,7 +29,7 @@ pub use cli::{
     LogsArgs, NodeArgs, RemoveArgs, RoleArg, RunArgs, RuntimeArgs, RuntimeCommand, RuntimeInfoArgs,
     RuntimeListArgs, ServerCommand, ServerInfoArgs, StateArg, StatusArgs, StopArgs, TopArgs,
     TopSort, ValidateArgs, VerifyArgs, WorkflowArgs, WorkflowCommand, WorkflowIdArgs,
-    WorkflowListArgs, WorkflowLogsArgs, WorkflowRunArgs, WorkflowStatusArgs,
+    WorkflowListArgs, WorkflowLogsArgs, WorkflowRunArgs, WorkflowStatusArgs, parse_branch,
 };
 pub use cli::{
     MissedArg, OverlapArg, ScheduleArgs, ScheduleCommand, ScheduleIdArgs, ScheduleListArgs,
