@@ -582,6 +582,17 @@ fn values_are_read_as_yaml_types_them() {
 }
 
 #[test]
+fn the_core_schema_tags_change_nothing() {
+    let tagged = "name: !!str w\njobs: !!map\n  a: {command: x, pids: !!int 5, args: !!seq [a], continue_on_failure: !!bool true}\n";
+    let plain =
+        "name: w\njobs:\n  a: {command: x, pids: 5, args: [a], continue_on_failure: true}\n";
+    assert_eq!(
+        WorkflowSpec::parse(tagged).unwrap(),
+        WorkflowSpec::parse(plain).unwrap()
+    );
+}
+
+#[test]
 fn yaml_that_a_workflow_cannot_use_is_refused_with_its_place() {
     let cases: &[(&str, &str)] = &[
         (
@@ -635,6 +646,14 @@ fn yaml_that_a_workflow_cannot_use_is_refused_with_its_place() {
         (
             "jobs:\n  a: {command: x}\n",
             "line 1, column 1: missing key `name`",
+        ),
+        (
+            "name: !!binary aGVsbG8=\njobs:\n  a: {command: x}\n",
+            "line 1, column 16: the tag `!!binary` is not one a workflow file may use (its values are text, numbers, booleans, lists and mappings; `!!str` makes a value text)",
+        ),
+        (
+            "name: w\njobs:\n  a: !job {command: x}\n",
+            "line 3, column 11: the tag `!job` is not one a workflow file may use (its values are text, numbers, booleans, lists and mappings; `!!str` makes a value text)",
         ),
         ("", "missing key `name`"),
         (

@@ -10,7 +10,10 @@
 //! What YAML allows and a workflow file may use: one document; anchors and aliases (an
 //! alias is the anchored node itself, not a copy, so a file of aliases costs no memory);
 //! merge keys (`<<: *defaults` or `<<: [*a, *b]`: the mapping's own keys win, then the
-//! earlier source); `!!str` to make a scalar text. Other tags are ignored. A node nested
+//! earlier source); `!!str` to make a scalar text, and the other tags of YAML's core schema
+//! (`!!int`, `!!bool`, `!!null`, `!!float`, `!!seq`, `!!map`), which change nothing. Any
+//! other tag (`!!binary`, `!!timestamp`, `!custom`) is refused: a value silo would read
+//! differently from what its tag says is a mistake to report, not to guess. A node nested
 //! deeper than [`MAX_DEPTH`] collections, an alias to a collection from inside it, and
 //! merges that copy more than [`MAX_MERGED`] entries are refused, so that no input can take
 //! unbounded time or memory.
@@ -176,6 +179,7 @@ impl<'a> Builder<'a> {
                 }
             }
             Event::Scalar(text, style, anchor, tag) => {
+                check_tag(at, tag.as_deref())?;
                 let forced_text = tag.as_ref().is_some_and(|t| t.core_suffix() == Some("str"));
                 let plain = style == ScalarStyle::Plain && !forced_text;
                 let id = self.push(at, Kind::Scalar { text, plain })?;
@@ -193,7 +197,8 @@ impl<'a> Builder<'a> {
                 };
                 self.add(id);
             }
-            Event::SequenceStart(_, anchor, _) | Event::MappingStart(_, anchor, _) => {
+            Event::SequenceStart(_, anchor, ref tag) | Event::MappingStart(_, anchor, ref tag) => {
+                check_tag(at, tag.as_deref())?;
                 if self.open.len() >= MAX_DEPTH {
                     return Err(refused(
                         at,
@@ -343,6 +348,26 @@ impl<'a> Builder<'a> {
         }
         self.children.extend(copied);
         Ok(((self.children.len() - start) / 2) as u32)
+    }
+}
+
+/// Refuses a tag outside YAML's core schema (see the module's documentation).
+fn check_tag(at: Location, tag: Option<&granit_parser::Tag>) -> Result<(), SpecError> {
+    match tag {
+        Some(tag) if tag.core_suffix().is_none() => {
+            // As written (`!!binary`), not as resolved (`tag:yaml.org,2002:binary`).
+            let written = match tag.original_handle() {
+                "" => tag.to_string(),
+                handle => format!("{handle}{}", tag.suffix()),
+            };
+            Err(refused(
+                at,
+                &format!(
+                    "the tag `{written}` is not one a workflow file may use (its values are text, numbers, booleans, lists and mappings; `!!str` makes a value text)"
+                ),
+            ))
+        }
+        _ => Ok(()),
     }
 }
 
