@@ -82,8 +82,7 @@ pub fn parse_branch(args: &[std::ffi::OsString]) -> Option<ClientCommand> {
             .subcommand(branch)
             .try_get_matches_from(args)
             .ok()?;
-        let (_, sub) = matches.remove_subcommand()?;
-        let mut sub = sub;
+        let (_, mut sub) = matches.remove_subcommand()?;
         A::from_arg_matches_mut(&mut sub).ok()
     }
     match args.get(1)?.to_str()? {
