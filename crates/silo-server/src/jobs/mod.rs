@@ -728,11 +728,12 @@ impl JobManager {
             "cause" => crate::metrics::short_name(row.end_cause.as_str_name(), "END_CAUSE_"),
         )
         .increment(1);
+        live.update(|r| *r = row.clone());
+        tracing::debug!(job = %row.id, "end published");
+        // The log's size is a stat of its file: after the end is told, not before.
         if let Ok(meta) = std::fs::metadata(self.log_path(&row.id)) {
             metrics::counter!(crate::metrics::LOG_BYTES).increment(meta.len());
         }
-        live.update(|r| *r = row.clone());
-        tracing::debug!(job = %row.id, "end published");
         if let Some(write) = running {
             let _ = write.await;
         }
