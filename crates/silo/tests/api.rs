@@ -653,6 +653,48 @@ async fn an_end_is_told_before_the_running_write_lands_and_survives_a_crash() {
     assert_eq!(stdout_of(&mut c, &job.id).await, b"told\n");
 }
 
+/// A job deleted after its end was told but before that end was stored (its RUNNING write
+/// held back, which the end's write waits for) is gone at once: GetJob and ListJobs do not
+/// find it, and the end's write that lands later brings nothing back.
+#[tokio::test]
+async fn a_job_deleted_before_its_end_is_stored_is_gone_at_once() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start_with_env(&[], &[("SILO_TEST_DELAY_RUNNING_WRITE_MS", "1500")]);
+    let mut c = server.admin().await;
+    let job = run(&mut c, &["true"]).await;
+    let end = wait_end(&mut c, &job.id).await;
+    assert_eq!(end.state(), JobState::Completed, "{end:?}");
+    c.delete_job(DeleteJobRequest { id: job.id.clone() })
+        .await
+        .unwrap();
+    let gone = |c: &mut silo_proto::v1::job_service_client::JobServiceClient<
+        tonic::transport::Channel,
+    >| {
+        let mut c = c.clone();
+        let id = job.id.clone();
+        async move {
+            let err = c
+                .get_job(silo_proto::v1::GetJobRequest { id: id.clone() })
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), Code::NotFound, "{err:?}");
+            let listed = c
+                .list_jobs(ListJobsRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .jobs;
+            assert!(listed.iter().all(|j| j.id != id), "{listed:?}");
+        }
+    };
+    gone(&mut c).await;
+    // After the held writes have landed.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    gone(&mut c).await;
+}
+
 /// A fast writer's output comes in large records, which StreamLogs sends by reference to
 /// the log file (copied from it into each message): every byte arrives, in order, for a
 /// reader that follows from the start and for one that attaches midway and resumes.

@@ -884,6 +884,10 @@ impl JobManager {
             }
         }
         self.inner.store.delete(&id).await?;
+        // An ended job stays in the live table until its end is stored (see `finish`);
+        // deleted in between, it goes from there too, or GetJob and ListJobs would still
+        // find it. The end's write that comes later updates no row.
+        self.forget(&id);
         Ok(id)
     }
 }
