@@ -10,9 +10,16 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics::{
+    Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 use tokio::net::TcpListener;
 
 use crate::ServerError;
@@ -47,7 +54,7 @@ const LATENCY_BUCKETS: [f64; 14] = [
 
 /// Installs the recorder and serves `/metrics` on `addr`; returns the bound address.
 pub async fn serve(addr: SocketAddr, jobs: JobManager) -> Result<SocketAddr, ServerError> {
-    let handle = PrometheusBuilder::new()
+    let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(LAUNCH_SECONDS.into()), &LATENCY_BUCKETS)
         .and_then(|b| {
             b.set_buckets_for_metric(
@@ -55,8 +62,30 @@ pub async fn serve(addr: SocketAddr, jobs: JobManager) -> Result<SocketAddr, Ser
                 &LATENCY_BUCKETS,
             )
         })
-        .and_then(PrometheusBuilder::install_recorder)
+        .map(PrometheusBuilder::build_recorder)
         .map_err(|e| ServerError::Host(format!("cannot set up the metrics recorder: {e}")))?;
+    let gate = Arc::new(RwLock::new(()));
+    let handle = Drained {
+        handle: recorder.handle(),
+        gate: gate.clone(),
+    };
+    metrics::set_global_recorder(Gated {
+        inner: recorder,
+        gate,
+    })
+    .map_err(|e| ServerError::Host(format!("cannot set up the metrics recorder: {e}")))?;
+    // Histogram values wait in the exporter until they are drained: at each scrape, and
+    // here, so that a server nobody scrapes does not keep every value it ever recorded.
+    tokio::spawn({
+        let handle = handle.clone();
+        async move {
+            let mut every = tokio::time::interval(UPKEEP_EVERY);
+            loop {
+                every.tick().await;
+                handle.upkeep();
+            }
+        }
+    });
     describe();
     // Every series that counts from zero is there from the first scrape.
     metrics::counter!(JOBS_STARTED).absolute(0);
@@ -135,8 +164,83 @@ fn describe() {
     );
 }
 
+/// How often recorded histogram values are drained into their histograms.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// The exporter's recorder, with histogram values recorded under a shared lock that a drain
+/// takes exclusively. The exporter keeps each value in a lock-free bucket until a render or
+/// an upkeep drains it, and a value recorded while a drain runs could be lost
+/// (metrics-util's `AtomicBucket`: a push that loaded the bucket before the drain swapped it
+/// out writes into the block being drained, after it was read); CI saw
+/// `silo_launch_seconds_count` one short of the launches while a scraper ran.
+struct Gated {
+    inner: PrometheusRecorder,
+    gate: Arc<RwLock<()>>,
+}
+
+impl Recorder for Gated {
+    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.inner.describe_counter(key, unit, description);
+    }
+
+    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.inner.describe_gauge(key, unit, description);
+    }
+
+    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.inner.describe_histogram(key, unit, description);
+    }
+
+    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
+        self.inner.register_counter(key, metadata)
+    }
+
+    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
+        self.inner.register_gauge(key, metadata)
+    }
+
+    fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
+        Histogram::from_arc(Arc::new(GatedHistogram {
+            inner: self.inner.register_histogram(key, metadata),
+            gate: self.gate.clone(),
+        }))
+    }
+}
+
+/// A histogram of [`Gated`].
+struct GatedHistogram {
+    inner: Histogram,
+    gate: Arc<RwLock<()>>,
+}
+
+impl HistogramFn for GatedHistogram {
+    fn record(&self, value: f64) {
+        let _shared = self.gate.read().unwrap_or_else(PoisonError::into_inner);
+        self.inner.record(value);
+    }
+}
+
+/// The exporter's handle; it drains histogram values only while no value is recorded.
+#[derive(Clone)]
+struct Drained {
+    handle: PrometheusHandle,
+    gate: Arc<RwLock<()>>,
+}
+
+impl Drained {
+    fn render(&self) -> String {
+        let _exclusive = self.gate.write().unwrap_or_else(PoisonError::into_inner);
+        self.handle.render()
+    }
+
+    fn upkeep(&self) {
+        let _exclusive = self.gate.write().unwrap_or_else(PoisonError::into_inner);
+        self.handle.run_upkeep();
+    }
+}
+
 /// The exporter's series, then what is read now.
-fn render(handle: &PrometheusHandle, jobs: &JobManager) -> String {
+fn render(handle: &Drained, jobs: &JobManager) -> String {
     let mut out = handle.render();
     let running = jobs.running_cpu_and_memory();
     gauge(
@@ -367,4 +471,65 @@ pub fn short_name(name: &str, prefix: &str) -> String {
     name.strip_prefix(prefix)
         .unwrap_or(name)
         .to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The count of a histogram in `text`.
+    fn count_of(text: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix("h_count "))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0.0)
+    }
+
+    /// Four threads record 50,000 values each while another renders without pause: every
+    /// value is in the last render's count.
+    #[test]
+    fn no_histogram_value_is_lost_to_a_render_running_beside_it() {
+        const THREADS: usize = 4;
+        const EACH: usize = 50_000;
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&LATENCY_BUCKETS)
+            .unwrap()
+            .build_recorder();
+        let gate = Arc::new(RwLock::new(()));
+        let drained = Drained {
+            handle: recorder.handle(),
+            gate: gate.clone(),
+        };
+        let gated = Arc::new(Gated {
+            inner: recorder,
+            gate,
+        });
+        let key = Key::from_name("h");
+        let metadata = Metadata::new("test", metrics::Level::INFO, None);
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let renderer = std::thread::spawn({
+            let (drained, done) = (drained.clone(), done.clone());
+            move || {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    drained.render();
+                }
+            }
+        });
+        let writers: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let histogram = gated.register_histogram(&key, &metadata);
+                std::thread::spawn(move || {
+                    for _ in 0..EACH {
+                        histogram.record(0.004);
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        renderer.join().unwrap();
+        assert_eq!(count_of(&drained.render()), (THREADS * EACH) as f64);
+    }
 }
