@@ -158,16 +158,16 @@ else
 fi
 
 # Workflows: two 100-job chains (of true, then of 30 ms jobs; each edge from the server's
-# timestamps), then a fan-out of 500 under max_parallel 50 with the server's RSS around it
+# timestamps, and the launches that found no ready init from its metrics), then a fan-out of 500 under max_parallel 50 with the server's RSS around it
 # (the server's default --max-jobs, 512, leaves room for 50 at once); then the validation
 # of a 10,000-job workflow in-process.
+METRICS_ADDR=$(sed -n 's|.*metrics at http://\([^/]*\)/metrics.*|\1|p' "$WORK/server.log" | head -1)
 measure "workflows: 100-job chains (true; 30 ms jobs), 1 + 500 fan-out (max_parallel 50), RSS per node" \
     workflow --config "$CONFIG" --pid "$SERVER" --chain 100 --spaced-chain-ms 30 --fan-out 500 \
-    --max-parallel 50
+    --max-parallel 50 --metrics "$METRICS_ADDR"
 measure "workflows: validate 10,000 jobs" workflow-validate --stages 100 --width 100 --repeat 5
 # Operations: a per-second cron schedule's lateness (FIRINGS seconds), then /metrics
 # scraped with SCRAPE_JOBS jobs running (the default --max-jobs is 512).
-METRICS_ADDR=$(sed -n 's|.*metrics at http://\([^/]*\)/metrics.*|\1|p' "$WORK/server.log" | head -1)
 measure "schedule lateness: $FIRINGS firings" schedule-lateness --config "$CONFIG" --firings "$FIRINGS"
 measure "metrics scrape with $SCRAPE_JOBS jobs" metrics-scrape --config "$CONFIG" --addr "$METRICS_ADDR" --jobs "$SCRAPE_JOBS"
 

@@ -198,6 +198,10 @@ enum Command {
         /// The fan-out's max_parallel.
         #[arg(long, default_value_t = 50)]
         max_parallel: u32,
+        /// host:port of the server's --metrics-listen: each chain's launches that found no
+        /// ready init are counted (silo_ready_pool_misses_total before and after it).
+        #[arg(long)]
+        metrics: Option<String>,
     },
     /// WorkflowSpec::parse, in this process, of a pipeline of STAGES stages, each a hub and
     /// WIDTH - 1 workers that need it, each hub needing the workers before it.
@@ -443,12 +447,14 @@ fn run(command: Command) -> (Value, Result<Value>) {
             spaced_chain_ms,
             fan_out,
             max_parallel,
+            metrics,
         } => {
             let shape = workflow::Shape {
                 chain,
                 spaced_ms: spaced_chain_ms,
                 fan_out,
                 max_parallel,
+                metrics,
             };
             // What was measured before a failure stays in the line beside the error.
             let mut fields = serde_json::Map::new();

@@ -191,8 +191,16 @@ fn time_scrapes(addr: &str, scrapes: usize) -> Result<(Vec<f64>, usize, usize)> 
     Ok((samples, last.len(), series))
 }
 
+/// The value of the counter or gauge `name` (without labels) in a /metrics `body`.
+pub fn metric_value(body: &str, name: &str) -> Option<f64> {
+    body.lines().find_map(|line| {
+        let (key, value) = line.split_once(' ')?;
+        (key == name).then(|| value.trim().parse().ok())?
+    })
+}
+
 /// The body of GET /metrics on a fresh connection (as Prometheus scrapes).
-fn get_metrics(addr: &str) -> Result<String> {
+pub fn get_metrics(addr: &str) -> Result<String> {
     let mut stream =
         std::net::TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -209,4 +217,23 @@ fn get_metrics(addr: &str) -> Result<String> {
         bail!("{}", head.lines().next().unwrap_or_default());
     }
     Ok(body.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metric_value;
+
+    #[test]
+    fn a_metric_is_read_by_its_whole_name_without_labels() {
+        let body = "# TYPE silo_ready_pool_misses_total counter\n\
+                    silo_ready_pool_misses_total_x 9\n\
+                    silo_ready_pool_misses_total 44\n\
+                    silo_launch_seconds_bucket{le=\"0.001\"} 3\n";
+        assert_eq!(
+            metric_value(body, "silo_ready_pool_misses_total"),
+            Some(44.0)
+        );
+        assert_eq!(metric_value(body, "silo_launch_seconds_bucket"), None);
+        assert_eq!(metric_value(body, "silo_jobs_started_total"), None);
+    }
 }

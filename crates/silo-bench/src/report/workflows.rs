@@ -41,11 +41,18 @@ pub(super) fn rows(r: &Results) -> Vec<Row> {
         }
         for (q, max, target) in [("p50", 2.0, "at most 2 ms"), ("p99", 10.0, "at most 10 ms")] {
             let edge = field(&format!("{prefix}edge_{q}_ms"));
-            let parts = field(&format!("{prefix}edge_reaction_{q}_ms"))
+            let mut parts = field(&format!("{prefix}edge_reaction_{q}_ms"))
                 .and_then(|react| Ok((react, field(&format!("{prefix}edge_launch_{q}_ms"))?)))
                 .map_or(String::new(), |(react, launch)| {
                     format!("; {q} of its parts: engine {react:.2} ms, launch {launch:.2} ms")
                 });
+            // A launch that found no ready init waited for one being prepared, or made its
+            // own: most of a slow edge.
+            if q == "p50"
+                && let Ok(misses) = field(&format!("{prefix}chain_pool_misses"))
+            {
+                parts += &format!("; {misses} of its launches found no ready init");
+            }
             rows.push(Row {
                 section: "workflows",
                 what: format!("edge: child started - parent ended, {chain}, {q}{parts}"),

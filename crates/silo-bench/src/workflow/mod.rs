@@ -43,6 +43,9 @@ pub struct Shape {
     pub fan_out: usize,
     /// The fan-out's `max_parallel`.
     pub max_parallel: u32,
+    /// The server's metrics address, to count the chains' launches that found no ready
+    /// init.
+    pub metrics: Option<String>,
 }
 
 /// Runs a chain of `shape.chain` jobs, then a fan-out of one root and `shape.fan_out`
@@ -64,7 +67,17 @@ pub async fn on_server(
     // recorded them, so neither the client nor WatchWorkflow is part of it. Its jobs run
     // `true`: back to back, each edge meets the teardown of the job before and the ready
     // inits' refill on the same CPUs.
-    let chain = measure_chain(&mut workflows, &mut jobs, shape.chain, 0, "", fields).await?;
+    let metrics = shape.metrics.as_deref();
+    let chain = measure_chain(
+        &mut workflows,
+        &mut jobs,
+        shape.chain,
+        0,
+        metrics,
+        "",
+        fields,
+    )
+    .await?;
     // The same with jobs that run a while: the edge on a host that has done the previous
     // job's work, as in a pipeline whose steps take longer than their launch.
     let spaced = match shape.spaced_ms {
@@ -75,6 +88,7 @@ pub async fn on_server(
                 &mut jobs,
                 shape.chain,
                 ms,
+                metrics,
                 "spaced_",
                 fields,
             );
@@ -175,17 +189,35 @@ async fn run_to_end(workflows: &mut Workflows, yaml: String) -> Result<(Workflow
 }
 
 /// Runs a chain of `jobs` jobs, each running `true` (`run_ms` 0) or `sleep` for `run_ms`
-/// ms, and puts its edges' quantiles into `fields` under `prefix`; returns the workflow.
+/// ms, and puts its edges' quantiles into `fields` under `prefix` (with the server's
+/// `metrics` address, also how many of its launches found no ready init); returns the
+/// workflow.
 async fn measure_chain(
     workflows: &mut Workflows,
     jobs: &mut Jobs,
     count: usize,
     run_ms: u64,
+    metrics: Option<&str>,
     prefix: &str,
     fields: &mut Map<String, Value>,
 ) -> Result<Workflow> {
     let name = format!("bench-{prefix}chain").replace('_', "-");
+    let misses = || -> Result<Option<f64>> {
+        let Some(addr) = metrics else { return Ok(None) };
+        let body = crate::ops::get_metrics(addr)?;
+        Ok(crate::ops::metric_value(
+            &body,
+            "silo_ready_pool_misses_total",
+        ))
+    };
+    let misses_before = misses()?;
     let (chain, wall) = run_to_end(workflows, shapes::chain(&name, count, run_ms)).await?;
+    if let (Some(before), Some(after)) = (misses_before, misses()?) {
+        fields.insert(
+            format!("{prefix}chain_pool_misses"),
+            json!((after - before).round() as u64),
+        );
+    }
     fields.insert(
         format!("{prefix}chain_wall_s"),
         json!(round(wall.as_secs_f64())),
