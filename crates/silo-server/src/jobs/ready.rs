@@ -77,6 +77,9 @@ pub(super) struct Pool<T = ReadyInit> {
     /// Launches waiting for the next of those to be ready, oldest first; never more than
     /// the refills at the normal priority.
     waiters: VecDeque<tokio::sync::oneshot::Sender<T>>,
+    /// Launches in a runtime waiting for the init being prepared in it (at most one per
+    /// runtime, as there is at most one such init in flight).
+    runtime_waiters: Vec<(Rootfs, tokio::sync::oneshot::Sender<T>)>,
     /// Numbers the refills.
     next_refill: u64,
 }
@@ -87,6 +90,7 @@ impl<T> Default for Pool<T> {
             inits: Vec::new(),
             refills: VecDeque::new(),
             waiters: VecDeque::new(),
+            runtime_waiters: Vec::new(),
             next_refill: 0,
         }
     }
@@ -182,13 +186,51 @@ impl<T> Pool<T> {
         }
         self.inits.push(ready);
     }
+
+    /// A launch in the runtime `rootfs` found no init there: it waits for the one being
+    /// prepared in it (`in_flight`) unless another launch waits for that one already.
+    fn wait_in_runtime(
+        &mut self,
+        rootfs: &Rootfs,
+        in_flight: bool,
+    ) -> Option<tokio::sync::oneshot::Receiver<T>> {
+        self.runtime_waiters.retain(|(_, w)| !w.is_closed());
+        if !in_flight || self.runtime_waiters.iter().any(|(r, _)| r == rootfs) {
+            return None;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.runtime_waiters.push((rootfs.clone(), tx));
+        Some(rx)
+    }
+
+    /// The init prepared in the runtime `rootfs` is ready: it goes to the launch waiting for
+    /// it, else into the pool.
+    fn runtime_ready(&mut self, rootfs: &Rootfs, mut ready: T) {
+        while let Some(i) = self.runtime_waiters.iter().position(|(r, _)| r == rootfs) {
+            let (_, waiter) = self.runtime_waiters.swap_remove(i);
+            match waiter.send(ready) {
+                Ok(()) => return,
+                Err(back) => ready = back,
+            }
+        }
+        self.inits.push(ready);
+    }
+
+    /// No init comes for the runtime `rootfs` (its preparation failed, or the runtime is
+    /// being removed): the launch waiting for one is told (its wait ends in an error) and
+    /// prepares its own.
+    fn runtime_failed(&mut self, rootfs: &Rootfs) {
+        self.runtime_waiters.retain(|(r, _)| r != rootfs);
+    }
 }
 
-/// A launch's wait for the pool's next init. A launch given up (its caller went away)
-/// after the init was sent leaves the init to the pool instead of losing it.
+/// A launch's wait for the pool's next init (of the host view, or of the runtime
+/// `runtime`). A launch given up (its caller went away) after the init was sent leaves the
+/// init to the pool instead of losing it.
 struct Wait {
     next: Option<tokio::sync::oneshot::Receiver<ReadyInit>>,
     manager: JobManager,
+    runtime: Option<Rootfs>,
 }
 
 impl Wait {
@@ -209,7 +251,10 @@ impl Drop for Wait {
         if let Ok(ready) = next.try_recv()
             && let Ok(mut pool) = self.manager.inner.pool.lock()
         {
-            pool.hand_over(ready);
+            match &self.runtime {
+                Some(rootfs) => pool.runtime_ready(rootfs, ready),
+                None => pool.hand_over(ready),
+            }
         }
     }
 }
@@ -425,6 +470,8 @@ impl JobManager {
     /// the normal priority, and no other launch waits for that one, the launch waits for
     /// the next init the pool gets and has one more prepared for the pool: the refill
     /// started earlier and is further along than an init the launch would start now.
+    /// Likewise a launch in a read-only runtime that finds no init there waits for the one
+    /// being prepared in it, when no other launch waits for that one.
     pub(super) async fn take_ready(
         &self,
         private_network: bool,
@@ -442,8 +489,31 @@ impl JobManager {
                 && r.rootfs == *rootfs
                 && (r.isolation.uid, r.isolation.gid) == user
         };
+        // The kind of init kept ready in a read-only runtime (see `keep_one_ready_in`).
+        let runtime_kind = matches!(
+            rootfs,
+            Rootfs::Runtime {
+                writable: false,
+                ..
+            }
+        ) && private_network
+            && disk_bytes == self.inner.settings.bounds.defaults.disk_bytes
+            && user == self.inner.settings.job_user;
         let taken = match self.inner.pool.lock() {
-            Ok(mut pool) => pool.take(fits, pooled_kind),
+            Ok(mut pool) => match pool.take(fits, pooled_kind) {
+                // In a runtime, the launch waits for the init being prepared there, as a
+                // launch on the host view does for a refill.
+                Taken::Nothing if runtime_kind => {
+                    let in_flight = self
+                        .inner
+                        .refilling_runtimes
+                        .lock()
+                        .is_ok_and(|pending| pending.contains(rootfs));
+                    pool.wait_in_runtime(rootfs, in_flight)
+                        .map_or(Taken::Nothing, Taken::Next)
+                }
+                taken => taken,
+            },
             Err(_) => Taken::Nothing,
         };
         let next = match taken {
@@ -453,12 +523,16 @@ impl JobManager {
         };
         metrics::counter!(crate::metrics::READY_POOL_MISSES).increment(1);
         if let Some(next) = next {
-            // The init this launch takes leaves the pool short of one: it is made now.
-            self.refill();
+            // The init this launch takes leaves the pool short of one: it is made now (a
+            // runtime's next one once this launch's job runs, see `replenish`).
+            if !runtime_kind {
+                self.refill();
+            }
             tracing::debug!("no ready init: the launch waits for the one being prepared");
             let wait = Wait {
                 next: Some(next),
                 manager: self.clone(),
+                runtime: runtime_kind.then(|| rootfs.clone()),
             };
             // None: that refill failed, and the launch prepares its own.
             if let Some(ready) = wait.ready().await {
@@ -534,10 +608,13 @@ impl JobManager {
                         .unwrap_or(true);
                     match keep.take() {
                         Some(ready) if !gone => {
-                            pool.inits.push(ready);
+                            pool.runtime_ready(&rootfs, ready);
                             None
                         }
-                        other => other,
+                        other => {
+                            pool.runtime_failed(&rootfs);
+                            other
+                        }
                     }
                 }
                 Err(_) => keep.take(),
@@ -557,6 +634,9 @@ impl JobManager {
                 if let Ok(mut pending) = self.inner.refilling_runtimes.lock() {
                     pending.retain(|r| !matches(r));
                 }
+                // A launch waiting for an init there prepares its own (and finds the
+                // runtime gone, or not).
+                pool.runtime_waiters.retain(|(r, _)| !matches(r));
                 let (gone, kept) = std::mem::take(&mut pool.inits)
                     .into_iter()
                     .partition(|r| matches(&r.rootfs));
@@ -901,6 +981,47 @@ mod tests {
         // No third refill for a launch that went away, and its refill serves the next.
         assert!(pool.start_refill(0, 2).is_none());
         assert!(matches!(pool.take(any, true), Taken::Next(_)));
+    }
+
+    fn runtime(name: &str) -> silo_sandbox::Rootfs {
+        silo_sandbox::Rootfs::Runtime {
+            path: format!("/runtimes/{name}/rootfs").into(),
+            writable: false,
+        }
+    }
+
+    #[test]
+    fn a_launch_in_a_runtime_waits_for_the_init_being_prepared_there_alone() {
+        let mut pool = Pool::<u32>::default();
+        let (python, node) = (runtime("python"), runtime("node"));
+        // Nothing in flight: the launch prepares its own.
+        assert!(pool.wait_in_runtime(&python, false).is_none());
+        let mut first = pool.wait_in_runtime(&python, true).expect("no wait");
+        // One init in flight, one launch waits for it; another runtime is apart.
+        assert!(pool.wait_in_runtime(&python, true).is_none());
+        let mut other = pool.wait_in_runtime(&node, true).expect("no wait");
+        pool.runtime_ready(&python, 1);
+        assert_eq!(first.try_recv().unwrap(), 1);
+        assert!(pool.inits.is_empty());
+        // The next one, with no launch waiting, is kept.
+        pool.runtime_ready(&python, 2);
+        assert_eq!(pool.inits, vec![2]);
+        // A failed preparation ends the wait: that launch prepares its own.
+        pool.runtime_failed(&node);
+        assert!(other.try_recv().is_err());
+        assert!(pool.runtime_waiters.is_empty());
+    }
+
+    #[test]
+    fn a_runtime_init_for_a_launch_that_went_away_is_kept() {
+        let mut pool = Pool::<u32>::default();
+        let python = runtime("python");
+        drop(pool.wait_in_runtime(&python, true).expect("no wait"));
+        // A launch given up does not block the next one's wait.
+        let mut next = pool.wait_in_runtime(&python, true).expect("no wait");
+        next.close();
+        pool.runtime_ready(&python, 3);
+        assert_eq!(pool.inits, vec![3]);
     }
 
     #[test]
