@@ -22,6 +22,9 @@ use silo_sandbox::{Isolation, Network, Prepare, Rootfs, SandboxBase};
 use super::init_connection::InitConnection;
 use super::{JobError, JobManager, resources};
 
+/// How many inits are kept ready in each read-only runtime a job has used (at most
+/// `--ready-inits`).
+const READY_PER_RUNTIME: usize = 2;
 /// How long a new init has to say hello.
 const HELLO_DEADLINE: Duration = Duration::from_secs(5);
 /// How long an init has to prepare its sandbox.
@@ -461,8 +464,8 @@ impl JobManager {
     /// A ready init for a job, from the pool when there is one that fits, else a new one.
     ///
     /// The pool holds inits for the host view (topped up to its size) and, for each
-    /// read-only runtime a job has used, one more, replaced as soon as a job takes it: the
-    /// next job in that runtime starts as fast as one on the host view. The replacement is
+    /// read-only runtime a job has used, [`READY_PER_RUNTIME`] more, replaced as soon as a
+    /// job takes one: the next job in that runtime starts as fast as one on the host view. The replacement is
     /// the caller's to ask for, with [`JobManager::replenish`], once its job runs: made
     /// during the launch, it would compete with the launch it serves.
     ///
@@ -489,7 +492,7 @@ impl JobManager {
                 && r.rootfs == *rootfs
                 && (r.isolation.uid, r.isolation.gid) == user
         };
-        // The kind of init kept ready in a read-only runtime (see `keep_one_ready_in`).
+        // The kind of init kept ready in a read-only runtime (see `keep_ready_in`).
         let runtime_kind = matches!(
             rootfs,
             Rootfs::Runtime {
@@ -545,23 +548,27 @@ impl JobManager {
     }
 
     /// Replaces what a launch in `rootfs` took from the pool: tops the host view's inits
-    /// up, or (`keep_ready`) keeps one ready in the runtime `rootfs`. The new inits prepare
-    /// under `SCHED_IDLE`, so they take only CPU that nothing else wants.
+    /// up, or (`keep_ready`) keeps inits ready in the runtime `rootfs`. While one is still
+    /// ready, the new ones prepare under `SCHED_IDLE`, so they take only CPU that nothing
+    /// else wants.
     pub(super) fn replenish(&self, rootfs: &Rootfs, keep_ready: bool) {
         match rootfs {
             Rootfs::HostView => self.refill(),
-            Rootfs::Runtime { .. } if keep_ready => self.keep_one_ready_in(rootfs.clone()),
+            Rootfs::Runtime { .. } if keep_ready => self.keep_ready_in(rootfs.clone()),
             Rootfs::Runtime { .. } => {}
         }
     }
 
-    /// Prepares, in the background, one ready init in the runtime `rootfs` (private
-    /// network, default disk) unless the pool has one or one is being made.
-    fn keep_one_ready_in(&self, rootfs: Rootfs) {
-        if self.inner.settings.ready_inits == 0 {
+    /// Keeps [`READY_PER_RUNTIME`] inits (private network, default disk) ready in the runtime
+    /// `rootfs`, prepared in the background one at a time unless one is being made: the
+    /// first at the normal priority, so that it is ready for the next launch there, the
+    /// next under `SCHED_IDLE`, as on the host view.
+    fn keep_ready_in(&self, rootfs: Rootfs) {
+        let target = self.inner.settings.ready_inits.min(READY_PER_RUNTIME);
+        if target == 0 {
             return;
         }
-        let has_one = |manager: &JobManager| {
+        let ready_in = |manager: &JobManager, rootfs: &Rootfs| {
             manager
                 .inner
                 .pool
@@ -569,58 +576,71 @@ impl JobManager {
                 .map(|p| {
                     p.inits
                         .iter()
-                        .any(|r| r.rootfs == rootfs && r.private_network)
+                        .filter(|r| r.rootfs == *rootfs && r.private_network)
+                        .count()
                 })
-                .unwrap_or(true)
+                .unwrap_or(usize::MAX)
         };
-        if has_one(self) {
-            return;
-        }
-        let marked = self
-            .inner
-            .refilling_runtimes
-            .lock()
-            .is_ok_and(|mut pending| pending.insert(rootfs.clone()));
-        if !marked {
+        let mark = |manager: &JobManager, rootfs: &Rootfs| {
+            manager
+                .inner
+                .refilling_runtimes
+                .lock()
+                .is_ok_and(|mut pending| pending.insert(rootfs.clone()))
+        };
+        let have = ready_in(self, &rootfs);
+        if have >= target || !mark(self, &rootfs) {
             return;
         }
         let manager = self.clone();
         tokio::spawn(async move {
             let disk = manager.inner.settings.bounds.defaults.disk_bytes;
             let user = manager.inner.settings.job_user;
-            // Only made when the runtime has none ready: at the normal priority, so that
-            // it is ready for the next launch in that runtime.
-            let ready = manager.spawn_ready(true, disk, &rootfs, false, user).await;
-            let mut keep = None;
-            match ready {
-                Ok(ready) => keep = Some(ready),
-                Err(e) => tracing::warn!("cannot prepare a ready init in a runtime: {e}"),
-            }
-            // Registered and unmarked under the pool's lock, so that `discard_ready_in`
-            // either sees it in the pool or sees it pending.
-            let stale = match manager.inner.pool.lock() {
-                Ok(mut pool) => {
-                    let gone = manager
-                        .inner
-                        .refilling_runtimes
-                        .lock()
-                        .map(|mut p| !p.remove(&rootfs))
-                        .unwrap_or(true);
-                    match keep.take() {
-                        Some(ready) if !gone => {
-                            pool.runtime_ready(&rootfs, ready);
-                            None
-                        }
-                        other => {
-                            pool.runtime_failed(&rootfs);
-                            other
+            let mut have = have;
+            loop {
+                let priority = have > 0;
+                let ready = manager
+                    .spawn_ready(true, disk, &rootfs, priority, user)
+                    .await;
+                let mut keep = None;
+                match ready {
+                    Ok(ready) => keep = Some(ready),
+                    Err(e) => tracing::warn!("cannot prepare a ready init in a runtime: {e}"),
+                }
+                let made = keep.is_some();
+                // Registered and unmarked under the pool's lock, so that `discard_ready_in`
+                // either sees it in the pool or sees it pending.
+                let (stale, gone) = match manager.inner.pool.lock() {
+                    Ok(mut pool) => {
+                        let gone = manager
+                            .inner
+                            .refilling_runtimes
+                            .lock()
+                            .map(|mut p| !p.remove(&rootfs))
+                            .unwrap_or(true);
+                        match keep.take() {
+                            Some(ready) if !gone => {
+                                pool.runtime_ready(&rootfs, ready);
+                                (None, gone)
+                            }
+                            other => {
+                                pool.runtime_failed(&rootfs);
+                                (other, gone)
+                            }
                         }
                     }
+                    Err(_) => (keep.take(), true),
+                };
+                if let Some(ready) = stale {
+                    manager.discard(ready).await;
                 }
-                Err(_) => keep.take(),
-            };
-            if let Some(ready) = stale {
-                manager.discard(ready).await;
+                if gone || !made {
+                    return;
+                }
+                have = ready_in(&manager, &rootfs);
+                if have >= target || !mark(&manager, &rootfs) {
+                    return;
+                }
             }
         });
     }
