@@ -599,9 +599,11 @@ impl JobManager {
             let mut have = have;
             loop {
                 let priority = have > 0;
+                let unfinished = Unfinished::new(&manager, Preparing::Runtime(rootfs.clone()));
                 let ready = manager
                     .spawn_ready(true, disk, &rootfs, priority, user)
                     .await;
+                unfinished.finished();
                 let mut keep = None;
                 match ready {
                     Ok(ready) => keep = Some(ready),
@@ -712,9 +714,11 @@ impl JobManager {
                 };
                 let disk = manager.inner.settings.bounds.defaults.disk_bytes;
                 let user = manager.inner.settings.job_user;
+                let unfinished = Unfinished::new(&manager, Preparing::Refill(id));
                 let ready = manager
                     .spawn_ready(true, disk, &Rootfs::HostView, idle, user)
                     .await;
+                unfinished.finished();
                 let failed = ready.as_ref().err().map(|e| e.to_string());
                 if let Ok(mut pool) = manager.inner.pool.lock() {
                     pool.refill_ended(id, ready.ok());
@@ -725,6 +729,56 @@ impl JobManager {
                 }
             }
         });
+    }
+}
+
+/// An init being prepared for the pool, which launches may be waiting for.
+enum Preparing {
+    /// A refill of the host view's inits (its id).
+    Refill(u64),
+    /// An init for a runtime.
+    Runtime(Rootfs),
+}
+
+/// Ends, when dropped before [`Unfinished::finished`], what a preparation that never
+/// finished (its task panicked or was cancelled) leaves counted: the launches waiting for
+/// it are told, and prepare their own, instead of waiting for good.
+struct Unfinished {
+    manager: JobManager,
+    preparing: Option<Preparing>,
+}
+
+impl Unfinished {
+    fn new(manager: &JobManager, preparing: Preparing) -> Unfinished {
+        Unfinished {
+            manager: manager.clone(),
+            preparing: Some(preparing),
+        }
+    }
+
+    /// The preparation finished (well or not): its caller accounts for it.
+    fn finished(mut self) {
+        self.preparing = None;
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        let Some(preparing) = self.preparing.take() else {
+            return;
+        };
+        let Ok(mut pool) = self.manager.inner.pool.lock() else {
+            return;
+        };
+        match preparing {
+            Preparing::Refill(id) => pool.refill_ended(id, None),
+            Preparing::Runtime(rootfs) => {
+                if let Ok(mut pending) = self.manager.inner.refilling_runtimes.lock() {
+                    pending.remove(&rootfs);
+                }
+                pool.runtime_failed(&rootfs);
+            }
+        }
     }
 }
 
