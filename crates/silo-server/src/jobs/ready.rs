@@ -227,6 +227,16 @@ impl<T> Pool<T> {
     }
 }
 
+impl Pool<ReadyInit> {
+    /// How many inits of the kind kept for runtimes wait in the runtime `rootfs`.
+    fn ready_in(&self, rootfs: &Rootfs) -> usize {
+        self.inits
+            .iter()
+            .filter(|r| r.rootfs == *rootfs && r.private_network)
+            .count()
+    }
+}
+
 /// A launch's wait for the pool's next init (of the host view, or of the runtime
 /// `runtime`). A launch given up (its caller went away) after the init was sent leaves the
 /// init to the pool instead of losing it.
@@ -568,80 +578,67 @@ impl JobManager {
         if target == 0 {
             return;
         }
-        let ready_in = |manager: &JobManager, rootfs: &Rootfs| {
-            manager
-                .inner
-                .pool
-                .lock()
-                .map(|p| {
-                    p.inits
-                        .iter()
-                        .filter(|r| r.rootfs == *rootfs && r.private_network)
-                        .count()
-                })
-                .unwrap_or(usize::MAX)
+        // Counted and marked under the pool's lock, as `discard_ready_in` clears marks.
+        let have = {
+            let Ok(pool) = self.inner.pool.lock() else {
+                return;
+            };
+            let have = pool.ready_in(&rootfs);
+            let marked = have < target
+                && self
+                    .inner
+                    .refilling_runtimes
+                    .lock()
+                    .is_ok_and(|mut pending| pending.insert(rootfs.clone()));
+            if !marked {
+                return;
+            }
+            have
         };
-        let mark = |manager: &JobManager, rootfs: &Rootfs| {
-            manager
-                .inner
-                .refilling_runtimes
-                .lock()
-                .is_ok_and(|mut pending| pending.insert(rootfs.clone()))
-        };
-        let have = ready_in(self, &rootfs);
-        if have >= target || !mark(self, &rootfs) {
-            return;
-        }
         let manager = self.clone();
         tokio::spawn(async move {
             let disk = manager.inner.settings.bounds.defaults.disk_bytes;
             let user = manager.inner.settings.job_user;
             let mut have = have;
             loop {
-                let priority = have > 0;
+                let idle = have > 0;
                 let unfinished = Unfinished::new(&manager, Preparing::Runtime(rootfs.clone()));
-                let ready = manager
-                    .spawn_ready(true, disk, &rootfs, priority, user)
-                    .await;
+                let ready = manager.spawn_ready(true, disk, &rootfs, idle, user).await;
                 unfinished.finished();
                 let mut keep = None;
                 match ready {
                     Ok(ready) => keep = Some(ready),
                     Err(e) => tracing::warn!("cannot prepare a ready init in a runtime: {e}"),
                 }
-                let made = keep.is_some();
                 // Registered and unmarked under the pool's lock, so that `discard_ready_in`
-                // either sees it in the pool or sees it pending.
-                let (stale, gone) = match manager.inner.pool.lock() {
+                // either sees it in the pool or sees it pending; the next one is marked
+                // under the same lock, so that a runtime removed meanwhile gets no other.
+                let (stale, next) = match manager.inner.pool.lock() {
                     Ok(mut pool) => {
-                        let gone = manager
-                            .inner
-                            .refilling_runtimes
-                            .lock()
-                            .map(|mut p| !p.remove(&rootfs))
-                            .unwrap_or(true);
+                        let mut pending = manager.inner.refilling_runtimes.lock().ok();
+                        let gone = pending.as_mut().is_none_or(|p| !p.remove(&rootfs));
                         match keep.take() {
                             Some(ready) if !gone => {
                                 pool.runtime_ready(&rootfs, ready);
-                                (None, gone)
+                                let have = pool.ready_in(&rootfs);
+                                let again = have < target
+                                    && pending.as_mut().is_some_and(|p| p.insert(rootfs.clone()));
+                                (None, again.then_some(have))
                             }
                             other => {
                                 pool.runtime_failed(&rootfs);
-                                (other, gone)
+                                (other, None)
                             }
                         }
                     }
-                    Err(_) => (keep.take(), true),
+                    Err(_) => (keep.take(), None),
                 };
                 if let Some(ready) = stale {
                     manager.discard(ready).await;
                 }
-                if gone || !made {
-                    return;
-                }
-                have = ready_in(&manager, &rootfs);
-                if have >= target || !mark(&manager, &rootfs) {
-                    return;
+                match next {
+                    Some(ready_now) => have = ready_now,
+                    None => return,
                 }
             }
         });
