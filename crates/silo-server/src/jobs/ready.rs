@@ -238,8 +238,9 @@ impl Pool<ReadyInit> {
 }
 
 /// A launch's wait for the pool's next init (of the host view, or of the runtime
-/// `runtime`). A launch given up (its caller went away) after the init was sent leaves the
-/// init to the pool instead of losing it.
+/// `runtime`). A launch on the host view given up (its caller went away) after the init
+/// was sent leaves the init to the pool instead of losing it; in a runtime the init is
+/// ended, as the runtime may have been removed since it was prepared.
 struct Wait {
     next: Option<tokio::sync::oneshot::Receiver<ReadyInit>>,
     manager: JobManager,
@@ -261,13 +262,16 @@ impl Drop for Wait {
             return;
         };
         next.close();
-        if let Ok(ready) = next.try_recv()
-            && let Ok(mut pool) = self.manager.inner.pool.lock()
-        {
-            match &self.runtime {
-                Some(rootfs) => pool.runtime_ready(rootfs, ready),
-                None => pool.hand_over(ready),
+        let Ok(ready) = next.try_recv() else {
+            return;
+        };
+        if self.runtime.is_some() {
+            let manager = self.manager.clone();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move { manager.discard(ready).await });
             }
+        } else if let Ok(mut pool) = self.manager.inner.pool.lock() {
+            pool.hand_over(ready);
         }
     }
 }
@@ -475,9 +479,9 @@ impl JobManager {
     ///
     /// The pool holds inits for the host view (topped up to its size) and, for each
     /// read-only runtime a job has used, [`READY_PER_RUNTIME`] more, replaced as soon as a
-    /// job takes one: the next job in that runtime starts as fast as one on the host view. The replacement is
-    /// the caller's to ask for, with [`JobManager::replenish`], once its job runs: made
-    /// during the launch, it would compete with the launch it serves.
+    /// job takes one: the next job in that runtime starts as fast as one on the host view.
+    /// The replacement is the caller's to ask for, with [`JobManager::replenish`], once its
+    /// job runs: made during the launch, it would compete with the launch it serves.
     ///
     /// When the pool is empty but an init of the kind it keeps is being prepared for it at
     /// the normal priority, and no other launch waits for that one, the launch waits for
@@ -492,26 +496,26 @@ impl JobManager {
         rootfs: &Rootfs,
         user: (u32, u32),
     ) -> Result<ReadyInit, JobError> {
-        let pooled_kind = private_network
+        // The kind of init the pool keeps: on the host view, and in a read-only runtime
+        // (see `keep_ready_in`).
+        let default_kind = private_network
             && disk_bytes == self.inner.settings.bounds.defaults.disk_bytes
-            && *rootfs == Rootfs::HostView
             && user == self.inner.settings.job_user;
+        let pooled_kind = default_kind && *rootfs == Rootfs::HostView;
+        let runtime_kind = default_kind
+            && matches!(
+                rootfs,
+                Rootfs::Runtime {
+                    writable: false,
+                    ..
+                }
+            );
         let fits = |r: &ReadyInit| {
             r.private_network == private_network
                 && r.disk_bytes == disk_bytes
                 && r.rootfs == *rootfs
                 && (r.isolation.uid, r.isolation.gid) == user
         };
-        // The kind of init kept ready in a read-only runtime (see `keep_ready_in`).
-        let runtime_kind = matches!(
-            rootfs,
-            Rootfs::Runtime {
-                writable: false,
-                ..
-            }
-        ) && private_network
-            && disk_bytes == self.inner.settings.bounds.defaults.disk_bytes
-            && user == self.inner.settings.job_user;
         let taken = match self.inner.pool.lock() {
             Ok(mut pool) => match pool.take(fits, pooled_kind) {
                 // In a runtime, the launch waits for the init being prepared there, as a
