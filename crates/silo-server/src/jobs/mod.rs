@@ -166,7 +166,7 @@ struct Inner {
     /// waiting for those.
     pool: Mutex<ready::Pool>,
     /// Runtime trees a ready init is being prepared in now.
-    refilling_runtimes: Mutex<std::collections::HashSet<silo_sandbox::Rootfs>>,
+    refilling_runtimes: Mutex<ready::RuntimeMarks>,
     /// Job disks of the default size, made ahead.
     disks: disks::DiskPool,
     /// Which host ids live jobs hold.

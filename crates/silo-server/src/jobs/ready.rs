@@ -227,6 +227,46 @@ impl<T> Pool<T> {
     }
 }
 
+/// The runtime trees a ready init is being prepared in now, each marked by the one
+/// preparation that makes it (at most one per tree at a time).
+#[derive(Debug, Default)]
+pub(super) struct RuntimeMarks {
+    marks: std::collections::HashMap<Rootfs, u64>,
+    next: u64,
+}
+
+impl RuntimeMarks {
+    /// Marks `rootfs` for a new preparation and returns its mark, or none when one is
+    /// being made there already.
+    fn mark(&mut self, rootfs: &Rootfs) -> Option<u64> {
+        if self.marks.contains_key(rootfs) {
+            return None;
+        }
+        self.next += 1;
+        self.marks.insert(rootfs.clone(), self.next);
+        Some(self.next)
+    }
+
+    fn is_marked(&self, rootfs: &Rootfs) -> bool {
+        self.marks.contains_key(rootfs)
+    }
+
+    /// Removes the preparation's `mark` from `rootfs`; false when that mark is no longer
+    /// there (cleared since, perhaps replaced by a newer preparation's, which stays).
+    fn unmark(&mut self, rootfs: &Rootfs, mark: u64) -> bool {
+        if self.marks.get(rootfs) != Some(&mark) {
+            return false;
+        }
+        self.marks.remove(rootfs);
+        true
+    }
+
+    /// Clears the marks of the trees `matches` picks (their runtime is going away).
+    fn clear(&mut self, matches: impl Fn(&Rootfs) -> bool) {
+        self.marks.retain(|r, _| !matches(r));
+    }
+}
+
 impl Pool<ReadyInit> {
     /// How many inits of the kind kept for runtimes wait in the runtime `rootfs`.
     fn ready_in(&self, rootfs: &Rootfs) -> usize {
@@ -525,7 +565,7 @@ impl JobManager {
                         .inner
                         .refilling_runtimes
                         .lock()
-                        .is_ok_and(|pending| pending.contains(rootfs));
+                        .is_ok_and(|marks| marks.is_marked(rootfs));
                     pool.wait_in_runtime(rootfs, in_flight)
                         .map_or(Taken::Nothing, Taken::Next)
                 }
@@ -583,21 +623,24 @@ impl JobManager {
             return;
         }
         // Counted and marked under the pool's lock, as `discard_ready_in` clears marks.
-        let have = {
+        let (have, mut mark) = {
             let Ok(pool) = self.inner.pool.lock() else {
                 return;
             };
             let have = pool.ready_in(&rootfs);
-            let marked = have < target
-                && self
-                    .inner
-                    .refilling_runtimes
-                    .lock()
-                    .is_ok_and(|mut pending| pending.insert(rootfs.clone()));
-            if !marked {
+            if have >= target {
                 return;
             }
-            have
+            let Some(mark) = self
+                .inner
+                .refilling_runtimes
+                .lock()
+                .ok()
+                .and_then(|mut marks| marks.mark(&rootfs))
+            else {
+                return;
+            };
+            (have, mark)
         };
         let manager = self.clone();
         tokio::spawn(async move {
@@ -606,7 +649,8 @@ impl JobManager {
             let mut have = have;
             loop {
                 let idle = have > 0;
-                let unfinished = Unfinished::new(&manager, Preparing::Runtime(rootfs.clone()));
+                let unfinished =
+                    Unfinished::new(&manager, Preparing::Runtime(rootfs.clone(), mark));
                 let ready = manager.spawn_ready(true, disk, &rootfs, idle, user).await;
                 unfinished.finished();
                 let mut keep = None;
@@ -617,20 +661,29 @@ impl JobManager {
                 // Registered and unmarked under the pool's lock, so that `discard_ready_in`
                 // either sees it in the pool or sees it pending; the next one is marked
                 // under the same lock, so that a runtime removed meanwhile gets no other.
+                // Its own mark only: had the runtime been removed (its mark cleared) and
+                // installed again at the same path, a newer preparation's mark is there
+                // now, and this init was prepared in the old tree.
                 let (stale, next) = match manager.inner.pool.lock() {
                     Ok(mut pool) => {
-                        let mut pending = manager.inner.refilling_runtimes.lock().ok();
-                        let gone = pending.as_mut().is_none_or(|p| !p.remove(&rootfs));
+                        let mut marks = manager.inner.refilling_runtimes.lock().ok();
+                        let gone = marks.as_mut().is_none_or(|m| !m.unmark(&rootfs, mark));
                         match keep.take() {
                             Some(ready) if !gone => {
                                 pool.runtime_ready(&rootfs, ready);
                                 let have = pool.ready_in(&rootfs);
-                                let again = have < target
-                                    && pending.as_mut().is_some_and(|p| p.insert(rootfs.clone()));
-                                (None, again.then_some(have))
+                                let again = if have < target {
+                                    marks.as_mut().and_then(|m| m.mark(&rootfs))
+                                } else {
+                                    None
+                                };
+                                (None, again.map(|again| (have, again)))
                             }
                             other => {
-                                pool.runtime_failed(&rootfs);
+                                // A newer preparation's launch keeps waiting for that one.
+                                if !gone {
+                                    pool.runtime_failed(&rootfs);
+                                }
                                 (other, None)
                             }
                         }
@@ -641,7 +694,7 @@ impl JobManager {
                     manager.discard(ready).await;
                 }
                 match next {
-                    Some(ready_now) => have = ready_now,
+                    Some((ready_now, again)) => (have, mark) = (ready_now, again),
                     None => return,
                 }
             }
@@ -654,8 +707,8 @@ impl JobManager {
         let matches = |r: &Rootfs| matches!(r, Rootfs::Runtime { path, .. } if path == rootfs);
         let taken: Vec<ReadyInit> = match self.inner.pool.lock() {
             Ok(mut pool) => {
-                if let Ok(mut pending) = self.inner.refilling_runtimes.lock() {
-                    pending.retain(|r| !matches(r));
+                if let Ok(mut marks) = self.inner.refilling_runtimes.lock() {
+                    marks.clear(matches);
                 }
                 // A launch waiting for an init there prepares its own (and finds the
                 // runtime gone, or not).
@@ -737,8 +790,8 @@ impl JobManager {
 enum Preparing {
     /// A refill of the host view's inits (its id).
     Refill(u64),
-    /// An init for a runtime.
-    Runtime(Rootfs),
+    /// An init for a runtime (the runtime, and the preparation's mark on it).
+    Runtime(Rootfs, u64),
 }
 
 /// Ends, when dropped before [`Unfinished::finished`], what a preparation that never
@@ -773,11 +826,17 @@ impl Drop for Unfinished {
         };
         match preparing {
             Preparing::Refill(id) => pool.refill_ended(id, None),
-            Preparing::Runtime(rootfs) => {
-                if let Ok(mut pending) = self.manager.inner.refilling_runtimes.lock() {
-                    pending.remove(&rootfs);
+            Preparing::Runtime(rootfs, mark) => {
+                let ours = self
+                    .manager
+                    .inner
+                    .refilling_runtimes
+                    .lock()
+                    .is_ok_and(|mut marks| marks.unmark(&rootfs, mark));
+                // A newer preparation's launch keeps waiting for that one.
+                if ours {
+                    pool.runtime_failed(&rootfs);
                 }
-                pool.runtime_failed(&rootfs);
             }
         }
     }
@@ -975,7 +1034,27 @@ async fn prepare(
 
 #[cfg(test)]
 mod tests {
-    use super::{Pool, Taken};
+    use super::{Pool, RuntimeMarks, Taken};
+    #[test]
+    fn a_preparation_unmarks_only_its_own_mark() {
+        let (a, b) = (runtime("a"), runtime("b"));
+        let mut marks = RuntimeMarks::default();
+        let first = marks.mark(&a).unwrap();
+        assert_eq!(marks.mark(&a), None, "one preparation per tree at a time");
+        let other = marks.mark(&b).unwrap();
+        // The runtime is removed (its mark cleared) and installed again at the same path;
+        // a launch there marks a new preparation before the first one finishes.
+        marks.clear(|r| *r == a);
+        assert!(!marks.is_marked(&a));
+        let second = marks.mark(&a).unwrap();
+        assert_ne!(first, second);
+        // The first preparation finds its mark gone and leaves the second one's.
+        assert!(!marks.unmark(&a, first));
+        assert!(marks.is_marked(&a));
+        assert!(marks.unmark(&a, second));
+        assert!(!marks.is_marked(&a));
+        assert!(marks.unmark(&b, other));
+    }
 
     fn any(_: &u32) -> bool {
         true
