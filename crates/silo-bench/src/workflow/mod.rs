@@ -202,17 +202,22 @@ async fn measure_chain(
     fields: &mut Map<String, Value>,
 ) -> Result<Workflow> {
     let name = format!("bench-{prefix}chain").replace('_', "-");
-    let misses = || -> Result<Option<f64>> {
-        let Some(addr) = metrics else { return Ok(None) };
-        let body = crate::ops::get_metrics(addr)?;
+    // A blocking scrape, off the runtime's thread.
+    let misses = async || -> Result<Option<f64>> {
+        let Some(addr) = metrics.map(str::to_owned) else {
+            return Ok(None);
+        };
+        let body = tokio::task::spawn_blocking(move || crate::ops::get_metrics(&addr))
+            .await
+            .context("the scraper panicked")??;
         Ok(crate::ops::metric_value(
             &body,
             "silo_ready_pool_misses_total",
         ))
     };
-    let misses_before = misses()?;
+    let misses_before = misses().await?;
     let (chain, wall) = run_to_end(workflows, shapes::chain(&name, count, run_ms)).await?;
-    if let (Some(before), Some(after)) = (misses_before, misses()?) {
+    if let (Some(before), Some(after)) = (misses_before, misses().await?) {
         fields.insert(
             format!("{prefix}chain_pool_misses"),
             json!((after - before).round() as u64),
