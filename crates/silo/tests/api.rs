@@ -77,6 +77,13 @@ async fn exit_codes_and_signals_are_reported() {
     assert_eq!(end.signal, Some(9));
     assert_eq!(end.exit_code, None);
     assert_eq!(end.reason, "killed by signal SIGKILL");
+
+    // A real-time signal (SIGRTMIN is 34 with glibc) ends the job like any other.
+    let job = run(&mut c, &["sh", "-c", "kill -34 $$"]).await;
+    let end = wait_end(&mut c, &job.id).await;
+    assert_eq!(end.state(), JobState::Failed);
+    assert_eq!(end.signal, Some(34));
+    assert_eq!(end.reason, "killed by signal SIG34");
 }
 
 #[tokio::test]

@@ -7,7 +7,6 @@ use std::os::unix::net::UnixStream;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, getpid};
 use silo_log::{LogWriter, Stream};
 
@@ -108,11 +107,7 @@ fn end_what_is_left(
 ) {
     if getpid().as_raw() == 1 {
         let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
-        while let Ok(s) = waitpid(Pid::from_raw(-1), None) {
-            if matches!(s, WaitStatus::StillAlive) {
-                break;
-            }
-        }
+        while let Ok(Some(_)) = wait_any(0) {}
     } else {
         // Not PID 1 (debugging by hand): take only what is already in the pipes.
         for (fd, _) in outputs {
@@ -176,15 +171,34 @@ fn waiting_in(fd: std::os::fd::BorrowedFd<'_>) -> usize {
 pub(super) fn reap(command: Pid) -> Option<ExitStatus> {
     let mut result = None;
     loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) if pid == command => {
-                result = Some(ExitStatus::Code(code));
+        match wait_any(libc::WNOHANG) {
+            Ok(Some((pid, status))) if pid == command.as_raw() => {
+                if libc::WIFEXITED(status) {
+                    result = Some(ExitStatus::Code(libc::WEXITSTATUS(status)));
+                } else if libc::WIFSIGNALED(status) {
+                    result = Some(ExitStatus::Signal(libc::WTERMSIG(status)));
+                }
             }
-            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == command => {
-                result = Some(ExitStatus::Signal(sig as i32));
-            }
-            Ok(WaitStatus::StillAlive) | Err(_) => return result,
-            Ok(_) => {}
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return result,
+        }
+    }
+}
+
+/// Reaps one ended child: its pid and raw wait status, or none when no child has ended
+/// yet (`WNOHANG` in `flags`). `waitpid(2)` itself, not nix's: nix reaps the child and
+/// then fails with `EINVAL` when it was killed by a real-time signal (which its `Signal`
+/// cannot name), so the command's end would be lost and the job would never end.
+fn wait_any(flags: libc::c_int) -> Result<Option<(libc::pid_t, libc::c_int)>, Errno> {
+    let mut status: libc::c_int = 0;
+    loop {
+        // SAFETY: waitpid writes the status of a child of ours into a local int.
+        let pid = unsafe { libc::waitpid(-1, &mut status, flags) };
+        match pid {
+            0 => return Ok(None),
+            -1 if Errno::last() == Errno::EINTR => continue,
+            -1 => return Err(Errno::last()),
+            pid => return Ok(Some((pid, status))),
         }
     }
 }
