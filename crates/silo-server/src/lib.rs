@@ -14,6 +14,7 @@ pub mod schedules;
 pub mod secrets;
 mod service;
 pub mod store;
+mod tree;
 pub mod workflows;
 
 use std::net::SocketAddr;

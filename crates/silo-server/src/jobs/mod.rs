@@ -869,7 +869,7 @@ impl JobManager {
         let dir = self.job_dir(&id);
         let removed = tokio::task::spawn_blocking({
             let dir = dir.clone();
-            move || std::fs::remove_dir_all(dir)
+            move || crate::tree::remove_dir_all(dir)
         })
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e)));

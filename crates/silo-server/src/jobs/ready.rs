@@ -862,7 +862,7 @@ fn create_job_dir(dir: &Path, root: &Path, work: bool) -> Result<std::fs::File, 
                 .open(dir.join("log"))
         });
     if created.is_err() {
-        let _ = std::fs::remove_dir_all(dir);
+        let _ = crate::tree::remove_dir_all(dir);
     }
     created.map_err(|e| JobError::Host(format!("cannot create {}: {e}", dir.display())))
 }
@@ -1012,7 +1012,7 @@ async fn remove_ready_init(
             let _ = cg.kill_all();
             let _ = cg.remove();
         }
-        let _ = std::fs::remove_dir_all(dir);
+        let _ = crate::tree::remove_dir_all(dir);
     })
     .await;
 }

@@ -113,7 +113,7 @@ impl JobManager {
                 continue;
             }
             if let Err(crate::store::StoreError::NotFound(_)) = self.inner.store.get(&name).await {
-                let _ = std::fs::remove_dir_all(entry.path());
+                let _ = crate::tree::remove_dir_all(entry.path());
             }
         }
     }

@@ -122,7 +122,7 @@ impl JobManager {
         }
         // A server that crashed while starting it may have left its directory.
         let dir = self.job_dir(&row.id);
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+        let _ = tokio::task::spawn_blocking(move || crate::tree::remove_dir_all(dir)).await;
         let at = row.scheduled_at.unwrap_or_else(now_micros);
         let options = JobOptions {
             scheduled: Some(ScheduledStart {

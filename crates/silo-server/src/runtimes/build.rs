@@ -629,7 +629,7 @@ fn empty_dir(rootfs: &Path, relative: &str) -> Result<(), RuntimeError> {
     for entry in entries.flatten() {
         let path = entry.path();
         let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            std::fs::remove_dir_all(&path)
+            crate::tree::remove_dir_all(&path)
         } else {
             std::fs::remove_file(&path)
         };

@@ -173,7 +173,7 @@ impl Catalog {
             .map_err(|e| host_error("create", &dir, e))?;
         for scratch in [STAGING, TRASH] {
             let path = dir.join(scratch);
-            match std::fs::remove_dir_all(&path) {
+            match crate::tree::remove_dir_all(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(host_error("empty", &path, e)),
@@ -423,7 +423,7 @@ impl Catalog {
             let trash = catalog.inner.dir.join(TRASH);
             if let Ok(entries) = std::fs::read_dir(&trash) {
                 for entry in entries.flatten() {
-                    if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                    if let Err(e) = crate::tree::remove_dir_all(entry.path()) {
                         tracing::warn!("cannot remove {}: {e}", entry.path().display());
                     }
                 }

@@ -38,7 +38,7 @@ impl Drop for Staging {
     fn drop(&mut self) {
         if let Some(path) = self.0.take() {
             std::thread::spawn(move || {
-                if let Err(e) = std::fs::remove_dir_all(&path) {
+                if let Err(e) = crate::tree::remove_dir_all(&path) {
                     tracing::warn!("cannot remove {}: {e}", path.display());
                 }
             });

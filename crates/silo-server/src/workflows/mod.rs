@@ -208,7 +208,7 @@ impl Engine {
             match sealed {
                 Ok(sealed) => (crate::secrets::SEALED_YAML_NOTE.to_owned(), Some(sealed)),
                 Err(e) => {
-                    let _ = std::fs::remove_dir_all(&dir);
+                    let _ = crate::tree::remove_dir_all(&dir);
                     return Err(e);
                 }
             }
@@ -236,7 +236,7 @@ impl Engine {
             })
             .collect();
         if let Err(e) = self.inner.store.insert(&row, &nodes, sealed.as_ref()).await {
-            let _ = std::fs::remove_dir_all(&dir);
+            let _ = crate::tree::remove_dir_all(&dir);
             return Err(e.into());
         }
         metrics::counter!(crate::metrics::WORKFLOWS_STARTED).increment(1);
@@ -664,7 +664,7 @@ impl Engine {
         }
         self.inner.store.delete(&id).await?;
         let dir = self.workflow_dir(&id);
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+        let _ = tokio::task::spawn_blocking(move || crate::tree::remove_dir_all(dir)).await;
         Ok(id)
     }
 

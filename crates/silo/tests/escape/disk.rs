@@ -38,6 +38,34 @@ async fn a_job_that_fills_its_disk_gets_enospc_and_nothing_else_does() {
 }
 
 #[tokio::test]
+async fn a_tree_too_deep_for_a_recursive_walk_is_deleted_with_its_job() {
+    if !privileged() {
+        return;
+    }
+    // No disk of its own: /work is a directory in the job's directory on the host, which
+    // DeleteJob removes. A walk that recursed once per level (std's remove_dir_all) would
+    // overflow its thread's stack at about 15,000 levels and abort the server.
+    let server = TestServer::start_with(&["--default-disk", "0"]);
+    let mut c = server.admin().await;
+    let (end, out, err) = sh(
+        &mut c,
+        "python3 -c \"import os\nfor _ in range(40000):\n    os.mkdir('d'); os.chdir('d')\n\
+         open('leaf', 'w').write('x'); print('deep')\" && echo made",
+    )
+    .await;
+    assert_eq!(end.state(), JobState::Completed, "{end:?} {err}");
+    assert!(out.contains("made"), "{out} {err}");
+    c.delete_job(silo_proto::v1::DeleteJobRequest { id: end.id.clone() })
+        .await
+        .unwrap();
+    assert!(!server.state().join("jobs").join(&end.id).exists());
+    // The server is still there.
+    let (end, out, _) = sh(&mut c, "echo alive").await;
+    assert_eq!(end.state(), JobState::Completed);
+    assert!(out.contains("alive"), "{out}");
+}
+
+#[tokio::test]
 async fn the_jobs_mountinfo_names_no_host_path_of_the_state_directory() {
     if !privileged() {
         return;

@@ -1,0 +1,252 @@
+//! Removing a directory tree that a job (or a runtime's build) wrote, without recursion.
+//!
+//! `std::fs::remove_dir_all` recurses once per level and holds a descriptor per level. A job
+//! can make a tree as deep as it likes with relative `mkdir` and `chdir` calls: at about
+//! 15,000 levels the recursion overflows a 2 MiB thread stack, which aborts the whole
+//! server (a stack overflow is not a panic that can be caught). [`remove_dir_all`] walks the
+//! tree with one descriptor open at a time and keeps, for each level below the one it is
+//! in, only that directory's name, its identity and the names of its subdirectories still
+//! to remove; it goes back up through `..` and checks that it came back to the directory it
+//! left.
+
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::dir::{Dir, Type};
+use nix::fcntl::{AtFlags, OFlag, openat};
+use nix::sys::stat::{Mode, SFlag, fstat, fstatat};
+use nix::unistd::{UnlinkatFlags, unlinkat};
+
+/// Removes `path` and everything under it, as `std::fs::remove_dir_all` does, at any
+/// depth: a symbolic link (or a file) at `path` is removed itself, a link in the tree is
+/// never followed, and a missing `path` is a `NotFound` error.
+pub(crate) fn remove_dir_all(path: impl AsRef<Path>) -> io::Result<()> {
+    let path = path.as_ref();
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a directory to remove", path.display()),
+        ));
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    // The parent may be reached through links (a state directory that is one).
+    let parent = openat(
+        nix::fcntl::AT_FDCWD,
+        parent,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let top = match open_dir(parent.as_fd(), name) {
+        Ok(top) => top,
+        // A file or a symbolic link: removed itself.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) => {
+            return unlinkat(&parent, name, UnlinkatFlags::NoRemoveDir).map_err(io::Error::from);
+        }
+        Err(e) => return Err(e),
+    };
+    remove_contents(top)?;
+    unlinkat(&parent, name, UnlinkatFlags::RemoveDir).map_err(io::Error::from)
+}
+
+/// One directory on the way down: its name in its parent, its identity, and its
+/// subdirectories not yet removed.
+struct Level {
+    name: OsString,
+    id: (u64, u64),
+    pending: Vec<OsString>,
+}
+
+/// Empties the directory `top` (it stays).
+fn remove_contents(top: OwnedFd) -> io::Result<()> {
+    let mut stack = vec![Level {
+        name: OsString::new(),
+        id: identity(top.as_fd())?,
+        pending: remove_files(top.as_fd())?,
+    }];
+    let mut current = top;
+    while let Some(level) = stack.last_mut() {
+        if let Some(sub) = level.pending.pop() {
+            match open_dir(current.as_fd(), &sub) {
+                Ok(below) => {
+                    let pending = remove_files(below.as_fd())?;
+                    stack.push(Level {
+                        name: sub,
+                        id: identity(below.as_fd())?,
+                        pending,
+                    });
+                    current = below;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                // No longer a directory.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) => {
+                    unlinkat(&current, sub.as_os_str(), UnlinkatFlags::NoRemoveDir)
+                        .or_else(ignore_missing)?;
+                }
+                Err(e) => return Err(e),
+            }
+            continue;
+        }
+        // `current` is empty now: back up to its parent, and remove it there.
+        let Some(done) = stack.pop() else { break };
+        let Some(parent) = stack.last() else {
+            return Ok(());
+        };
+        let up = open_dir(current.as_fd(), OsStr::new(".."))?;
+        if identity(up.as_fd())? != parent.id {
+            return Err(io::Error::other(
+                "the tree was moved while it was being removed",
+            ));
+        }
+        unlinkat(&up, done.name.as_os_str(), UnlinkatFlags::RemoveDir).or_else(ignore_missing)?;
+        current = up;
+    }
+    Ok(())
+}
+
+/// Removes every entry of the directory `dir` that is not a directory; returns the names of
+/// its subdirectories.
+fn remove_files(dir: BorrowedFd<'_>) -> io::Result<Vec<OsString>> {
+    let mut entries = Dir::openat(
+        dir,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut subdirs = Vec::new();
+    for entry in entries.iter() {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        let name = OsStr::from_bytes(name);
+        let is_dir = match entry.file_type() {
+            Some(kind) => kind == Type::Directory,
+            None => match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) => SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR,
+                Err(nix::errno::Errno::ENOENT) => continue,
+                Err(e) => return Err(e.into()),
+            },
+        };
+        if is_dir {
+            subdirs.push(name.to_owned());
+        } else {
+            unlinkat(dir, name, UnlinkatFlags::NoRemoveDir).or_else(ignore_missing)?;
+        }
+    }
+    Ok(subdirs)
+}
+
+/// Opens the directory `name` in `at` without following a symbolic link.
+fn open_dir(at: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    openat(at, name, flags, Mode::empty()).map_err(io::Error::from)
+}
+
+/// A directory's device and inode.
+fn identity(dir: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
+    let st = fstat(dir)?;
+    Ok((st.st_dev, st.st_ino))
+}
+
+fn ignore_missing(e: nix::errno::Errno) -> Result<(), io::Error> {
+    match e {
+        nix::errno::Errno::ENOENT => Ok(()),
+        e => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remove_dir_all;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn removes_a_tree_of_files_links_and_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("kept"), "x").unwrap();
+        let tree = dir.path().join("tree");
+        for sub in ["a/b/c", "a/d", "e"] {
+            std::fs::create_dir_all(tree.join(sub)).unwrap();
+        }
+        std::fs::write(tree.join("a/b/c/f"), "1").unwrap();
+        std::fs::write(tree.join("e/g"), "2").unwrap();
+        symlink(&outside, tree.join("a/link-to-outside")).unwrap();
+        symlink("/nonexistent", tree.join("dangling")).unwrap();
+        nix::unistd::mkfifo(&tree.join("a/d/fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+
+        remove_dir_all(&tree).unwrap();
+        assert!(!tree.exists());
+        // The link was removed, not followed.
+        assert!(outside.join("kept").exists());
+    }
+
+    #[test]
+    fn removes_a_tree_deeper_than_a_recursive_walk_survives() {
+        // 40,000 levels: std's recursive remove_dir_all overflows a 2 MiB stack at about
+        // 15,000. Made with relative mkdir and chdir, as a job would.
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("deep");
+        std::fs::create_dir(&tree).unwrap();
+        let depth = 40_000;
+        let mut fd = std::fs::File::open(&tree).unwrap();
+        for _ in 0..depth {
+            nix::sys::stat::mkdirat(&fd, "d", nix::sys::stat::Mode::S_IRWXU).unwrap();
+            let below = nix::fcntl::openat(
+                &fd,
+                "d",
+                nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY,
+                nix::sys::stat::Mode::empty(),
+            )
+            .unwrap();
+            fd = std::fs::File::from(below);
+        }
+        nix::fcntl::openat(
+            &fd,
+            "leaf",
+            nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_WRONLY,
+            nix::sys::stat::Mode::S_IRUSR,
+        )
+        .unwrap();
+        drop(fd);
+        // On a thread with a small stack, as a blocking task's would be.
+        let removing = tree.clone();
+        std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || remove_dir_all(&removing))
+            .unwrap()
+            .join()
+            .unwrap()
+            .unwrap();
+        assert!(!tree.exists());
+    }
+
+    #[test]
+    fn a_link_or_a_file_is_removed_itself_and_a_missing_path_is_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("kept"), "x").unwrap();
+        let link = dir.path().join("link");
+        symlink(&target, &link).unwrap();
+        remove_dir_all(&link).unwrap();
+        assert!(!link.exists() && target.join("kept").exists());
+
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        remove_dir_all(&file).unwrap();
+        assert!(!file.exists());
+
+        let missing = remove_dir_all(dir.path().join("missing")).unwrap_err();
+        assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
+    }
+}
