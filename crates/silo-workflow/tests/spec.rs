@@ -721,6 +721,19 @@ fn nesting_and_repeated_aliases_are_bounded() {
         message(&yaml),
         "line 53, column 6: merge keys copy more than 1000000 entries"
     );
+    // A file of small values: each costs the reader memory, so their number is bounded
+    // (4.2 MB of `0,` here; the file's 16 MiB alone would allow eight million).
+    let yaml = format!(
+        "name: w\njobs:\n  a:\n    command: x\n    args: [{}]\n",
+        "0,".repeat(2_100_000)
+    );
+    let error = message(&yaml);
+    assert!(
+        error.contains("the file has more than 2000000 values"),
+        "{error}"
+    );
+    let error = message(&" ".repeat((16 << 20) + 1));
+    assert!(error.contains("16777216"), "{error}");
 }
 
 /// A chain through every job plus a fan-out from the first: 10,000 jobs, ~20,000 edges.

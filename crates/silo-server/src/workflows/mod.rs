@@ -93,7 +93,12 @@ struct Inner {
     dir: PathBuf,
     /// The running workflows: how to reach each, and its current view.
     active: Mutex<HashMap<String, Active>>,
+    /// Permits for parsing the workflow files clients send ([`PARSES_AT_ONCE`]).
+    parses: tokio::sync::Semaphore,
 }
+
+/// How many workflow files sent by clients are parsed at once.
+const PARSES_AT_ONCE: usize = 2;
 
 struct Active {
     tx: mpsc::UnboundedSender<Event>,
@@ -119,6 +124,7 @@ impl Engine {
                 catalog,
                 dir,
                 active: Mutex::default(),
+                parses: tokio::sync::Semaphore::new(PARSES_AT_ONCE),
             }),
         };
         for id in engine.inner.store.running().await? {
@@ -133,9 +139,39 @@ impl Engine {
         self.inner.dir.join(id)
     }
 
+    /// Parses a workflow file a client sent: on a blocking thread (a large file takes
+    /// a while), at most [`PARSES_AT_ONCE`] at a time (each may take a few hundred MB).
+    pub async fn parse(&self, yaml: &str) -> Result<WorkflowSpec, WorkflowError> {
+        let _permit = self
+            .inner
+            .parses
+            .acquire()
+            .await
+            .map_err(|_| WorkflowError::Host("the server is shutting down".into()))?;
+        let yaml = yaml.to_owned();
+        tokio::task::spawn_blocking(move || WorkflowSpec::parse(&yaml))
+            .await
+            .map_err(|e| WorkflowError::Host(format!("reading the workflow: {e}")))?
+            .map_err(|e| WorkflowError::Invalid(e.to_string()))
+    }
+
     /// Parses and checks a workflow as RunWorkflow would, without storing anything.
-    pub fn check(&self, yaml: &str, files: &[Upload]) -> Result<WorkflowSpec, WorkflowError> {
-        let spec = WorkflowSpec::parse(yaml).map_err(|e| WorkflowError::Invalid(e.to_string()))?;
+    pub async fn check(&self, yaml: &str, files: &[Upload]) -> Result<WorkflowSpec, WorkflowError> {
+        let spec = self.parse(yaml).await?;
+        self.check_parsed(&spec, Some(files))?;
+        Ok(spec)
+    }
+
+    /// Checks a parsed workflow against this server: its runtimes are installed, the
+    /// request carries its uploads (`files`; none: not checked, as in a validation, which
+    /// sends none), and each job is one RunJob would take.
+    pub fn check_parsed(
+        &self,
+        spec: &WorkflowSpec,
+        files: Option<&[Upload]>,
+    ) -> Result<(), WorkflowError> {
+        let sent = files.is_some();
+        let files = files.unwrap_or_default();
         for (i, job) in spec.jobs.iter().enumerate() {
             if let Some(runtime) = &job.runtime {
                 self.inner
@@ -145,9 +181,10 @@ impl Engine {
             }
             for wanted in &job.uploads {
                 let w = wanted.trim_end_matches('/');
-                if !files
-                    .iter()
-                    .any(|f| f.path == w || f.path.starts_with(&format!("{w}/")))
+                if sent
+                    && !files
+                        .iter()
+                        .any(|f| f.path == w || f.path.starts_with(&format!("{w}/")))
                 {
                     return Err(WorkflowError::Invalid(format!(
                         "job {}: uploads {wanted:?}, which the request does not carry",
@@ -155,14 +192,14 @@ impl Engine {
                     )));
                 }
             }
-            let job_spec = node_job::job_spec("0", &spec, i);
-            let uploads = node_job::uploads(files, &spec, i);
+            let job_spec = node_job::job_spec("0", spec, i);
+            let uploads = node_job::uploads(files, spec, i);
             self.inner
                 .jobs
                 .check(&job_spec, &uploads)
                 .map_err(|e| WorkflowError::Invalid(format!("job {}: {e}", job.name)))?;
         }
-        Ok(spec)
+        Ok(())
     }
 
     /// Checks, stores and starts a workflow.
@@ -171,7 +208,7 @@ impl Engine {
         request: RunWorkflowRequest,
         owner: String,
     ) -> Result<Workflow, WorkflowError> {
-        let mut spec = self.check(&request.yaml, &request.files)?;
+        let mut spec = self.check(&request.yaml, &request.files).await?;
         if !request.name.is_empty() {
             spec.name = request.name.clone();
         }

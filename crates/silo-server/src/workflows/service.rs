@@ -57,16 +57,9 @@ impl WorkflowService for WorkflowApi {
     ) -> Result<Response<ValidateWorkflowResponse>, Status> {
         authorize(&request, Access::Read, "ValidateWorkflow")?;
         let req = request.into_inner();
+        let spec = self.engine.parse(&req.yaml).await?;
         // Uploads are not sent for a validation: their presence is not checked.
-        let spec = match self.engine.check(&req.yaml, &[]) {
-            Err(super::WorkflowError::Invalid(m))
-                if m.contains("which the request does not carry") =>
-            {
-                silo_workflow::spec::WorkflowSpec::parse(&req.yaml)
-                    .map_err(|e| Status::invalid_argument(e.to_string()))?
-            }
-            other => other?,
-        };
+        self.engine.check_parsed(&spec, None)?;
         Ok(Response::new(ValidateWorkflowResponse {
             name: spec.name.clone(),
             jobs: view::jobs(&spec, &[], &[], &[]),

@@ -9,8 +9,9 @@
 use super::yaml::{Document, Kind, NodeId, is_null};
 use super::{Location, SpecError};
 
-/// The largest workflow file read, so that hostile input cannot take unbounded memory.
-pub(crate) const MAX_FILE_BYTES: usize = 64 << 20;
+/// The largest workflow file read, so that hostile input cannot take unbounded memory (a
+/// workflow of the most jobs, [`super::MAX_JOBS`], each a few lines, is about 5 MB).
+pub(crate) const MAX_FILE_BYTES: usize = 16 << 20;
 
 /// How many values beyond the file's own aliases may make the reader visit: an alias is
 /// read again wherever it is used, and a file of aliases of aliases must not take

@@ -14,9 +14,9 @@
 //! (`!!int`, `!!bool`, `!!null`, `!!float`, `!!seq`, `!!map`), which change nothing. Any
 //! other tag (`!!binary`, `!!timestamp`, `!custom`) is refused: a value silo would read
 //! differently from what its tag says is a mistake to report, not to guess. A node nested
-//! deeper than [`MAX_DEPTH`] collections, an alias to a collection from inside it, and
-//! merges that copy more than [`MAX_MERGED`] entries are refused, so that no input can take
-//! unbounded time or memory.
+//! deeper than [`MAX_DEPTH`] collections, an alias to a collection from inside it,
+//! merges that copy more than [`MAX_MERGED`] entries and files of more than [`MAX_VALUES`]
+//! values are refused, so that no input can take unbounded time or memory.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -29,6 +29,11 @@ use super::{Location, SpecError};
 pub(crate) const MAX_DEPTH: usize = 64;
 /// The most mapping entries that merge keys may copy in one file.
 pub(crate) const MAX_MERGED: usize = 1_000_000;
+/// The most values (scalars and collections, an alias not counted) read from one file:
+/// about 20 per job of the largest workflow ([`super::MAX_JOBS`]). Each value costs the
+/// reader about a hundred bytes, so that a file of small values (`[0,0,0,…]`) cannot make
+/// it take more than a few hundred MB.
+pub(crate) const MAX_VALUES: usize = 2_000_000;
 
 /// A node's index in its [`Document`].
 pub(crate) type NodeId = u32;
@@ -222,6 +227,12 @@ impl<'a> Builder<'a> {
     }
 
     fn push(&mut self, at: Location, kind: Kind<'a>) -> Result<NodeId, SpecError> {
+        if self.nodes.len() >= MAX_VALUES {
+            return Err(refused(
+                at,
+                &format!("the file has more than {MAX_VALUES} values"),
+            ));
+        }
         let id = NodeId::try_from(self.nodes.len())
             .map_err(|_| refused(at, "the file has too many values"))?;
         self.nodes.push(Node { at, kind });
