@@ -231,13 +231,13 @@ impl ObjectStore {
                 .entry((file.dev(), file.ino()))
                 .or_insert((file.nlink(), 0, 0));
             seen.1 += 1;
-            seen.2 += size;
+            seen.2 = seen.2.saturating_add(*size);
         }
         Ok(inodes
             .values()
             .filter(|(nlink, ours, _)| *nlink > 1 + ours)
-            .map(|(_, _, bytes)| bytes)
-            .sum())
+            .map(|(_, _, bytes)| *bytes)
+            .fold(0, u64::saturating_add))
     }
 }
 

@@ -1252,3 +1252,29 @@ async fn run_attached_refuses_viewers_and_start_times_and_leaves_a_job_running_w
     assert_eq!(end.state(), JobState::Completed, "{end:?}");
     assert_eq!(stdout_of(&mut c, &job.id).await, b"done\n");
 }
+
+#[tokio::test]
+async fn start_times_at_the_ends_of_the_timestamp_range_are_refused_clearly() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let mut c = server.admin().await;
+    for (seconds, needle) in [
+        // Within range in microseconds, but so far back that "how long ago" overflowed.
+        (-9_223_372_036_000, "in the past"),
+        (i64::MIN, "out of range"),
+        (i64::MAX, "out of range"),
+    ] {
+        let refused = c
+            .run_job(RunJobRequest {
+                spec: Some(spec(&["true"])),
+                start_at: Some(prost_types::Timestamp { seconds, nanos: 0 }),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+        assert!(refused.message().contains(needle), "{refused:?}");
+    }
+}

@@ -188,7 +188,7 @@ impl Manifest {
                 EntryKind::File { size, .. } => size,
                 _ => 0,
             })
-            .sum()
+            .fold(0, u64::saturating_add)
     }
 }
 

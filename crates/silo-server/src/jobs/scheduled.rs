@@ -73,7 +73,7 @@ impl JobManager {
         if at <= now {
             return Err(JobError::Invalid(validate::Invalid(format!(
                 "start_at is in the past ({} µs before now)",
-                now - at
+                now.saturating_sub(at)
             ))));
         }
         if at - now > MAX_AHEAD_MICROS {
