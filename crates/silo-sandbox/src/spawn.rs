@@ -202,7 +202,19 @@ pub(crate) fn clone_exec(req: &CloneExec<'_>) -> io::Result<(i32, OwnedFd)> {
     let mode = CString::new(format!("{}={}", MODE_ENV.0, req.mode))
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let rust_backtrace = c"RUST_BACKTRACE=1";
-    let envp: [*const libc::c_char; 3] = [mode.as_ptr(), rust_backtrace.as_ptr(), std::ptr::null()];
+    // A test's hook, in debug builds only: how long an init lingers after its exit report.
+    #[cfg(debug_assertions)]
+    let linger = std::env::var(crate::init::LINGER_ENV)
+        .ok()
+        .and_then(|ms| CString::new(format!("{}={ms}", crate::init::LINGER_ENV)).ok());
+    #[cfg(not(debug_assertions))]
+    let linger: Option<CString> = None;
+    let envp: [*const libc::c_char; 4] = [
+        mode.as_ptr(),
+        rust_backtrace.as_ptr(),
+        linger.as_ref().map_or(std::ptr::null(), |l| l.as_ptr()),
+        std::ptr::null(),
+    ];
 
     let mut pidfd: RawFd = -1;
     let mut args = CloneArgs {

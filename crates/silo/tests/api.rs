@@ -1278,3 +1278,37 @@ async fn start_times_at_the_ends_of_the_timestamp_range_are_refused_clearly() {
         assert!(refused.message().contains(needle), "{refused:?}");
     }
 }
+
+#[tokio::test]
+async fn an_init_that_lingers_after_its_exit_report_is_killed_and_its_job_released() {
+    if !privileged() {
+        return;
+    }
+    // Debug builds only (the tests'): each init sleeps ten minutes after its exit report,
+    // as a broken init might.
+    let server = TestServer::start_with_env(&[], &[("SILO_TEST_INIT_LINGER_MS", "600000")]);
+    let mut c = server.admin().await;
+    let t0 = std::time::Instant::now();
+    let job = run(&mut c, &["true"]).await;
+    let end = wait_end(&mut c, &job.id).await;
+    // The end is told at the report, not at the init's exit.
+    assert_eq!(end.state(), JobState::Completed, "{end:?}");
+    assert!(
+        !job_cgroups_after_cleanup(&server.cgroup_name, &[&job.id]).is_empty(),
+        "the job was released before its init exited"
+    );
+    // The server kills the init after its grace (10 s) and releases the job's cgroup.
+    let deadline = t0 + std::time::Duration::from_secs(40);
+    while !job_cgroups_after_cleanup(&server.cgroup_name, &[&job.id]).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job's cgroup is still there after {:?}",
+            t0.elapsed()
+        );
+    }
+    assert!(
+        t0.elapsed() >= std::time::Duration::from_secs(9),
+        "{:?}",
+        t0.elapsed()
+    );
+}

@@ -16,6 +16,11 @@ mod launch;
 mod pid1;
 mod session;
 
+/// A test's hook, read in debug builds only: milliseconds an init lingers after its exit
+/// report, as a broken init would (the server kills it after a grace).
+#[cfg(debug_assertions)]
+pub(crate) const LINGER_ENV: &str = "SILO_TEST_INIT_LINGER_MS";
+
 use std::fs::File;
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;

@@ -110,6 +110,13 @@ impl Init {
         let idle = libc::sched_param { sched_priority: 0 };
         // SAFETY: sched_setscheduler on this process with a parameter we own.
         unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &idle) };
+        #[cfg(debug_assertions)]
+        if let Some(ms) = std::env::var(super::LINGER_ENV)
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+        {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
         Ok(())
     }
 

@@ -90,7 +90,7 @@ pub async fn supervise(
             manager.inner.logs.unwatch(wd);
         }
         manager.finish(&live, outcome, running_write.take()).await;
-        let _ = wait_reaped(pidfd).await;
+        reap_after_report(&live, pidfd).await;
         tracing::debug!(job = %live.id, elapsed = ?t0.elapsed(), "init reaped");
     } else {
         let outcome = await_init_end(&live, report, pidfd).await;
@@ -292,6 +292,30 @@ async fn tear_down(manager: &JobManager, live: &Arc<LiveJob>, mount_ns: Option<O
     });
     manager.release_cgroup(live).await;
     manager.give_back_host_id(live);
+}
+
+/// How long an init that reported its job's exit may take to exit itself (it exits at
+/// once, under `SCHED_IDLE`: on a saturated host that may take a while).
+const INIT_EXIT_GRACE: Duration = Duration::from_secs(10);
+
+/// Reaps the init after its exit report. One that does not exit within
+/// [`INIT_EXIT_GRACE`] (broken, or turned by its job) is killed: it must not keep the job's
+/// cgroup, mounts, disk and host id from being released.
+async fn reap_after_report(live: &LiveJob, pidfd: OwnedFd) {
+    let kill = pidfd.try_clone().ok();
+    if tokio::time::timeout(INIT_EXIT_GRACE, wait_reaped(pidfd))
+        .await
+        .is_ok()
+    {
+        return;
+    }
+    let Some(pidfd) = kill else { return };
+    tracing::warn!(
+        job = %live.id,
+        "the job's init reported its exit but did not exit within {INIT_EXIT_GRACE:?}: killing it"
+    );
+    let _ = silo_sandbox::spawn::signal(pidfd.as_fd(), libc::SIGKILL);
+    let _ = wait_reaped(pidfd).await;
 }
 
 /// Waits for the init process to exit and reaps it. Returns its wait status.
