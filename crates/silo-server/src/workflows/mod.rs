@@ -475,7 +475,7 @@ impl Engine {
             }
         };
         let files = self.read_files(id);
-        let job_ids: Vec<Vec<String>> = nodes.iter().map(|n| n.job_ids.clone()).collect();
+        let job_ids = stored_job_ids(&nodes, spec.jobs.len());
         let run = Run::restore(
             spec.clone(),
             nodes.iter().map(|n| n.node.clone()).collect(),
@@ -664,7 +664,7 @@ impl Engine {
         row.reason.clear();
         row.canceled = None;
         row.ended_at = None;
-        let job_ids: Vec<Vec<String>> = nodes.iter().map(|n| n.job_ids.clone()).collect();
+        let job_ids = stored_job_ids(&nodes, spec.jobs.len());
         let stored: Vec<(usize, NodeRow)> = run
             .nodes()
             .iter()
@@ -756,4 +756,34 @@ fn is_duplicate_token(e: &JobError) -> bool {
 /// Whether a job never ran its command because the server stopped during its start.
 fn never_ran(row: &JobRow) -> bool {
     row.end_cause == EndCause::ServerRestart && row.started_at.is_none()
+}
+
+/// Each node's job ids as stored, one entry per job of the workflow's YAML (`jobs`), as
+/// [`Run::restore`] makes its nodes: a store whose node rows do not match its YAML's jobs
+/// (damaged, or written by another version) must not make an index out of range.
+fn stored_job_ids(nodes: &[NodeRow], jobs: usize) -> Vec<Vec<String>> {
+    let mut ids: Vec<Vec<String>> = nodes.iter().map(|n| n.job_ids.clone()).collect();
+    ids.resize_with(jobs, Vec::new);
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{NodeRow, stored_job_ids};
+    use silo_workflow::schedule::{Node, NodeState};
+
+    #[test]
+    fn stored_job_ids_have_one_entry_per_job_of_the_yaml() {
+        let row = |id: &str| NodeRow {
+            node: Node {
+                state: NodeState::Completed,
+                attempts: 1,
+                reason: String::new(),
+            },
+            job_ids: vec![id.to_owned()],
+        };
+        let stored = [row("a"), row("b")];
+        assert_eq!(stored_job_ids(&stored, 3), [vec!["a"], vec!["b"], vec![]]);
+        assert_eq!(stored_job_ids(&stored, 1), [vec!["a"]]);
+    }
 }
