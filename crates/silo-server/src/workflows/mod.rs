@@ -354,13 +354,10 @@ impl Engine {
     }
 
     /// The job of a node's attempt, if one exists that ran or runs, and the try number for
-    /// a new one otherwise.
-    async fn find_attempt(
-        &self,
-        id: &str,
-        node: usize,
-        attempt: u32,
-    ) -> Result<Result<JobRow, u32>, JobError> {
+    /// a new one otherwise; with the ids of the tries before it that never ran (the server
+    /// stopped during their start), which the node lists beside the one that runs.
+    async fn find_attempt(&self, id: &str, node: usize, attempt: u32) -> Result<Found, JobError> {
+        let mut cut = Vec::new();
         for k in 0.. {
             match self
                 .inner
@@ -368,9 +365,9 @@ impl Engine {
                 .find_by_token(&Self::token(id, node, attempt, k))
                 .await?
             {
-                None => return Ok(Err(k)),
-                Some(row) if never_ran(&row) => continue,
-                Some(row) => return Ok(Ok(row)),
+                None => return Ok(Found { cut, job: Err(k) }),
+                Some(row) if never_ran(&row) => cut.push(row.id),
+                Some(row) => return Ok(Found { cut, job: Ok(row) }),
             }
         }
         unreachable!("the loop returns")
@@ -378,7 +375,7 @@ impl Engine {
 
     /// Starts the `k`-th try of the job of a node's attempt (`k` is 0 unless a crash left
     /// tries that never ran: see [`Engine::find_attempt`]); answers with its row, or why it
-    /// could not start.
+    /// could not start, and the ids of earlier tries found never to have run.
     #[allow(clippy::too_many_arguments)]
     async fn start_job(
         &self,
@@ -390,18 +387,17 @@ impl Engine {
         attempt: u32,
         k: u32,
         gate: Option<crate::jobs::StartGate>,
-    ) -> Result<JobRow, String> {
+    ) -> (Vec<String>, Result<JobRow, String>) {
+        let mut cut = Vec::new();
         let mut runtime = None;
         let mut root = None;
         let mut hold = None;
         let named = &spec.jobs[node].runtime;
         if let Some(named) = named.as_ref().filter(|r| !r.is_empty()) {
-            let (installed, guard) = self
-                .inner
-                .catalog
-                .resolve(named)
-                .await
-                .map_err(|e| e.to_string())?;
+            let (installed, guard) = match self.inner.catalog.resolve(named).await {
+                Ok(resolved) => resolved,
+                Err(e) => return (cut, Err(e.to_string())),
+            };
             runtime = Some(installed.label());
             root = Some(installed.job_root());
             hold = Some(guard);
@@ -432,18 +428,26 @@ impl Engine {
                 // before the crash. Its job is followed if it ran or runs, and otherwise
                 // the next try starts.
                 Err(e) if is_duplicate_token(&e) => {
-                    match self.find_attempt(id, node, attempt).await {
-                        Ok(Ok(job)) => break Ok(job),
-                        Ok(Err(next)) if next > k => k = next,
-                        Ok(Err(_)) => break Err(e),
+                    let found = match self.find_attempt(id, node, attempt).await {
+                        Ok(found) => found,
                         Err(found) => break Err(found),
+                    };
+                    for id in found.cut {
+                        if !cut.contains(&id) {
+                            cut.push(id);
+                        }
+                    }
+                    match found.job {
+                        Ok(job) => break Ok(job),
+                        Err(next) if next > k => k = next,
+                        Err(_) => break Err(e),
                     }
                 }
                 other => break other,
             }
         };
         drop(hold);
-        started.map_err(|e| e.to_string())
+        (cut, started.map_err(|e| e.to_string()))
     }
 
     /// A stored workflow's YAML as submitted: opened from `workflow_secrets` when it holds
@@ -487,11 +491,16 @@ impl Engine {
             if n.state != NodeState::Running {
                 continue;
             }
-            match self
+            let found = self
                 .find_attempt(id, node, n.attempts)
                 .await
-                .map_err(|e| WorkflowError::Host(e.to_string()))?
-            {
+                .map_err(|e| WorkflowError::Host(e.to_string()))?;
+            for cut in found.cut {
+                if !job_ids[node].contains(&cut) {
+                    job_ids[node].push(cut);
+                }
+            }
+            match found.job {
                 Ok(job) => {
                     if !job_ids[node].contains(&job.id) {
                         job_ids[node].push(job.id.clone());
@@ -751,6 +760,14 @@ fn is_duplicate_token(e: &JobError) -> bool {
         JobError::Store(crate::store::StoreError::Db(sqlx::Error::Database(db)))
             if db.is_unique_violation()
     )
+}
+
+/// What [`Engine::find_attempt`] found of a node's attempt.
+struct Found {
+    /// The tries that never ran (the server stopped during their start), oldest first.
+    cut: Vec<String>,
+    /// The try that ran or runs, else the number of the next try.
+    job: Result<JobRow, u32>,
 }
 
 /// Whether a job never ran its command because the server stopped during its start.

@@ -27,6 +27,8 @@ pub enum Event {
     Started {
         node: usize,
         attempt: u32,
+        /// Earlier tries of the attempt found never to have run (a crash cut their start).
+        cut: Vec<String>,
         result: Result<JobRow, String>,
     },
     /// The job of a node's attempt ended.
@@ -122,8 +124,12 @@ impl Running {
             Event::Started {
                 node,
                 attempt,
+                cut,
                 result,
-            } => self.started(node, attempt, result),
+            } => {
+                self.list_cut(node, attempt, cut);
+                self.started(node, attempt, result)
+            }
             Event::Ended { node, attempt, row } => {
                 let current = &self.run.nodes()[node];
                 if current.attempts != attempt || current.state != NodeState::Running {
@@ -185,6 +191,20 @@ impl Running {
         }
     }
 
+    /// Lists the tries of `node`'s `attempt` that a crash cut before they ran (`cut`)
+    /// among its jobs, as every try is: the node shows each job that had its token.
+    fn list_cut(&mut self, node: usize, attempt: u32, cut: Vec<String>) {
+        if self.run.nodes()[node].attempts != attempt {
+            return;
+        }
+        for id in cut {
+            if !self.job_ids[node].contains(&id) {
+                self.job_ids[node].push(id);
+                self.save_node(node);
+            }
+        }
+    }
+
     /// The job of `node`'s `attempt` runs (`Ok`), or could not start (`Err`, why).
     fn started(&mut self, node: usize, attempt: u32, result: Result<JobRow, String>) {
         if self.run.nodes()[node].attempts != attempt {
@@ -214,6 +234,13 @@ impl Running {
     async fn retry_try(&mut self, node: usize, attempt: u32) {
         let id = self.row.id.clone();
         let found = match self.engine.find_attempt(&id, node, attempt).await {
+            Ok(found) => {
+                self.list_cut(node, attempt, found.cut);
+                Ok(found.job)
+            }
+            Err(e) => Err(e),
+        };
+        let found = match found {
             Ok(Err(k)) => {
                 tracing::info!(workflow = %id, node, attempt, try_ = k, "a job that never ran is started again");
                 self.start(node, k);
@@ -237,12 +264,13 @@ impl Running {
         // The node's attempt is written (or being written): the job's command waits for it.
         let gate = self.last_write.clone().map(crate::jobs::StartGate);
         tokio::spawn(async move {
-            let result = engine
+            let (cut, result) = engine
                 .start_job(&id, &owner, &spec, &files, node, attempt, k, gate)
                 .await;
             let _ = tx.send(Event::Started {
                 node,
                 attempt,
+                cut,
                 result,
             });
         });
