@@ -1,4 +1,5 @@
-//! Removing a directory tree that a job (or a runtime's build) wrote, without recursion.
+//! Removing a directory tree that a job (or a runtime's build) wrote, and taking a
+//! runtime's tree back from a build step, without recursion and without following links.
 //!
 //! `std::fs::remove_dir_all` recurses once per level and holds a descriptor per level. A job
 //! can make a tree as deep as it likes with relative `mkdir` and `chdir` calls: at about
@@ -55,27 +56,45 @@ pub(crate) fn remove_dir_all(path: impl AsRef<Path>) -> io::Result<()> {
     unlinkat(&parent, name, UnlinkatFlags::RemoveDir).map_err(io::Error::from)
 }
 
+/// What a [`walk`] does to a tree.
+trait Visit {
+    /// A directory, opened, before its entries are read.
+    fn enter(&mut self, _dir: BorrowedFd<'_>) -> io::Result<()> {
+        Ok(())
+    }
+    /// An entry of `dir` that is not a directory (it may be one by now: a swap).
+    fn entry(&mut self, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()>;
+    /// The directory `name` in `parent`, after everything under it.
+    fn leave(&mut self, _parent: BorrowedFd<'_>, _name: &OsStr) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// One directory on the way down: its name in its parent, its identity, and its
-/// subdirectories not yet removed.
+/// subdirectories not yet walked.
 struct Level {
     name: OsString,
     id: (u64, u64),
     pending: Vec<OsString>,
 }
 
-/// Empties the directory `top` (it stays).
-fn remove_contents(top: OwnedFd) -> io::Result<()> {
+/// Walks the tree under the directory `top` (entered, never left): every directory is
+/// entered before its entries are read, its other entries are visited, its subdirectories
+/// walked, and then it is left. One descriptor is open at a time besides the listing.
+fn walk(top: OwnedFd, visit: &mut impl Visit) -> io::Result<()> {
+    visit.enter(top.as_fd())?;
     let mut stack = vec![Level {
         name: OsString::new(),
         id: identity(top.as_fd())?,
-        pending: remove_files(top.as_fd())?,
+        pending: list(top.as_fd(), visit)?,
     }];
     let mut current = top;
     while let Some(level) = stack.last_mut() {
         if let Some(sub) = level.pending.pop() {
             match open_dir(current.as_fd(), &sub) {
                 Ok(below) => {
-                    let pending = remove_files(below.as_fd())?;
+                    visit.enter(below.as_fd())?;
+                    let pending = list(below.as_fd(), visit)?;
                     stack.push(Level {
                         name: sub,
                         id: identity(below.as_fd())?,
@@ -86,14 +105,13 @@ fn remove_contents(top: OwnedFd) -> io::Result<()> {
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
                 // No longer a directory.
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) => {
-                    unlinkat(&current, sub.as_os_str(), UnlinkatFlags::NoRemoveDir)
-                        .or_else(ignore_missing)?;
+                    visit.entry(current.as_fd(), &sub)?;
                 }
                 Err(e) => return Err(e),
             }
             continue;
         }
-        // `current` is empty now: back up to its parent, and remove it there.
+        // Everything under `current` is done: back up to its parent, and leave it there.
         let Some(done) = stack.pop() else { break };
         let Some(parent) = stack.last() else {
             return Ok(());
@@ -101,18 +119,18 @@ fn remove_contents(top: OwnedFd) -> io::Result<()> {
         let up = open_dir(current.as_fd(), OsStr::new(".."))?;
         if identity(up.as_fd())? != parent.id {
             return Err(io::Error::other(
-                "the tree was moved while it was being removed",
+                "the tree was moved while it was being walked",
             ));
         }
-        unlinkat(&up, done.name.as_os_str(), UnlinkatFlags::RemoveDir).or_else(ignore_missing)?;
+        visit.leave(up.as_fd(), &done.name)?;
         current = up;
     }
     Ok(())
 }
 
-/// Removes every entry of the directory `dir` that is not a directory; returns the names of
+/// Visits every entry of the directory `dir` that is not a directory; returns the names of
 /// its subdirectories.
-fn remove_files(dir: BorrowedFd<'_>) -> io::Result<Vec<OsString>> {
+fn list(dir: BorrowedFd<'_>, visit: &mut impl Visit) -> io::Result<Vec<OsString>> {
     let mut entries = Dir::openat(
         dir,
         ".",
@@ -130,7 +148,7 @@ fn remove_files(dir: BorrowedFd<'_>) -> io::Result<Vec<OsString>> {
         let is_dir = match entry.file_type() {
             Some(kind) => kind == Type::Directory,
             None => match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-                Ok(st) => SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR,
+                Ok(st) => file_type(st.st_mode) == SFlag::S_IFDIR,
                 Err(nix::errno::Errno::ENOENT) => continue,
                 Err(e) => return Err(e.into()),
             },
@@ -138,10 +156,109 @@ fn remove_files(dir: BorrowedFd<'_>) -> io::Result<Vec<OsString>> {
         if is_dir {
             subdirs.push(name.to_owned());
         } else {
-            unlinkat(dir, name, UnlinkatFlags::NoRemoveDir).or_else(ignore_missing)?;
+            visit.entry(dir, name)?;
         }
     }
     Ok(subdirs)
+}
+
+fn file_type(mode: u32) -> SFlag {
+    SFlag::from_bits_truncate(mode) & SFlag::S_IFMT
+}
+
+/// Removes what it walks.
+struct Remove;
+
+impl Visit for Remove {
+    fn entry(&mut self, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+        unlinkat(dir, name, UnlinkatFlags::NoRemoveDir).or_else(ignore_missing)
+    }
+
+    fn leave(&mut self, parent: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+        unlinkat(parent, name, UnlinkatFlags::RemoveDir).or_else(ignore_missing)
+    }
+}
+
+/// Empties the directory `top` (it stays).
+fn remove_contents(top: OwnedFd) -> io::Result<()> {
+    walk(top, &mut Remove)
+}
+
+/// The mode bits [`secure_tree`] takes away: setuid, setgid, and write for group and
+/// others.
+const INSECURE_BITS: u32 = 0o6022;
+
+/// Makes the tree at `path` root's alone, at any depth and without following a link:
+/// every entry is chowned to 0:0, and every directory and regular file loses its setuid,
+/// setgid, group-write and other-write bits.
+///
+/// For a runtime's tree after a build step, whose processes are dead but whose open
+/// descriptors may live on elsewhere (sent over a unix socket to another process): a
+/// directory is made root's before its entries are read, so that from then on nobody else
+/// can add, remove or swap them, and the walk never resolves a path the tree could
+/// redirect. Afterwards only root can change the tree, and the server's later walks of it
+/// by path (clean-up, manifest, export) cannot be raced.
+pub(crate) fn secure_tree(path: &Path) -> io::Result<()> {
+    let top = openat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    walk(top, &mut Secure)
+}
+
+/// Makes what it walks root's alone.
+struct Secure;
+
+impl Secure {
+    /// Chowns the opened `fd` to root and takes its insecure mode bits away.
+    fn own(fd: BorrowedFd<'_>) -> io::Result<()> {
+        let st = fstat(fd)?;
+        nix::unistd::fchown(fd, Some(0.into()), Some(0.into()))?;
+        let mode = st.st_mode & 0o7777;
+        if mode & INSECURE_BITS != 0 {
+            nix::sys::stat::fchmod(fd, Mode::from_bits_truncate(mode & !INSECURE_BITS))?;
+        }
+        Ok(())
+    }
+}
+
+impl Visit for Secure {
+    fn enter(&mut self, dir: BorrowedFd<'_>) -> io::Result<()> {
+        Secure::own(dir)
+    }
+
+    fn entry(&mut self, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+        let st = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(nix::errno::Errno::ENOENT) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        if file_type(st.st_mode) == SFlag::S_IFREG {
+            // Opened, so that its mode is set on what was checked.
+            let flags = OFlag::O_RDONLY
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_NONBLOCK
+                | OFlag::O_NOCTTY
+                | OFlag::O_CLOEXEC;
+            if let Ok(file) = openat(dir, name, flags, Mode::empty())
+                && file_type(fstat(file.as_fd())?.st_mode) == SFlag::S_IFREG
+            {
+                return Secure::own(file.as_fd());
+            }
+        }
+        // A link, a special file (left to the clean-up, which removes them), or something
+        // swapped in since the listing: chowned, never followed, its mode left.
+        nix::unistd::fchownat(
+            dir,
+            name,
+            Some(0.into()),
+            Some(0.into()),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .or_else(ignore_missing)
+    }
 }
 
 /// Opens the directory `name` in `at` without following a symbolic link.
@@ -228,6 +345,75 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(!tree.exists());
+    }
+
+    #[test]
+    fn a_secured_tree_is_roots_alone_and_nothing_outside_it_changes() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if !nix::unistd::geteuid().is_root() {
+            assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "needs root");
+            eprintln!("SKIPPED: securing a tree needs root (chown)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, "host").unwrap();
+        std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o666)).unwrap();
+        std::os::unix::fs::chown(&outside, Some(1234), Some(1234)).unwrap();
+        let tree = dir.path().join("rootfs");
+        std::fs::create_dir_all(tree.join("var/tmp/deep")).unwrap();
+        std::fs::write(tree.join("var/tmp/deep/file"), "x").unwrap();
+        std::fs::write(tree.join("suid"), "x").unwrap();
+        symlink(&outside, tree.join("var/tmp/link")).unwrap();
+        nix::unistd::mkfifo(
+            &tree.join("fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+        )
+        .unwrap();
+        for (path, mode) in [
+            ("var/tmp", 0o1777),
+            ("var/tmp/deep", 0o777),
+            ("var/tmp/deep/file", 0o666),
+            ("suid", 0o4755),
+        ] {
+            std::fs::set_permissions(tree.join(path), std::fs::Permissions::from_mode(mode))
+                .unwrap();
+        }
+        for path in [
+            "",
+            "var",
+            "var/tmp",
+            "var/tmp/deep",
+            "var/tmp/deep/file",
+            "suid",
+            "fifo",
+        ] {
+            std::os::unix::fs::lchown(tree.join(path), Some(2000000123), Some(2000000123)).unwrap();
+        }
+        std::os::unix::fs::lchown(
+            tree.join("var/tmp/link"),
+            Some(2000000123),
+            Some(2000000123),
+        )
+        .unwrap();
+
+        super::secure_tree(&tree).unwrap();
+        let meta = |p: &str| std::fs::symlink_metadata(tree.join(p)).unwrap();
+        for (path, mode) in [
+            ("", 0o755),
+            ("var/tmp", 0o1755),
+            ("var/tmp/deep", 0o755),
+            ("var/tmp/deep/file", 0o644),
+            ("suid", 0o755),
+        ] {
+            let m = meta(path);
+            assert_eq!((m.uid(), m.gid()), (0, 0), "{path}");
+            assert_eq!(m.mode() & 0o7777, mode, "{path}");
+        }
+        assert_eq!((meta("var/tmp/link").uid(), meta("fifo").uid()), (0, 0));
+        // The link was not followed.
+        let host = std::fs::metadata(&outside).unwrap();
+        assert_eq!((host.uid(), host.mode() & 0o7777), (1234, 0o666));
     }
 
     #[test]

@@ -281,13 +281,14 @@ impl Build<'_> {
                 },
             )
             .await;
-        // A writable tree was lent to the step's user: it is root's again whatever happened.
+        // A writable tree was lent to the step's user: it is root's alone again whatever
+        // happened, before anything else reads it (see `tree::secure_tree`: a descriptor
+        // the step opened may outlive it).
         let give_back = || async {
             if install {
                 let rootfs = self.rootfs.to_path_buf();
                 blocking(move || {
-                    crate::jobs::chown_tree(&rootfs, 0, 0)
-                        .map_err(|e| host_error("chown", &rootfs, e))
+                    crate::tree::secure_tree(&rootfs).map_err(|e| host_error("secure", &rootfs, e))
                 })
                 .await
             } else {
