@@ -2,8 +2,9 @@
 
 use std::io::{Read, Write};
 use std::pin::Pin;
+use std::sync::Arc;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use silo_proto::v1::runtime_difference::Kind;
 use silo_proto::v1::runtime_service_server::RuntimeService;
 use silo_proto::v1::{
@@ -35,12 +36,25 @@ const EXPORT_CHUNK: usize = 256 << 10;
 #[derive(Clone)]
 pub struct RuntimeApi {
     catalog: Catalog,
+    /// Permits for exports running at once ([`EXPORTS_AT_ONCE`]).
+    exports: Arc<tokio::sync::Semaphore>,
 }
+
+/// How many exports run at once: each holds a blocking thread and a core for compression
+/// while its client reads; more wait for a permit.
+const EXPORTS_AT_ONCE: usize = 4;
+
+/// How long an export waits for its client to take the next chunk before it gives up, so
+/// that a client that stops reading does not hold its thread and permit for good.
+const EXPORT_STALL: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl RuntimeApi {
     /// The service over `catalog`.
     pub fn new(catalog: Catalog) -> RuntimeApi {
-        RuntimeApi { catalog }
+        RuntimeApi {
+            catalog,
+            exports: Arc::new(tokio::sync::Semaphore::new(EXPORTS_AT_ONCE)),
+        }
     }
 }
 
@@ -226,10 +240,23 @@ impl RuntimeService for RuntimeApi {
     ) -> Result<Response<Self::ExportRuntimeStream>, Status> {
         authorize(&request, Access::Read, "ExportRuntime")?;
         let installed = self.catalog.get(&request.get_ref().runtime)?;
+        let permit = self
+            .exports
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Status::unavailable("the server is shutting down"))?;
         let (tx, rx) = mpsc::channel(8);
+        let handle = tokio::runtime::Handle::current();
+        // An export's failure ends its stream after the chunks before it, even when the
+        // client was too slow to leave room for it in the channel.
+        let failure: Arc<std::sync::Mutex<Option<Status>>> = Arc::default();
+        let failed = failure.clone();
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let mut out = ChunkWriter {
                 tx: tx.clone(),
+                handle,
                 buffer: Vec::with_capacity(EXPORT_CHUNK),
                 // The compressed size is known only at the end.
                 total: Some(0),
@@ -238,14 +265,20 @@ impl RuntimeService for RuntimeApi {
                 silo_runtime::archive::export(&installed.version_dir(), &mut out, |_| {})
                     .map_err(|e| e.to_string())
                     .and_then(|()| out.flush().map_err(|e| e.to_string()));
-            if let Err(e) = exported {
-                let _ = tx.blocking_send(Err(Status::internal(format!(
+            if let Err(e) = exported
+                && let Ok(mut failed) = failed.lock()
+            {
+                *failed = Some(Status::internal(format!(
                     "cannot export {}: {e}",
                     installed.label()
-                ))));
+                )));
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let end = futures::stream::once(async move {
+            failure.lock().ok().and_then(|mut f| f.take()).map(Err)
+        })
+        .filter_map(std::future::ready);
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx).chain(end))))
     }
 
     async fn remove_runtime(
@@ -348,6 +381,8 @@ impl Read for ChunkReader {
 /// An export's bytes, sent to the client in chunks.
 struct ChunkWriter {
     tx: mpsc::Sender<Result<ExportRuntimeChunk, Status>>,
+    /// The runtime, to wait for the client with a deadline from this blocking thread.
+    handle: tokio::runtime::Handle,
     buffer: Vec<u8>,
     /// Sent with the first chunk.
     total: Option<u64>,
@@ -370,8 +405,19 @@ impl Write for ChunkWriter {
             data: std::mem::replace(&mut self.buffer, Vec::with_capacity(EXPORT_CHUNK)),
             total_bytes: self.total.take().unwrap_or(0),
         };
-        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
-        })
+        let sent = self
+            .handle
+            .block_on(tokio::time::timeout(EXPORT_STALL, self.tx.send(Ok(chunk))));
+        match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the client went away",
+            )),
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the client took no data for {EXPORT_STALL:?}"),
+            )),
+        }
     }
 }
