@@ -125,6 +125,32 @@ fn scan_refuses_a_fifo_naming_it() {
 }
 
 #[test]
+fn scan_refuses_a_tree_of_more_entries_than_a_runtime_may_hold() {
+    // Hard links to a few files: as many entries, few inodes (ext4 allows 65,000 links
+    // to a file).
+    let tmp = tempfile::tempdir().unwrap();
+    let many = tmp.path().join("many");
+    fs::create_dir(&many).unwrap();
+    for i in 0..=silo_runtime::manifest::MAX_ENTRIES {
+        let source = many.join(format!("s{}", i / 50_000));
+        if i % 50_000 == 0 {
+            fs::write(&source, "x").unwrap();
+        } else {
+            fs::hard_link(&source, many.join(i.to_string())).unwrap();
+        }
+    }
+    let error = Manifest::scan(tmp.path(), common::NAME, &common::version()).unwrap_err();
+    assert!(
+        matches!(&error, ManifestError::TooManyEntries { limit, .. } if *limit == 400_000),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("more than 400000 entries"),
+        "{error}"
+    );
+}
+
+#[test]
 fn scan_refuses_a_name_that_is_not_utf8() {
     let tmp = tempfile::tempdir().unwrap();
     let bad = tmp.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9"));

@@ -12,6 +12,7 @@ mod verify;
 use std::path::PathBuf;
 
 pub use key::{KeyError, PublicKey, Signature, SigningKey, verify_signature};
+pub use scan::MAX_ENTRIES;
 pub use verify::{Difference, DifferenceKind, verify_tree};
 
 pub(crate) use scan::open_regular;
@@ -42,6 +43,18 @@ pub enum ManifestError {
     NotUtf8 {
         /// The offending path (lossily shown).
         path: PathBuf,
+    },
+    /// The tree holds more entries than a runtime may.
+    #[error(
+        "{} holds more than {limit} entries; a runtime may hold at most that many files, \
+         directories and links",
+        path.display()
+    )]
+    TooManyEntries {
+        /// The tree's root.
+        path: PathBuf,
+        /// The most entries a runtime may hold.
+        limit: usize,
     },
     /// The root of the tree is not a directory.
     #[error("{} is not a directory", path.display())]

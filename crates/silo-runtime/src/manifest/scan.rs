@@ -8,8 +8,14 @@ use super::{Entry, EntryKind, Manifest, ManifestError};
 use crate::hash::FileHasher;
 use crate::spec::check_name;
 
+/// The most entries a runtime's tree may hold: a manifest of that many lines is about the
+/// most an archive's manifest may be (64 MiB), and the scan keeps each in memory. Python
+/// with a scientific stack holds tens of thousands.
+pub const MAX_ENTRIES: usize = 400_000;
+
 impl Manifest {
-    /// Describes every path under `rootfs` (not `rootfs` itself), hashing every file.
+    /// Describes every path under `rootfs` (not `rootfs` itself), hashing every file; at
+    /// most [`MAX_ENTRIES`] of them.
     ///
     /// Symlinks are recorded, never followed. Modes are `st_mode & 0o7777`. A device
     /// node, fifo or socket is an error naming its path, and so is a name or symlink
@@ -44,6 +50,12 @@ impl Manifest {
                 } else {
                     format!("{dir}/{name}")
                 };
+                if entries.len() >= MAX_ENTRIES {
+                    return Err(ManifestError::TooManyEntries {
+                        path: rootfs.to_owned(),
+                        limit: MAX_ENTRIES,
+                    });
+                }
                 let entry = scan_one(&path, relative, &mut hasher)?;
                 if matches!(entry.kind, EntryKind::Dir { .. }) {
                     pending.push(entry.path.clone());
