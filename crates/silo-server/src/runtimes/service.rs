@@ -38,7 +38,13 @@ pub struct RuntimeApi {
     catalog: Catalog,
     /// Permits for exports running at once ([`EXPORTS_AT_ONCE`]).
     exports: Arc<tokio::sync::Semaphore>,
+    /// Permits for verifications running at once ([`VERIFIES_AT_ONCE`]).
+    verifies: Arc<tokio::sync::Semaphore>,
 }
+
+/// How many verifications run at once: each reads and hashes the whole tree (a viewer
+/// may ask for as many as it likes); more wait for a permit.
+const VERIFIES_AT_ONCE: usize = 2;
 
 /// How many exports run at once: each holds a blocking thread and a core for compression
 /// while its client reads; more wait for a permit.
@@ -54,6 +60,7 @@ impl RuntimeApi {
         RuntimeApi {
             catalog,
             exports: Arc::new(tokio::sync::Semaphore::new(EXPORTS_AT_ONCE)),
+            verifies: Arc::new(tokio::sync::Semaphore::new(VERIFIES_AT_ONCE)),
         }
     }
 }
@@ -198,6 +205,11 @@ impl RuntimeService for RuntimeApi {
         authorize(&request, Access::Read, "VerifyRuntime")?;
         let installed = self.catalog.get(&request.get_ref().runtime)?;
         let (manifest, rootfs) = (installed.manifest.clone(), installed.version_dir().rootfs());
+        let _permit = self
+            .verifies
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("the server is shutting down"))?;
         let differences = tokio::task::spawn_blocking(move || {
             silo_runtime::manifest::verify_tree(&manifest, &rootfs)
         })
