@@ -184,6 +184,43 @@ fn remove_contents(top: OwnedFd) -> io::Result<()> {
     walk(top, &mut Remove)
 }
 
+/// Chowns the tree at `path` to `uid:gid`, at any depth and without following a link (a
+/// runtime's tree lent to a build step's user; the tree is root's alone then, see
+/// [`secure_tree`]).
+pub(crate) fn chown_tree(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    let top = openat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    walk(top, &mut Chown { uid, gid })
+}
+
+/// Chowns what it walks.
+struct Chown {
+    uid: u32,
+    gid: u32,
+}
+
+impl Visit for Chown {
+    fn enter(&mut self, dir: BorrowedFd<'_>) -> io::Result<()> {
+        nix::unistd::fchown(dir, Some(self.uid.into()), Some(self.gid.into()))?;
+        Ok(())
+    }
+
+    fn entry(&mut self, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+        nix::unistd::fchownat(
+            dir,
+            name,
+            Some(self.uid.into()),
+            Some(self.gid.into()),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .or_else(ignore_missing)
+    }
+}
+
 /// The mode bits [`secure_tree`] takes away: setuid, setgid, and write for group and
 /// others.
 const INSECURE_BITS: u32 = 0o6022;
@@ -414,6 +451,46 @@ mod tests {
         // The link was not followed.
         let host = std::fs::metadata(&outside).unwrap();
         assert_eq!((host.uid(), host.mode() & 0o7777), (1234, 0o666));
+    }
+
+    #[test]
+    fn a_tree_is_lent_at_any_depth_without_following_links() {
+        use std::os::unix::fs::MetadataExt;
+        if !nix::unistd::geteuid().is_root() {
+            assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "needs root");
+            eprintln!("SKIPPED: lending a tree needs root (chown)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, "host").unwrap();
+        let tree = dir.path().join("rootfs");
+        // Deeper than a path may name: made a level at a time.
+        let mut fd = {
+            std::fs::create_dir(&tree).unwrap();
+            std::fs::File::open(&tree).unwrap()
+        };
+        for _ in 0..3000 {
+            nix::sys::stat::mkdirat(&fd, "d", nix::sys::stat::Mode::S_IRWXU).unwrap();
+            let below = nix::fcntl::openat(
+                &fd,
+                "d",
+                nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY,
+                nix::sys::stat::Mode::empty(),
+            )
+            .unwrap();
+            fd = std::fs::File::from(below);
+        }
+        drop(fd);
+        symlink(&outside, tree.join("link")).unwrap();
+        super::chown_tree(&tree, 2000000123, 2000000124).unwrap();
+        let top = std::fs::metadata(&tree).unwrap();
+        assert_eq!((top.uid(), top.gid()), (2000000123, 2000000124));
+        let link = std::fs::symlink_metadata(tree.join("link")).unwrap();
+        assert_eq!(link.uid(), 2000000123);
+        assert_eq!(std::fs::metadata(&outside).unwrap().uid(), 0);
+        let d = std::fs::metadata(tree.join("d/d/d")).unwrap();
+        assert_eq!(d.uid(), 2000000123);
     }
 
     #[test]

@@ -216,21 +216,10 @@ async fn lend_tree(path: &Path, owner: u32) -> Result<(), JobError> {
         .map_err(|e| JobError::Host(format!("cannot lend the runtime tree to the job: {e}")))
 }
 
-/// Chowns `path` and everything under it to `uid:gid`, never following a symlink.
+/// Chowns `path` and everything under it to `uid:gid`, never following a symlink, at any
+/// depth (see [`crate::tree::chown_tree`]).
 pub fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
-    if !std::fs::symlink_metadata(path)?.is_dir() {
-        return Ok(());
-    }
-    for entry in std::fs::read_dir(path)? {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            chown_tree(&entry.path(), uid, gid)?;
-        } else {
-            std::os::unix::fs::lchown(entry.path(), Some(uid), Some(gid))?;
-        }
-    }
-    Ok(())
+    crate::tree::chown_tree(path, uid, gid)
 }
 
 /// Microseconds since the Unix epoch.
