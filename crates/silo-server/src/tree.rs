@@ -1,5 +1,6 @@
-//! Removing a directory tree that a job (or a runtime's build) wrote, and taking a
-//! runtime's tree back from a build step, without recursion and without following links.
+//! Walks of a directory tree that a job (or a runtime's build step) wrote: removing it,
+//! lending it to a step's user and taking it back, without recursion and without
+//! following links ([`walk`] with a [`Visit`] for each).
 //!
 //! `std::fs::remove_dir_all` recurses once per level and holds a descriptor per level. A job
 //! can make a tree as deep as it likes with relative `mkdir` and `chdir` calls: at about
@@ -52,7 +53,7 @@ pub(crate) fn remove_dir_all(path: impl AsRef<Path>) -> io::Result<()> {
         }
         Err(e) => return Err(e),
     };
-    remove_contents(top)?;
+    walk(top, &mut Remove)?;
     unlinkat(&parent, name, UnlinkatFlags::RemoveDir).map_err(io::Error::from)
 }
 
@@ -179,21 +180,11 @@ impl Visit for Remove {
     }
 }
 
-/// Empties the directory `top` (it stays).
-fn remove_contents(top: OwnedFd) -> io::Result<()> {
-    walk(top, &mut Remove)
-}
-
 /// Chowns the tree at `path` to `uid:gid`, at any depth and without following a link (a
 /// runtime's tree lent to a build step's user; the tree is root's alone then, see
 /// [`secure_tree`]).
 pub(crate) fn chown_tree(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
-    let top = openat(
-        nix::fcntl::AT_FDCWD,
-        path,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
+    let top = open_dir(nix::fcntl::AT_FDCWD, path.as_os_str())?;
     walk(top, &mut Chown { uid, gid })
 }
 
@@ -210,14 +201,7 @@ impl Visit for Chown {
     }
 
     fn entry(&mut self, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
-        nix::unistd::fchownat(
-            dir,
-            name,
-            Some(self.uid.into()),
-            Some(self.gid.into()),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .or_else(ignore_missing)
+        chown_entry(dir, name, self.uid, self.gid)
     }
 }
 
@@ -236,12 +220,7 @@ const INSECURE_BITS: u32 = 0o6022;
 /// redirect. Afterwards only root can change the tree, and the server's later walks of it
 /// by path (clean-up, manifest, export) cannot be raced.
 pub(crate) fn secure_tree(path: &Path) -> io::Result<()> {
-    let top = openat(
-        nix::fcntl::AT_FDCWD,
-        path,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
+    let top = open_dir(nix::fcntl::AT_FDCWD, path.as_os_str())?;
     walk(top, &mut Secure)
 }
 
@@ -287,15 +266,21 @@ impl Visit for Secure {
         }
         // A link, a special file (left to the clean-up, which removes them), or something
         // swapped in since the listing: chowned, never followed, its mode left.
-        nix::unistd::fchownat(
-            dir,
-            name,
-            Some(0.into()),
-            Some(0.into()),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .or_else(ignore_missing)
+        chown_entry(dir, name, 0, 0)
     }
+}
+
+/// Chowns the entry `name` of `dir` (a link itself, never what it points to); one gone
+/// meanwhile is left.
+fn chown_entry(dir: BorrowedFd<'_>, name: &OsStr, uid: u32, gid: u32) -> io::Result<()> {
+    nix::unistd::fchownat(
+        dir,
+        name,
+        Some(uid.into()),
+        Some(gid.into()),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .or_else(ignore_missing)
 }
 
 /// Opens the directory `name` in `at` without following a symbolic link.
@@ -350,20 +335,7 @@ mod tests {
         // 15,000. Made with relative mkdir and chdir, as a job would.
         let dir = tempfile::tempdir().unwrap();
         let tree = dir.path().join("deep");
-        std::fs::create_dir(&tree).unwrap();
-        let depth = 40_000;
-        let mut fd = std::fs::File::open(&tree).unwrap();
-        for _ in 0..depth {
-            nix::sys::stat::mkdirat(&fd, "d", nix::sys::stat::Mode::S_IRWXU).unwrap();
-            let below = nix::fcntl::openat(
-                &fd,
-                "d",
-                nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY,
-                nix::sys::stat::Mode::empty(),
-            )
-            .unwrap();
-            fd = std::fs::File::from(below);
-        }
+        let fd = make_deep(&tree, 40_000);
         nix::fcntl::openat(
             &fd,
             "leaf",
@@ -387,9 +359,7 @@ mod tests {
     #[test]
     fn a_secured_tree_is_roots_alone_and_nothing_outside_it_changes() {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        if !nix::unistd::geteuid().is_root() {
-            assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "needs root");
-            eprintln!("SKIPPED: securing a tree needs root (chown)");
+        if !root_or_skip("securing a tree") {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -456,21 +426,31 @@ mod tests {
     #[test]
     fn a_tree_is_lent_at_any_depth_without_following_links() {
         use std::os::unix::fs::MetadataExt;
-        if !nix::unistd::geteuid().is_root() {
-            assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "needs root");
-            eprintln!("SKIPPED: lending a tree needs root (chown)");
+        if !root_or_skip("lending a tree") {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
         let outside = dir.path().join("outside");
         std::fs::write(&outside, "host").unwrap();
         let tree = dir.path().join("rootfs");
-        // Deeper than a path may name: made a level at a time.
-        let mut fd = {
-            std::fs::create_dir(&tree).unwrap();
-            std::fs::File::open(&tree).unwrap()
-        };
-        for _ in 0..3000 {
+        // Deeper than a path may name.
+        let deepest = make_deep(&tree, 3000);
+        symlink(&outside, tree.join("link")).unwrap();
+        super::chown_tree(&tree, 2000000123, 2000000124).unwrap();
+        let top = std::fs::metadata(&tree).unwrap();
+        assert_eq!((top.uid(), top.gid()), (2000000123, 2000000124));
+        let link = std::fs::symlink_metadata(tree.join("link")).unwrap();
+        assert_eq!(link.uid(), 2000000123);
+        assert_eq!(std::fs::metadata(&outside).unwrap().uid(), 0);
+        assert_eq!(deepest.metadata().unwrap().uid(), 2000000123);
+    }
+
+    /// Makes `tree` with a chain of `depth` directories `d` in it, a level at a time with
+    /// relative calls (as a job would); returns the deepest one, open.
+    fn make_deep(tree: &std::path::Path, depth: usize) -> std::fs::File {
+        std::fs::create_dir(tree).unwrap();
+        let mut fd = std::fs::File::open(tree).unwrap();
+        for _ in 0..depth {
             nix::sys::stat::mkdirat(&fd, "d", nix::sys::stat::Mode::S_IRWXU).unwrap();
             let below = nix::fcntl::openat(
                 &fd,
@@ -481,16 +461,21 @@ mod tests {
             .unwrap();
             fd = std::fs::File::from(below);
         }
-        drop(fd);
-        symlink(&outside, tree.join("link")).unwrap();
-        super::chown_tree(&tree, 2000000123, 2000000124).unwrap();
-        let top = std::fs::metadata(&tree).unwrap();
-        assert_eq!((top.uid(), top.gid()), (2000000123, 2000000124));
-        let link = std::fs::symlink_metadata(tree.join("link")).unwrap();
-        assert_eq!(link.uid(), 2000000123);
-        assert_eq!(std::fs::metadata(&outside).unwrap().uid(), 0);
-        let d = std::fs::metadata(tree.join("d/d/d")).unwrap();
-        assert_eq!(d.uid(), 2000000123);
+        fd
+    }
+
+    /// Whether the test runs as root (chown needs it); a skip says so, and fails in CI.
+    fn root_or_skip(what: &str) -> bool {
+        if nix::unistd::geteuid().is_root() {
+            return true;
+        }
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "{what} needs root"
+        );
+        eprintln!("SKIPPED: {what} needs root (chown)");
+        false
     }
 
     #[test]

@@ -210,16 +210,10 @@ pub(crate) async fn test_delay(name: &str) {
 /// symlink), so that a job whose root user maps to `owner` may write it.
 async fn lend_tree(path: &Path, owner: u32) -> Result<(), JobError> {
     let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || chown_tree(&path, owner, owner))
+    tokio::task::spawn_blocking(move || crate::tree::chown_tree(&path, owner, owner))
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e)))
         .map_err(|e| JobError::Host(format!("cannot lend the runtime tree to the job: {e}")))
-}
-
-/// Chowns `path` and everything under it to `uid:gid`, never following a symlink, at any
-/// depth (see [`crate::tree::chown_tree`]).
-pub fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    crate::tree::chown_tree(path, uid, gid)
 }
 
 /// Microseconds since the Unix epoch.

@@ -1035,6 +1035,7 @@ async fn prepare(
 #[cfg(test)]
 mod tests {
     use super::{Pool, RuntimeMarks, Taken};
+
     #[test]
     fn a_preparation_unmarks_only_its_own_mark() {
         let (a, b) = (runtime("a"), runtime("b"));

@@ -432,11 +432,8 @@ impl Engine {
                         Ok(found) => found,
                         Err(found) => break Err(found),
                     };
-                    for id in found.cut {
-                        if !cut.contains(&id) {
-                            cut.push(id);
-                        }
-                    }
+                    // Each search starts from the first try: it finds them all.
+                    cut = found.cut;
                     match found.job {
                         Ok(job) => break Ok(job),
                         Err(next) if next > k => k = next,
@@ -495,16 +492,10 @@ impl Engine {
                 .find_attempt(id, node, n.attempts)
                 .await
                 .map_err(|e| WorkflowError::Host(e.to_string()))?;
-            for cut in found.cut {
-                if !job_ids[node].contains(&cut) {
-                    job_ids[node].push(cut);
-                }
-            }
+            add_ids(&mut job_ids[node], found.cut);
             match found.job {
                 Ok(job) => {
-                    if !job_ids[node].contains(&job.id) {
-                        job_ids[node].push(job.id.clone());
-                    }
+                    add_ids(&mut job_ids[node], [job.id.clone()]);
                     recover.push((node, Ok(job)));
                 }
                 Err(k) => recover.push((node, Err(k))),
@@ -773,6 +764,18 @@ struct Found {
 /// Whether a job never ran its command because the server stopped during its start.
 fn never_ran(row: &JobRow) -> bool {
     row.end_cause == EndCause::ServerRestart && row.started_at.is_none()
+}
+
+/// Adds the job ids `ids` to a node's list, each once; whether any was new.
+fn add_ids(list: &mut Vec<String>, ids: impl IntoIterator<Item = String>) -> bool {
+    let mut added = false;
+    for id in ids {
+        if !list.contains(&id) {
+            list.push(id);
+            added = true;
+        }
+    }
+    added
 }
 
 /// Each node's job ids as stored, one entry per job of the workflow's YAML (`jobs`), as

@@ -197,11 +197,8 @@ impl Running {
         if self.run.nodes()[node].attempts != attempt {
             return;
         }
-        for id in cut {
-            if !self.job_ids[node].contains(&id) {
-                self.job_ids[node].push(id);
-                self.save_node(node);
-            }
+        if super::add_ids(&mut self.job_ids[node], cut) {
+            self.save_node(node);
         }
     }
 
@@ -213,8 +210,7 @@ impl Running {
         match result {
             Ok(row) => {
                 self.last_jobs[node] = Some(row.clone());
-                if !self.job_ids[node].contains(&row.id) {
-                    self.job_ids[node].push(row.id.clone());
+                if super::add_ids(&mut self.job_ids[node], [row.id.clone()]) {
                     self.save_node(node);
                 }
                 if self.row.canceled.is_some() {
