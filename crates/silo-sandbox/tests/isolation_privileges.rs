@@ -767,3 +767,93 @@ fn a_real_program_runs_unprivileged_in_the_host_view() {
         (JOB_UID, b"hello\n".to_vec())
     );
 }
+
+/// Whether the kernel has Landlock's scopes; without them (before Linux 6.12, or Landlock
+/// left out of `lsm=`) the scope tests cannot run, which CI=true does not allow.
+fn landlock_scopes_or_skip() -> bool {
+    if silo_sandbox::isolation::landlock::scopes_available() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("this kernel has no Landlock scopes (ABI 6), and CI=true does not allow skipping");
+    }
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: no Landlock scopes in this kernel (Linux 6.12+, landlock in lsm=)"
+    );
+    false
+}
+
+/// The errno of a failed socket call, or "ok".
+fn outcome_of<T>(result: std::io::Result<T>) -> String {
+    match result {
+        Ok(_) => "ok".into(),
+        Err(e) => match e.raw_os_error() {
+            Some(errno) => format!("{:?}", Errno::from_raw(errno)),
+            None => e.to_string(),
+        },
+    }
+}
+
+#[test]
+fn a_command_reaches_only_its_own_abstract_sockets_and_processes() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram, UnixListener, UnixStream};
+    if !root_or_skip() || !landlock_scopes_or_skip() {
+        return;
+    }
+    let name = |n: &str| SocketAddr::from_abstract_name(n.as_bytes()).map_err(|e| e.to_string());
+    let outcome = in_namespaces(|| {
+        let filter = compiled()?;
+        // Bound outside the command, by its parent, as a host service would be.
+        let _stream = UnixListener::bind_addr(&name("silo-outside-stream")?)
+            .map_err(|e| format!("bind: {e}"))?;
+        let _datagram = UnixDatagram::bind_addr(&name("silo-outside-datagram")?)
+            .map_err(|e| format!("bind: {e}"))?;
+        let parent = nix::unistd::getpid();
+        in_child(|| {
+            // uid 0: the kernel's own check lets root signal root, so what refuses the
+            // signal below is the scope alone.
+            drop_privileges(&identity(0, 0), &filter).map_err(|e| e.to_string())?;
+            let stream = outcome_of(UnixStream::connect_addr(&name("silo-outside-stream")?));
+            ensure(
+                stream == "EPERM",
+                format!("connect to an outside abstract socket: {stream}"),
+            )?;
+            let to = name("silo-outside-datagram")?;
+            let sent = outcome_of(UnixDatagram::unbound().and_then(|s| s.send_to_addr(b"x", &to)));
+            ensure(
+                sent == "EPERM",
+                format!("datagram to an outside abstract socket: {sent}"),
+            )?;
+            // SAFETY: kill with signal 0 only checks that it may signal.
+            let signalled = unsafe { libc::kill(parent.as_raw(), 0) };
+            ensure(
+                signalled < 0 && Errno::last() == Errno::EPERM,
+                format!("kill(parent, 0) gave {signalled} ({})", Errno::last()),
+            )?;
+            // The command's own sockets and processes are its own.
+            let own = UnixListener::bind_addr(&name("silo-inside")?).map_err(|e| e.to_string())?;
+            let inside = outcome_of(UnixStream::connect_addr(&name("silo-inside")?));
+            ensure(
+                inside == "ok",
+                format!("connect to its own socket: {inside}"),
+            )?;
+            drop(own);
+            // SAFETY: the child only pauses until it is killed.
+            match unsafe { fork() }.map_err(|e| e.to_string())? {
+                ForkResult::Child => loop {
+                    nix::unistd::pause();
+                },
+                ForkResult::Parent { child } => {
+                    nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL)
+                        .map_err(|e| format!("kill its own child: {e}"))?;
+                    waitpid(child, None).map_err(|e| e.to_string())?;
+                }
+            }
+            Ok(())
+        })
+    });
+    outcome.unwrap();
+}

@@ -212,6 +212,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     )?;
 
     let cgroups = open_cgroups(args.cgroup_name.as_deref())?;
+    log_landlock_scopes();
     let store = store::Store::open(&state.join("silo.db")).await?;
     let workflow_store = store.clone();
     let secret_key = std::sync::Arc::new(secrets::load_key(state, &store.pool()).await?);
@@ -444,6 +445,27 @@ fn open_cgroups(
     }
     tracing::info!("job limits available here: {}", root.available());
     Ok(Some(std::sync::Arc::new(root)))
+}
+
+/// Says whether jobs' commands are scoped to their own abstract unix sockets and signals
+/// (`silo_sandbox::isolation::landlock`); without the scopes a job with the host's network
+/// can connect to any abstract socket on the host.
+fn log_landlock_scopes() {
+    use silo_sandbox::isolation::landlock;
+    match landlock::abi_version() {
+        Some(v) if v >= landlock::SCOPES_ABI => tracing::info!(
+            "landlock ABI {v}: jobs reach only their own abstract unix sockets and processes"
+        ),
+        found => tracing::warn!(
+            "{}: jobs with the host's network (and runtime builds' install steps) can \
+             connect to any abstract unix socket on the host; Linux 6.12 or later with \
+             landlock in lsm= scopes them",
+            match found {
+                Some(v) => format!("landlock ABI {v} has no scopes"),
+                None => "landlock is not enabled in this kernel".to_owned(),
+            }
+        ),
+    }
 }
 
 /// The cgroup systemd gave this service, when systemd started it on cgroup v2: with

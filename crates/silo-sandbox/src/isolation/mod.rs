@@ -17,6 +17,7 @@ mod capabilities;
 mod credentials;
 mod dev;
 mod etc;
+pub mod landlock;
 mod mounts;
 mod network;
 mod pivot;
@@ -104,8 +105,9 @@ pub fn compile_seccomp() -> Result<SyscallFilter, InitError> {
 /// [`Isolation::uid`]/[`Isolation::gid`] with that gid as its only supplementary group,
 /// with no capability in any set (bounding, permitted, effective, inheritable, ambient)
 /// and no way to regain one — not through execve of a setuid or file-capability binary
-/// (no_new_privs), and not as uid 0 (securebits `NOROOT`, locked) — and with `filter`
-/// installed last.
+/// (no_new_privs), and not as uid 0 (securebits `NOROOT`, locked) — scoped by Landlock to
+/// its own abstract unix sockets and its own processes' signals where the kernel has
+/// scopes ([`landlock::confine`]), and with `filter` installed last.
 ///
 /// Called in the forked child right before `execve`. A uid of 0 is allowed and still ends
 /// without capabilities. Allocates nothing unless it fails; on failure the child should
@@ -118,6 +120,7 @@ pub fn drop_privileges(iso: &Isolation, filter: &SyscallFilter) -> Result<(), In
     credentials::become_user(iso.uid, iso.gid)?;
     capabilities::clear_all()?;
     capabilities::set_no_new_privs()?;
+    landlock::confine()?;
     filter.install()
 }
 

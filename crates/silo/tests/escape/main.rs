@@ -8,6 +8,7 @@ mod common;
 mod cgroup_owner;
 mod descriptors;
 mod disk;
+mod ipc;
 mod kernel_pools;
 mod setuid;
 mod syscalls;
