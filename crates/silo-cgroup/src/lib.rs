@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | `cpu_percent` | `cpu.max` = "QUOTA 100000" | `cpu.cfs_period_us` = 100000, `cpu.cfs_quota_us` |
 //! | `cpus` | `cpuset.cpus` | `cpuset.cpus` (`cpuset.mems` copied from the parent) |
-//! | `memory_bytes` | `memory.max`, `memory.high` = 95%, `memory.swap.max` = 0 | `memory.limit_in_bytes`, `memory.memsw.limit_in_bytes`, `memory.soft_limit_in_bytes` = 95% |
+//! | `memory_bytes` | `memory.max`, `memory.high` = 95%, `memory.swap.max` = 0 | `memory.limit_in_bytes`, `memory.memsw.limit_in_bytes`, `memory.soft_limit_in_bytes` = 95%, `memory.kmem.tcp.limit_in_bytes` |
 //! | `io` | `io.max` = "MAJ:MIN rbps=N wbps=N" | `blkio.throttle.read_bps_device`, `write_bps_device` |
 //! | `pids` | `pids.max` | `pids.max` |
 //!

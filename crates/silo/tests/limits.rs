@@ -291,3 +291,47 @@ async fn an_ended_jobs_usage_has_its_peaks_and_nothing_current() {
     assert!(usage.memory_peak_bytes.unwrap_or(0) > 0, "{usage:?}");
     assert!(usage.cpu_usec.unwrap_or(0) > 0, "{usage:?}");
 }
+
+#[tokio::test]
+async fn the_memory_limit_bounds_the_tcp_buffers_a_job_holds() {
+    let _alone = measuring_alone().await;
+    if !privileged() {
+        return;
+    }
+    // 40 loopback connections that are written to until the kernel takes no more and
+    // never read: about 4 MB of send buffer each, 155 MB in all without a bound, taken from
+    // the host-wide pool of TCP memory (net.ipv4.tcp_mem).
+    let script = r#"python3 -c '
+import socket
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(64)
+held, queued = [], 0
+for _ in range(40):
+    sender = socket.create_connection(listener.getsockname())
+    receiver, _ = listener.accept()
+    sender.setblocking(False)
+    while True:
+        try:
+            queued += sender.send(b"x" * 65536)
+        except OSError:
+            break
+    held.append((sender, receiver))
+print(queued)
+'"#;
+    let server = TestServer::start();
+    let mut c = server.admin().await;
+    let limit = 64u64 << 20;
+    let mut job = spec(&["sh", "-c", script]);
+    job.limits = Some(Limits {
+        memory_bytes: Some(limit),
+        ..Default::default()
+    });
+    let (end, out, err) = sh_spec(&mut c, job).await;
+    assert_eq!(end.state(), JobState::Completed, "{end:?} {err}");
+    let queued: u64 = out.trim().parse().unwrap_or_else(|_| panic!("{out}{err}"));
+    assert!(
+        queued > 16 << 20 && queued <= limit + (4 << 20),
+        "{queued} bytes queued in TCP buffers under a {limit}-byte memory limit"
+    );
+}

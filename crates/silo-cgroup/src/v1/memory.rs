@@ -1,5 +1,5 @@
 //! v1 `memory`: `memory.limit_in_bytes`, `memory.memsw.limit_in_bytes`,
-//! `memory.soft_limit_in_bytes`; usage and OOM kills.
+//! `memory.soft_limit_in_bytes`, `memory.kmem.tcp.limit_in_bytes`; usage and OOM kills.
 
 use std::path::Path;
 
@@ -10,7 +10,8 @@ use crate::limits::Limits;
 use crate::usage::Usage;
 
 /// Sets the hard limit, memory+swap to the same value where swap accounting exists (so no
-/// swap is used beyond the limit), and the soft limit slightly below it.
+/// swap is used beyond the limit), the soft limit slightly below it, and the same limit
+/// on the TCP buffers of the cgroup's sockets.
 ///
 /// The kernel refuses a memory limit above the memsw limit and a memsw limit below the
 /// memory limit (EINVAL), so when raising, memsw goes first; when lowering, memory goes first.
@@ -31,8 +32,21 @@ pub(crate) fn apply(dir: &Path, bytes: u64) -> Result<()> {
         dir,
         "memory.soft_limit_in_bytes",
         &Limits::memory_soft_bytes(bytes).to_string(),
-    )
+    )?;
+    // v1 charges sockets' buffers to a cgroup only once its TCP limit is set: without it a
+    // job under a 64 MiB limit held 155 MB of TCP buffers over 40 loopback connections it
+    // never read, taken from the host-wide pool (net.ipv4.tcp_mem) that every TCP socket
+    // on the host shares; past that pool's limits the host's own connections fail. The
+    // kernel calls the file deprecated (one line in its log) but still enforces it. v2
+    // counts socket memory in memory.max.
+    if dir.join(TCP_LIMIT).exists() {
+        file::write(dir, TCP_LIMIT, &value)?;
+    }
+    Ok(())
 }
+
+/// The v1 limit of the TCP buffers of the cgroup's sockets.
+const TCP_LIMIT: &str = "memory.kmem.tcp.limit_in_bytes";
 
 /// `memory.usage_in_bytes`, `memory.max_usage_in_bytes` and the `oom_kill` count of
 /// `memory.oom_control` (Linux 4.13+). With `ended`, the memory in use is 0 and not read.
