@@ -210,6 +210,21 @@ async fn a_second_runtime_with_the_same_files_stores_them_once() {
     }
     let server = TestServer::start();
     build_busybox(&server).await;
+    // Shared bytes as readers see them, after each change to what is stored once.
+    let shared = || async {
+        let listed = runtimes(&server)
+            .await
+            .list_runtimes(ListRuntimesRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        listed
+            .runtimes
+            .iter()
+            .map(|r| (r.name.clone(), r.shared_bytes > 1_000_000))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(shared().await, [("busybox".to_owned(), false)]);
     let twin = spec_file("busybox").replace("name: busybox", "name: busybox-twin");
     let (built, lines) = build(&mut runtimes(&server).await, &twin).await;
     let twin = built.unwrap_or_else(|e| panic!("{e:?} {lines:?}"));
@@ -225,18 +240,21 @@ async fn a_second_runtime_with_the_same_files_stores_them_once() {
         .ino()
     };
     assert_eq!(ino("busybox"), ino("busybox-twin"));
-    let listed = runtimes(&server)
+    assert_eq!(
+        shared().await,
+        [
+            ("busybox".to_owned(), true),
+            ("busybox-twin".to_owned(), true)
+        ]
+    );
+    runtimes(&server)
         .await
-        .list_runtimes(ListRuntimesRequest {})
+        .remove_runtime(RemoveRuntimeRequest {
+            runtime: "busybox-twin@1.0.0".into(),
+        })
         .await
-        .unwrap()
-        .into_inner();
-    let names: Vec<(&str, bool)> = listed
-        .runtimes
-        .iter()
-        .map(|r| (r.name.as_str(), r.shared_bytes > 1_000_000))
-        .collect();
-    assert_eq!(names, [("busybox", true), ("busybox-twin", true)]);
+        .unwrap();
+    assert_eq!(shared().await, [("busybox".to_owned(), false)]);
 }
 
 #[tokio::test]

@@ -8,8 +8,9 @@
 //! version or nothing of it: staging and trash are emptied at start, and objects no
 //! version links any more are collected.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use semver::Version;
@@ -150,7 +151,19 @@ struct Inner {
     /// between a job's choice of it and its mounts.
     changes: Arc<RwLock<()>>,
     jobs: JobManager,
+    /// Bumped after every change to the object store's links (a commit's intern, a
+    /// collection): a version's shared bytes computed before it are stale.
+    links_changed: AtomicU64,
+    /// Each version's shared bytes with the `links_changed` they were computed at.
+    shared: Mutex<HashMap<String, (u64, u64)>>,
+    /// Reads of whole trees a reader may ask for (shared bytes, package lists): one at a
+    /// time, so that viewers calling ListRuntimes in a loop take one blocking thread, not
+    /// the pool that jobs' preparations need.
+    tree_reads: tokio::sync::Semaphore,
 }
+
+/// Trees read at once for readers ([`Inner::tree_reads`]).
+const TREE_READS_AT_ONCE: usize = 1;
 
 impl Catalog {
     /// Opens (creating) `<state>/runtimes`, with the signing key, removes what a stopped
@@ -208,6 +221,9 @@ impl Catalog {
                 objects_busy: Mutex::default(),
                 changes: Arc::default(),
                 jobs,
+                links_changed: AtomicU64::new(0),
+                shared: Mutex::default(),
+                tree_reads: tokio::sync::Semaphore::new(TREE_READS_AT_ONCE),
             }),
         })
     }
@@ -315,11 +331,9 @@ impl Catalog {
                 .read(&trusted)
                 .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
             let _busy = catalog.inner.objects_busy.lock();
-            catalog
-                .inner
-                .objects
-                .intern(&version.rootfs(), &manifest)
-                .map_err(|e| RuntimeError::Host(e.to_string()))?;
+            let interned = catalog.inner.objects.intern(&version.rootfs(), &manifest);
+            catalog.inner.links_changed.fetch_add(1, Ordering::SeqCst);
+            interned.map_err(|e| RuntimeError::Host(e.to_string()))?;
             Ok::<_, RuntimeError>((spec, manifest, signature))
         })
         .await
@@ -360,6 +374,58 @@ impl Catalog {
             self.empty_trash().await;
         }
         Ok(installed)
+    }
+
+    /// The bytes of `installed`'s files that another version also uses (what removing it
+    /// would not free): computed once after each change to the object store, one tree at
+    /// a time, and 0 when its files cannot be read.
+    pub async fn shared_bytes(&self, installed: &Installed) -> u64 {
+        let label = installed.label();
+        let cached = |inner: &Inner| {
+            let current = inner.links_changed.load(Ordering::SeqCst);
+            let shared = inner.shared.lock().ok()?;
+            shared
+                .get(&label)
+                .and_then(|&(at, bytes)| (at == current).then_some(bytes))
+        };
+        if let Some(bytes) = cached(&self.inner) {
+            return bytes;
+        }
+        let Ok(_permit) = self.inner.tree_reads.acquire().await else {
+            return 0;
+        };
+        // Another call may have computed it while this one waited.
+        if let Some(bytes) = cached(&self.inner) {
+            return bytes;
+        }
+        let (catalog, installed) = (self.clone(), installed.clone());
+        tokio::task::spawn_blocking(move || {
+            // Read before the tree: a change that lands during the walk bumps it after,
+            // so what this walk stores is then already stale.
+            let at = catalog.inner.links_changed.load(Ordering::SeqCst);
+            let bytes = catalog
+                .inner
+                .objects
+                .shared_bytes(&installed.version_dir().rootfs(), &installed.manifest)
+                .unwrap_or(0);
+            if let Ok(mut shared) = catalog.inner.shared.lock() {
+                shared.retain(|_, (then, _)| *then == at);
+                shared.insert(installed.label(), (at, bytes));
+            }
+            bytes
+        })
+        .await
+        .unwrap_or(0)
+    }
+
+    /// Runs `read` (a walk of a runtime's tree for a reader) on a blocking thread, one such
+    /// read at a time.
+    pub async fn read_tree<T: Send + 'static>(
+        &self,
+        read: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        let _permit = self.inner.tree_reads.acquire().await.ok()?;
+        tokio::task::spawn_blocking(read).await.ok()
     }
 
     /// Removes the installed version `reference` (`NAME@VERSION`), unless a job uses it;
@@ -429,10 +495,12 @@ impl Catalog {
                 }
             }
             let _busy = catalog.inner.objects_busy.lock();
-            catalog.inner.objects.collect_garbage().unwrap_or_else(|e| {
+            let freed = catalog.inner.objects.collect_garbage().unwrap_or_else(|e| {
                 tracing::warn!("cannot collect unused runtime files: {e}");
                 0
-            })
+            });
+            catalog.inner.links_changed.fetch_add(1, Ordering::SeqCst);
+            freed
         })
         .await
         .unwrap_or(0)

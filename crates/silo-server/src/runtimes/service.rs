@@ -68,22 +68,16 @@ impl RuntimeApi {
 /// The wire form of an installed runtime; with `details`, its packages too (they are
 /// read from the tree).
 pub async fn to_proto(catalog: &Catalog, installed: &Installed, details: bool) -> Runtime {
-    let (catalog2, installed2) = (catalog.clone(), installed.clone());
-    let (shared, packages) = tokio::task::spawn_blocking(move || {
-        let rootfs = installed2.version_dir().rootfs();
-        let shared = catalog2
-            .objects()
-            .shared_bytes(&rootfs, &installed2.manifest)
-            .unwrap_or(0);
-        let packages = if details {
-            packages::installed(&rootfs)
-        } else {
-            Vec::new()
-        };
-        (shared, packages)
-    })
-    .await
-    .unwrap_or_default();
+    let shared = catalog.shared_bytes(installed).await;
+    let packages = if details {
+        let rootfs = installed.version_dir().rootfs();
+        catalog
+            .read_tree(move || packages::installed(&rootfs))
+            .await
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let manifest = &installed.manifest;
     Runtime {
         name: manifest.name.clone(),
