@@ -293,15 +293,15 @@ async fn an_ended_jobs_usage_has_its_peaks_and_nothing_current() {
 }
 
 #[tokio::test]
-async fn the_memory_limit_bounds_the_tcp_buffers_a_job_holds() {
+async fn the_memory_limit_bounds_the_socket_buffers_a_job_holds() {
     let _alone = measuring_alone().await;
     if !privileged() {
         return;
     }
-    // 40 loopback connections that are written to until the kernel takes no more and
-    // never read: about 4 MB of send buffer each, 155 MB in all without a bound, taken from
-    // the host-wide pool of TCP memory (net.ipv4.tcp_mem).
-    let script = r#"python3 -c '
+    // Socket buffers come from host-wide pools (net.ipv4.tcp_mem, udp_mem).
+    // 40 loopback connections written to until the kernel takes no more and never read:
+    // about 4 MB of send buffer each, 155 MB in all without a bound.
+    let tcp = r#"python3 -c '
 import socket
 listener = socket.socket()
 listener.bind(("127.0.0.1", 0))
@@ -319,19 +319,42 @@ for _ in range(40):
     held.append((sender, receiver))
 print(queued)
 '"#;
+    // 450 datagram sockets, each sent 2.4 MB it never reads: each keeps at most its
+    // receive buffer (about 425 kB), 190 MB in all without a bound; the script prints the
+    // UDP memory in use on the whole host.
+    let udp = r#"python3 -c '
+import socket
+held = []
+for _ in range(450):
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 24)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.setblocking(False)
+    for _ in range(40):
+        try:
+            sender.sendto(b"x" * 60000, receiver.getsockname())
+        except OSError:
+            break
+    held.append((sender, receiver))
+udp = [l.split() for l in open("/proc/net/sockstat") if l.startswith("UDP:")][0]
+print(int(udp[udp.index("mem") + 1]) * 4096)
+'"#;
     let server = TestServer::start();
     let mut c = server.admin().await;
     let limit = 64u64 << 20;
-    let mut job = spec(&["sh", "-c", script]);
-    job.limits = Some(Limits {
-        memory_bytes: Some(limit),
-        ..Default::default()
-    });
-    let (end, out, err) = sh_spec(&mut c, job).await;
-    assert_eq!(end.state(), JobState::Completed, "{end:?} {err}");
-    let queued: u64 = out.trim().parse().unwrap_or_else(|_| panic!("{out}{err}"));
-    assert!(
-        queued > 16 << 20 && queued <= limit + (4 << 20),
-        "{queued} bytes queued in TCP buffers under a {limit}-byte memory limit"
-    );
+    for (what, script) in [("TCP", tcp), ("UDP", udp)] {
+        let mut job = spec(&["sh", "-c", script]);
+        job.limits = Some(Limits {
+            memory_bytes: Some(limit),
+            ..Default::default()
+        });
+        let (end, out, err) = sh_spec(&mut c, job).await;
+        assert_eq!(end.state(), JobState::Completed, "{end:?} {err}");
+        let held: u64 = out.trim().parse().unwrap_or_else(|_| panic!("{out}{err}"));
+        assert!(
+            held > 16 << 20 && held <= limit + (4 << 20),
+            "{held} bytes of {what} buffers held under a {limit}-byte memory limit"
+        );
+    }
 }

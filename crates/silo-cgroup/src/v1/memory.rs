@@ -11,7 +11,7 @@ use crate::usage::Usage;
 
 /// Sets the hard limit, memory+swap to the same value where swap accounting exists (so no
 /// swap is used beyond the limit), the soft limit slightly below it, and the same limit
-/// on the TCP buffers of the cgroup's sockets.
+/// on the buffers of the cgroup's sockets.
 ///
 /// The kernel refuses a memory limit above the memsw limit and a memsw limit below the
 /// memory limit (EINVAL), so when raising, memsw goes first; when lowering, memory goes first.
@@ -33,10 +33,11 @@ pub(crate) fn apply(dir: &Path, bytes: u64) -> Result<()> {
         "memory.soft_limit_in_bytes",
         &Limits::memory_soft_bytes(bytes).to_string(),
     )?;
-    // v1 charges sockets' buffers to a cgroup only once its TCP limit is set: without it a
-    // job under a 64 MiB limit held 155 MB of TCP buffers over 40 loopback connections it
-    // never read, taken from the host-wide pool (net.ipv4.tcp_mem) that every TCP socket
-    // on the host shares; past that pool's limits the host's own connections fail. The
+    // v1 charges sockets' buffers to a cgroup only once its TCP limit is set (the counter
+    // then takes UDP's too): without it a job under a 64 MiB limit held 155 MB of TCP
+    // buffers over 40 loopback connections it never read, and 1 GB of UDP buffers over
+    // 450 sockets, taken from host-wide pools (net.ipv4.tcp_mem, udp_mem) that every
+    // socket on the host shares; past their limits the host's own sockets fail. The
     // kernel calls the file deprecated (one line in its log) but still enforces it. v2
     // counts socket memory in memory.max.
     if dir.join(TCP_LIMIT).exists() {
@@ -45,7 +46,7 @@ pub(crate) fn apply(dir: &Path, bytes: u64) -> Result<()> {
     Ok(())
 }
 
-/// The v1 limit of the TCP buffers of the cgroup's sockets.
+/// The v1 limit of the buffers of the cgroup's sockets (TCP's and UDP's, despite its name).
 const TCP_LIMIT: &str = "memory.kmem.tcp.limit_in_bytes";
 
 /// `memory.usage_in_bytes`, `memory.max_usage_in_bytes` and the `oom_kill` count of
