@@ -13,7 +13,8 @@
 #   - a busy loop under --cpu 50 gets 50% +- 15% of one core over 3 s;
 #   - --io-bps 10M writes io.max on the device that holds the job's files (a loop device
 #     that /init set up), and an O_DIRECT write runs at 10 MiB/s +- 30%;
-#   - a job's cgroup is removed when it ends: none is left under silo/jobs at the end.
+#   - a job's cgroup is removed when it ends: none is left under silo/jobs at the end;
+#   - the server's oom_score_adj is -500, a job's 500, and the job cannot lower it.
 # Each check prints "CHECK <name>: PASS|FAIL ...". Exits 0 when all pass; otherwise writes
 # the failed names to /tmp/silo-vm-failed and exits 1.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
@@ -120,6 +121,13 @@ check_eq server-cgroup "server's cgroup" "$(cat /proc/$server/cgroup)" "0::/silo
 # ---- a job runs at all ----------------------------------------------------------------
 got=$(timeout 60 silo job run -- echo hello-from-job 2>&1)
 check_eq job-runs "output of 'echo hello-from-job'" "$got" "hello-from-job"
+
+# ---- the OOM killer takes a job's processes first -------------------------------------
+# Root here has CAP_SYS_RESOURCE (the host's test container may not): the server lowers
+# its own score, and a job's 500 is a floor the job cannot go under.
+check_eq server-oom "server's oom_score_adj" "$(cat /proc/$server/oom_score_adj)" "-500"
+got=$(silo job run -- sh -c 'echo 0 > /proc/self/oom_score_adj 2>/dev/null; cat /proc/self/oom_score_adj' 2>&1)
+check_eq job-oom "a job's oom_score_adj after it wrote 0 there" "$got" "500"
 
 # The job's init lives inside the job's cgroup: the smallest memory limit the server accepts
 # (4 MiB) must still leave room for it and a shell.

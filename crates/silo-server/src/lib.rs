@@ -213,6 +213,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
 
     let cgroups = open_cgroups(args.cgroup_name.as_deref())?;
     log_landlock_scopes();
+    protect_from_oom_killer();
     let store = store::Store::open(&state.join("silo.db")).await?;
     let workflow_store = store.clone();
     let secret_key = std::sync::Arc::new(secrets::load_key(state, &store.pool()).await?);
@@ -445,6 +446,34 @@ fn open_cgroups(
     }
     tracing::info!("job limits available here: {}", root.available());
     Ok(Some(std::sync::Arc::new(root)))
+}
+
+/// The server's `oom_score_adj` (dockerd's default for itself): the OOM killer takes jobs'
+/// processes (`silo_sandbox::isolation::oom`) and host processes before the server, its
+/// zygote and its inits, which inherit it.
+const SERVER_OOM_SCORE_ADJ: i32 = -500;
+
+/// Lowers the server's `oom_score_adj` to [`SERVER_OOM_SCORE_ADJ`], unless whoever started
+/// it set it lower already (a systemd unit's `OOMScoreAdjust=`).
+fn protect_from_oom_killer() {
+    let path = "/proc/self/oom_score_adj";
+    let current = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|v| v.trim().parse::<i32>().ok());
+    if current.is_some_and(|v| v <= SERVER_OOM_SCORE_ADJ) {
+        return;
+    }
+    match std::fs::write(path, SERVER_OOM_SCORE_ADJ.to_string()) {
+        Ok(()) => tracing::info!(
+            "oom_score_adj {SERVER_OOM_SCORE_ADJ} for the server and its inits, {} for jobs",
+            silo_sandbox::isolation::oom::JOB_OOM_SCORE_ADJ
+        ),
+        Err(e) => tracing::warn!(
+            "cannot lower the server's oom_score_adj to {SERVER_OOM_SCORE_ADJ} ({e}; it needs \
+             CAP_SYS_RESOURCE): jobs start at {} but may lower theirs to 0, the server's",
+            silo_sandbox::isolation::oom::JOB_OOM_SCORE_ADJ
+        ),
+    }
 }
 
 /// Says whether jobs' commands are scoped to their own abstract unix sockets and signals

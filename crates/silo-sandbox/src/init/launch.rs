@@ -424,6 +424,11 @@ pub(super) fn exec_command(
     // A new session: the command leads its own process group, which is what the init
     // forwards signals to.
     let _ = nix::unistd::setsid();
+    // First in line for the OOM killer, before the user namespace below takes the
+    // privilege that makes it a floor.
+    if let Err(e) = isolation::oom::put_job_first_in_line() {
+        return e;
+    }
     // SAFETY: dup2 onto the standard descriptors of this (single-threaded) child.
     let dup =
         unsafe { libc::dup2(stdout.as_raw_fd(), 1) >= 0 && libc::dup2(stderr.as_raw_fd(), 2) >= 0 };

@@ -20,6 +20,7 @@ mod etc;
 pub mod landlock;
 mod mounts;
 mod network;
+pub mod oom;
 mod pivot;
 mod proc_mask;
 mod rootfs;

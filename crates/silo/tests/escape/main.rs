@@ -10,6 +10,7 @@ mod descriptors;
 mod disk;
 mod ipc;
 mod kernel_pools;
+mod oom;
 mod setuid;
 mod syscalls;
 mod zygote;
