@@ -126,6 +126,17 @@ impl CgroupRoot {
         self.jobs.controllers()
     }
 
+    /// Caps the processes and threads of all jobs together (the `pids.max` of `jobs`, the
+    /// parent of every job's cgroup), so that jobs cannot take the host's last process
+    /// ids however many of them run. Returns false where no hierarchy has the pids
+    /// controller.
+    pub fn limit_all_jobs_pids(&self, max: u32) -> Result<bool> {
+        match self.jobs.controller_dir(crate::Controller::Pids) {
+            Some((_, dir)) => crate::pids::apply(dir, max).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
     /// The directories of `<name>` in each hierarchy (unified first).
     pub fn dirs(&self) -> Vec<&Path> {
         self.base.dirs()

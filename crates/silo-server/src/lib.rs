@@ -82,6 +82,12 @@ pub struct ServerArgs {
     /// Process (and thread) limit for jobs that set none: a fork bomb stops there.
     #[arg(long, value_name = "N", default_value_t = 4096)]
     pub default_pids: u32,
+    /// Processes (and threads) of all jobs together: the parent of every job's cgroup gets
+    /// this `pids.max`, so that jobs never take the host's last process ids (each job's
+    /// own limit is --default-pids or its --pids). Default: three quarters of the host's
+    /// limit, the smaller of kernel.pid_max and kernel.threads-max.
+    #[arg(long, value_name = "N")]
+    pub total_pids: Option<u32>,
     /// Size of /work for jobs that set none (`--disk`): each job's work directory is an ext4
     /// filesystem of its own of this size (a sparse image, allocated as the job writes;
     /// needs mkfs.ext4 and loop devices). 0 keeps work directories as plain directories on
@@ -212,6 +218,9 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     )?;
 
     let cgroups = open_cgroups(args.cgroup_name.as_deref())?;
+    if let Some(root) = &cgroups {
+        limit_all_jobs_pids(root, args.total_pids);
+    }
     log_landlock_scopes();
     protect_from_oom_killer();
     let store = store::Store::open(&state.join("silo.db")).await?;
@@ -446,6 +455,30 @@ fn open_cgroups(
     }
     tracing::info!("job limits available here: {}", root.available());
     Ok(Some(std::sync::Arc::new(root)))
+}
+
+/// Writes `--total-pids` (or three quarters of the host's process limit) as the limit of
+/// all jobs' processes together. Without it 8 jobs at the default 4096 took every process
+/// id of a host whose kernel.pid_max is 32768 (the kernel's default on small machines):
+/// nothing else on the host, the server included, could fork.
+fn limit_all_jobs_pids(root: &silo_cgroup::CgroupRoot, configured: Option<u32>) {
+    let host_limit = || {
+        ["/proc/sys/kernel/pid_max", "/proc/sys/kernel/threads-max"]
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(f).ok()?.trim().parse::<u64>().ok())
+            .min()
+    };
+    let Some(max) = configured
+        .or_else(|| host_limit().map(|limit| u32::try_from(limit / 4 * 3).unwrap_or(u32::MAX)))
+    else {
+        tracing::warn!("cannot read kernel.pid_max: jobs together have no process limit");
+        return;
+    };
+    match root.limit_all_jobs_pids(max) {
+        Ok(true) => tracing::info!("jobs together: at most {max} processes and threads"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!("cannot limit all jobs' processes together: {e}"),
+    }
 }
 
 /// The server's `oom_score_adj` (dockerd's default for itself): the OOM killer takes jobs'

@@ -176,3 +176,60 @@ async fn a_job_gets_a_process_limit_and_tmp_an_inode_limit_by_default() {
         "no default process limit: {limits:?}"
     );
 }
+
+/// `pids.max` of the server's `jobs` cgroup (the parent of every job's), in the hierarchy
+/// that has the pids controller.
+fn all_jobs_pids_max(server: &TestServer) -> Option<String> {
+    cgroup_dirs(&server.cgroup_name)
+        .into_iter()
+        .find_map(|dir| std::fs::read_to_string(dir.join("jobs/pids.max")).ok())
+        .map(|v| v.trim().to_owned())
+}
+
+#[tokio::test]
+async fn all_jobs_together_leave_the_host_process_ids() {
+    if !privileged() {
+        return;
+    }
+    // By default three quarters of the host's limit: 8 jobs at the default 4096 would
+    // otherwise take every id of a host whose kernel.pid_max is 32768.
+    let host: u64 = ["/proc/sys/kernel/pid_max", "/proc/sys/kernel/threads-max"]
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap().trim().parse().unwrap())
+        .min()
+        .unwrap();
+    let server = TestServer::start();
+    assert_eq!(all_jobs_pids_max(&server), Some((host / 4 * 3).to_string()));
+    drop(server);
+    // A job that forks all it can stops at the total, far below its own 4096.
+    let server = TestServer::start_with(&["--total-pids", "300"]);
+    assert_eq!(all_jobs_pids_max(&server).as_deref(), Some("300"));
+    let mut c = server.admin().await;
+    let hogger = run(
+        &mut c,
+        &[
+            "sh",
+            "-c",
+            &hog("os.fork() or (time.sleep(600), os._exit(0))"),
+        ],
+    )
+    .await;
+    let report = wait_for_output(&mut c, &hogger.id, "held ").await;
+    let held: usize = report
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(usize::MAX);
+    assert!(
+        (100..300).contains(&held) && report.ends_with("errno 11"),
+        "a job under a total of 300 forked {held}: {report}"
+    );
+    c.stop_job(silo_proto::v1::StopJobRequest {
+        id: hogger.id.clone(),
+        grace_ms: 0,
+    })
+    .await
+    .unwrap();
+    let end = wait_end(&mut c, &hogger.id).await;
+    assert_eq!(end.state(), JobState::Stopped, "{end:?}");
+}
