@@ -14,7 +14,8 @@
 #   - --io-bps 10M writes io.max on the device that holds the job's files (a loop device
 #     that /init set up), and an O_DIRECT write runs at 10 MiB/s +- 30%;
 #   - a job's cgroup is removed when it ends: none is left under silo/jobs at the end;
-#   - the server's oom_score_adj is -500, a job's 500, and the job cannot lower it.
+#   - the server's oom_score_adj is -500, a job's 500, and the job cannot lower it;
+#   - silo/jobs has pids.max = 3/4 of the smaller of kernel.pid_max and threads-max.
 # Each check prints "CHECK <name>: PASS|FAIL ...". Exits 0 when all pass; otherwise writes
 # the failed names to /tmp/silo-vm-failed and exits 1.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
@@ -128,6 +129,11 @@ check_eq job-runs "output of 'echo hello-from-job'" "$got" "hello-from-job"
 check_eq server-oom "server's oom_score_adj" "$(cat /proc/$server/oom_score_adj)" "-500"
 got=$(silo job run -- sh -c 'echo 0 > /proc/self/oom_score_adj 2>/dev/null; cat /proc/self/oom_score_adj' 2>&1)
 check_eq job-oom "a job's oom_score_adj after it wrote 0 there" "$got" "500"
+
+# All jobs together keep three quarters of the host's process ids at most.
+hl=$(cat /proc/sys/kernel/pid_max); tm=$(cat /proc/sys/kernel/threads-max)
+[ "$tm" -lt "$hl" ] && hl=$tm
+check_eq total-pids "jobs' pids.max" "$(cat $JOBS/pids.max)" "$((hl / 4 * 3))"
 
 # The job's init lives inside the job's cgroup: the smallest memory limit the server accepts
 # (4 MiB) must still leave room for it and a shell.
