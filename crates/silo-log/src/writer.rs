@@ -23,7 +23,15 @@ pub struct LogWriter {
     /// Whether records may be spliced in from a pipe: the file is not in append mode
     /// (splice refuses such a file). Every write is at the offset `bytes` either way.
     splice: bool,
+    /// The file's blocks are allocated up to here ([`Self::reserve`]); may be past its end.
+    reserved_to: u64,
+    /// The filesystem cannot allocate ahead (fallocate unsupported): writes find out.
+    no_reserve: bool,
 }
+
+/// Blocks allocated beyond what [`LogWriter::reserve`] is asked for, so that the next
+/// records rarely need another allocation.
+const RESERVE_STEP: u64 = 256 << 10;
 
 impl LogWriter {
     /// Starts a new, empty log in `file` (which must be empty and opened for writing),
@@ -42,7 +50,58 @@ impl LogWriter {
             bytes: MAGIC.len() as u64,
             cap,
             truncated: false,
+            reserved_to: 0,
+            no_reserve: false,
         })
+    }
+
+    /// Makes sure the next `len` bytes of records (headers included) can be written
+    /// without the filesystem running out of space: allocates the file's blocks ahead of
+    /// its end, 256 KiB more than asked, without changing its size (readers see only whole
+    /// records written). Fails with the filesystem's error (ENOSPC, EDQUOT) when it has no
+    /// room, having written and consumed nothing, so the caller can leave the output
+    /// where it is (in the command's pipe, which then holds the command back) and try
+    /// again later. Past the cap, or on a filesystem that cannot allocate ahead, it does
+    /// nothing.
+    pub fn reserve(&mut self, len: usize) -> io::Result<()> {
+        let end = self.bytes.saturating_add(len as u64);
+        if self.truncated || self.no_reserve || end <= self.reserved_to {
+            return Ok(());
+        }
+        let from = self.reserved_to.max(self.bytes);
+        let to = end.saturating_add(RESERVE_STEP);
+        // SAFETY: fallocate on a descriptor this writer owns; it touches no memory.
+        let rc = unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                libc::FALLOC_FL_KEEP_SIZE,
+                from as libc::off_t,
+                (to - from) as libc::off_t,
+            )
+        };
+        if rc == 0 {
+            self.reserved_to = to;
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => {
+                self.no_reserve = true;
+                Ok(())
+            }
+            Some(libc::EINTR) => self.reserve(len),
+            _ => Err(e),
+        }
+    }
+
+    /// Gives back the blocks allocated past the log's end (the job has ended): a truncate to
+    /// the size the log has frees them (a hole cannot be punched past the end on ext4).
+    /// Best effort.
+    pub fn release_reserve(&mut self) {
+        if self.reserved_to > self.bytes {
+            let _ = self.file.set_len(self.bytes);
+        }
+        self.reserved_to = 0;
     }
 
     /// Keeps at most `cap` bytes of output from now on: a writer can be created (its header
@@ -241,5 +300,43 @@ fn without_append(file: &File) -> bool {
         flags >= 0
             && (flags & libc::O_APPEND == 0
                 || libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_APPEND) == 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+    use crate::{LogReader, Record};
+
+    #[test]
+    fn room_is_allocated_ahead_without_growing_the_log_and_given_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        let mut log = LogWriter::create(file, &path, u64::MAX).unwrap();
+        log.reserve(3 << 20).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        // The file's size is what was written; its blocks are what was asked and more.
+        assert_eq!(meta.len(), MAGIC.len() as u64);
+        if log.no_reserve {
+            return; // a filesystem without fallocate: nothing more to see
+        }
+        assert!(meta.blocks() * 512 >= 3 << 20, "{} blocks", meta.blocks());
+        log.append(Stream::Stdout, b"hello\n").unwrap();
+        log.append_exit(b"{\"code\":0}").unwrap();
+        log.release_reserve();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert!(meta.blocks() * 512 < 64 << 10, "{} blocks", meta.blocks());
+        // Readers see the records and nothing of the room.
+        let records: Vec<Record> = LogReader::open(&path).unwrap().read_batch(1 << 20).unwrap();
+        assert_eq!(records.len(), 2);
+        assert_eq!(&records[0].data[..], b"hello\n");
     }
 }

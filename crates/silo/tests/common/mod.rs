@@ -63,6 +63,11 @@ impl TestServer {
             .prefix("silo-e2e-")
             .tempdir()
             .unwrap();
+        Self::start_in(dir, extra, env)
+    }
+
+    /// A server whose state directory is `dir` (a filesystem the test mounted there, say).
+    pub fn start_in(dir: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> TestServer {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut s = TestServer {

@@ -192,3 +192,100 @@ async fn disks_made_ahead_go_with_a_server_that_dies_and_their_images_with_its_r
         "images of the dead server's pool kept: {kept:?}"
     );
 }
+
+/// Unmounts a filesystem a test mounted, when dropped (after the server on it).
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("--lazy")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_state_filesystem_holds_output_back_and_loses_none() {
+    if !privileged() {
+        return;
+    }
+    // The state directory on a 64 MiB filesystem of its own, work directories on it
+    // (--default-disk 0): a job can fill it, as jobs' disk images or a runtime build can
+    // fill a real one.
+    let dir = tempfile::Builder::new()
+        .prefix("silo-e2e-full-")
+        .tempdir()
+        .unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs"])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let _unmount = Unmount(dir.path().to_owned());
+    let server = TestServer::start_in(dir, &["--default-disk", "0"], &[]);
+    let mut c = server.admin().await;
+    // Waits until its /work (on the state filesystem) is full, then writes 3,000 numbered
+    // lines of 500 bytes: far more than the room its log kept ahead.
+    let writer = run(
+        &mut c,
+        &[
+            "python3",
+            "-c",
+            "import os, sys, time
+while os.statvfs('/work').f_bavail > 0:
+    time.sleep(0.01)
+for i in range(3000):
+    sys.stdout.write('%05d %s\\n' % (i, 'x' * 494))
+sys.stdout.flush()",
+        ],
+    )
+    .await;
+    let (filled, _, err) = sh(
+        &mut c,
+        "head -c 100M /dev/zero > /work/fill; sleep 3; rm /work/fill",
+    )
+    .await;
+    assert_eq!(filled.state(), JobState::Completed, "{filled:?} {err}");
+    let end = wait_end(&mut c, &writer.id).await;
+    assert_eq!(
+        (end.state(), end.exit_code),
+        (JobState::Completed, Some(0)),
+        "{end:?}"
+    );
+    let out = String::from_utf8(stdout_of(&mut c, &writer.id).await).unwrap();
+    let numbers: Vec<usize> = out
+        .lines()
+        .map(|l| l[..5].parse().unwrap_or(usize::MAX))
+        .collect();
+    assert_eq!(
+        numbers,
+        (0..3000).collect::<Vec<_>>(),
+        "lines lost or out of order"
+    );
+    let (_, _, notes) = {
+        let mut all = (String::new(), String::new(), String::new());
+        let mut stream = c
+            .stream_logs(silo_proto::v1::StreamLogsRequest {
+                id: writer.id.clone(),
+                from_sequence: 0,
+                follow: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        while let Some(chunk) = stream.message().await.unwrap() {
+            for r in chunk.records {
+                if r.stream() == silo_proto::v1::LogStream::System {
+                    all.2.push_str(&String::from_utf8_lossy(&r.data));
+                }
+            }
+        }
+        all
+    };
+    assert!(
+        notes.contains("output held back for"),
+        "the log does not say that its output waited: {notes:?}"
+    );
+}
