@@ -312,6 +312,40 @@ extern "C" fn wait_for_the_writer(
     1
 }
 
+/// Runs `write` until it succeeds: for a record the server has acted on already (a job's
+/// end, a workflow's step), which a write failing for a while (the state filesystem full,
+/// the database locked beyond its timeout) must delay and not lose. The first failure is
+/// logged as an error naming `what`, the recovery once; the pause between tries doubles
+/// from 50 ms to 5 s.
+pub async fn until_stored<F, Fut, E>(what: &str, mut write: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut pause = std::time::Duration::from_millis(50);
+    let mut failed_since = None;
+    loop {
+        match write().await {
+            Ok(()) => break,
+            Err(e) => {
+                if failed_since.is_none() {
+                    tracing::error!("cannot record {what}, trying again until it is: {e}");
+                }
+                failed_since.get_or_insert_with(std::time::Instant::now);
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
+    }
+    if let Some(since) = failed_since {
+        tracing::info!(
+            "recorded {what} after {:.1} s of failed writes",
+            since.elapsed().as_secs_f64()
+        );
+    }
+}
+
 /// The job store.
 #[derive(Clone)]
 pub struct Store {

@@ -19,8 +19,8 @@ use crate::store::{JobRow, Store};
 /// How long an end's record waits for what the end lets start.
 pub const END_WRITE_DELAY: Duration = Duration::from_millis(1);
 
-/// The queue of ends to store; [`EndWriter::record`] answers once the end is stored (or
-/// its write failed, which is logged).
+/// The queue of ends to store; [`EndWriter::record`] answers once the end is stored (a
+/// failed write is logged and tried again until it succeeds).
 #[derive(Clone)]
 pub struct EndWriter {
     tx: mpsc::UnboundedSender<(JobRow, oneshot::Sender<()>)>,
@@ -53,12 +53,18 @@ async fn write_ends(store: Store, mut rx: mpsc::UnboundedReceiver<(JobRow, onesh
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
-        let rows: Vec<JobRow> = batch.iter().map(|(row, _)| row.clone()).collect();
-        if let Err(e) = store.update_all(&rows).await {
-            for row in &rows {
-                tracing::error!(job = %row.id, "cannot record the job's end: {e}");
+        // An end that cannot be stored now (the state filesystem full, the database busy
+        // beyond its timeout) is tried again until it is: its job stays live, answered from
+        // memory, until then. Ends that come meanwhile join the retry.
+        crate::store::until_stored("jobs' ends", || {
+            while let Ok(more) = rx.try_recv() {
+                batch.push(more);
             }
-        }
+            let rows: Vec<JobRow> = batch.iter().map(|(row, _)| row.clone()).collect();
+            let store = store.clone();
+            async move { store.update_all(&rows).await }
+        })
+        .await;
         for (_, done) in batch {
             let _ = done.send(());
         }
@@ -113,5 +119,52 @@ mod tests {
         );
         ends.record(ended(&rows[4], 9)).await;
         assert_eq!(store.get(&rows[4].id).await.unwrap().exit_code, Some(9));
+    }
+
+    #[tokio::test]
+    async fn an_end_whose_write_fails_is_written_once_the_store_takes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).await.unwrap();
+        let row = JobRow {
+            id: format!("{:032x}", 7),
+            state: JobState::Running,
+            init: Some((42, 1234)),
+            ..JobRow::default()
+        };
+        store.insert(&row).await.unwrap();
+        // Every update of a job fails while `blocked` has a row, as writes do while the
+        // state filesystem is full.
+        for statement in [
+            "CREATE TABLE blocked (x)",
+            "INSERT INTO blocked VALUES (1)",
+            "CREATE TRIGGER no_updates BEFORE UPDATE ON jobs \
+             WHEN (SELECT COUNT(*) FROM blocked) > 0 BEGIN SELECT RAISE(ABORT, 'full'); END",
+        ] {
+            sqlx::query(statement).execute(&store.pool()).await.unwrap();
+        }
+        let ends = EndWriter::start(store.clone());
+        let ended = JobRow {
+            state: JobState::Completed,
+            exit_code: Some(3),
+            init: None,
+            ..row.clone()
+        };
+        let recording = tokio::spawn(async move { ends.record(ended).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!recording.is_finished(), "the end was given up");
+        assert_eq!(store.get(&row.id).await.unwrap().state, JobState::Running);
+        sqlx::query("DELETE FROM blocked")
+            .execute(&store.pool())
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), recording)
+            .await
+            .unwrap()
+            .unwrap();
+        let stored = store.get(&row.id).await.unwrap();
+        assert_eq!(
+            (stored.state, stored.exit_code),
+            (JobState::Completed, Some(3))
+        );
     }
 }

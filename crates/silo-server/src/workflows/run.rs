@@ -334,9 +334,8 @@ impl Running {
             // is stored and its node's new attempt is not.
             #[cfg(debug_assertions)]
             crate::jobs::test_delay("SILO_TEST_DELAY_NODE_WRITE_MS").await;
-            if let Err(e) = engine.inner.store.update_nodes(&id, &rows).await {
-                tracing::error!(workflow = %id, "cannot record the workflow's nodes: {e}");
-            }
+            let what = format!("the nodes of workflow {id}");
+            crate::store::until_stored(&what, || engine.inner.store.update_nodes(&id, &rows)).await;
         }
         .boxed()
         .shared();
@@ -347,9 +346,8 @@ impl Running {
     }
 
     async fn save_workflow(&self) {
-        if let Err(e) = self.engine.inner.store.update(&self.row).await {
-            tracing::error!(workflow = %self.row.id, "cannot record the workflow: {e}");
-        }
+        let what = format!("workflow {}", self.row.id);
+        crate::store::until_stored(&what, || self.engine.inner.store.update(&self.row)).await;
     }
 
     async fn finish(&mut self) {
