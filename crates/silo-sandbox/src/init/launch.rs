@@ -22,7 +22,7 @@ use crate::protocol::{ErrorKind, InitError};
 use crate::{InitSpec, Isolation, SandboxBase};
 
 /// Capacity asked for the output pipes, so a fast writer blocks less often.
-const PIPE_SIZE: i32 = 1 << 20;
+pub(super) const PIPE_SIZE: i32 = 1 << 20;
 
 /// The started command and the ends of its output pipes.
 pub(super) struct RunningCommand {

@@ -20,7 +20,7 @@ pub(super) const READ_CHUNK: usize = 128 * 1024;
 /// output is drained. Returns the command's exit status.
 pub(super) fn supervise(
     job: RunningCommand,
-    mut log: LogWriter,
+    log: &mut LogWriter,
     mut control: Option<&mut UnixStream>,
     buf: &mut [u8],
 ) -> ExitStatus {
@@ -88,7 +88,7 @@ pub(super) fn supervise(
             if !ready[i] {
                 continue;
             }
-            match copy_once(fd.as_fd(), *stream, buf, &mut log, &mut sink) {
+            match copy_once(fd.as_fd(), *stream, buf, log, &mut sink) {
                 Copied::More | Copied::Held => {}
                 Copied::Ended => closed.push(i),
             }
@@ -119,9 +119,8 @@ pub(super) fn supervise(
     }
     let status = status.unwrap_or(ExitStatus::Signal(libc::SIGKILL));
 
-    end_what_is_left(&outputs, buf, &mut log, &mut sink);
+    end_what_is_left(&outputs, buf, log, &mut sink);
     let _ = log.append_exit(&serde_json::to_vec(&status).unwrap_or_default());
-    log.release_reserve();
     status
 }
 
@@ -278,16 +277,22 @@ const ANY_READ: usize = 4096;
 /// exit record. Kept allocated ahead while the job runs, so that a full filesystem never
 /// holds the job's end back.
 fn end_headroom(outputs: &[(OwnedFd, Stream)]) -> usize {
-    let in_pipes: usize = outputs
+    let capacities: Vec<usize> = outputs
         .iter()
         .map(|(fd, _)| {
             // SAFETY: F_GETPIPE_SZ on a pipe descriptor we hold reads an int.
             let size = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) };
             usize::try_from(size).unwrap_or(1 << 20)
         })
-        .sum();
-    // Each pipe's contents as records of at most ANY_READ..capacity bytes, and the exit
-    // record (a small JSON object).
+        .collect();
+    end_headroom_of(&capacities)
+}
+
+/// [`end_headroom`] for pipes of these capacities.
+pub(super) fn end_headroom_of(capacities: &[usize]) -> usize {
+    let in_pipes: usize = capacities.iter().sum();
+    // Each pipe's contents as records of at least ANY_READ bytes, and the exit record (a
+    // small JSON object).
     in_pipes + in_pipes / ANY_READ * silo_log::HEADER_LEN + 4096
 }
 

@@ -38,8 +38,15 @@ pub(super) struct Init {
 
 impl Init {
     pub(super) fn new(control: UnixStream, log: File) -> io::Result<Init> {
-        let log =
+        let mut log =
             LogWriter::create(log, Path::new("<job log>"), u64::MAX).map_err(io::Error::other)?;
+        // The room the job's end needs (its two output pipes, full, and the exit record),
+        // kept ahead now, before any job comes: see `pid1::supervise`. A filesystem without
+        // room now is tried again there.
+        let _ = log.reserve(super::pid1::end_headroom_of(&[
+            super::launch::PIPE_SIZE as usize,
+            super::launch::PIPE_SIZE as usize,
+        ]));
         Ok(Init {
             control: Some(control),
             log: Some(log),
@@ -97,7 +104,7 @@ impl Init {
             })
             .unwrap_or_default()),
         });
-        let status = supervise(job, log, self.control.as_mut(), &mut self.buf);
+        let status = supervise(job, &mut log, self.control.as_mut(), &mut self.buf);
         self.send(Message::Event {
             name: EVENT_EXIT.into(),
             body: serde_json::to_value(status).unwrap_or_default(),
@@ -110,6 +117,9 @@ impl Init {
         let idle = libc::sched_param { sched_priority: 0 };
         // SAFETY: sched_setscheduler on this process with a parameter we own.
         unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &idle) };
+        // So does giving back the log's room kept ahead (a truncate).
+        log.release_reserve();
+        drop(log);
         #[cfg(debug_assertions)]
         if let Some(ms) = std::env::var(super::LINGER_ENV)
             .ok()
