@@ -71,6 +71,7 @@ pub fn end_cause_text(job: &Job) -> Option<String> {
         EndCause::Stopped => "stopped",
         EndCause::ServerRestart => "server restart",
         EndCause::Killed => "killed",
+        EndCause::DiskFull => "host disk full",
         EndCause::StartFailed => {
             let kind = match job.start_failure() {
                 StartFailure::Unspecified => "unknown",

@@ -94,6 +94,12 @@ pub struct ServerArgs {
     /// the state directory's filesystem, bounded by nothing.
     #[arg(long, value_name = "SIZE", default_value = "10GiB", value_parser = parse_size)]
     pub default_disk: u64,
+    /// Free space the state directory's filesystem keeps: when less is left, the job whose
+    /// /work disk grows most is stopped (FAILED, end cause DISK_FULL), one at a time, so
+    /// that jobs' disks (sparse images, which together may exceed what is free) never
+    /// fill it. Default: 5% of the filesystem, at most 1 GiB; 0 turns the watch off.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub state_reserve: Option<u64>,
     /// The largest /work a job may ask for (default: the free space of the state
     /// directory's filesystem at start, or --default-disk if that is more).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
@@ -283,6 +289,17 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     let info = server_info(&args, &settings, disk_support.is_ok());
     let trusted = read_trusted_keys(&args.trust_runtime_keys)?;
     let jobs = JobManager::start(store, settings, exe.into()).await?;
+    let reserve = args
+        .state_reserve
+        .unwrap_or_else(|| jobs::space_reserve_default(state));
+    jobs.watch_state_space(reserve);
+    if reserve > 0 {
+        tracing::info!(
+            "the job whose /work grows most is stopped when the state filesystem has less \
+             than {} free (--state-reserve)",
+            silo_proto::values::size_phrase(reserve)
+        );
+    }
     let catalog = runtimes::Catalog::open(
         runtimes::CatalogSettings {
             dir: state.join("runtimes"),

@@ -18,6 +18,14 @@ pub enum StopCause {
     Request,
     /// The job ran longer than its timeout.
     Timeout(Duration),
+    /// The state filesystem came under the server's reserve while this job's disk grew
+    /// most.
+    DiskFull {
+        /// Bytes the filesystem had left.
+        free: u64,
+        /// Bytes the job's disk held.
+        work: u64,
+    },
 }
 
 /// A job between its start and its end.

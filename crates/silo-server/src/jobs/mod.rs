@@ -13,6 +13,9 @@ mod ready;
 mod reconcile;
 mod resources;
 mod scheduled;
+mod space;
+
+pub use space::default_reserve as space_reserve_default;
 mod spawner;
 pub use scheduled::ScheduledStart;
 mod supervisor;
@@ -308,6 +311,26 @@ impl JobManager {
             Some(live) => live.row.borrow().clone(),
             None => row,
         }))
+    }
+
+    /// The ids of the jobs that have not ended.
+    fn live_ids(&self) -> Vec<String> {
+        self.inner
+            .live
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, j)| !j.has_ended())
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Stops the job whose disk grows most whenever the state filesystem has less than
+    /// `reserve` bytes free (see `space`); nothing when `reserve` is 0.
+    pub fn watch_state_space(&self, reserve: u64) {
+        space::watch(self.clone(), reserve);
     }
 
     /// Number of jobs starting or running in the runtime `label` (`name@version`).

@@ -107,6 +107,16 @@ impl Outcome {
                 EndCause::TimedOut,
                 format!("timed out after {}", humantime::format_duration(d)),
             ),
+            Some(StopCause::DiskFull { free, work }) => (
+                JobState::Failed,
+                EndCause::DiskFull,
+                format!(
+                    "stopped: the host's state filesystem was nearly full ({} free) while \
+                     this job's /work grew most (it held {})",
+                    silo_proto::values::size_phrase(free),
+                    silo_proto::values::size_phrase(work)
+                ),
+            ),
             None => match (exit_code, signal) {
                 (Some(0), _) => (JobState::Completed, EndCause::Exited, String::new()),
                 (Some(c), _) => (

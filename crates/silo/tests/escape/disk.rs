@@ -205,6 +205,79 @@ impl Drop for Unmount {
     }
 }
 
+/// A state directory on a tmpfs of `size` of its own, unmounted when the guard drops
+/// (after the server on it).
+fn small_state_dir(size: &str) -> (tempfile::TempDir, Unmount) {
+    let dir = tempfile::Builder::new()
+        .prefix("silo-e2e-small-")
+        .tempdir()
+        .unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={size},mode=0700"),
+            "tmpfs",
+        ])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let unmount = Unmount(dir.path().to_owned());
+    (dir, unmount)
+}
+
+#[tokio::test]
+async fn the_job_whose_disk_fills_the_state_filesystem_is_stopped_and_the_others_keep_theirs() {
+    if !privileged() {
+        return;
+    }
+    // 64 MiB for the state, 40 MiB disks: two jobs may together promise more than there is.
+    let (dir, _unmount) = small_state_dir("64m");
+    let server = TestServer::start_in(
+        dir,
+        &["--default-disk", "40M", "--state-reserve", "24M"],
+        &[],
+    );
+    let mut c = server.admin().await;
+    let keeper = run(
+        &mut c,
+        &[
+            "sh",
+            "-c",
+            "head -c 10M /dev/urandom > /work/b && sync && md5sum /work/b > /work/b.md5 && \
+             sleep 3 && md5sum -c /work/b.md5",
+        ],
+    )
+    .await;
+    let filler = run(
+        &mut c,
+        &[
+            "sh",
+            "-c",
+            "for i in $(seq 40); do head -c 1M /dev/zero >> /work/a; sync; sleep 0.05; done",
+        ],
+    )
+    .await;
+    let stopped = wait_end(&mut c, &filler.id).await;
+    assert_eq!(
+        (stopped.state(), stopped.end_cause()),
+        (JobState::Failed, silo_proto::v1::EndCause::DiskFull),
+        "{stopped:?}"
+    );
+    assert!(
+        stopped.reason.contains("state filesystem was nearly full"),
+        "{stopped:?}"
+    );
+    let kept = wait_end(&mut c, &keeper.id).await;
+    assert_eq!(
+        (kept.state(), kept.exit_code),
+        (JobState::Completed, Some(0)),
+        "the other job's disk was harmed: {kept:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_full_state_filesystem_holds_output_back_and_loses_none() {
     if !privileged() {
@@ -213,17 +286,7 @@ async fn a_full_state_filesystem_holds_output_back_and_loses_none() {
     // The state directory on a 64 MiB filesystem of its own, work directories on it
     // (--default-disk 0): a job can fill it, as jobs' disk images or a runtime build can
     // fill a real one.
-    let dir = tempfile::Builder::new()
-        .prefix("silo-e2e-full-")
-        .tempdir()
-        .unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs"])
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    assert!(mounted.success());
-    let _unmount = Unmount(dir.path().to_owned());
+    let (dir, _unmount) = small_state_dir("64m");
     let server = TestServer::start_in(dir, &["--default-disk", "0"], &[]);
     let mut c = server.admin().await;
     // Waits until its /work (on the state filesystem) is full, then writes 3,000 numbered
