@@ -37,18 +37,24 @@ pub const JOB_UID: u32 = 1000;
 /// True when the tests can run (as root). Otherwise says loudly that they are skipped —
 /// unless CI=true, where a skip is a failure.
 pub fn root_or_skip() -> bool {
-    if nix::unistd::geteuid().is_root() {
+    skip_unless(
+        nix::unistd::geteuid().is_root(),
+        "root (the isolation tests build real namespaces and mounts)",
+    )
+}
+
+/// True when `available`; otherwise says loudly that the test is skipped because it needs
+/// `what` — unless CI=true, where a skip is a failure.
+pub fn skip_unless(available: bool, what: &str) -> bool {
+    if available {
         return true;
     }
     if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("the isolation tests need root, and CI=true does not allow skipping them");
+        panic!("this test needs {what}, and CI=true does not allow skipping it");
     }
     // Straight to the process's stderr: eprintln! would be captured and hidden by the test
     // harness when the test passes.
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED: needs root (the isolation tests build real namespaces and mounts)"
-    );
+    let _ = writeln!(std::io::stderr(), "SKIPPED: needs {what}");
     false
 }
 

@@ -768,23 +768,6 @@ fn a_real_program_runs_unprivileged_in_the_host_view() {
     );
 }
 
-/// Whether the kernel has Landlock's scopes; without them (before Linux 6.12, or Landlock
-/// left out of `lsm=`) the scope tests cannot run, which CI=true does not allow.
-fn landlock_scopes_or_skip() -> bool {
-    if silo_sandbox::isolation::landlock::scopes_available() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("this kernel has no Landlock scopes (ABI 6), and CI=true does not allow skipping");
-    }
-    use std::io::Write;
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED: no Landlock scopes in this kernel (Linux 6.12+, landlock in lsm=)"
-    );
-    false
-}
-
 /// The errno of a failed socket call, or "ok".
 fn outcome_of<T>(result: std::io::Result<T>) -> String {
     match result {
@@ -800,7 +783,12 @@ fn outcome_of<T>(result: std::io::Result<T>) -> String {
 fn a_command_reaches_only_its_own_abstract_sockets_and_processes() {
     use std::os::linux::net::SocketAddrExt;
     use std::os::unix::net::{SocketAddr, UnixDatagram, UnixListener, UnixStream};
-    if !root_or_skip() || !landlock_scopes_or_skip() {
+    if !root_or_skip()
+        || !harness::skip_unless(
+            silo_sandbox::isolation::landlock::scopes_available(),
+            "Landlock scopes (Linux 6.12+, landlock in lsm=)",
+        )
+    {
         return;
     }
     let name = |n: &str| SocketAddr::from_abstract_name(n.as_bytes()).map_err(|e| e.to_string());

@@ -17,10 +17,16 @@ use tonic::transport::{Channel, Endpoint, Uri};
 /// CI=true fails, because a skipped privileged test must not pass in CI.
 pub fn privileged() -> bool {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc_geteuid() } == 0 {
+    needs(unsafe { libc_geteuid() } == 0, "root (namespaces, cgroups)")
+}
+
+/// True when `available`; otherwise says loudly that the test is skipped because it needs
+/// `what`, and under CI=true fails.
+pub fn needs(available: bool, what: &str) -> bool {
+    if available {
         return true;
     }
-    let msg = "SKIPPED: this end-to-end test needs root (namespaces, cgroups)";
+    let msg = format!("SKIPPED: this end-to-end test needs {what}");
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{msg}, and CI=true forbids skipping");
     }

@@ -62,12 +62,7 @@ async fn second_job_still_gets_one(take_one: &str, hog_limit: Option<usize>) {
     let mut c = server.admin().await;
     let hogger = run(&mut c, &["sh", "-c", &hog(take_one)]).await;
     assert_eq!(hogger.state(), JobState::Running, "{hogger:?}");
-    let report = wait_for_output(&mut c, &hogger.id, "held ").await;
-    let held: usize = report
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(usize::MAX);
+    let (held, report) = hog_report(&mut c, &hogger.id).await;
     if let Some(limit) = hog_limit {
         assert!(
             held <= limit,
@@ -86,6 +81,20 @@ async fn second_job_still_gets_one(take_one: &str, hog_limit: Option<usize>) {
     })
     .await
     .unwrap();
+}
+
+/// Waits for a hog job's report: how many it held, and the line that says so.
+async fn hog_report(
+    c: &mut silo_proto::v1::job_service_client::JobServiceClient<tonic::transport::Channel>,
+    id: &str,
+) -> (usize, String) {
+    let report = wait_for_output(c, id, "held ").await;
+    let held = report
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(usize::MAX);
+    (held, report)
 }
 
 /// Follows a job's stdout until a line containing `needle` appears.
@@ -214,12 +223,7 @@ async fn all_jobs_together_leave_the_host_process_ids() {
         ],
     )
     .await;
-    let report = wait_for_output(&mut c, &hogger.id, "held ").await;
-    let held: usize = report
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(usize::MAX);
+    let (held, report) = hog_report(&mut c, &hogger.id).await;
     assert!(
         (100..300).contains(&held) && report.ends_with("errno 11"),
         "a job under a total of 300 forked {held}: {report}"
