@@ -19,12 +19,13 @@ pub enum StopCause {
     /// The job ran longer than its timeout.
     Timeout(Duration),
     /// The state filesystem came under the server's reserve while this job's disk grew
-    /// most.
+    /// most, or (no disk growing) while this job wrote to it directly.
     DiskFull {
         /// Bytes the filesystem had left.
         free: u64,
-        /// Bytes the job's disk held.
-        work: u64,
+        /// Bytes the job's disk held; `None` for a job that writes to the filesystem
+        /// directly.
+        work: Option<u64>,
     },
 }
 
@@ -44,6 +45,9 @@ pub struct LiveJob {
     cgroup: Mutex<Option<Arc<JobCgroup>>>,
     /// The job's place under the server's `--max-jobs`, held until its end is published.
     slot: Mutex<Option<OwnedSemaphorePermit>>,
+    /// The job writes to the state filesystem directly, not through a disk of its own (a
+    /// runtime build's step writing the tree, a job without a disk): see `space`.
+    pub writes_state: std::sync::atomic::AtomicBool,
 }
 
 impl LiveJob {
@@ -57,6 +61,7 @@ impl LiveJob {
             stop: Mutex::new(None),
             cgroup: Mutex::new(None),
             slot: Mutex::new(None),
+            writes_state: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

@@ -313,17 +313,12 @@ impl JobManager {
         }))
     }
 
-    /// The ids of the jobs that have not ended.
-    fn live_ids(&self) -> Vec<String> {
+    /// The jobs that have not ended.
+    fn live_jobs(&self) -> Vec<Arc<LiveJob>> {
         self.inner
             .live
             .lock()
-            .map(|m| {
-                m.iter()
-                    .filter(|(_, j)| !j.has_ended())
-                    .map(|(id, _)| id.clone())
-                    .collect()
-            })
+            .map(|m| m.values().filter(|j| !j.has_ended()).cloned().collect())
             .unwrap_or_default()
     }
 
@@ -477,6 +472,10 @@ impl JobManager {
             None => row,
         };
         let live = Arc::new(LiveJob::new(row));
+        live.writes_state.store(
+            disk.is_none() || root.as_ref().is_some_and(|r| r.writable),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         live.hold_slot(slot);
         if let Ok(mut map) = self.inner.live.lock() {
             map.insert(id.clone(), live.clone());

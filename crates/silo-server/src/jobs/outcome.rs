@@ -110,12 +110,20 @@ impl Outcome {
             Some(StopCause::DiskFull { free, work }) => (
                 JobState::Failed,
                 EndCause::DiskFull,
-                format!(
-                    "stopped: the host's state filesystem was nearly full ({} free) while \
-                     this job's /work grew most (it held {})",
-                    silo_proto::values::size_phrase(free),
-                    silo_proto::values::size_phrase(work)
-                ),
+                match work {
+                    Some(work) => format!(
+                        "stopped: the host's state filesystem was nearly full ({} free) \
+                         while this job's /work grew most (it held {})",
+                        silo_proto::values::size_phrase(free),
+                        silo_proto::values::size_phrase(work)
+                    ),
+                    None => format!(
+                        "stopped: the host's state filesystem was nearly full ({} free) and \
+                         filling while this job wrote to it directly (a runtime build's step, \
+                         or a job without a disk of its own)",
+                        silo_proto::values::size_phrase(free)
+                    ),
+                },
             ),
             None => match (exit_code, signal) {
                 (Some(0), _) => (JobState::Completed, EndCause::Exited, String::new()),

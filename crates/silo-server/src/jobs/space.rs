@@ -8,12 +8,15 @@
 //! room. So the server watches the free space, and when it falls under `--state-reserve`
 //! it stops the job whose disk grew most since the last look (FAILED, end cause
 //! DISK_FULL, the reason saying so), one job a look, until the space is back. A job whose
-//! disk does not grow is never chosen: when something else fills the filesystem, the
-//! server only says so.
+//! disk does not grow is never chosen. When no disk grows but the free space still falls,
+//! the jobs that write to the filesystem directly (a runtime build's step installing into
+//! its tree, a job without a disk of its own) are stopped; when none runs, the server only
+//! says so.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::JobManager;
@@ -30,10 +33,12 @@ pub fn watch(manager: JobManager, reserve: u64) {
     }
     tokio::spawn(async move {
         let mut last: HashMap<String, u64> = HashMap::new();
+        let mut last_free = None;
         let mut warned = false;
         loop {
             tokio::time::sleep(LOOK_EVERY).await;
-            let ids = manager.live_ids();
+            let live = manager.live_jobs();
+            let ids: Vec<String> = live.iter().map(|j| j.id.clone()).collect();
             let dir = manager.inner.settings.jobs_dir.clone();
             let Ok((free, disks)) =
                 tokio::task::spawn_blocking(move || (free_bytes(&dir), disk_bytes(&dir, ids)))
@@ -41,34 +46,65 @@ pub fn watch(manager: JobManager, reserve: u64) {
             else {
                 continue;
             };
+            let Some(free) = free else { continue };
+            let filling = last_free.is_some_and(|before| free < before);
+            last_free = Some(free);
             let grown = disks.iter().filter_map(|(id, now)| {
                 let before = last.get(id).copied().unwrap_or(*now);
-                (*now > before).then_some((id, now - before, *now))
+                (*now > before).then_some((id.clone(), now - before, *now))
             });
             let victim = grown.max_by_key(|(_, growth, _)| *growth);
-            match (free, victim) {
-                (Some(free), Some((id, _, work))) if free < reserve => {
-                    if let Some(live) = manager.live(id) {
-                        tracing::warn!(
-                            job = %id,
-                            "the state filesystem has {free} bytes free, under --state-reserve \
-                             {reserve}: stopping the job whose disk grew most ({work} bytes)"
-                        );
-                        live.begin_stop(StopCause::DiskFull { free, work }, Duration::ZERO);
-                    }
-                    warned = false;
-                }
-                (Some(free), None) if free < reserve && !warned => {
-                    tracing::warn!(
-                        "the state filesystem has {free} bytes free, under --state-reserve \
-                         {reserve}, and no job's disk is growing"
-                    );
-                    warned = true;
-                }
-                (Some(free), _) if free >= reserve => warned = false,
-                _ => {}
-            }
             last = disks;
+            if free >= reserve {
+                warned = false;
+                continue;
+            }
+            let say = |what: &str| {
+                tracing::warn!(
+                    "the state filesystem has {free} bytes free, under --state-reserve \
+                     {reserve}: {what}"
+                );
+            };
+            if let Some((id, _, work)) = victim {
+                if let Some(job) = manager.live(&id) {
+                    say(&format!(
+                        "stopping job {id}, whose disk grew most ({work} bytes)"
+                    ));
+                    job.begin_stop(
+                        StopCause::DiskFull {
+                            free,
+                            work: Some(work),
+                        },
+                        Duration::ZERO,
+                    );
+                }
+                warned = false;
+                continue;
+            }
+            // No disk grows. What writes to the filesystem directly (a runtime build's
+            // step, a job without a disk) cannot be measured one by one: while it still
+            // fills, each such job is stopped.
+            let direct: Vec<_> = live
+                .iter()
+                .filter(|j| j.writes_state.load(Ordering::Relaxed) && !j.has_ended())
+                .collect();
+            if filling && !direct.is_empty() {
+                for job in direct {
+                    say(&format!(
+                        "stopping job {}, which writes to it directly (no disk grows)",
+                        job.id
+                    ));
+                    job.begin_stop(StopCause::DiskFull { free, work: None }, Duration::ZERO);
+                }
+                warned = false;
+            } else if !warned {
+                say(if direct.is_empty() {
+                    "no job's disk grows, and no job writes to it directly"
+                } else {
+                    "no job's disk grows, and it is not filling now"
+                });
+                warned = true;
+            }
         }
     });
 }

@@ -279,6 +279,36 @@ async fn the_job_whose_disk_fills_the_state_filesystem_is_stopped_and_the_others
 }
 
 #[tokio::test]
+async fn a_job_filling_the_state_filesystem_without_a_disk_is_stopped() {
+    if !privileged() {
+        return;
+    }
+    // Work directories on the state filesystem, as a runtime build's step writes its tree.
+    let (dir, _unmount) = small_state_dir("64m");
+    let server = TestServer::start_in(dir, &["--default-disk", "0", "--state-reserve", "24M"], &[]);
+    let mut c = server.admin().await;
+    let filler = run(
+        &mut c,
+        &[
+            "sh",
+            "-c",
+            "for i in $(seq 60); do head -c 1M /dev/zero >> /work/a; sleep 0.05; done",
+        ],
+    )
+    .await;
+    let stopped = wait_end(&mut c, &filler.id).await;
+    assert_eq!(
+        (stopped.state(), stopped.end_cause()),
+        (JobState::Failed, silo_proto::v1::EndCause::DiskFull),
+        "{stopped:?}"
+    );
+    assert!(
+        stopped.reason.contains("wrote to it directly"),
+        "{stopped:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_full_state_filesystem_holds_output_back_and_loses_none() {
     if !privileged() {
         return;
@@ -287,7 +317,8 @@ async fn a_full_state_filesystem_holds_output_back_and_loses_none() {
     // (--default-disk 0): a job can fill it, as jobs' disk images or a runtime build can
     // fill a real one.
     let (dir, _unmount) = small_state_dir("64m");
-    let server = TestServer::start_in(dir, &["--default-disk", "0"], &[]);
+    // No watch of the free space: here the filling job must live to free it.
+    let server = TestServer::start_in(dir, &["--default-disk", "0", "--state-reserve", "0"], &[]);
     let mut c = server.admin().await;
     // Waits until its /work (on the state filesystem) is full, then writes 3,000 numbered
     // lines of 500 bytes: far more than the room its log kept ahead.
