@@ -395,6 +395,10 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
 
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        // tonic leaves HTTP/2 streams per connection unbounded (hyper's own default is
+        // 200): each is a task and buffers, and a viewer may open as many WatchJob or
+        // StreamLogs as it likes. Past the bound a client's new calls wait for a stream.
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .layer(metrics::GrpcMetricsLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -415,6 +419,9 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     );
     Ok(())
 }
+
+/// Concurrent calls (HTTP/2 streams) on one client connection.
+const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
 
 /// The runtime keys named by `--trust-runtime-key`.
 fn read_trusted_keys(

@@ -22,6 +22,17 @@ use crate::auth::Caller;
 /// How long a client has to complete the TLS handshake.
 const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 
+/// Handshakes under way at once. Anyone who can reach the port may start one, before any
+/// certificate is checked, and each holds a descriptor for up to HANDSHAKE_DEADLINE:
+/// without a bound, connections that never finish would take the server's descriptors,
+/// which its jobs need (logs, pidfds, cgroup files). Past it, the listener waits, and new
+/// connections wait in the kernel's backlog.
+const HANDSHAKES_AT_ONCE: usize = 1024;
+
+/// Handshakes under way at once from one address: past it a connection from there is
+/// closed at once, so that one host cannot hold all of HANDSHAKES_AT_ONCE.
+const HANDSHAKES_PER_ADDRESS: usize = 64;
+
 /// A verified mutual-TLS connection.
 pub struct TlsConnection {
     stream: TlsStream<TcpStream>,
@@ -84,8 +95,13 @@ pub fn incoming(
 ) -> ReceiverStream<io::Result<TlsConnection>> {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = TlsAcceptor::from(config);
+    let at_once = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_AT_ONCE));
+    let per_address = Arc::new(PerAddress::default());
     tokio::spawn(async move {
         loop {
+            let Ok(permit) = at_once.clone().acquire_owned().await else {
+                return;
+            };
             let (tcp, addr) = match listener.accept().await {
                 Ok(c) => c,
                 Err(e) => {
@@ -94,11 +110,20 @@ pub fn incoming(
                     continue;
                 }
             };
+            let Some(from_address) = per_address.enter(addr.ip()) else {
+                tracing::info!(
+                    %addr,
+                    "connection closed: {HANDSHAKES_PER_ADDRESS} handshakes from there are under way"
+                );
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
-                match handshake(acceptor, tcp, addr).await {
+                let done = handshake(acceptor, tcp, addr).await;
+                drop((from_address, permit));
+                match done {
                     Ok(conn) => {
                         let _ = tx.send(Ok(conn)).await;
                     }
@@ -108,6 +133,48 @@ pub fn incoming(
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// Handshakes under way per client address.
+#[derive(Default)]
+struct PerAddress {
+    counts: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+impl PerAddress {
+    /// Counts one more handshake from `ip`, unless HANDSHAKES_PER_ADDRESS are under way
+    /// from there; the guard counts it out.
+    fn enter(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<AddressGuard> {
+        let mut counts = self.counts.lock().ok()?;
+        let count = counts.entry(ip).or_default();
+        if *count >= HANDSHAKES_PER_ADDRESS {
+            return None;
+        }
+        *count += 1;
+        Some(AddressGuard {
+            table: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// One handshake counted in [`PerAddress`].
+struct AddressGuard {
+    table: Arc<PerAddress>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for AddressGuard {
+    fn drop(&mut self) {
+        if let Ok(mut counts) = self.table.counts.lock()
+            && let Some(count) = counts.get_mut(&self.ip)
+        {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
 }
 
 async fn handshake(

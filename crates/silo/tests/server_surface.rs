@@ -168,3 +168,49 @@ fn the_server_raises_its_open_files_limit_and_its_jobs_keep_the_one_it_started_w
         "the job's"
     );
 }
+
+#[tokio::test]
+async fn one_address_cannot_hold_more_than_64_unfinished_handshakes() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    // 100 connections from 127.0.0.2 that never say anything: the first 64 wait for their
+    // handshake (up to 10 s), the others are closed at once.
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let conn = socket
+            .connect(server.addr.parse().unwrap())
+            .await
+            .unwrap()
+            .into_std()
+            .unwrap();
+        conn.set_nonblocking(false).unwrap();
+        held.push(conn);
+    }
+    // Give the server a moment to see them all, then look (64 x 50 ms, well within the
+    // 10 s the waiting ones have).
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut closed = 0;
+    for conn in &held {
+        conn.set_read_timeout(Some(std::time::Duration::from_millis(50)))
+            .unwrap();
+        // End of file (or a reset) is the server's close; a timeout is a connection that
+        // still waits for its handshake.
+        match std::io::Read::read(&mut &*conn, &mut [0u8; 1]) {
+            Ok(0) => closed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => closed += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(closed, 36, "connections closed at once");
+    // A client from another address still gets in while they wait.
+    server
+        .cli()
+        .args(["job", "list"])
+        .timeout(std::time::Duration::from_secs(5))
+        .assert()
+        .success();
+}
