@@ -33,10 +33,17 @@ const HANDSHAKES_AT_ONCE: usize = 1024;
 /// closed at once, so that one host cannot hold all of HANDSHAKES_AT_ONCE.
 const HANDSHAKES_PER_ADDRESS: usize = 64;
 
+/// Client connections open at once, after their handshakes: each holds a descriptor for
+/// as long as the client keeps it, and a client with a certificate may open as many as it
+/// likes. Past the bound a new connection is closed once its handshake is done.
+const CONNECTIONS_AT_ONCE: usize = 4096;
+
 /// A verified mutual-TLS connection.
 pub struct TlsConnection {
     stream: TlsStream<TcpStream>,
     caller: Caller,
+    /// Its place under CONNECTIONS_AT_ONCE, given back when tonic drops it.
+    _open: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Connected for TlsConnection {
@@ -97,6 +104,7 @@ pub fn incoming(
     let acceptor = TlsAcceptor::from(config);
     let at_once = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_AT_ONCE));
     let per_address = Arc::new(PerAddress::default());
+    let open = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_AT_ONCE));
     tokio::spawn(async move {
         loop {
             let Ok(permit) = at_once.clone().acquire_owned().await else {
@@ -120,8 +128,9 @@ pub fn incoming(
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
+            let open = open.clone();
             tokio::spawn(async move {
-                let done = handshake(acceptor, tcp, addr).await;
+                let done = handshake(acceptor, tcp, addr, open).await;
                 drop((from_address, permit));
                 match done {
                     Ok(conn) => {
@@ -181,6 +190,7 @@ async fn handshake(
     acceptor: TlsAcceptor,
     tcp: TcpStream,
     addr: SocketAddr,
+    open: Arc<tokio::sync::Semaphore>,
 ) -> io::Result<TlsConnection> {
     let accepted = tokio::time::timeout(HANDSHAKE_DEADLINE, acceptor.accept(tcp).into_fallible())
         .await
@@ -206,8 +216,14 @@ async fn handshake(
                 None
             }
         });
+    let Ok(permit) = open.try_acquire_owned() else {
+        return Err(io::Error::other(format!(
+            "{CONNECTIONS_AT_ONCE} client connections are open: closed"
+        )));
+    };
     Ok(TlsConnection {
         stream,
         caller: Caller { identity },
+        _open: permit,
     })
 }
