@@ -97,15 +97,27 @@ pub async fn serve(addr: SocketAddr, jobs: JobManager) -> Result<SocketAddr, Ser
     let bound = listener
         .local_addr()
         .map_err(|e| ServerError::Host(format!("cannot read the metrics address: {e}")))?;
+    // Renders one at a time: a scrape walks every live job on a blocking thread, and the
+    // endpoint has no authentication, so scrapes in a loop from anyone who can reach it
+    // must not take the blocking pool that jobs' preparations need.
+    let rendering = Arc::new(tokio::sync::Semaphore::new(1));
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
             let handle = handle.clone();
             let jobs = jobs.clone();
+            let rendering = rendering.clone();
             async move {
-                let body = tokio::task::spawn_blocking(move || render(&handle, &jobs))
+                let body = match rendering.acquire_owned().await {
+                    Ok(permit) => tokio::task::spawn_blocking(move || {
+                        let body = render(&handle, &jobs);
+                        drop(permit);
+                        body
+                    })
                     .await
-                    .unwrap_or_default();
+                    .unwrap_or_default(),
+                    Err(_) => String::new(),
+                };
                 (
                     [(
                         http::header::CONTENT_TYPE,
