@@ -310,3 +310,56 @@ async fn the_server_refuses_an_interval_out_of_bounds_naming_the_field() {
     let second = stream.message().await.unwrap().unwrap();
     assert!(second.interval_ms > 0);
 }
+
+#[tokio::test]
+async fn at_most_64_top_watchers_are_open_at_once_and_a_closed_one_makes_room() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let mut client = NodeServiceClient::new(server.channel("viewer").await);
+    let mut open = Vec::new();
+    for _ in 0..64 {
+        let stream = client
+            .watch_top(WatchTopRequest {
+                interval_ms: 60_000,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        open.push(stream);
+    }
+    let refused = client
+        .watch_top(WatchTopRequest {
+            interval_ms: 60_000,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("64 WatchTop streams"),
+        "{refused:?}"
+    );
+    // A stream closed by its client is noticed at its next send, which comes at once.
+    drop(open.pop());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match client
+            .watch_top(WatchTopRequest {
+                interval_ms: 60_000,
+            })
+            .await
+        {
+            Ok(_) => break,
+            Err(e) if std::time::Instant::now() < deadline => {
+                assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("no room after a watcher closed: {e:?}"),
+        }
+    }
+}

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use futures::Stream;
@@ -30,7 +31,13 @@ pub struct NodeApi {
     /// Turns true when the server begins to shut down: open WatchTop streams end then, so
     /// that they do not hold the shutdown up.
     stopping: watch::Receiver<bool>,
+    /// WatchTop streams open at once: each samples every running job's cgroup files on a
+    /// blocking thread at its own interval.
+    watchers: Arc<tokio::sync::Semaphore>,
 }
+
+/// WatchTop streams open at once, on all connections together.
+const WATCHERS_AT_ONCE: usize = 64;
 
 impl NodeApi {
     /// The service over `jobs` and `runtimes`, for a server whose state directory is
@@ -50,6 +57,7 @@ impl NodeApi {
             controllers: info.controllers.clone(),
             started_at: SystemTime::now(),
             stopping,
+            watchers: Arc::new(tokio::sync::Semaphore::new(WATCHERS_AT_ONCE)),
         }
     }
 }
@@ -99,10 +107,16 @@ impl NodeService for NodeApi {
     ) -> Result<Response<Self::WatchTopStream>, Status> {
         authorize(&request, Access::Read, "WatchTop")?;
         let every = interval(request.get_ref().interval_ms).map_err(Status::invalid_argument)?;
+        let Ok(watching) = self.watchers.clone().try_acquire_owned() else {
+            return Err(Status::resource_exhausted(format!(
+                "{WATCHERS_AT_ONCE} WatchTop streams are open on this server; close one first"
+            )));
+        };
         let (tx, rx) = mpsc::channel(2);
         let jobs = self.jobs.clone();
         let mut stopping = self.stopping.clone();
         tokio::spawn(async move {
+            let _watching = watching;
             let mut sampler = TopSampler::default();
             let mut ticks = tokio::time::interval(every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
