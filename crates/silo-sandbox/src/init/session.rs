@@ -117,9 +117,6 @@ impl Init {
         let idle = libc::sched_param { sched_priority: 0 };
         // SAFETY: sched_setscheduler on this process with a parameter we own.
         unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &idle) };
-        // So does giving back the log's room kept ahead (a truncate).
-        log.release_reserve();
-        drop(log);
         #[cfg(debug_assertions)]
         if let Some(ms) = std::env::var(super::LINGER_ENV)
             .ok()
@@ -127,6 +124,10 @@ impl Init {
         {
             std::thread::sleep(std::time::Duration::from_millis(ms));
         }
+        // So does giving back the log's room kept ahead (a truncate; the server does it too
+        // for an init killed before this).
+        log.release_reserve();
+        drop(log);
         Ok(())
     }
 

@@ -268,6 +268,29 @@ pub(super) fn free_disk(job_dir: &Path) {
     }
 }
 
+/// Gives back the blocks an ended job's init allocated ahead of its log's end (see
+/// `silo_log::LogWriter::reserve`): the init does it itself once it has reported the exit,
+/// but an init killed first (one that lingered past its grace, one the kernel killed) left
+/// them, about 2.4 MB a job, for as long as the job is kept. A truncate to the log's own
+/// size frees them; nothing writes the log any more.
+pub(super) fn release_log_room(job_dir: &Path) {
+    let log = job_dir.join("log");
+    let opened = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&log);
+    let released = opened.and_then(|file| {
+        let len = file.metadata()?.len();
+        file.set_len(len)
+    });
+    match released {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            tracing::warn!("cannot give back the room of {}: {e}", log.display());
+        }
+        _ => {}
+    }
+}
+
 /// Makes an empty ext4 filesystem of `size` bytes in a new sparse file at `image` (a copy of
 /// `template` when given, made first if missing), in a
 /// few milliseconds and a few hundred KiB whatever its size: no journal (the filesystem

@@ -62,10 +62,15 @@ impl JobManager {
         Ok(())
     }
 
-    /// Frees the disk of job `id`, which ended (see [`super::disks::free_disk`]).
+    /// Frees the disk of job `id`, which ended (see [`super::disks::free_disk`]), and the
+    /// room kept ahead of its log.
     async fn free_disk_of(&self, id: &str) {
         let dir = self.job_dir(id);
-        let _ = tokio::task::spawn_blocking(move || super::disks::free_disk(&dir)).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            super::disks::free_disk(&dir);
+            super::disks::release_log_room(&dir);
+        })
+        .await;
     }
 
     /// The cgroup a previous server created for job `id`, if it is still there.

@@ -282,12 +282,14 @@ async fn await_init_end(live: &LiveJob, report: InitReport, pidfd: OwnedFd) -> O
 async fn tear_down(manager: &JobManager, live: &Arc<LiveJob>, mount_ns: Option<OwnedFd>) {
     // The last reference to the job's mount namespace: its mounts go now, in the
     // background and at the lowest priority, so that the teardown of one job's
-    // filesystem does not slow the start of the next. Then its disk's blocks are freed.
+    // filesystem does not slow the start of the next. Then its disk's blocks are freed,
+    // and those kept ahead of its log's end.
     let dir = manager.job_dir(&live.id);
     tokio::task::spawn_blocking(move || {
         super::at_idle_priority(|| {
             drop(mount_ns);
             super::disks::free_disk(&dir);
+            super::disks::release_log_room(&dir);
         })
     });
     manager.release_cgroup(live).await;

@@ -383,3 +383,39 @@ sys.stdout.flush()",
         "the log does not say that its output waited: {notes:?}"
     );
 }
+
+#[tokio::test]
+async fn an_ended_jobs_log_keeps_no_room_allocated_ahead() {
+    use std::os::unix::fs::MetadataExt;
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let mut c = server.admin().await;
+    // One that ends by itself, one stopped (its cgroup killed, the init with it).
+    let ended = run(&mut c, &["sh", "-c", "echo hello"]).await;
+    let stopped = run(&mut c, &["sleep", "60"]).await;
+    c.stop_job(silo_proto::v1::StopJobRequest {
+        id: stopped.id.clone(),
+        grace_ms: 0,
+    })
+    .await
+    .unwrap();
+    for job in [&ended, &stopped] {
+        wait_end(&mut c, &job.id).await;
+        let log = server.state().join("jobs").join(&job.id).join("log");
+        // The room goes back right after the end, in the background.
+        let released = eventually(|| {
+            let meta = std::fs::metadata(&log).unwrap();
+            meta.blocks() * 512 <= meta.len() + (64 << 10)
+        });
+        let meta = std::fs::metadata(&log).unwrap();
+        assert!(
+            released,
+            "{}: {} bytes allocated for a log of {}",
+            job.id,
+            meta.blocks() * 512,
+            meta.len()
+        );
+    }
+}
