@@ -161,6 +161,32 @@ pub(super) fn clear_all() -> Result<(), InitError> {
     Ok(())
 }
 
+/// Takes away what lets an unprivileged process raise its scheduling above everyone's:
+/// RLIMIT_RTPRIO (real-time policies, SCHED_FIFO and SCHED_RR, which a busy loop can hold
+/// a CPU with) and RLIMIT_NICE (negative nice values), both soft and hard to 0. A job
+/// inherits the server's limits, and a server started with raised ones (limits.conf, a
+/// unit's LimitRTPRIO=) would otherwise pass them on. Allocates nothing.
+pub(super) fn drop_scheduling_limits() -> Result<(), InitError> {
+    let none = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    for (resource, name) in [
+        (libc::RLIMIT_RTPRIO, "RLIMIT_RTPRIO"),
+        (libc::RLIMIT_NICE, "RLIMIT_NICE"),
+    ] {
+        // SAFETY: setrlimit reads a struct that lives on this stack for the call.
+        if unsafe { libc::setrlimit(resource, &none) } != 0 {
+            return Err(fail(
+                "rlimit",
+                Errno::last(),
+                format_args!("set {name} to 0"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Sets no_new_privs: no execve of this process or its descendants can gain a privilege
 /// (setuid bits and file capabilities are ignored). It is also what lets an unprivileged
 /// process install a seccomp filter.

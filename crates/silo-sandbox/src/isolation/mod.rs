@@ -104,8 +104,9 @@ pub fn compile_seccomp() -> Result<SyscallFilter, InitError> {
 
 /// Turns the calling process into the job's unprivileged command: runs as
 /// [`Isolation::uid`]/[`Isolation::gid`] with that gid as its only supplementary group,
-/// with no capability in any set (bounding, permitted, effective, inheritable, ambient)
-/// and no way to regain one — not through execve of a setuid or file-capability binary
+/// with no capability in any set (bounding, permitted, effective, inheritable, ambient),
+/// no real-time or raised scheduling (RLIMIT_RTPRIO and RLIMIT_NICE 0), and no way to
+/// regain one — not through execve of a setuid or file-capability binary
 /// (no_new_privs), and not as uid 0 (securebits `NOROOT`, locked) — scoped by Landlock to
 /// its own abstract unix sockets and its own processes' signals where the kernel has
 /// scopes ([`landlock::confine`]), and with `filter` installed last.
@@ -118,6 +119,7 @@ pub fn drop_privileges(iso: &Isolation, filter: &SyscallFilter) -> Result<(), In
     // while the process still has every capability.
     capabilities::drop_bounding_set()?;
     capabilities::lock_securebits()?;
+    capabilities::drop_scheduling_limits()?;
     credentials::become_user(iso.uid, iso.gid)?;
     capabilities::clear_all()?;
     capabilities::set_no_new_privs()?;

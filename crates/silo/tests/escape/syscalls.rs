@@ -64,3 +64,50 @@ for value in (0xffffffff, 0x0, 0x0400000, 0x0040000):
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn a_job_gets_no_real_time_or_raised_scheduling_even_from_a_server_that_has_it() {
+    if !privileged() {
+        return;
+    }
+    // The server inherits this process's limits: raised, as limits.conf or a unit's
+    // LimitRTPRIO= would. Raising them needs CAP_SYS_RESOURCE, which root lacks on some
+    // machines (this one); there the job's limits are 0 anyway, and that is checked.
+    let raised = RLimit { cur: 50, max: 50 };
+    for resource in [RLIMIT_RTPRIO, RLIMIT_NICE] {
+        // SAFETY: setrlimit reads a struct on this stack.
+        if unsafe { setrlimit(resource, &raised) } != 0 {
+            eprintln!("NOTE: cannot raise the server's scheduling limits here");
+        }
+    }
+    let server = TestServer::start();
+    let mut c = server.admin().await;
+    let script = r#"python3 -c '
+import os, resource
+print(resource.getrlimit(resource.RLIMIT_RTPRIO), resource.getrlimit(resource.RLIMIT_NICE))
+try:
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+    print("fifo ok")
+except OSError as e:
+    print("fifo errno", e.errno)
+'"#;
+    let mut job = spec(&["sh", "-c", script]);
+    job.uid = Some(0);
+    job.gid = Some(0);
+    let (end, out, err) = sh_spec(&mut c, job).await;
+    assert_eq!(end.state(), JobState::Completed, "{end:?} {err}");
+    assert_eq!(out, "(0, 0) (0, 0)\nfifo errno 1\n", "{err}");
+}
+
+#[repr(C)]
+struct RLimit {
+    cur: u64,
+    max: u64,
+}
+
+const RLIMIT_NICE: i32 = 13;
+const RLIMIT_RTPRIO: i32 = 14;
+
+unsafe extern "C" {
+    fn setrlimit(resource: i32, limit: *const RLimit) -> i32;
+}
