@@ -2,6 +2,7 @@
 //! embedded store. [`run`] is `silo server`.
 
 mod auth;
+mod calls;
 mod client_config;
 pub mod jobs;
 mod listener;
@@ -94,6 +95,10 @@ pub struct ServerArgs {
     /// the state directory's filesystem, bounded by nothing.
     #[arg(long, value_name = "SIZE", default_value = "10GiB", value_parser = parse_size)]
     pub default_disk: u64,
+    /// Calls the server serves at once, streams included (a WatchJob or StreamLogs holds
+    /// its place until it ends): past it a call is answered ResourceExhausted at once.
+    #[arg(long, value_name = "N", default_value_t = 16384)]
+    pub max_calls: usize,
     /// Free space the state directory's filesystem keeps: when less is left, the job whose
     /// /work disk grows most is stopped (FAILED, end cause DISK_FULL), one at a time, so
     /// that jobs' disks (sparse images, which together may exceed what is free) never
@@ -399,7 +404,9 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         // 200): each is a task and buffers, and a viewer may open as many WatchJob or
         // StreamLogs as it likes. Past the bound a client's new calls wait for a stream.
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        // The last layer is the innermost: the call limit's refusals are counted too.
         .layer(metrics::GrpcMetricsLayer)
+        .layer(calls::CallLimitLayer::new(args.max_calls))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

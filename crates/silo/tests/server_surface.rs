@@ -214,3 +214,57 @@ async fn one_address_cannot_hold_more_than_64_unfinished_handshakes() {
         .assert()
         .success();
 }
+
+#[tokio::test]
+async fn calls_past_max_calls_are_refused_at_once_until_one_ends() {
+    use silo_proto::v1::WatchJobRequest;
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start_with(&["--max-calls", "8"]);
+    let mut c = server.admin().await;
+    let job = run(&mut c, &["sleep", "60"]).await;
+    // Eight streams that stay open while the job runs take every place.
+    let mut watching = Vec::new();
+    for _ in 0..8 {
+        let stream = c
+            .watch_job(WatchJobRequest { id: job.id.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        watching.push(stream);
+    }
+    let refused = c
+        .get_job(silo_proto::v1::GetJobRequest { id: job.id.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(refused.message().contains("--max-calls"), "{refused:?}");
+    // A stream its client drops gives its place back.
+    drop(watching.pop());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match c
+            .get_job(silo_proto::v1::GetJobRequest { id: job.id.clone() })
+            .await
+        {
+            Ok(_) => break,
+            Err(e) if std::time::Instant::now() < deadline => {
+                assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("no place after a stream ended: {e:?}"),
+        }
+    }
+    drop(watching);
+    c.stop_job(silo_proto::v1::StopJobRequest {
+        id: job.id,
+        grace_ms: 0,
+    })
+    .await
+    .unwrap();
+}
