@@ -100,9 +100,11 @@ pub struct ServerArgs {
     #[arg(long, value_name = "N", default_value_t = 16384)]
     pub max_calls: usize,
     /// Free space the state directory's filesystem keeps: when less is left, the job whose
-    /// /work disk grows most is stopped (FAILED, end cause DISK_FULL), one at a time, so
-    /// that jobs' disks (sparse images, which together may exceed what is free) never
-    /// fill it. Default: 5% of the filesystem, at most 1 GiB; 0 turns the watch off.
+    /// /work disk grew most in the last 200 ms is stopped (FAILED, end cause DISK_FULL),
+    /// one at a time; with no disk growing and the space still falling, the jobs that
+    /// write to it directly (runtime builds' steps, jobs without a disk) are. Jobs' disks
+    /// are sparse images, which together may promise more than is free. Default: 5% of
+    /// the filesystem, at most 1 GiB; 0 turns the watch off.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub state_reserve: Option<u64>,
     /// The largest /work a job may ask for (default: the free space of the state
