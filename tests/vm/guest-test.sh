@@ -15,7 +15,8 @@
 #     that /init set up), and an O_DIRECT write runs at 10 MiB/s +- 30%;
 #   - a job's cgroup is removed when it ends: none is left under silo/jobs at the end;
 #   - the server's oom_score_adj is -500, a job's 500, and the job cannot lower it;
-#   - silo/jobs has pids.max = 3/4 of the smaller of kernel.pid_max and threads-max.
+#   - silo/jobs has pids.max = 3/4 of the smaller of kernel.pid_max and threads-max;
+#   - a server with raised RLIMIT_RTPRIO and RLIMIT_NICE gives its jobs 0 of both.
 # Each check prints "CHECK <name>: PASS|FAIL ...". Exits 0 when all pass; otherwise writes
 # the failed names to /tmp/silo-vm-failed and exits 1.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
@@ -99,6 +100,10 @@ t_start=$(now)
 log "starting silo server"
 # --default-disk 0: the job files stay on /dev/loop0 (ext2, above), whose io.max this test
 # checks; per-job disk images are tested on the host.
+# The server gets raised scheduling limits (as limits.conf or a unit's LimitRTPRIO= would
+# give it); its jobs must not inherit them.
+ulimit -r 50 2>/dev/null || log "cannot raise RLIMIT_RTPRIO"
+ulimit -e 40 2>/dev/null || log "cannot raise RLIMIT_NICE"
 silo server --listen 127.0.0.1:50051 --state-dir "$STATE" --default-disk 0 >/tmp/server.log 2>&1 &
 server=$!
 deadline=$(( $(now) + 90 ))
@@ -129,6 +134,12 @@ check_eq job-runs "output of 'echo hello-from-job'" "$got" "hello-from-job"
 check_eq server-oom "server's oom_score_adj" "$(cat /proc/$server/oom_score_adj)" "-500"
 got=$(silo job run -- sh -c 'echo 0 > /proc/self/oom_score_adj 2>/dev/null; cat /proc/self/oom_score_adj' 2>&1)
 check_eq job-oom "a job's oom_score_adj after it wrote 0 there" "$got" "500"
+
+# A job gets no real-time or raised scheduling, though the server has both.
+check_eq server-rtprio "server's RLIMIT_RTPRIO" \
+    "$(awk '/realtime priority/ {print $4}' /proc/$server/limits)" "50"
+got=$(silo job run -- sh -c "awk '/realtime priority|nice priority/ {print \$4, \$5}' /proc/self/limits | tr '\n' ' '" 2>&1)
+check_eq job-rtprio "a job's RLIMIT_NICE and RLIMIT_RTPRIO (soft hard)" "$got" "0 0 0 0 "
 
 # All jobs together keep three quarters of the host's process ids at most.
 hl=$(cat /proc/sys/kernel/pid_max); tm=$(cat /proc/sys/kernel/threads-max)
