@@ -97,7 +97,8 @@ pub struct ServerArgs {
     pub default_disk: u64,
     /// Calls the server serves at once, streams included (a WatchJob or StreamLogs holds
     /// its place until it ends): past it a call is answered ResourceExhausted at once.
-    #[arg(long, value_name = "N", default_value_t = 16384)]
+    #[arg(long, value_name = "N", default_value_t = 16384,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_calls: usize,
     /// Free space the state directory's filesystem keeps: when less is left, the job whose
     /// /work disk grew most in the last 200 ms is stopped (FAILED, end cause DISK_FULL),

@@ -33,6 +33,8 @@ pub(super) fn supervise(
     let mut outputs: Vec<(OwnedFd, Stream)> =
         vec![(stdout, Stream::Stdout), (stderr, Stream::Stderr)];
     let mut status: Option<ExitStatus> = None;
+    // Once: the pipes start at the most an unprivileged command may raise them to
+    // (fs.pipe-max-size, 1 MiB), so their capacity can only shrink from here.
     let mut sink = Sink {
         headroom: end_headroom(&outputs),
         ..Sink::default()
@@ -73,7 +75,6 @@ pub(super) fn supervise(
         let n_out = if held { 0 } else { outputs.len() };
         let control_ready = control.is_some() && ready[n_out + 1];
         let signal_ready = ready[n_out];
-        sink.headroom = end_headroom(&outputs);
         // Held output waits until the log has room for a whole record again, checked once
         // per HOLD_RETRY_MS; the pipes are then polled as before.
         if held {

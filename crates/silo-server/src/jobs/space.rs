@@ -37,18 +37,28 @@ pub fn watch(manager: JobManager, reserve: u64) {
         let mut warned = false;
         loop {
             tokio::time::sleep(LOOK_EVERY).await;
-            let live = manager.live_jobs();
-            let ids: Vec<String> = live.iter().map(|j| j.id.clone()).collect();
             let dir = manager.inner.settings.jobs_dir.clone();
-            let Ok((free, disks)) =
-                tokio::task::spawn_blocking(move || (free_bytes(&dir), disk_bytes(&dir, ids)))
-                    .await
-            else {
+            let looked = tokio::task::spawn_blocking({
+                let dir = dir.clone();
+                move || free_bytes(&dir)
+            });
+            let Ok(Some(free)) = looked.await else {
                 continue;
             };
-            let Some(free) = free else { continue };
             let filling = last_free.is_some_and(|before| free < before);
             last_free = Some(free);
+            // Far from the reserve, the disks are not measured (a stat per live job five
+            // times a second); their growth counts from the first look nearer to it.
+            if free >= reserve.saturating_mul(2) {
+                last.clear();
+                warned = false;
+                continue;
+            }
+            let live = manager.live_jobs();
+            let ids: Vec<String> = live.iter().map(|j| j.id.clone()).collect();
+            let Ok(disks) = tokio::task::spawn_blocking(move || disk_bytes(&dir, ids)).await else {
+                continue;
+            };
             let grown = disks.iter().filter_map(|(id, now)| {
                 let before = last.get(id).copied().unwrap_or(*now);
                 (*now > before).then_some((id.clone(), now - before, *now))

@@ -500,6 +500,16 @@ pub async fn get(client: &mut JobServiceClient<Channel>, id: &str) -> Job {
 
 /// All stdout bytes of a job, following until it ends.
 pub async fn stdout_of(client: &mut JobServiceClient<Channel>, id: &str) -> Vec<u8> {
+    output_of(client, id, LogStream::Stdout).await
+}
+
+/// All bytes of one of a job's streams (stdout, stderr, silo's own notes), following until
+/// it ends.
+pub async fn output_of(
+    client: &mut JobServiceClient<Channel>,
+    id: &str,
+    which: LogStream,
+) -> Vec<u8> {
     let mut stream = client
         .stream_logs(StreamLogsRequest {
             id: id.into(),
@@ -512,12 +522,39 @@ pub async fn stdout_of(client: &mut JobServiceClient<Channel>, id: &str) -> Vec<
     let mut out = Vec::new();
     while let Some(chunk) = stream.message().await.unwrap() {
         for r in chunk.records {
-            if r.stream() == LogStream::Stdout {
+            if r.stream() == which {
                 out.extend(r.data);
             }
         }
     }
     out
+}
+
+/// Calls `call` until the server stops answering ResourceExhausted (a bound's place came
+/// free), for at most 10 s; panics on any other error.
+pub async fn once_there_is_room<T, F, Fut>(mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match call().await {
+            Ok(answer) => return answer,
+            Err(e) if Instant::now() < deadline => {
+                assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("no room came free in 10 s: {e:?}"),
+        }
+    }
+}
+
+/// The bytes a file has allocated beyond its end (blocks kept ahead by fallocate).
+pub fn allocated_beyond_end(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).unwrap();
+    (meta.blocks() * 512).saturating_sub(meta.len())
 }
 
 /// Runs `script` with `sh -c` in a job and returns (final job, stdout, stderr).
