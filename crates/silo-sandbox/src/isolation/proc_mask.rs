@@ -89,8 +89,15 @@ pub(super) fn mount_proc(root: &Path) -> Result<(), InitError> {
     Ok(())
 }
 
-/// Mounts a read-only sysfs at /sys under `root`, with /sys/firmware masked; when the kernel
-/// refuses the mount, /sys is left out altogether.
+/// Directories under /sys replaced by an empty read-only tmpfs: the firmware's tables, and
+/// the virtual block devices, among them every job's loop device, whose
+/// `loop/backing_file` names the host's path of that job's disk image (the state directory
+/// and the job's id) and whose counters show when another job writes. The host's real disks
+/// stay listed, as in other container runtimes.
+const SYS_MASKED_DIRS: &[&str] = &["firmware", "devices/virtual/block"];
+
+/// Mounts a read-only sysfs at /sys under `root`, with [`SYS_MASKED_DIRS`] masked; when the
+/// kernel refuses the mount, /sys is left out altogether.
 ///
 /// In the job's own network namespace, sysfs shows only that namespace's interfaces.
 pub(super) fn mount_sys(root: &Path) -> Result<(), InitError> {
@@ -109,15 +116,26 @@ pub(super) fn mount_sys(root: &Path) -> Result<(), InitError> {
         let _ = fs::remove_dir(&sys);
         return Ok(());
     }
-    let firmware = sys.join("firmware");
-    if firmware.is_dir() {
-        mount_fs(
-            "mount_sys",
-            "tmpfs",
-            &firmware,
-            MsFlags::MS_RDONLY | PROC_FLAGS,
-            Some("mode=0555,size=4k"),
-        )?;
+    // One tmpfs for the first mask; the others are binds of it, which copy its flags.
+    let mut mask: Option<std::path::PathBuf> = None;
+    for name in SYS_MASKED_DIRS {
+        let path = sys.join(name);
+        if !path.is_dir() {
+            continue;
+        }
+        match &mask {
+            None => {
+                mount_fs(
+                    "mount_sys",
+                    "tmpfs",
+                    &path,
+                    MsFlags::MS_RDONLY | PROC_FLAGS,
+                    Some("mode=0555,size=4k"),
+                )?;
+                mask = Some(path);
+            }
+            Some(source) => bind_as_is("mount_sys", source, &path)?,
+        }
     }
     Ok(())
 }

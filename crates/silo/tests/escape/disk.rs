@@ -79,6 +79,46 @@ async fn the_jobs_mountinfo_names_no_host_path_of_the_state_directory() {
     assert!(!out.contains("/jobs/"), "{out}");
 }
 
+/// Every loop device's sysfs directory names the host's path of its backing file, and its
+/// counters show when that disk is written: a job sees none of them, its own or another's.
+#[tokio::test]
+async fn a_job_reads_no_loop_devices_backing_file_its_own_or_another_jobs() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let mut c = server.admin().await;
+    let other = run_spec(&mut c, spec(&["sleep", "60"])).await;
+    // Not vacuous: the other job's disk (and the pool's) are loop devices backed by files
+    // under the state directory.
+    assert!(
+        !loops_backed_under(server.state()).is_empty(),
+        "no loop device backed under {}",
+        server.state().display()
+    );
+    let (end, out, err) = sh(
+        &mut c,
+        "cat /sys/block/*/loop/backing_file /sys/class/block/*/loop/backing_file \
+            /sys/dev/block/*/loop/backing_file /sys/devices/virtual/block/*/loop/backing_file \
+            2>/dev/null; echo; echo virtual: $(ls -A /sys/devices/virtual/block); \
+            echo firmware: $(ls -A /sys/firmware)",
+    )
+    .await;
+    assert_eq!(end.state(), JobState::Completed, "{out}{err}");
+    let state = server.state().display().to_string();
+    assert!(!out.contains(&state), "{out}");
+    assert!(!out.contains(".img"), "{out}");
+    assert!(!out.contains(&other.id), "{out}");
+    assert!(out.contains("virtual:\n"), "{out}");
+    assert!(out.contains("firmware:\n"), "{out}");
+    c.stop_job(silo_proto::v1::StopJobRequest {
+        id: other.id.clone(),
+        grace_ms: 0,
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn a_disk_smaller_than_16_mib_or_above_the_maximum_is_refused() {
     if !privileged() {
