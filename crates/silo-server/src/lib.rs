@@ -101,11 +101,12 @@ pub struct ServerArgs {
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_calls: usize,
     /// Free space the state directory's filesystem keeps: when less is left, the job whose
-    /// /work disk grew most in the last 200 ms is stopped (FAILED, end cause DISK_FULL),
-    /// one at a time; with no disk growing and the space still falling, the jobs that
-    /// write to it directly (runtime builds' steps, jobs without a disk) are. Jobs' disks
-    /// are sparse images, which together may promise more than is free. Default: 5% of
-    /// the filesystem, at most 1 GiB; 0 turns the watch off.
+    /// /work disk or log grew most in the last 200 ms is stopped (FAILED, end cause
+    /// DISK_FULL), one at a time; with nothing growing and the space still falling, the
+    /// jobs that write to it directly (runtime builds' steps, jobs without a disk) are.
+    /// Jobs' disks are sparse images, which together may promise more than is free, and a
+    /// full filesystem holds every job's output back. Default: 5% of the filesystem, at
+    /// most 1 GiB; 0 turns the watch off.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub state_reserve: Option<u64>,
     /// The largest /work a job may ask for (default: the free space of the state

@@ -18,15 +18,24 @@ pub enum StopCause {
     Request,
     /// The job ran longer than its timeout.
     Timeout(Duration),
-    /// The state filesystem came under the server's reserve while this job's disk grew
-    /// most, or (no disk growing) while this job wrote to it directly.
+    /// The state filesystem came under the server's reserve while this job's disk or log
+    /// grew most, or (nothing measured growing) while this job wrote to it directly.
     DiskFull {
         /// Bytes the filesystem had left.
         free: u64,
-        /// Bytes the job's disk held; `None` for a job that writes to the filesystem
-        /// directly.
-        work: Option<u64>,
+        /// What of the job grew most and the bytes it held; `None` for a job that writes
+        /// to the filesystem directly.
+        grew: Option<(Room, u64)>,
     },
+}
+
+/// What of a job takes room on the state filesystem, as the state-space watch measures it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Room {
+    /// Its /work disk's image.
+    Work,
+    /// Its log (output, kept up to `--log-cap`).
+    Log,
 }
 
 /// A job between its start and its end.

@@ -5,7 +5,7 @@ use silo_proto::v1::{EndCause, JobState, StartFailure};
 use silo_proto::values::signal_name;
 use silo_sandbox::protocol::{ErrorKind, ExitStatus, InitError};
 
-use super::live::StopCause;
+use super::live::{Room, StopCause};
 
 /// A job's end.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,15 +107,19 @@ impl Outcome {
                 EndCause::TimedOut,
                 format!("timed out after {}", humantime::format_duration(d)),
             ),
-            Some(StopCause::DiskFull { free, work }) => (
+            Some(StopCause::DiskFull { free, grew }) => (
                 JobState::Failed,
                 EndCause::DiskFull,
-                match work {
-                    Some(work) => format!(
+                match grew {
+                    Some((room, held)) => format!(
                         "stopped: the host's state filesystem was nearly full ({} free) \
-                         while this job's /work grew most (it held {})",
+                         while this job's {} grew most (it held {})",
                         silo_proto::values::size_phrase(free),
-                        silo_proto::values::size_phrase(work)
+                        match room {
+                            Room::Work => "/work",
+                            Room::Log => "output (its log)",
+                        },
+                        silo_proto::values::size_phrase(held)
                     ),
                     None => format!(
                         "stopped: the host's state filesystem was nearly full ({} free) and \

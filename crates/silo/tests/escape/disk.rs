@@ -347,6 +347,75 @@ async fn a_job_filling_the_state_filesystem_without_a_disk_is_stopped() {
 }
 
 #[tokio::test]
+async fn the_job_whose_output_fills_the_state_filesystem_is_stopped_and_the_others_keep_theirs() {
+    if !privileged() {
+        return;
+    }
+    // A full state filesystem holds every job's output back: one job printing without end
+    // (up to its 1 GiB --log-cap) would stall all the others'.
+    let (dir, _unmount) = small_state_dir("64m");
+    let server = TestServer::start_in(
+        dir,
+        &["--default-disk", "16M", "--state-reserve", "24M"],
+        &[],
+    );
+    let mut c = server.admin().await;
+    let keeper = run(
+        &mut c,
+        &[
+            "python3",
+            "-c",
+            "import time
+for i in range(2000):
+    print(i, flush=True)
+    time.sleep(0.001)",
+        ],
+    )
+    .await;
+    let flooder = run(
+        &mut c,
+        &[
+            "sh",
+            "-c",
+            "for i in $(seq 60); do head -c 1M /dev/zero; sleep 0.05; done",
+        ],
+    )
+    .await;
+    stopped_for_disk_full(&mut c, &flooder.id, "this job's output (its log) grew most").await;
+    let kept = wait_end(&mut c, &keeper.id).await;
+    assert_eq!(
+        (kept.state(), kept.exit_code),
+        (JobState::Completed, Some(0)),
+        "{kept:?}"
+    );
+    let out = String::from_utf8(stdout_of(&mut c, &keeper.id).await).unwrap();
+    assert_eq!(
+        out.lines()
+            .map(|l| l.parse().unwrap())
+            .collect::<Vec<usize>>(),
+        (0..2000).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn a_job_that_takes_the_state_filesystem_under_its_reserve_in_one_burst_is_stopped() {
+    if !privileged() {
+        return;
+    }
+    // From far above the reserve (twice it, where the jobs are measured once a second)
+    // to under it between two looks, then quiet: its growth still counts.
+    let (dir, _unmount) = small_state_dir("64m");
+    let server = TestServer::start_in(
+        dir,
+        &["--default-disk", "16M", "--state-reserve", "20M"],
+        &[],
+    );
+    let mut c = server.admin().await;
+    let burst = run(&mut c, &["sh", "-c", "head -c 40M /dev/zero; sleep 20"]).await;
+    stopped_for_disk_full(&mut c, &burst.id, "this job's output (its log) grew most").await;
+}
+
+#[tokio::test]
 async fn a_full_state_filesystem_holds_output_back_and_loses_none() {
     if !privileged() {
         return;
