@@ -19,7 +19,7 @@ pub enum StopCause {
     /// The job ran longer than its timeout.
     Timeout(Duration),
     /// The state filesystem came under the server's reserve while this job's disk or log
-    /// grew most, or (nothing measured growing) while this job wrote to it directly.
+    /// grew most, or (nothing measured growing) while this job could write to it directly.
     DiskFull {
         /// Bytes the filesystem had left.
         free: u64,

@@ -472,8 +472,13 @@ impl JobManager {
             None => row,
         };
         let live = Arc::new(LiveJob::new(row));
+        // What the job writes outside its disk lands on the state filesystem: a work
+        // directory without a disk, a writable runtime tree (a build's step), a workflow's
+        // /shared.
         live.writes_state.store(
-            disk.is_none() || root.as_ref().is_some_and(|r| r.writable),
+            disk.is_none()
+                || root.as_ref().is_some_and(|r| r.writable)
+                || options.shared_dir.is_some(),
             std::sync::atomic::Ordering::Relaxed,
         );
         live.hold_slot(slot);

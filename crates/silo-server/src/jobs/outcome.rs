@@ -123,8 +123,9 @@ impl Outcome {
                     ),
                     None => format!(
                         "stopped: the host's state filesystem was nearly full ({} free) and \
-                         filling while this job wrote to it directly (a runtime build's step, \
-                         or a job without a disk of its own)",
+                         filling while this job could write to it directly (a runtime build's \
+                         step, a job without a disk of its own, a workflow's job through \
+                         /shared)",
                         silo_proto::values::size_phrase(free)
                     ),
                 },

@@ -10,10 +10,10 @@
 //! DISK_FULL, the reason saying so), one job a look, until the space is back. A job whose
 //! disk and log do not grow is never chosen. (A log is bounded by `--log-cap`, but every
 //! job's output is held back once the filesystem is full: one job printing without end
-//! would stall the others' output.) When nothing measured grows but the free space still falls,
-//! the jobs that write to the filesystem directly (a runtime build's step installing into
-//! its tree, a job without a disk of its own) are stopped; when none runs, the server only
-//! says so.
+//! would stall the others' output.) When nothing measured grows but the free space still
+//! falls, the jobs that can write to the filesystem directly (a runtime build's step
+//! installing into its tree, a job without a disk of its own, a workflow's job through its
+//! /shared) are stopped; when none runs, the server only says so.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -108,8 +108,8 @@ pub fn watch(manager: JobManager, reserve: u64) {
                 continue;
             }
             // Nothing measured grows. What writes to the filesystem directly (a runtime build's
-            // step, a job without a disk) cannot be measured one by one: while it still
-            // fills, each such job is stopped.
+            // step, a job without a disk, a workflow's /shared) cannot be measured one by one:
+            // while it still fills, each such job is stopped.
             let direct: Vec<_> = live
                 .iter()
                 .filter(|j| j.writes_state.load(Ordering::Relaxed) && !j.has_ended())

@@ -343,7 +343,47 @@ async fn a_job_filling_the_state_filesystem_without_a_disk_is_stopped() {
         ],
     )
     .await;
-    stopped_for_disk_full(&mut c, &filler.id, "wrote to it directly").await;
+    stopped_for_disk_full(&mut c, &filler.id, "could write to it directly").await;
+}
+
+#[tokio::test]
+async fn a_workflow_job_filling_the_state_filesystem_through_shared_is_stopped() {
+    if !privileged() {
+        return;
+    }
+    // A workflow's /shared is a directory on the state filesystem, bounded by nothing of
+    // its own: its writers are direct writers, whatever their /work.
+    let (dir, _unmount) = small_state_dir("64m");
+    let server = TestServer::start_in(
+        dir,
+        &["--default-disk", "16M", "--state-reserve", "24M"],
+        &[],
+    );
+    let mut w = silo_proto::v1::workflow_service_client::WorkflowServiceClient::new(
+        server.channel("admin").await,
+    );
+    let yaml = "name: fill\njobs:\n  fill:\n    command: sh\n    args: [-c, 'for i in $(seq 60); do head -c 1M /dev/zero >> /shared/a; sleep 0.05; done']\n";
+    let run = w
+        .run_workflow(silo_proto::v1::RunWorkflowRequest {
+            yaml: yaml.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut c = server.admin().await;
+    let job_id = loop {
+        let got = w
+            .get_workflow(silo_proto::v1::GetWorkflowRequest { id: run.id.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        if let Some(id) = got.jobs.first().and_then(|j| j.job_ids.first()) {
+            break id.clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    stopped_for_disk_full(&mut c, &job_id, "could write to it directly").await;
 }
 
 #[tokio::test]
