@@ -104,7 +104,8 @@ pub struct ServerArgs {
     /// /work disk or log grew most in the last 200 ms is stopped (FAILED, end cause
     /// DISK_FULL), one at a time; with nothing growing and the space still falling, the
     /// jobs that write to it directly (runtime builds' steps, jobs without a disk, a
-    /// workflow's jobs through /shared) are.
+    /// workflow's jobs through /shared) are, and so are they when its free inodes fall
+    /// under 5% (at most a million).
     /// Jobs' disks are sparse images, which together may promise more than is free, and a
     /// full filesystem holds every job's output back. Default: 5% of the filesystem, at
     /// most 1 GiB; 0 turns the watch off.

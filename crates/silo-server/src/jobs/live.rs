@@ -21,12 +21,22 @@ pub enum StopCause {
     /// The state filesystem came under the server's reserve while this job's disk or log
     /// grew most, or (nothing measured growing) while this job could write to it directly.
     DiskFull {
-        /// Bytes the filesystem had left.
-        free: u64,
+        /// What the filesystem had left.
+        free: Free,
         /// What of the job grew most and the bytes it held; `None` for a job that writes
         /// to the filesystem directly.
         grew: Option<(Room, u64)>,
     },
+}
+
+/// What the state filesystem had left when the state-space watch stopped a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Free {
+    /// Bytes, under `--state-reserve`.
+    Bytes(u64),
+    /// Inodes, under 5 % of the filesystem's (a job writing to it directly can use them all
+    /// up with empty files while bytes stay plenty).
+    Inodes(u64),
 }
 
 /// What of a job takes room on the state filesystem, as the state-space watch measures it.

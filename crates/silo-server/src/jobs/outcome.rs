@@ -5,7 +5,7 @@ use silo_proto::v1::{EndCause, JobState, StartFailure};
 use silo_proto::values::signal_name;
 use silo_sandbox::protocol::{ErrorKind, ExitStatus, InitError};
 
-use super::live::{Room, StopCause};
+use super::live::{Free, Room, StopCause};
 
 /// A job's end.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,14 +107,20 @@ impl Outcome {
                 EndCause::TimedOut,
                 format!("timed out after {}", humantime::format_duration(d)),
             ),
-            Some(StopCause::DiskFull { free, grew }) => (
-                JobState::Failed,
-                EndCause::DiskFull,
-                match grew {
+            Some(StopCause::DiskFull { free, grew }) => {
+                let nearly = match free {
+                    Free::Bytes(bytes) => format!(
+                        "was nearly full ({} free)",
+                        silo_proto::values::size_phrase(bytes)
+                    ),
+                    Free::Inodes(inodes) => {
+                        format!("was nearly out of inodes ({inodes} left)")
+                    }
+                };
+                let reason = match grew {
                     Some((room, held)) => format!(
-                        "stopped: the host's state filesystem was nearly full ({} free) \
-                         while this job's {} grew most (it held {})",
-                        silo_proto::values::size_phrase(free),
+                        "stopped: the host's state filesystem {nearly} while this job's {} \
+                         grew most (it held {})",
                         match room {
                             Room::Work => "/work",
                             Room::Log => "output (its log)",
@@ -122,14 +128,13 @@ impl Outcome {
                         silo_proto::values::size_phrase(held)
                     ),
                     None => format!(
-                        "stopped: the host's state filesystem was nearly full ({} free) and \
-                         filling while this job could write to it directly (a runtime build's \
-                         step, a job without a disk of its own, a workflow's job through \
-                         /shared)",
-                        silo_proto::values::size_phrase(free)
+                        "stopped: the host's state filesystem {nearly} and filling while this \
+                         job could write to it directly (a runtime build's step, a job without \
+                         a disk of its own, a workflow's job through /shared)"
                     ),
-                },
-            ),
+                };
+                (JobState::Failed, EndCause::DiskFull, reason)
+            }
             None => match (exit_code, signal) {
                 (Some(0), _) => (JobState::Completed, EndCause::Exited, String::new()),
                 (Some(c), _) => (

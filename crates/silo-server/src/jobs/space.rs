@@ -13,7 +13,9 @@
 //! would stall the others' output.) When nothing measured grows but the free space still
 //! falls, the jobs that can write to the filesystem directly (a runtime build's step
 //! installing into its tree, a job without a disk of its own, a workflow's job through its
-//! /shared) are stopped; when none runs, the server only says so.
+//! /shared) are stopped; when none runs, the server only says so. Those jobs alone take
+//! the filesystem's inodes (a disk or a log is one file), so they are stopped too when the
+//! free inodes fall under [`inode_reserve`] and keep falling.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -22,7 +24,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::JobManager;
-use super::live::{Room, StopCause};
+use super::live::{Free, LiveJob, Room, StopCause};
 
 /// How often the free space is looked at.
 const LOOK_EVERY: Duration = Duration::from_millis(200);
@@ -30,6 +32,12 @@ const LOOK_EVERY: Duration = Duration::from_millis(200);
 /// many looks: enough for a baseline when one burst brings the space under the reserve
 /// between two looks.
 const FAR_LOOKS_PER_MEASURE: u32 = 5;
+/// The share of the filesystem's inodes the watch keeps free: one in twenty, at most a
+/// million.
+fn inode_reserve(total: u64) -> u64 {
+    (total / 20).min(1_000_000)
+}
+
 /// What a job's disk image or log holds from its start (the log's room kept ahead is about
 /// 2.4 MB, a new image's blocks under 1 MB): a job first measured after it grew beyond this
 /// (one that started and wrote at once) counts its growth from it.
@@ -44,21 +52,44 @@ pub fn watch(manager: JobManager, reserve: u64) {
     tokio::spawn(async move {
         let mut last: HashMap<(String, Room), u64> = HashMap::new();
         let mut last_free = None;
+        let mut last_inodes = None;
         let mut warned = false;
         let mut looks: u32 = 0;
+        // The first look at once: what a job takes from the server's start on is a fall.
+        let mut ticks = tokio::time::interval(LOOK_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::time::sleep(LOOK_EVERY).await;
+            ticks.tick().await;
             looks = looks.wrapping_add(1);
             let dir = manager.inner.settings.jobs_dir.clone();
             let looked = tokio::task::spawn_blocking({
                 let dir = dir.clone();
-                move || free_bytes(&dir)
+                move || left_on(&dir)
             });
-            let Ok(Some(free)) = looked.await else {
+            let Ok(Some(Left {
+                bytes: free,
+                inodes,
+            })) = looked.await
+            else {
                 continue;
             };
             let filling = last_free.is_some_and(|before| free < before);
             last_free = Some(free);
+            // Inodes: only what writes to the filesystem directly takes them (a job's disk
+            // and log are one file each), and no file count can be had per job.
+            if let Some((free_inodes, total)) = inodes {
+                let taking = last_inodes.is_some_and(|before| free_inodes < before);
+                last_inodes = Some(free_inodes);
+                if free_inodes < inode_reserve(total) && taking {
+                    tracing::warn!(
+                        "the state filesystem has {free_inodes} inodes free, under the \
+                         {} the server keeps",
+                        inode_reserve(total)
+                    );
+                    stop_direct_writers(&manager.live_jobs(), Free::Inodes(free_inodes));
+                    continue;
+                }
+            }
             // Far from the reserve, the jobs are measured once a second (two stats per live
             // job), not five times: their growth then counts from that measure, so that a job
             // that takes the space down to the reserve between two looks is still seen.
@@ -98,7 +129,7 @@ pub fn watch(manager: JobManager, reserve: u64) {
                     ));
                     job.begin_stop(
                         StopCause::DiskFull {
-                            free,
+                            free: Free::Bytes(free),
                             grew: Some((room, bytes)),
                         },
                         Duration::ZERO,
@@ -110,24 +141,16 @@ pub fn watch(manager: JobManager, reserve: u64) {
             // Nothing measured grows. What writes to the filesystem directly (a runtime build's
             // step, a job without a disk, a workflow's /shared) cannot be measured one by one:
             // while it still fills, each such job is stopped.
-            let direct: Vec<_> = live
-                .iter()
-                .filter(|j| j.writes_state.load(Ordering::Relaxed) && !j.has_ended())
-                .collect();
-            if filling && !direct.is_empty() {
-                for job in direct {
-                    say(&format!(
-                        "stopping job {}, which writes to it directly (no disk or log grows)",
-                        job.id
-                    ));
-                    job.begin_stop(StopCause::DiskFull { free, grew: None }, Duration::ZERO);
-                }
+            let direct = live.iter().any(|j| writes_directly(j));
+            if filling && direct {
+                say("no job's disk or log grows: stopping the jobs that write to it directly");
+                stop_direct_writers(&live, Free::Bytes(free));
                 warned = false;
             } else if !warned {
-                say(if direct.is_empty() {
-                    "no job's disk or log grows, and no job writes to it directly"
-                } else {
+                say(if direct {
                     "no job's disk or log grows, and it is not filling now"
+                } else {
+                    "no job's disk or log grows, and no job writes to it directly"
                 });
                 warned = true;
             }
@@ -135,11 +158,40 @@ pub fn watch(manager: JobManager, reserve: u64) {
     });
 }
 
-/// The bytes anyone may still take on the filesystem of `dir` (blocks reserved for root,
-/// which loop devices' writes may use too, left out).
-fn free_bytes(dir: &Path) -> Option<u64> {
+/// Whether `job` runs and can write to the state filesystem outside its disk and log.
+fn writes_directly(job: &LiveJob) -> bool {
+    job.writes_state.load(Ordering::Relaxed) && !job.has_ended()
+}
+
+/// Stops every job of `live` that writes to the state filesystem directly (their writes
+/// cannot be measured one by one), the reason saying what was left.
+fn stop_direct_writers(live: &[std::sync::Arc<LiveJob>], free: Free) {
+    for job in live.iter().filter(|j| writes_directly(j)) {
+        tracing::warn!(
+            "stopping job {}, which writes to the state filesystem directly",
+            job.id
+        );
+        job.begin_stop(StopCause::DiskFull { free, grew: None }, Duration::ZERO);
+    }
+}
+
+/// What is left on a filesystem.
+struct Left {
+    /// The bytes anyone may still take (blocks reserved for root, which loop devices'
+    /// writes may use too, left out).
+    bytes: u64,
+    /// The inodes anyone may still take and all of them, where the filesystem counts them.
+    inodes: Option<(u64, u64)>,
+}
+
+/// What is left on the filesystem of `dir`.
+fn left_on(dir: &Path) -> Option<Left> {
     let stat = nix::sys::statvfs::statvfs(dir).ok()?;
-    Some(stat.blocks_available().saturating_mul(stat.fragment_size()))
+    let total = stat.files();
+    Some(Left {
+        bytes: stat.blocks_available().saturating_mul(stat.fragment_size()),
+        inodes: (total > 0).then(|| (stat.files_available(), total)),
+    })
 }
 
 /// The default `--state-reserve` for the filesystem of `dir`: 5 % of it, at most 1 GiB.

@@ -245,8 +245,8 @@ impl Drop for Unmount {
     }
 }
 
-/// A state directory on a tmpfs of `size` of its own, unmounted when the guard drops
-/// (after the server on it).
+/// A state directory on a tmpfs of `size` of its own (further tmpfs options may follow
+/// it: `64m,nr_inodes=3000`), unmounted when the guard drops (after the server on it).
 fn small_state_dir(size: &str) -> (tempfile::TempDir, Unmount) {
     let dir = tempfile::Builder::new()
         .prefix("silo-e2e-small-")
@@ -344,6 +344,42 @@ async fn a_job_filling_the_state_filesystem_without_a_disk_is_stopped() {
     )
     .await;
     stopped_for_disk_full(&mut c, &filler.id, "could write to it directly").await;
+}
+
+#[tokio::test]
+async fn a_job_taking_the_state_filesystems_inodes_is_stopped() {
+    if !privileged() {
+        return;
+    }
+    // Empty files take inodes and almost no bytes: the byte reserve never sees them.
+    let (dir, _unmount) = small_state_dir("64m,nr_inodes=3000");
+    let server = TestServer::start_in(dir, &["--default-disk", "0", "--state-reserve", "8M"], &[]);
+    let mut c = server.admin().await;
+    let taker = run(
+        &mut c,
+        &[
+            "python3",
+            "-c",
+            "import os, time
+try:
+    for i in range(5000):
+        open('/work/f%d' % i, 'w').close()
+except OSError as e:
+    print(i, e, flush=True)
+time.sleep(20)",
+        ],
+    )
+    .await;
+    stopped_for_disk_full(&mut c, &taker.id, "nearly out of inodes").await;
+    // Its files (a work directory without a disk is kept after the end) go with the job:
+    // then a new job gets inodes again.
+    c.delete_job(silo_proto::v1::DeleteJobRequest {
+        id: taker.id.clone(),
+    })
+    .await
+    .unwrap();
+    let (end, out, err) = sh(&mut c, "touch /work/a /work/b && echo made").await;
+    assert_eq!(end.state(), JobState::Completed, "{out}{err}");
 }
 
 #[tokio::test]
