@@ -268,6 +268,13 @@ fn small_state_dir(size: &str) -> (tempfile::TempDir, Unmount) {
     (dir, unmount)
 }
 
+/// A server whose state directory is on a tmpfs of `size` of its own ([`small_state_dir`]),
+/// started with `args`; the server goes before the filesystem is unmounted.
+fn server_on_small_state(size: &str, args: &[&str]) -> (TestServer, Unmount) {
+    let (dir, unmount) = small_state_dir(size);
+    (TestServer::start_in(dir, args, &[]), unmount)
+}
+
 /// Waits for job `id`'s end and checks that the state filesystem's watch stopped it, with a
 /// reason that says `why`.
 async fn stopped_for_disk_full(
@@ -290,12 +297,8 @@ async fn the_job_whose_disk_fills_the_state_filesystem_is_stopped_and_the_others
         return;
     }
     // 64 MiB for the state, 40 MiB disks: two jobs may together promise more than there is.
-    let (dir, _unmount) = small_state_dir("64m");
-    let server = TestServer::start_in(
-        dir,
-        &["--default-disk", "40M", "--state-reserve", "24M"],
-        &[],
-    );
+    let (server, _unmount) =
+        server_on_small_state("64m", &["--default-disk", "40M", "--state-reserve", "24M"]);
     let mut c = server.admin().await;
     let keeper = run(
         &mut c,
@@ -331,8 +334,8 @@ async fn a_job_filling_the_state_filesystem_without_a_disk_is_stopped() {
         return;
     }
     // Work directories on the state filesystem, as a runtime build's step writes its tree.
-    let (dir, _unmount) = small_state_dir("64m");
-    let server = TestServer::start_in(dir, &["--default-disk", "0", "--state-reserve", "24M"], &[]);
+    let (server, _unmount) =
+        server_on_small_state("64m", &["--default-disk", "0", "--state-reserve", "24M"]);
     let mut c = server.admin().await;
     let filler = run(
         &mut c,
@@ -352,8 +355,10 @@ async fn a_job_taking_the_state_filesystems_inodes_is_stopped() {
         return;
     }
     // Empty files take inodes and almost no bytes: the byte reserve never sees them.
-    let (dir, _unmount) = small_state_dir("64m,nr_inodes=3000");
-    let server = TestServer::start_in(dir, &["--default-disk", "0", "--state-reserve", "8M"], &[]);
+    let (server, _unmount) = server_on_small_state(
+        "64m,nr_inodes=3000",
+        &["--default-disk", "0", "--state-reserve", "8M"],
+    );
     let mut c = server.admin().await;
     let taker = run(
         &mut c,
@@ -389,12 +394,8 @@ async fn a_workflow_job_filling_the_state_filesystem_through_shared_is_stopped()
     }
     // A workflow's /shared is a directory on the state filesystem, bounded by nothing of
     // its own: its writers are direct writers, whatever their /work.
-    let (dir, _unmount) = small_state_dir("64m");
-    let server = TestServer::start_in(
-        dir,
-        &["--default-disk", "16M", "--state-reserve", "24M"],
-        &[],
-    );
+    let (server, _unmount) =
+        server_on_small_state("64m", &["--default-disk", "16M", "--state-reserve", "24M"]);
     let mut w = silo_proto::v1::workflow_service_client::WorkflowServiceClient::new(
         server.channel("admin").await,
     );
@@ -429,12 +430,8 @@ async fn the_job_whose_output_fills_the_state_filesystem_is_stopped_and_the_othe
     }
     // A full state filesystem holds every job's output back: one job printing without end
     // (up to its 1 GiB --log-cap) would stall all the others'.
-    let (dir, _unmount) = small_state_dir("64m");
-    let server = TestServer::start_in(
-        dir,
-        &["--default-disk", "16M", "--state-reserve", "24M"],
-        &[],
-    );
+    let (server, _unmount) =
+        server_on_small_state("64m", &["--default-disk", "16M", "--state-reserve", "24M"]);
     let mut c = server.admin().await;
     let keeper = run(
         &mut c,
@@ -480,12 +477,8 @@ async fn a_job_that_takes_the_state_filesystem_under_its_reserve_in_one_burst_is
     }
     // From far above the reserve (twice it, where the jobs are measured once a second)
     // to under it between two looks, then quiet: its growth still counts.
-    let (dir, _unmount) = small_state_dir("64m");
-    let server = TestServer::start_in(
-        dir,
-        &["--default-disk", "16M", "--state-reserve", "20M"],
-        &[],
-    );
+    let (server, _unmount) =
+        server_on_small_state("64m", &["--default-disk", "16M", "--state-reserve", "20M"]);
     let mut c = server.admin().await;
     let burst = run(&mut c, &["sh", "-c", "head -c 40M /dev/zero; sleep 20"]).await;
     stopped_for_disk_full(&mut c, &burst.id, "this job's output (its log) grew most").await;
@@ -499,9 +492,9 @@ async fn a_full_state_filesystem_holds_output_back_and_loses_none() {
     // The state directory on a 64 MiB filesystem of its own, work directories on it
     // (--default-disk 0): a job can fill it, as jobs' disk images or a runtime build can
     // fill a real one.
-    let (dir, _unmount) = small_state_dir("64m");
     // No watch of the free space: here the filling job must live to free it.
-    let server = TestServer::start_in(dir, &["--default-disk", "0", "--state-reserve", "0"], &[]);
+    let (server, _unmount) =
+        server_on_small_state("64m", &["--default-disk", "0", "--state-reserve", "0"]);
     let mut c = server.admin().await;
     // Waits until its /work (on the state filesystem) is full, then writes 3,000 numbered
     // lines of 500 bytes: far more than the room its log kept ahead.
