@@ -602,13 +602,25 @@ fn ensure_job_etc_files(rootfs: &Path) -> Result<(), RuntimeError> {
 
 /// Leaves out documentation, caches, logs and the contents of the running system's
 /// directories; removes device nodes, fifos and sockets; drops setuid and setgid bits;
-/// makes everything root's.
+/// makes everything root's; refuses a tree whose files add up to more than the filesystem
+/// that holds it.
 fn clean(rootfs: &Path) -> Result<(), RuntimeError> {
     for dir in LEFT_OUT.iter().chain(EMPTIED) {
         empty_dir(rootfs, dir)?;
     }
     ensure_job_etc_files(rootfs)?;
-    normalize(rootfs)
+    let mut left = filesystem_size(rootfs)?;
+    normalize(rootfs, rootfs, &mut left)
+}
+
+/// The size of the filesystem that holds `path`: what a tree's regular files may add up to.
+/// Beyond it they can only be holes (sparse files, which a package's code makes of any size
+/// in an instant with one `truncate`), and the manifest hashes every byte of a file, an
+/// export sends every byte and an install writes every byte.
+fn filesystem_size(path: &Path) -> Result<u64, RuntimeError> {
+    let stat = nix::sys::statvfs::statvfs(path)
+        .map_err(|e| host_error("measure the filesystem of", path, e))?;
+    Ok(stat.blocks().saturating_mul(stat.fragment_size()))
 }
 
 /// Removes everything inside `rootfs/relative` (not the directory itself); nothing when it
@@ -639,13 +651,28 @@ fn empty_dir(rootfs: &Path, relative: &str) -> Result<(), RuntimeError> {
     Ok(())
 }
 
-/// Walks the tree: removes what is not a directory, regular file or symlink, drops setuid
-/// and setgid bits, and chowns everything to root.
-fn normalize(path: &Path) -> Result<(), RuntimeError> {
+/// Walks the tree under `root` from `path`: removes what is not a directory, regular file
+/// or symlink, drops setuid and setgid bits, and chowns everything to root. The regular
+/// files' sizes are taken from `left`; a file that finds too little left fails the build.
+fn normalize(root: &Path, path: &Path, left: &mut u64) -> Result<(), RuntimeError> {
     let meta = std::fs::symlink_metadata(path).map_err(|e| host_error("read", path, e))?;
     let kind = meta.file_type();
     if !(kind.is_dir() || kind.is_file() || kind.is_symlink()) {
         return std::fs::remove_file(path).map_err(|e| host_error("remove", path, e));
+    }
+    if kind.is_file() {
+        *left = left.checked_sub(meta.size()).ok_or_else(|| {
+            RuntimeError::Failed(format!(
+                "the runtime's files add up to more than the filesystem that holds them \
+                 ({} bytes): /{} alone is {} bytes with {} allocated, a sparse file (a \
+                 package's code can make one of any size); a runtime's files must fit its \
+                 export",
+                filesystem_size(root).unwrap_or(0),
+                path.strip_prefix(root).unwrap_or(path).display(),
+                meta.size(),
+                meta.blocks().saturating_mul(512)
+            ))
+        })?;
     }
     if meta.uid() != 0 || meta.gid() != 0 {
         std::os::unix::fs::lchown(path, Some(0), Some(0))
@@ -659,7 +686,7 @@ fn normalize(path: &Path) -> Result<(), RuntimeError> {
     if kind.is_dir() {
         for entry in std::fs::read_dir(path).map_err(|e| host_error("read", path, e))? {
             let entry = entry.map_err(|e| host_error("read", path, e))?;
-            normalize(&entry.path())?;
+            normalize(root, &entry.path(), left)?;
         }
     }
     Ok(())
@@ -679,6 +706,18 @@ mod tests {
         );
         assert_eq!(s.push(b"done"), Vec::<String>::new());
         assert_eq!(s.finish().as_deref(), Some("done"));
+    }
+
+    #[test]
+    fn a_tree_whose_sparse_files_outgrow_its_filesystem_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+        let sparse = std::fs::File::create(root.join("usr/lib/huge")).unwrap();
+        sparse.set_len(filesystem_size(root).unwrap() + 1).unwrap();
+        let err = clean(root).unwrap_err().to_string();
+        assert!(err.contains("/usr/lib/huge alone is"), "{err}");
+        assert!(err.contains("sparse"), "{err}");
     }
 
     #[test]
