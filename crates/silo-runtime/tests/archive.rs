@@ -51,12 +51,34 @@ fn export_then_unpack_reproduces_the_tree() {
     let staging = tmp.path().join("staging");
     fs::create_dir(&staging).unwrap();
     let mut reports = Vec::new();
-    let (spec, unpacked) = unpack(archive.as_slice(), &staging, &[key.public_key()], |p| {
-        reports.push(p)
-    })
+    // Exactly the room the files need is enough.
+    let room = manifest.total_size();
+    let (spec, unpacked) = unpack(
+        archive.as_slice(),
+        &staging,
+        &[key.public_key()],
+        room,
+        |p| reports.push(p),
+    )
     .unwrap();
     assert_eq!(spec, common::spec());
     assert_eq!(unpacked, manifest);
+    // A byte less is refused before anything is written.
+    let cramped = tmp.path().join("cramped");
+    fs::create_dir(&cramped).unwrap();
+    let error = unpack(
+        archive.as_slice(),
+        &cramped,
+        &[key.public_key()],
+        room - 1,
+        |_| {},
+    )
+    .unwrap_err();
+    assert!(
+        matches!(error, ArchiveError::NoRoom { need, room: r } if need == room && r == room - 1),
+        "{error}"
+    );
+    assert_eq!(fs::read_dir(&cramped).unwrap().count(), 0);
     let staged = VersionDir(staging);
     assert_eq!(verify_tree(&manifest, &staged.rootfs()).unwrap(), []);
     assert_eq!(fs::read(staged.manifest()).unwrap(), manifest.to_bytes());
@@ -76,7 +98,7 @@ fn export_then_unpack_reproduces_the_tree() {
 fn unpack_needs_an_empty_staging_directory() {
     let tmp = tempfile::tempdir().unwrap();
     fs::write(tmp.path().join("junk"), b"").unwrap();
-    let error = unpack(&b""[..], tmp.path(), &[], |_| {}).unwrap_err();
+    let error = unpack(&b""[..], tmp.path(), &[], u64::MAX, |_| {}).unwrap_err();
     assert!(
         matches!(error, ArchiveError::StagingNotEmpty { .. }),
         "{error}"
@@ -180,6 +202,7 @@ impl Fixture {
             archive.as_slice(),
             &self.staging(),
             &[self.key.public_key()],
+            u64::MAX,
             |_| {},
         );
         self.assert_nothing_outside_staging();
@@ -429,6 +452,7 @@ fn a_manifest_signed_by_an_untrusted_key_is_refused_before_any_rootfs_entry() {
         archive.as_slice(),
         &f.staging(),
         &[f.key.public_key()],
+        u64::MAX,
         |_| {},
     )
     .unwrap_err();
@@ -480,7 +504,7 @@ fn a_truncated_archive_is_an_error() {
     let tar = zstd::decode_all(evil.finish().as_slice()).unwrap();
     let archive = zstd::encode_all(&tar[..tar.len() - 1024 - 600], 3).unwrap();
     let cut = archive.as_slice();
-    let error = unpack(cut, &f.staging(), &[f.key.public_key()], |_| {}).unwrap_err();
+    let error = unpack(cut, &f.staging(), &[f.key.public_key()], u64::MAX, |_| {}).unwrap_err();
     assert!(
         matches!(error, ArchiveError::Read(_) | ArchiveError::Missing { .. }),
         "{error}"

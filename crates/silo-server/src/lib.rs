@@ -306,7 +306,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     jobs.watch_state_space(reserve);
     if reserve > 0 {
         tracing::info!(
-            "the job whose /work grows most is stopped when the state filesystem has less \
+            "the job whose /work or log grows most is stopped when the state filesystem has less \
              than {} free (--state-reserve)",
             silo_proto::values::size_phrase(reserve)
         );

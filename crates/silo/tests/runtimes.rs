@@ -414,6 +414,43 @@ async fn a_server_that_does_not_trust_the_builder_refuses_its_archive() {
 }
 
 #[tokio::test]
+async fn a_runtime_without_room_on_the_state_filesystem_is_refused_before_it_is_written() {
+    if !privileged() || !busybox_or_skip() {
+        return;
+    }
+    let builder = TestServer::start();
+    build_busybox(&builder).await;
+    let archive = export(&mut runtimes(&builder).await, "busybox").await;
+    let key = builder.state().join("certs/runtime-signing.pub");
+    // A reserve above the filesystem's size: the server may write nothing of its own.
+    let cramped = TestServer::start_with(&[
+        "--trust-runtime-key",
+        key.to_str().unwrap(),
+        "--state-reserve",
+        "1000T",
+    ]);
+    let refused = install(&mut runtimes(&cramped).await, archive)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("there is room for 0"),
+        "{refused:?}"
+    );
+    let listed = runtimes(&cramped)
+        .await
+        .list_runtimes(ListRuntimesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.runtimes.is_empty(), "{listed:?}");
+    assert_eq!(
+        tree(&cramped.state().join("runtimes/.staging")),
+        Vec::<PathBuf>::new()
+    );
+}
+
+#[tokio::test]
 async fn a_runtime_in_use_is_not_removed() {
     if !privileged() || !busybox_or_skip() {
         return;

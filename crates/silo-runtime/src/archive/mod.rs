@@ -84,6 +84,17 @@ pub enum ArchiveError {
         /// `name@version` of the manifest.
         manifest: String,
     },
+    /// The runtime's files take more bytes than the caller has room for.
+    #[error(
+        "the runtime's files take {need} bytes and there is room for {room} (the free space \
+         of the filesystem it is installed on, less what is kept free there)"
+    )]
+    NoRoom {
+        /// What the manifest's files add up to.
+        need: u64,
+        /// What the caller had room for.
+        room: u64,
+    },
     /// The archive lacks entries the manifest lists.
     #[error("the archive lacks {} manifest entries: {}", paths.len(), Shortlist(paths))]
     Missing {

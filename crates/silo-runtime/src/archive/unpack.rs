@@ -57,7 +57,9 @@ pub struct UnpackProgress {
 ///   other than the manifest's is refused;
 /// - owners and modes come from the manifest; setuid and setgid are dropped; directory
 ///   modes are applied last;
-/// - every manifest entry must be present.
+/// - every manifest entry must be present;
+/// - the manifest's files must add up to at most `room` bytes (checked before any of them
+///   is written; the archive's sizes must then match the manifest's).
 ///
 /// Each refusal names the entry. On any error only `staging` has been written to, and
 /// the caller deletes it. Creating files owned by others needs root (CAP_CHOWN).
@@ -65,6 +67,7 @@ pub fn unpack(
     input: impl Read,
     staging: &Path,
     trusted: &[PublicKey],
+    room: u64,
     mut progress: impl FnMut(UnpackProgress),
 ) -> Result<(RuntimeSpec, Manifest), ArchiveError> {
     check_empty_dir(staging)?;
@@ -78,6 +81,10 @@ pub fn unpack(
     let signature_bytes = read_metadata(&mut entries, SIGNATURE_ENTRY, SIGNATURE_LIMIT)?;
     let spec_bytes = read_metadata(&mut entries, SPEC_ENTRY, SPEC_LIMIT)?;
     let (spec, manifest) = trust(&manifest_bytes, &signature_bytes, &spec_bytes, trusted)?;
+    let need = manifest.total_size();
+    if need > room {
+        return Err(ArchiveError::NoRoom { need, room });
+    }
 
     for (path, bytes) in [
         (version.manifest(), &manifest_bytes),

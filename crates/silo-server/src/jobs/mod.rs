@@ -178,6 +178,9 @@ struct Inner {
     spawner: spawner::InitSpawner,
     /// Stores jobs' ends, in batches, a moment after they were told.
     ends: ends::EndWriter,
+    /// The free space the state filesystem keeps (`--state-reserve`; 0 until the watch
+    /// starts, or when it is off).
+    state_reserve: std::sync::atomic::AtomicU64,
 }
 
 /// How long the end of a job waits for a kill of its cgroup that is still under way
@@ -274,6 +277,7 @@ impl JobManager {
                 disks,
                 host_ids,
                 spawner,
+                state_reserve: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         manager.reconcile().await?;
@@ -325,7 +329,24 @@ impl JobManager {
     /// Stops the job whose disk grows most whenever the state filesystem has less than
     /// `reserve` bytes free (see `space`); nothing when `reserve` is 0.
     pub fn watch_state_space(&self, reserve: u64) {
+        self.inner
+            .state_reserve
+            .store(reserve, std::sync::atomic::Ordering::Relaxed);
         space::watch(self.clone(), reserve);
+    }
+
+    /// The bytes the server may still write itself (installing a runtime) on the state
+    /// filesystem, at `path`: its free space less `--state-reserve`. (Unmeasurable: no
+    /// bound.)
+    pub fn state_room(&self, path: &Path) -> u64 {
+        let reserve = self
+            .inner
+            .state_reserve
+            .load(std::sync::atomic::Ordering::Relaxed);
+        nix::sys::statvfs::statvfs(path)
+            .map(|s| s.blocks_available().saturating_mul(s.fragment_size()))
+            .unwrap_or(u64::MAX)
+            .saturating_sub(reserve)
     }
 
     /// Number of jobs starting or running in the runtime `label` (`name@version`).

@@ -319,6 +319,7 @@ async fn install(
     let (tx, rx) = mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
     let path = staging.path().to_path_buf();
     let trusted = catalog.trusted().to_vec();
+    let room = catalog.jobs().state_room(&path);
     let unpack_progress = progress.clone();
     progress.phase("unpack").await;
     let unpacking = tokio::task::spawn_blocking(move || {
@@ -326,7 +327,7 @@ async fn install(
             rx,
             current: bytes::Bytes::new(),
         };
-        silo_runtime::archive::unpack(reader, &path, &trusted, |p| {
+        silo_runtime::archive::unpack(reader, &path, &trusted, room, |p| {
             unpack_progress.count_now("unpack", p.entries_done, p.entries_total, "entries")
         })
     });
@@ -359,7 +360,12 @@ async fn install(
     let unpacked = unpacking
         .await
         .map_err(|e| Status::internal(e.to_string()))?;
-    unpacked.map_err(|e| Status::invalid_argument(format!("the archive is refused: {e}")))?;
+    unpacked.map_err(|e| match e {
+        silo_runtime::archive::ArchiveError::NoRoom { .. } => {
+            Status::resource_exhausted(format!("the runtime cannot be installed: {e}"))
+        }
+        e => Status::invalid_argument(format!("the archive is refused: {e}")),
+    })?;
     progress.phase("install").await;
     Ok(catalog.commit(staging.keep(), replace).await?)
 }
