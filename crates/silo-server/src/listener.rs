@@ -29,8 +29,9 @@ const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 /// connections wait in the kernel's backlog.
 const HANDSHAKES_AT_ONCE: usize = 1024;
 
-/// Handshakes under way at once from one address: past it a connection from there is
-/// closed at once, so that one host cannot hold all of HANDSHAKES_AT_ONCE.
+/// Handshakes under way at once from one address (one IPv4 address, or one IPv6 /64,
+/// which a single host may hold all of): past it a connection from there is closed at
+/// once, so that one host cannot hold all of HANDSHAKES_AT_ONCE.
 const HANDSHAKES_PER_ADDRESS: usize = 64;
 
 /// Client connections open at once, after their handshakes: each holds a descriptor for
@@ -118,7 +119,7 @@ pub fn incoming(
                     continue;
                 }
             };
-            let Some(from_address) = per_address.enter(addr.ip()) else {
+            let Some(from_address) = per_address.enter(source(addr.ip())) else {
                 tracing::info!(
                     %addr,
                     "connection closed: {HANDSHAKES_PER_ADDRESS} handshakes from there are under way"
@@ -142,6 +143,21 @@ pub fn incoming(
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// Where a connection comes from, for [`PerAddress`]: an IPv4 address (an IPv4-mapped
+/// IPv6 one as such), or an IPv6 address's /64, the block one host is given and may
+/// rotate through (temporary addresses, SLAAC privacy extensions).
+fn source(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => std::net::IpAddr::V4(v4),
+            None => std::net::IpAddr::V6(std::net::Ipv6Addr::from(
+                v6.to_bits() & !u128::from(u64::MAX),
+            )),
+        },
+        v4 => v4,
+    }
 }
 
 /// Handshakes under way per client address.
@@ -226,4 +242,24 @@ async fn handshake(
         caller: Caller { identity },
         _open: permit,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_host_counts_as_its_64_and_a_mapped_ipv4_as_itself() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        // Two addresses of one /64 (a host rotating its temporary addresses) are one source.
+        assert_eq!(source(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            source(ip("2001:db8:1:2:ffff:eeee:dddd:cccc")),
+            source(ip("2001:db8:1:2::7"))
+        );
+        assert_ne!(source(ip("2001:db8:1:2::1")), source(ip("2001:db8:1:3::1")));
+        assert_eq!(source(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(source(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_ne!(source(ip("192.0.2.7")), source(ip("192.0.2.8")));
+    }
 }
