@@ -81,13 +81,16 @@ pub fn watch(manager: JobManager, reserve: u64) {
                 let taking = last_inodes.is_some_and(|before| free_inodes < before);
                 last_inodes = Some(free_inodes);
                 if free_inodes < inode_reserve(total) && taking {
-                    tracing::warn!(
-                        "the state filesystem has {free_inodes} inodes free, under the \
-                         {} the server keeps",
-                        inode_reserve(total)
-                    );
-                    stop_direct_writers(&manager.live_jobs(), Free::Inodes(free_inodes));
-                    continue;
+                    let live = manager.live_jobs();
+                    if live.iter().any(|j| writes_directly(j)) {
+                        tracing::warn!(
+                            "the state filesystem has {free_inodes} inodes free, under the \
+                             {} the server keeps",
+                            inode_reserve(total)
+                        );
+                        stop_direct_writers(&live, Free::Inodes(free_inodes));
+                        continue;
+                    }
                 }
             }
             // Far from the reserve, the jobs are measured once a second (two stats per live
