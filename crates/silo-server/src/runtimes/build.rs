@@ -663,10 +663,9 @@ fn normalize(root: &Path, path: &Path, left: &mut u64) -> Result<(), RuntimeErro
     if kind.is_file() {
         *left = left.checked_sub(meta.size()).ok_or_else(|| {
             RuntimeError::Failed(format!(
-                "the runtime's files add up to more than the filesystem that holds them \
-                 ({} bytes): /{} alone is {} bytes with {} allocated, a sparse file (a \
-                 package's code can make one of any size); a runtime's files must fit its \
-                 export",
+                "the runtime's files add up to more than the {}-byte filesystem that holds \
+                 them, past it at /{} ({} bytes, {} allocated): sparse files, which a \
+                 package's code can make of any size; a runtime's files must fit its export",
                 filesystem_size(root).unwrap_or(0),
                 path.strip_prefix(root).unwrap_or(path).display(),
                 meta.size(),
@@ -716,7 +715,7 @@ mod tests {
         let sparse = std::fs::File::create(root.join("usr/lib/huge")).unwrap();
         sparse.set_len(filesystem_size(root).unwrap() + 1).unwrap();
         let err = clean(root).unwrap_err().to_string();
-        assert!(err.contains("/usr/lib/huge alone is"), "{err}");
+        assert!(err.contains("past it at /usr/lib/huge ("), "{err}");
         assert!(err.contains("sparse"), "{err}");
     }
 
