@@ -445,12 +445,14 @@ for i in range(2000):
         ],
     )
     .await;
+    // 45 MiB over about 4.5 s: the watch should stop it at about 30 MiB; were it late, the
+    // filesystem still keeps room (the test then fails rather than hangs on the keeper).
     let flooder = run(
         &mut c,
         &[
             "sh",
             "-c",
-            "for i in $(seq 60); do head -c 1M /dev/zero; sleep 0.05; done",
+            "for i in $(seq 45); do head -c 1M /dev/zero; sleep 0.1; done",
         ],
     )
     .await;
