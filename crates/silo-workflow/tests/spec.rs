@@ -721,6 +721,18 @@ fn nesting_and_repeated_aliases_are_bounded() {
         message(&yaml),
         "line 53, column 6: merge keys copy more than 1000000 entries"
     );
+    // A long text used many times: few values, but each use a copy. A megabyte a hundred
+    // times would be 100 MiB read from a 1 MiB file (a million times, 1 TiB).
+    let yaml = format!(
+        "name: w\ndefaults:\n  command: &long \"{}\"\njobs:\n  a:\n    args: [{}]\n",
+        "x".repeat(1 << 20),
+        vec!["*long"; 100].join(", ")
+    );
+    let error = message(&yaml);
+    assert!(
+        error.contains("aliases repeat more than 16 MiB of text"),
+        "{error}"
+    );
     // A file of small values: each costs the reader memory, so their number is bounded
     // (4.2 MB of `0,` here; the file's 16 MiB alone would allow eight million).
     let yaml = format!(

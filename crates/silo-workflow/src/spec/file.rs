@@ -18,6 +18,11 @@ pub(crate) const MAX_FILE_BYTES: usize = 16 << 20;
 /// unbounded time.
 const MAX_REPEATED: usize = 1_000_000;
 
+/// How many bytes of text beyond the file's own its aliases may make the reader copy: an
+/// alias of a long text used many times (a megabyte, a million times) must not take
+/// unbounded memory, which the count of values alone does not bound.
+const MAX_REPEATED_TEXT: usize = 16 << 20;
+
 /// A value and where the file gives it.
 pub(crate) struct Spanned<T> {
     pub value: T,
@@ -36,6 +41,7 @@ pub(crate) fn read(yaml: &str) -> Result<WorkflowFile, SpecError> {
     let mut reader = Reader {
         doc: &doc,
         budget: doc.len().saturating_add(MAX_REPEATED),
+        text_budget: yaml.len().saturating_add(MAX_REPEATED_TEXT),
     };
     reader.workflow()
 }
@@ -160,10 +166,11 @@ const RESOURCES_KEYS: &[&str] = &["max_cpu", "max_memory", "max_io_bps", "cpu_co
 const RETRY_KEYS: &[&str] = &["limit", "backoff", "max_backoff"];
 
 /// Reads a [`Document`] into the file's shape, counting every value it visits against
-/// `budget`.
+/// `budget` and every byte of text against `text_budget`.
 struct Reader<'d, 'a> {
     doc: &'d Document<'a>,
     budget: usize,
+    text_budget: usize,
 }
 
 impl<'d, 'a> Reader<'d, 'a> {
@@ -175,6 +182,18 @@ impl<'d, 'a> Reader<'d, 'a> {
             at: Some(node.at),
             message: format!("aliases repeat more than {MAX_REPEATED} values; use fewer aliases"),
         })?;
+        if let Kind::Scalar { text, .. } = &node.kind {
+            self.text_budget =
+                self.text_budget
+                    .checked_sub(text.len())
+                    .ok_or_else(|| SpecError::Yaml {
+                        at: Some(node.at),
+                        message: format!(
+                            "aliases repeat more than {} MiB of text; use fewer aliases",
+                            MAX_REPEATED_TEXT >> 20
+                        ),
+                    })?;
+        }
         Ok(node)
     }
 
