@@ -26,6 +26,10 @@ const STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// Default number of jobs ListJobs returns.
 const DEFAULT_LIST_LIMIT: u32 = 100;
 
+/// StreamStats streams that follow a job, open at once on all connections together: each
+/// sends a message a second, so their number is the server's work (a viewer may call).
+const STATS_STREAMS_AT_ONCE: usize = 1024;
+
 /// The JobService implementation.
 pub struct JobApi {
     jobs: JobManager,
@@ -35,6 +39,8 @@ pub struct JobApi {
     info: ServerInfo,
     /// Where jobs with a start time go; without it, RunJob refuses start_at.
     scheduler: Option<crate::schedules::Scheduler>,
+    /// One permit per StreamStats stream that follows a job.
+    stats_streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl JobApi {
@@ -45,6 +51,7 @@ impl JobApi {
             runtimes,
             info,
             scheduler: None,
+            stats_streams: Arc::new(tokio::sync::Semaphore::new(STATS_STREAMS_AT_ONCE)),
         }
     }
 
@@ -537,14 +544,27 @@ impl JobService for JobApi {
     ) -> Result<Response<Self::StreamStatsStream>, Status> {
         authorize(&request, Access::Read, "StreamStats")?;
         let req = request.into_inner();
+        let following = match req.follow {
+            true => match self.stats_streams.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    return Err(Status::resource_exhausted(format!(
+                        "{STATS_STREAMS_AT_ONCE} StreamStats streams follow jobs on this \
+                         server; close one first"
+                    )));
+                }
+            },
+            false => None,
+        };
         let id = self.jobs.resolve(&req.id).await?;
         let (tx, rx) = mpsc::channel(4);
         let jobs = self.jobs.clone();
         tokio::spawn(async move {
+            let _following = following;
             if let Some(live) = jobs.live(&id) {
                 let mut updates = live.row.subscribe();
                 loop {
-                    let usage = live.usage().unwrap_or_default();
+                    let usage = live.usage_shared().unwrap_or_default();
                     if tx.send(Ok(usage)).await.is_err() || !req.follow {
                         return;
                     }

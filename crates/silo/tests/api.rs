@@ -1324,3 +1324,65 @@ async fn an_init_that_lingers_after_its_exit_report_is_killed_and_its_job_releas
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn at_most_1024_stats_streams_follow_jobs_and_a_closed_one_makes_room() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let mut c = server.admin().await;
+    let job = run(&mut c, &["sleep", "60"]).await;
+    let follow = silo_proto::v1::StreamStatsRequest {
+        id: job.id.clone(),
+        follow: true,
+    };
+    // Two connections: one carries at most 1,024 calls.
+    let viewers = [
+        server.channel("viewer").await,
+        server.channel("viewer").await,
+    ];
+    let mut open = Vec::new();
+    for i in 0..1024 {
+        let mut viewer =
+            silo_proto::v1::job_service_client::JobServiceClient::new(viewers[i % 2].clone());
+        open.push(
+            viewer
+                .stream_stats(follow.clone())
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+    }
+    let mut viewer = silo_proto::v1::job_service_client::JobServiceClient::new(viewers[0].clone());
+    let refused = viewer.stream_stats(follow.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("1024 StreamStats streams"),
+        "{refused:?}"
+    );
+    // Not following takes no place: one reading, then the end.
+    let mut once = viewer
+        .stream_stats(silo_proto::v1::StreamStatsRequest {
+            id: job.id.clone(),
+            follow: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(once.message().await.unwrap().is_some());
+    // A stream closed by its client is noticed at its next send (within a second).
+    drop(open.pop());
+    once_there_is_room(|| {
+        let mut viewer = viewer.clone();
+        let follow = follow.clone();
+        async move { viewer.stream_stats(follow).await }
+    })
+    .await;
+    c.stop_job(StopJobRequest {
+        id: job.id.clone(),
+        grace_ms: 0,
+    })
+    .await
+    .unwrap();
+}

@@ -67,6 +67,38 @@ pub struct LiveJob {
     /// The job writes to the state filesystem directly, not through a disk of its own (a
     /// runtime build's step writing the tree, a job without a disk): see `space`.
     pub writes_state: std::sync::atomic::AtomicBool,
+    /// The last usage read from the cgroup for [`Self::usage_at_most`].
+    usage_sample: Shared<Usage>,
+}
+
+/// How long one read of a live job's usage serves every caller: a viewer opening
+/// thousands of StreamStats streams on one job costs four reads a second, not thousands.
+const USAGE_SHARED_FOR: Duration = Duration::from_millis(250);
+
+/// A value read at most once per freshness window, whoever asks: the last read and when.
+#[derive(Default)]
+struct Shared<T> {
+    last: Mutex<Option<(Instant, T)>>,
+}
+
+impl<T: Clone> Shared<T> {
+    /// The last value when it is younger than `fresh`, else a new one from `read` (kept
+    /// when there is one). The lock is held while reading, so that callers arriving
+    /// together read once.
+    fn get(&self, fresh: Duration, read: impl FnOnce() -> Option<T>) -> Option<T> {
+        let Ok(mut last) = self.last.lock() else {
+            return read();
+        };
+        let now = Instant::now();
+        if let Some((at, value)) = last.as_ref()
+            && now.duration_since(*at) < fresh
+        {
+            return Some(value.clone());
+        }
+        let value = read()?;
+        *last = Some((now, value.clone()));
+        Some(value)
+    }
 }
 
 impl LiveJob {
@@ -81,6 +113,7 @@ impl LiveJob {
             cgroup: Mutex::new(None),
             slot: Mutex::new(None),
             writes_state: std::sync::atomic::AtomicBool::new(false),
+            usage_sample: Shared::default(),
         }
     }
 
@@ -159,6 +192,13 @@ impl LiveJob {
         Some(super::resources::usage_to_proto(usage))
     }
 
+    /// The job's resource usage, read from its cgroup at most once per
+    /// [`USAGE_SHARED_FOR`]: every caller (GetJob, each StreamStats stream) shares the
+    /// reads, however many calls a client makes (each read is a dozen cgroup files).
+    pub fn usage_shared(&self) -> Option<Usage> {
+        self.usage_sample.get(USAGE_SHARED_FOR, || self.usage())
+    }
+
     /// What the ended job used, with nothing in use now (see
     /// [`silo_cgroup::JobCgroup::final_usage`]), when it has a cgroup.
     pub fn final_usage(&self) -> Option<Usage> {
@@ -233,5 +273,28 @@ impl LiveJob {
             Ok(row) => row,
             Err(_) => self.row.borrow().clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shared_value_is_read_once_per_window_whoever_asks() {
+        let shared = Shared::default();
+        let reads = std::cell::Cell::new(0);
+        let read = || {
+            reads.set(reads.get() + 1);
+            Some(reads.get())
+        };
+        for _ in 0..1000 {
+            assert_eq!(shared.get(Duration::from_secs(60), read), Some(1));
+        }
+        assert_eq!(reads.get(), 1);
+        // Past the window, a new read; a read that finds nothing keeps nothing.
+        assert_eq!(shared.get(Duration::ZERO, read), Some(2));
+        assert_eq!(shared.get(Duration::ZERO, || None), None);
+        assert_eq!(shared.get(Duration::from_secs(60), read), Some(2));
     }
 }

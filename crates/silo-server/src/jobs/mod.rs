@@ -831,7 +831,7 @@ impl JobManager {
         if let Some(live) = self.live(&id) {
             let mut row = live.row.borrow().clone();
             if !live.has_ended() {
-                row.usage = live.usage();
+                row.usage = live.usage_shared();
             }
             return Ok(row);
         }
