@@ -107,8 +107,9 @@ pub struct ServerArgs {
     /// workflow's jobs through /shared) are, and so are they when its free inodes fall
     /// under 5% (at most a million).
     /// Jobs' disks are sparse images, which together may promise more than is free, and a
-    /// full filesystem holds every job's output back. Default: 5% of the filesystem, at
-    /// most 1 GiB; 0 turns the watch off.
+    /// full filesystem holds every job's output back. A runtime install that would take the
+    /// space under it is refused. Default: 5% of the filesystem, at most 1 GiB; 0 turns the
+    /// watch off.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub state_reserve: Option<u64>,
     /// The largest /work a job may ask for (default: the free space of the state
