@@ -404,7 +404,12 @@ async fn a_server_that_does_not_trust_the_builder_refuses_its_archive() {
         refused.message().contains("sha256:"),
         "names the signer: {refused:?}"
     );
-    let listed = runtimes(&stranger)
+    assert_nothing_installed(&stranger).await;
+}
+
+/// Checks that `server` lists no runtime.
+async fn assert_nothing_installed(server: &TestServer) {
+    let listed = runtimes(server)
         .await
         .list_runtimes(ListRuntimesRequest {})
         .await
@@ -437,13 +442,7 @@ async fn a_runtime_without_room_on_the_state_filesystem_is_refused_before_it_is_
         refused.message().contains("there is room for 0"),
         "{refused:?}"
     );
-    let listed = runtimes(&cramped)
-        .await
-        .list_runtimes(ListRuntimesRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(listed.runtimes.is_empty(), "{listed:?}");
+    assert_nothing_installed(&cramped).await;
     assert_eq!(
         tree(&cramped.state().join("runtimes/.staging")),
         Vec::<PathBuf>::new()
