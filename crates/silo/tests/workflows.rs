@@ -260,6 +260,23 @@ async fn cancel_stops_running_jobs_and_retry_reruns_only_what_did_not_complete()
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // A running workflow's summary: its counts, none of its jobs.
+    let listed = c
+        .list_workflows(silo_proto::v1::ListWorkflowsRequest {
+            limit: 1,
+            view: silo_proto::v1::WorkflowListView::Summary as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .workflows;
+    assert_eq!(
+        listed
+            .iter()
+            .map(|l| (l.id.as_str(), l.state(), l.done, l.total, l.jobs.len()))
+            .collect::<Vec<_>>(),
+        [(w.id.as_str(), WorkflowState::Running, 1, 3, 0)]
+    );
     let canceled = c
         .cancel_workflow(CancelWorkflowRequest { id: w.id.clone() })
         .await
@@ -331,6 +348,48 @@ async fn jobs_pass_files_through_shared_and_get_their_uploads() {
         .state()
         .join(format!("workflows/{}/shared/out", w.id));
     assert_eq!(std::fs::read_to_string(shared).unwrap(), "hello\nmore\n");
+    // A list in the summary view: the counts without the jobs; the full view has them.
+    let list = |view: silo_proto::v1::WorkflowListView| {
+        let mut c = c.clone();
+        async move {
+            c.list_workflows(silo_proto::v1::ListWorkflowsRequest {
+                limit: 0,
+                view: view as i32,
+            })
+            .await
+            .map(|r| r.into_inner().workflows)
+        }
+    };
+    let summary = list(silo_proto::v1::WorkflowListView::Summary)
+        .await
+        .unwrap();
+    assert_eq!(
+        summary
+            .iter()
+            .map(|w| (w.id.as_str(), w.done, w.total, w.jobs.len()))
+            .collect::<Vec<_>>(),
+        [(w.id.as_str(), 2, 2, 0)]
+    );
+    let full = list(silo_proto::v1::WorkflowListView::Full).await.unwrap();
+    assert_eq!(full[0].jobs.len(), 2);
+    assert_eq!(
+        silo_proto::v1::Workflow {
+            jobs: Vec::new(),
+            ..full[0].clone()
+        },
+        summary[0]
+    );
+    assert_eq!(
+        full,
+        list(silo_proto::v1::WorkflowListView::Unspecified)
+            .await
+            .unwrap()
+    );
+    let unknown = c
+        .list_workflows(silo_proto::v1::ListWorkflowsRequest { limit: 0, view: 7 })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::InvalidArgument, "{unknown:?}");
 }
 
 #[tokio::test]
@@ -376,7 +435,7 @@ async fn bad_workflows_are_refused_with_their_place_and_nothing_is_stored() {
         );
     }
     let listed = c
-        .list_workflows(silo_proto::v1::ListWorkflowsRequest { limit: 0 })
+        .list_workflows(silo_proto::v1::ListWorkflowsRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -388,7 +447,7 @@ async fn bad_workflows_are_refused_with_their_place_and_nothing_is_stored() {
         .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
     viewer
-        .list_workflows(silo_proto::v1::ListWorkflowsRequest { limit: 0 })
+        .list_workflows(silo_proto::v1::ListWorkflowsRequest::default())
         .await
         .unwrap();
 }

@@ -583,19 +583,21 @@ impl Engine {
         Ok((view, spec, states))
     }
 
-    /// The newest `limit` workflows.
-    pub async fn list(&self, limit: u32) -> Result<Vec<Workflow>, WorkflowError> {
-        let ids: Vec<String> = self
-            .inner
-            .store
-            .list(limit)
-            .await?
-            .into_iter()
-            .map(|(row, _)| row.id)
-            .collect();
-        let mut found = Vec::with_capacity(ids.len());
-        for id in ids {
-            found.push(self.get(&id).await?);
+    /// The newest `limit` workflows, whole or (`summary`) without their jobs. A summary
+    /// needs only the stored row and nodes: no spec is parsed, no job read.
+    pub async fn list(&self, limit: u32, summary: bool) -> Result<Vec<Workflow>, WorkflowError> {
+        let stored = self.inner.store.list(limit).await?;
+        let mut found = Vec::with_capacity(stored.len());
+        for (row, nodes) in stored {
+            let shown = match (self.active_view(&row.id), summary) {
+                (Some(active), true) => view::without_jobs(&active.borrow()),
+                (None, true) => {
+                    let nodes: Vec<_> = nodes.into_iter().map(|n| n.node).collect();
+                    view::summary(&row, &nodes)
+                }
+                (_, false) => self.get(&row.id).await?,
+            };
+            found.push(shown);
         }
         Ok(found)
     }

@@ -83,8 +83,16 @@ impl WorkflowService for WorkflowApi {
             0 => 100,
             n => n.min(10_000),
         };
+        let view =
+            silo_proto::v1::WorkflowListView::try_from(request.get_ref().view).map_err(|_| {
+                Status::invalid_argument(format!(
+                    "unknown workflow list view {}",
+                    request.get_ref().view
+                ))
+            })?;
+        let summary = view == silo_proto::v1::WorkflowListView::Summary;
         Ok(Response::new(ListWorkflowsResponse {
-            workflows: self.engine.list(limit).await?,
+            workflows: self.engine.list(limit, summary).await?,
         }))
     }
 

@@ -170,6 +170,39 @@ fn done_count(nodes: &[Node]) -> u32 {
         .count() as u32
 }
 
+/// A workflow without its jobs (`done` and `total` still count them), from its row and
+/// nodes alone: what ListWorkflows' summary view sends.
+pub fn summary(row: &WorkflowRow, nodes: &[Node]) -> Workflow {
+    Workflow {
+        id: row.id.clone(),
+        name: row.name.clone(),
+        state: row.state,
+        reason: row.reason.clone(),
+        jobs: Vec::new(),
+        owner: row.owner.clone(),
+        created_at: timestamp(Some(row.created_at)),
+        ended_at: timestamp(row.ended_at),
+        done: done_count(nodes),
+        total: nodes.len() as u32,
+    }
+}
+
+/// `workflow` without its jobs, copying nothing of them.
+pub fn without_jobs(workflow: &Workflow) -> Workflow {
+    Workflow {
+        id: workflow.id.clone(),
+        name: workflow.name.clone(),
+        state: workflow.state,
+        reason: workflow.reason.clone(),
+        jobs: Vec::new(),
+        owner: workflow.owner.clone(),
+        created_at: workflow.created_at,
+        ended_at: workflow.ended_at,
+        done: workflow.done,
+        total: workflow.total,
+    }
+}
+
 /// The whole workflow.
 pub fn workflow(
     row: &WorkflowRow,

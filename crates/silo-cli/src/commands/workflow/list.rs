@@ -4,7 +4,7 @@
 use std::time::SystemTime;
 
 use comfy_table::{ContentArrangement, Table, presets::NOTHING};
-use silo_proto::v1::{ListWorkflowsRequest, Workflow};
+use silo_proto::v1::{ListWorkflowsRequest, Workflow, WorkflowListView};
 
 use super::json::WorkflowView;
 use super::text::{short_workflow_id, workflow_state, workflow_state_name};
@@ -19,8 +19,13 @@ const NAME_WIDTH: usize = 32;
 /// Lists the newest workflows (at most `--limit`; the server's default is 100).
 pub async fn list(global: &GlobalOptions, args: WorkflowListArgs) -> anyhow::Result<i32> {
     let mut session = Session::open(global).await?;
+    // The table needs no job of a workflow; the JSON has them all.
     let request = ListWorkflowsRequest {
         limit: args.limit.unwrap_or(0),
+        view: match args.json {
+            true => WorkflowListView::Full,
+            false => WorkflowListView::Summary,
+        } as i32,
     };
     let workflows = match session.workflows.list_workflows(request).await {
         Ok(response) => response.into_inner().workflows,
