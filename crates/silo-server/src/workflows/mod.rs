@@ -48,7 +48,14 @@ pub enum WorkflowError {
     /// Something on the host failed.
     #[error("{0}")]
     Host(String),
+    /// The answer would be larger than the server sends.
+    #[error("{0}")]
+    TooLarge(String),
 }
+
+/// The most bytes of workflows one ListWorkflows answer carries (its encoding limit is 64
+/// MiB): whole workflows of 10,000 jobs are about a megabyte each.
+const MAX_LIST_BYTES: usize = 48 << 20;
 
 impl From<StoreError> for WorkflowError {
     fn from(e: StoreError) -> WorkflowError {
@@ -70,6 +77,7 @@ impl From<WorkflowError> for tonic::Status {
             WorkflowError::NotFound(_) => Status::not_found(e.to_string()),
             WorkflowError::StillRunning(_) => Status::failed_precondition(e.to_string()),
             WorkflowError::Host(_) => Status::internal(e.to_string()),
+            WorkflowError::TooLarge(_) => Status::resource_exhausted(e.to_string()),
         }
     }
 }
@@ -583,20 +591,40 @@ impl Engine {
         Ok((view, spec, states))
     }
 
-    /// The newest `limit` workflows, whole or (`summary`) without their jobs. A summary
-    /// needs only the stored row and nodes: no spec is parsed, no job read.
+    /// The newest `limit` workflows, whole or (`summary`) without their jobs, read one at
+    /// a time. A summary needs only the stored row and nodes: no spec is parsed, no job
+    /// read. Whole workflows stop at [`MAX_LIST_BYTES`]: past it the call is refused, not
+    /// cut short. A workflow deleted meanwhile is left out.
     pub async fn list(&self, limit: u32, summary: bool) -> Result<Vec<Workflow>, WorkflowError> {
-        let stored = self.inner.store.list(limit).await?;
-        let mut found = Vec::with_capacity(stored.len());
-        for (row, nodes) in stored {
-            let shown = match (self.active_view(&row.id), summary) {
+        let ids = self.inner.store.list_ids(limit).await?;
+        let mut found = Vec::with_capacity(ids.len());
+        let mut bytes = 0usize;
+        for id in ids {
+            let shown = match (self.active_view(&id), summary) {
                 (Some(active), true) => view::without_jobs(&active.borrow()),
-                (None, true) => {
-                    let nodes: Vec<_> = nodes.into_iter().map(|n| n.node).collect();
-                    view::summary(&row, &nodes)
-                }
-                (_, false) => self.get(&row.id).await?,
+                (None, true) => match self.inner.store.get(&id).await {
+                    Ok((row, nodes)) => {
+                        let nodes: Vec<_> = nodes.into_iter().map(|n| n.node).collect();
+                        view::summary(&row, &nodes)
+                    }
+                    Err(StoreError::NotFound(_)) => continue,
+                    Err(e) => return Err(e.into()),
+                },
+                (_, false) => match self.get(&id).await {
+                    Ok(whole) => whole,
+                    Err(WorkflowError::NotFound(_)) => continue,
+                    Err(e) => return Err(e),
+                },
             };
+            bytes = bytes.saturating_add(prost::Message::encoded_len(&shown));
+            if bytes > MAX_LIST_BYTES {
+                return Err(WorkflowError::TooLarge(format!(
+                    "the {} newest workflows are more than {} MiB in the full view; ask for \
+                     fewer (limit) or for the summary view",
+                    found.len() + 1,
+                    MAX_LIST_BYTES >> 20
+                )));
+            }
             found.push(shown);
         }
         Ok(found)

@@ -263,18 +263,15 @@ impl WorkflowStore {
     }
 
     /// The newest `limit` workflows (without their nodes' details beyond counts).
-    pub async fn list(&self, limit: u32) -> Result<Vec<(WorkflowRow, Vec<NodeRow>)>, StoreError> {
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM workflows ORDER BY created_at DESC, id DESC LIMIT ?",
+    pub async fn list_ids(&self, limit: u32) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar(
+                "SELECT id FROM workflows ORDER BY created_at DESC, id DESC LIMIT ?",
+            )
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?,
         )
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        let mut found = Vec::with_capacity(ids.len());
-        for id in ids {
-            found.push(self.get(&id).await?);
-        }
-        Ok(found)
     }
 
     /// Ids of the workflows that have not ended.
