@@ -532,6 +532,12 @@ pub async fn output_of(
 
 /// Calls `call` until the server stops answering ResourceExhausted (a bound's place came
 /// free), for at most 10 s; panics on any other error.
+/// Checks that a call was refused with `code` and a message that names `naming`.
+pub fn assert_refused(refused: &tonic::Status, code: tonic::Code, naming: &str) {
+    assert_eq!(refused.code(), code, "{refused:?}");
+    assert!(refused.message().contains(naming), "{refused:?}");
+}
+
 pub async fn once_there_is_room<T, F, Fut>(mut call: F) -> T
 where
     F: FnMut() -> Fut,
