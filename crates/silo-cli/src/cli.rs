@@ -449,6 +449,9 @@ pub enum CertsCommand {
     Issue(IssueArgs),
     /// Create a fresh CA with server, admin and viewer certificates
     Init(InitArgs),
+    /// Revoke a client certificate: the server refuses it from then on (within 2 seconds,
+    /// on new connections and on every call of open ones)
+    Revoke(RevokeArgs),
 }
 
 /// A client role for `--role`.
@@ -488,6 +491,31 @@ pub struct IssueArgs {
     /// Directory holding the CA (ca.pem, ca-key.pem)
     #[arg(long, value_name = "DIR", default_value = "/var/lib/silo/certs")]
     pub ca_dir: PathBuf,
+
+    /// How long the certificate is valid (e.g. 30d, 12h; never past the CA's end)
+    #[arg(long, value_name = "DURATION", default_value = "365d", value_parser = validity_arg)]
+    pub valid_for: time::Duration,
+}
+
+/// `silo certs revoke`.
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// The client certificate to revoke (its PEM file)
+    #[arg(
+        value_name = "CERT",
+        required_unless_present = "serial",
+        conflicts_with = "serial"
+    )]
+    pub cert: Option<PathBuf>,
+
+    /// The certificate's serial number instead, in hex (as `openssl x509 -noout -serial`
+    /// prints it), when its file is gone
+    #[arg(long, value_name = "HEX")]
+    pub serial: Option<String>,
+
+    /// Directory holding the CA (ca.pem, ca-key.pem); the list is its crl.pem
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/silo/certs")]
+    pub ca_dir: PathBuf,
 }
 
 /// `silo certs init`.
@@ -501,6 +529,26 @@ pub struct InitArgs {
     /// 127.0.0.1, ::1 and this host's name are always included
     #[arg(long, value_name = "NAME")]
     pub san: Vec<String>,
+
+    /// How long the server, admin and viewer certificates are valid (e.g. 90d; a server
+    /// renews its own and these two when they are within 30 days of their end)
+    #[arg(long, value_name = "DURATION", default_value = "365d", value_parser = validity_arg)]
+    pub valid_for: time::Duration,
+}
+
+/// A certificate's validity for `--valid-for`: a duration of at least a minute and at most
+/// ten years (the CA's own).
+fn validity_arg(value: &str) -> Result<time::Duration, String> {
+    let text = value.trim();
+    let parsed = humantime::parse_duration(text)
+        .map_err(|err| format!("{err} (expected e.g. 30d, 12h, 90m)"))?;
+    if parsed < std::time::Duration::from_secs(60) {
+        return Err("a certificate is valid for at least a minute".to_owned());
+    }
+    if parsed > std::time::Duration::from_secs(3650 * 86_400) {
+        return Err("a certificate is valid for at most 3650 days (its CA's own)".to_owned());
+    }
+    time::Duration::try_from(parsed).map_err(|err| err.to_string())
 }
 
 fn secret_arg(value: &str) -> Result<SecretArg, String> {

@@ -138,9 +138,11 @@ pub async fn connect_channel(target: &ServerTarget) -> Result<Channel, ConnectEr
         ServerName::try_from(name_text.clone()).map_err(|_| ConnectError::InvalidServerName {
             name: name_text.clone(),
         })?;
+    let cert = silo_tls::read_pem_file(&entry.cert).map_err(ConnectError::Tls)?;
+    warn_if_ending(&entry.cert, &cert, time::OffsetDateTime::now_utc());
     let tls = silo_tls::client_config(
         &silo_tls::read_pem_file(&entry.ca).map_err(ConnectError::Tls)?,
-        &silo_tls::read_pem_file(&entry.cert).map_err(ConnectError::Tls)?,
+        &cert,
         &silo_tls::read_pem_file(&entry.key).map_err(ConnectError::Tls)?,
     )
     .map_err(ConnectError::Tls)?;
@@ -175,6 +177,43 @@ pub async fn connect_channel(target: &ServerTarget) -> Result<Channel, ConnectEr
                 message: error_chain(&err),
             },
         })
+}
+
+/// Says on stderr when the client certificate `cert_pem` (read from `path`) has ended or
+/// ends within [`silo_tls::RENEW_BEFORE`] of `now`: a server renews its own, but a client's
+/// copy is the user's to replace.
+fn warn_if_ending(path: &std::path::Path, cert_pem: &[u8], now: time::OffsetDateTime) {
+    if let Some(warning) = ending_warning(path, cert_pem, now) {
+        eprintln!("silo: warning: {warning}");
+    }
+}
+
+fn ending_warning(
+    path: &std::path::Path,
+    cert_pem: &[u8],
+    now: time::OffsetDateTime,
+) -> Option<String> {
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(cert_pem).ok()?;
+    let ends = silo_tls::end_of(&der).ok()?;
+    let left = ends - now;
+    if left > silo_tls::RENEW_BEFORE {
+        return None;
+    }
+    let date = crate::format::rfc3339_seconds(ends.into());
+    let renew = "issue a new one with `silo certs issue` on the server's host";
+    Some(if left.is_negative() {
+        format!(
+            "the client certificate {} ended on {date}; the server refuses it: {renew}",
+            path.display()
+        )
+    } else {
+        format!(
+            "the client certificate {} ends on {date}, in {} days: {renew} before then",
+            path.display(),
+            left.whole_days()
+        )
+    })
 }
 
 /// TCP, then the TLS handshake; the stream wrapped for hyper.
@@ -331,7 +370,15 @@ const CERTIFICATE_ALERTS: [&str; 9] = [
 
 /// The message for a fatal alert from the server, by the alert's rustls name.
 fn describe_alert(address: &str, alert: &str) -> String {
-    if CERTIFICATE_ALERTS.contains(&alert) {
+    if alert == "CertificateRevoked" {
+        format!(
+            "the server refused this client's certificate ({address}): it has been revoked (`silo certs revoke`); ask the server's admin for a new one"
+        )
+    } else if alert == "CertificateExpired" {
+        format!(
+            "the server refused this client's certificate ({address}): it has ended; issue a new one with `silo certs issue` on the server's host"
+        )
+    } else if CERTIFICATE_ALERTS.contains(&alert) {
         format!(
             "the server rejected this client's certificate ({address}, alert {alert}): check that cert and key in the client configuration were issued by the server's CA"
         )
@@ -437,6 +484,33 @@ mod tests {
         assert!(describe_alert("h:1", "UnknownCA").starts_with("the server rejected"));
         assert!(describe_alert("h:1", "ProtocolVersion").contains("TLS 1.3"));
         assert_eq!(alert_in_text("connection reset"), None);
+        assert!(describe_alert("h:1", "CertificateRevoked").contains("has been revoked"));
+        assert!(describe_alert("h:1", "CertificateExpired").contains("has ended"));
+    }
+
+    #[test]
+    fn a_client_certificate_near_or_past_its_end_is_named_with_its_date() {
+        let temp = tempfile::tempdir().unwrap();
+        let pki = temp.path().join("pki");
+        silo_tls::init_pki(&pki, &[], time::Duration::days(10)).unwrap();
+        let path = pki.join("admin.pem");
+        let pem = std::fs::read(&path).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        let soon = ending_warning(&path, &pem, now).expect("a warning");
+        assert!(
+            soon.contains("admin.pem ends on") && soon.contains("in 9 days"),
+            "{soon}"
+        );
+        let later = now + time::Duration::days(11);
+        let past = ending_warning(&path, &pem, later).expect("a warning");
+        assert!(
+            past.contains("ended on") && past.contains("refuses it"),
+            "{past}"
+        );
+        assert_eq!(
+            ending_warning(&path, &pem, now - time::Duration::days(30)),
+            None
+        );
     }
 
     #[test]

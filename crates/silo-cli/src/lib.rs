@@ -26,10 +26,11 @@ mod view;
 pub use cli::{
     BuildArgs, CertsCommand, ClientCommand, DeleteArgs, EnvArg, ExportArgs, GlobalOptions,
     GraphArgs, GraphFormat, InitArgs, InstallArgs, IssueArgs, JobArgs, JobCommand, ListArgs,
-    LogsArgs, NodeArgs, RemoveArgs, RoleArg, RunArgs, RuntimeArgs, RuntimeCommand, RuntimeInfoArgs,
-    RuntimeListArgs, ServerCommand, ServerInfoArgs, StateArg, StatusArgs, StopArgs, TopArgs,
-    TopSort, ValidateArgs, VerifyArgs, WorkflowArgs, WorkflowCommand, WorkflowIdArgs,
-    WorkflowListArgs, WorkflowLogsArgs, WorkflowRunArgs, WorkflowStatusArgs, parse_branch,
+    LogsArgs, NodeArgs, RemoveArgs, RevokeArgs, RoleArg, RunArgs, RuntimeArgs, RuntimeCommand,
+    RuntimeInfoArgs, RuntimeListArgs, ServerCommand, ServerInfoArgs, StateArg, StatusArgs,
+    StopArgs, TopArgs, TopSort, ValidateArgs, VerifyArgs, WorkflowArgs, WorkflowCommand,
+    WorkflowIdArgs, WorkflowListArgs, WorkflowLogsArgs, WorkflowRunArgs, WorkflowStatusArgs,
+    parse_branch,
 };
 pub use cli::{
     MissedArg, OverlapArg, ScheduleArgs, ScheduleCommand, ScheduleIdArgs, ScheduleListArgs,

@@ -1,7 +1,9 @@
 //! Who is calling: the verified client certificate's CN and role, attached to every
 //! connection by the TLS listener and checked per call.
 
-use silo_tls::{PeerIdentity, Role};
+use std::sync::Arc;
+
+use silo_tls::{PeerIdentity, Role, ServerTls};
 use tonic::{Request, Status};
 
 /// What a call needs.
@@ -18,6 +20,9 @@ pub enum Access {
 pub struct Caller {
     /// The verified identity, or `None` when the certificate could not be read.
     pub identity: Option<PeerIdentity>,
+    /// The server's TLS state, which knows the certificates revoked since the connection
+    /// was made (none in tests that build a caller by hand).
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 /// The caller's CN when its role allows `access`; PermissionDenied otherwise.
@@ -31,13 +36,21 @@ pub fn authorize_identity<T>(
     access: Access,
     what: &str,
 ) -> Result<(String, Role), Status> {
-    let identity = request
-        .extensions()
-        .get::<Caller>()
-        .and_then(|c| c.identity.clone())
-        .ok_or_else(|| {
-            Status::permission_denied("no verified client certificate on this connection")
-        })?;
+    let caller = request.extensions().get::<Caller>();
+    let identity = caller.and_then(|c| c.identity.clone()).ok_or_else(|| {
+        Status::permission_denied("no verified client certificate on this connection")
+    })?;
+    // A connection outlives a revocation: each call checks the list of the moment.
+    if caller
+        .and_then(|c| c.tls.as_ref())
+        .is_some_and(|tls| tls.is_revoked(&identity.serial))
+    {
+        return Err(Status::permission_denied(format!(
+            "the certificate of {} (serial {}) has been revoked",
+            identity.common_name,
+            silo_tls::hex(&identity.serial)
+        )));
+    }
     match (identity.role, access) {
         (Some(role @ Role::Admin), _) | (Some(role @ Role::Viewer), Access::Read) => {
             Ok((identity.common_name, role))

@@ -3,6 +3,7 @@
 
 mod auth;
 mod calls;
+mod certs;
 mod client_config;
 pub mod jobs;
 mod listener;
@@ -229,11 +230,10 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
             certs.server().display()
         );
     }
-    let tls = silo_tls::server_config(
-        &silo_tls::read_pem_file(&certs.ca())?,
-        &silo_tls::read_pem_file(&certs.server())?,
-        &silo_tls::read_pem_file(&certs.server_key())?,
-    )?;
+    // Certificates near their end are issued anew now, and later by the watch below.
+    certs::renew(&certs.dir, &args.sans)?;
+    let tls = std::sync::Arc::new(silo_tls::ServerTls::load(certs.clone())?);
+    certs::watch(tls.clone(), certs.dir.clone(), args.sans.clone());
 
     let cgroups = open_cgroups(args.cgroup_name.as_deref())?;
     if let Some(root) = &cgroups {
@@ -422,7 +422,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         .add_service(workflow_api)
         .add_service(schedule_api)
         .add_service(node_api)
-        .serve_with_incoming_shutdown(listener::incoming(listener, tls), async move {
+        .serve_with_incoming_shutdown(listener::incoming(listener, tls.clone()), async move {
             shutdown().await;
             let _ = stopping.send(true);
         })

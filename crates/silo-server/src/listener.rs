@@ -99,10 +99,9 @@ impl AsyncWrite for TlsConnection {
 /// Failed handshakes are logged and dropped without disturbing other clients.
 pub fn incoming(
     listener: TcpListener,
-    config: Arc<rustls::ServerConfig>,
+    tls: Arc<silo_tls::ServerTls>,
 ) -> ReceiverStream<io::Result<TlsConnection>> {
     let (tx, rx) = mpsc::channel(64);
-    let acceptor = TlsAcceptor::from(config);
     let at_once = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_AT_ONCE));
     let per_address = Arc::new(PerAddress::default());
     let open = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_AT_ONCE));
@@ -127,11 +126,14 @@ pub fn incoming(
                 continue;
             };
             let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
+            // The configuration of the moment: a renewed certificate or a new revocation
+            // list applies from the next handshake on.
+            let acceptor = TlsAcceptor::from(tls.config());
+            let tls = tls.clone();
             let tx = tx.clone();
             let open = open.clone();
             tokio::spawn(async move {
-                let done = handshake(acceptor, tcp, addr, open).await;
+                let done = handshake(acceptor, tcp, addr, open, tls).await;
                 drop((from_address, permit));
                 match done {
                     Ok(conn) => {
@@ -207,6 +209,7 @@ async fn handshake(
     tcp: TcpStream,
     addr: SocketAddr,
     open: Arc<tokio::sync::Semaphore>,
+    tls: Arc<silo_tls::ServerTls>,
 ) -> io::Result<TlsConnection> {
     let accepted = tokio::time::timeout(HANDSHAKE_DEADLINE, acceptor.accept(tcp).into_fallible())
         .await
@@ -239,7 +242,10 @@ async fn handshake(
     };
     Ok(TlsConnection {
         stream,
-        caller: Caller { identity },
+        caller: Caller {
+            identity,
+            tls: Some(tls),
+        },
         _open: permit,
     })
 }

@@ -19,7 +19,8 @@ use crate::files::read_pem_file;
 use crate::{Role, TlsError};
 
 const CA_VALIDITY: Duration = Duration::days(3650);
-const LEAF_VALIDITY: Duration = Duration::days(365);
+/// How long a leaf certificate is valid unless its issuer asks for less or more.
+pub const LEAF_VALIDITY: Duration = Duration::days(365);
 const CLOCK_SKEW: Duration = Duration::hours(1);
 const ORGANIZATION: &str = "silo";
 
@@ -117,31 +118,52 @@ impl CertificateAuthority {
     }
 
     /// A server certificate (CN "silo server", EKU serverAuth) for `sans`, each an IP
-    /// address or a DNS name already validated by the caller.
-    pub(crate) fn issue_server(&self, sans: &[String]) -> Result<IssuedPair, TlsError> {
+    /// address or a DNS name already validated by the caller, valid for `validity`.
+    pub(crate) fn issue_server(
+        &self,
+        sans: &[String],
+        validity: Duration,
+    ) -> Result<IssuedPair, TlsError> {
         let mut params = CertificateParams::new(sans.to_vec())
             .map_err(TlsError::generate("the server certificate"))?;
         params.distinguished_name = subject("silo server", None);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        self.sign_leaf(params, "the server certificate")
+        self.sign_leaf(params, validity, "the server certificate")
     }
 
-    /// A client certificate with CN `name`, OU `role` and EKU clientAuth.
-    pub(crate) fn issue_client(&self, role: Role, name: &str) -> Result<IssuedPair, TlsError> {
+    /// A client certificate with CN `name`, OU `role` and EKU clientAuth, valid for
+    /// `validity`.
+    pub(crate) fn issue_client(
+        &self,
+        role: Role,
+        name: &str,
+        validity: Duration,
+    ) -> Result<IssuedPair, TlsError> {
         let mut params = CertificateParams::default();
         params.distinguished_name = subject(name, Some(role));
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        self.sign_leaf(params, "the client certificate")
+        self.sign_leaf(params, validity, "the client certificate")
+    }
+
+    /// When the CA's own certificate ends.
+    pub(crate) fn not_after(&self) -> OffsetDateTime {
+        self.not_after
+    }
+
+    /// The CA as a signer (of revocation lists).
+    pub(crate) fn issuer(&self) -> &Issuer<'static, KeyPair> {
+        &self.issuer
     }
 
     fn sign_leaf(
         &self,
         mut params: CertificateParams,
+        validity: Duration,
         what: &'static str,
     ) -> Result<IssuedPair, TlsError> {
         let now = OffsetDateTime::now_utc();
         params.not_before = now - CLOCK_SKEW;
-        params.not_after = (now + LEAF_VALIDITY).min(self.not_after);
+        params.not_after = (now + validity).min(self.not_after);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.use_authority_key_identifier_extension = true;
         params.serial_number = Some(random_serial()?);

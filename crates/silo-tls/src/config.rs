@@ -7,7 +7,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
 use crate::TlsError;
 
@@ -35,17 +35,21 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
 ///
 /// Guarantees: TLS 1.3 only; every client must present a certificate that chains to a
 /// CA in `ca_pem` and carries the clientAuth usage, or the handshake fails; the server
-/// presents `cert_pem` (leaf first, then any intermediates) with `key_pem`; ALPN offers
-/// only "h2"; no session is resumed (every handshake is a full one). Fails when a PEM
-/// input holds no usable item or the key does not belong to the certificate.
+/// presents `cert_pem` (leaf first, then any intermediates) with `key_pem`; a client
+/// certificate that `crl` (the CA's revocation list, when there is one) lists is refused;
+/// ALPN offers only "h2"; no session is resumed (every handshake is a full one). Fails
+/// when a PEM input holds no usable item or the key does not belong to the certificate.
 pub fn server_config(
     ca_pem: &[u8],
     cert_pem: &[u8],
     key_pem: &[u8],
+    crl: Option<CertificateRevocationListDer<'static>>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = crypto_provider();
     let roots = Arc::new(root_store(ca_pem)?);
     let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+        .with_crls(crl)
+        .only_check_end_entity_revocation()
         .build()
         .map_err(|err| TlsError::Config {
             side: "server",

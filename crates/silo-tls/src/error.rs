@@ -111,6 +111,15 @@ pub enum TlsError {
         reason: &'static str,
     },
 
+    /// A certificate serial number written wrong.
+    #[error("invalid serial number {serial:?}: {reason}")]
+    InvalidSerial {
+        /// The rejected text.
+        serial: String,
+        /// Why.
+        reason: &'static str,
+    },
+
     /// A key or certificate could not be generated or signed.
     #[error("cannot generate {what}: {source}")]
     Generate {

@@ -80,3 +80,40 @@ pub(crate) fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), T
     })?;
     Ok(())
 }
+
+/// Writes `contents` to `path` with `mode`, replacing the file if it exists: readers see
+/// the old file or the new one, whole, never a mix (a synced temporary file renamed over
+/// it, then the directory synced).
+pub(crate) fn replace(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError> {
+    let dir = parent_dir(path);
+    let mut temp = tempfile::Builder::new()
+        .prefix(".silo-tls-")
+        .permissions(Permissions::from_mode(mode))
+        .tempfile_in(dir)
+        .map_err(|err| TlsError::write(path, err))?;
+    temp.write_all(contents)
+        .and_then(|()| temp.as_file().sync_all())
+        .map_err(|err| TlsError::write(path, err))?;
+    temp.persist(path)
+        .map_err(|err| TlsError::write(path, err.error))?;
+    sync_dir(dir).map_err(|err| TlsError::write(path, err))
+}
+
+/// Renames `from` over `to`, then syncs their directory.
+pub(crate) fn rename_over(from: &Path, to: &Path) -> Result<(), TlsError> {
+    fs::rename(from, to).map_err(|err| TlsError::write(to, err))?;
+    sync_dir(parent_dir(to)).map_err(|err| TlsError::write(to, err))
+}
+
+/// The directory `path` is in (`.` for a bare name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+/// Makes the renames in `dir` durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}

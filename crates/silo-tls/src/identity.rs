@@ -67,6 +67,9 @@ pub struct PeerIdentity {
     /// OU, when no OU names a known role, or when OUs name different roles: a peer without
     /// a role must be refused everything that needs one.
     pub role: Option<Role>,
+    /// The certificate's serial number, without leading zero bytes (see
+    /// [`crate::normalize_serial`]): what a revocation names.
+    pub serial: Vec<u8>,
 }
 
 /// Reads the common name and role from a DER certificate.
@@ -100,5 +103,9 @@ pub fn peer_identity(cert: &CertificateDer<'_>) -> Result<PeerIdentity, TlsError
         _ => None,
     };
 
-    Ok(PeerIdentity { common_name, role })
+    Ok(PeerIdentity {
+        common_name,
+        role,
+        serial: crate::crl::normalize_serial(cert.raw_serial()),
+    })
 }

@@ -6,7 +6,7 @@ use crate::Role;
 
 /// The fixed file names inside a certs directory:
 /// `ca.pem ca-key.pem server.pem server-key.pem admin.pem admin-key.pem viewer.pem
-/// viewer-key.pem`. Only computes paths; touches no file.
+/// viewer-key.pem`, and `crl.pem` once a certificate is revoked. Only computes paths; touches no file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertPaths {
     /// The certs directory (by default `<state-dir>/certs`).
@@ -37,6 +37,12 @@ impl CertPaths {
     /// The server private key, `server-key.pem`.
     pub fn server_key(&self) -> PathBuf {
         self.dir.join("server-key.pem")
+    }
+
+    /// The CA's certificate revocation list, `crl.pem` (absent until a certificate is
+    /// revoked).
+    pub fn crl(&self) -> PathBuf {
+        self.dir.join("crl.pem")
     }
 
     /// The client certificate and private key for `role`: `(<role>.pem, <role>-key.pem)`.

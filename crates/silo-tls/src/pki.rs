@@ -11,10 +11,13 @@ use rustls_pki_types::{CertificateDer, DnsName};
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::authority::{CertificateAuthority, IssuedPair, client_files};
+use time::Duration;
+
+use crate::authority::{CertificateAuthority, IssuedPair, LEAF_VALIDITY, client_files};
 use crate::files::{
     CERT_MODE, KEY_MODE, create_private_dir, exists, read_pem_file, refuse_existing, write_new,
 };
+use crate::renew::finish_replacement;
 use crate::{CertPaths, Role, TlsError};
 
 /// What [`ensure_server_pki`] did.
@@ -45,6 +48,10 @@ pub fn ensure_server_pki(dir: &Path, extra_sans: &[String]) -> Result<EnsureRepo
     let sans = server_sans(extra_sans)?;
     create_private_dir(dir)?;
     let paths = CertPaths::new(dir);
+    // A renewal that a crash cut short is finished first (see `renew`).
+    for (cert, key) in &paths.pairs() {
+        finish_replacement(cert, key)?;
+    }
 
     let pairs = paths.pairs();
     let mut missing = [false; 4];
@@ -79,7 +86,7 @@ pub fn ensure_server_pki(dir: &Path, extra_sans: &[String]) -> Result<EnsureRepo
         CertificateAuthority::load(&paths.ca(), &paths.ca_key())?
     };
     if server_missing {
-        let pair = ca.issue_server(&sans)?;
+        let pair = ca.issue_server(&sans, LEAF_VALIDITY)?;
         write_pair(
             &paths.server(),
             &paths.server_key(),
@@ -91,7 +98,7 @@ pub fn ensure_server_pki(dir: &Path, extra_sans: &[String]) -> Result<EnsureRepo
     }
     for (role, missing) in [(Role::Admin, admin_missing), (Role::Viewer, viewer_missing)] {
         if missing {
-            let pair = ca.issue_client(role, role.as_str())?;
+            let pair = ca.issue_client(role, role.as_str(), LEAF_VALIDITY)?;
             let (cert, key) = paths.client(role);
             write_pair(&cert, &key, &pair, &mut report.created)?;
         }
@@ -101,11 +108,12 @@ pub fn ensure_server_pki(dir: &Path, extra_sans: &[String]) -> Result<EnsureRepo
 
 /// `silo certs init --out DIR`: writes a fresh CA, a server certificate (names as for
 /// [`ensure_server_pki`]) and admin and viewer client certificates into `dir`, creating it
-/// with mode 0700 if needed; keys get mode 0600.
+/// with mode 0700 if needed; keys get mode 0600. The three leaf certificates are valid for
+/// `validity` (see [`LEAF_VALIDITY`]).
 ///
 /// Refuses to overwrite: if any of the eight files exists, nothing is written and the error
 /// names that file.
-pub fn init_pki(dir: &Path, extra_sans: &[String]) -> Result<(), TlsError> {
+pub fn init_pki(dir: &Path, extra_sans: &[String], validity: Duration) -> Result<(), TlsError> {
     let sans = server_sans(extra_sans)?;
     let paths = CertPaths::new(dir);
     let pairs = paths.pairs();
@@ -113,9 +121,9 @@ pub fn init_pki(dir: &Path, extra_sans: &[String]) -> Result<(), TlsError> {
     create_private_dir(dir)?;
 
     let (ca, ca_pair) = CertificateAuthority::generate()?;
-    let server_pair = ca.issue_server(&sans)?;
-    let admin_pair = ca.issue_client(Role::Admin, Role::Admin.as_str())?;
-    let viewer_pair = ca.issue_client(Role::Viewer, Role::Viewer.as_str())?;
+    let server_pair = ca.issue_server(&sans, validity)?;
+    let admin_pair = ca.issue_client(Role::Admin, Role::Admin.as_str(), validity)?;
+    let viewer_pair = ca.issue_client(Role::Viewer, Role::Viewer.as_str(), validity)?;
 
     let mut created = Vec::new();
     for ((cert, key), pair) in pairs
@@ -129,7 +137,8 @@ pub fn init_pki(dir: &Path, extra_sans: &[String]) -> Result<(), TlsError> {
 
 /// `silo certs issue`: a client certificate with CN `name` and OU `role`, signed by the CA
 /// in `ca_cert_pem` / `ca_key_pem`, written as `<out>/<name>.pem` and
-/// `<out>/<name>-key.pem` (mode 0600). `out` is created with mode 0700 if needed.
+/// `<out>/<name>-key.pem` (mode 0600), valid for `validity`. `out` is created with mode
+/// 0700 if needed.
 ///
 /// `name` must be 1 to 64 characters of ASCII letters, digits, `.`, `_` and `-`, not
 /// starting with `.` or `-`. Refuses to overwrite either file, and refuses a CA
@@ -141,12 +150,13 @@ pub fn issue_client_cert(
     role: Role,
     name: &str,
     out: &Path,
+    validity: Duration,
 ) -> Result<(PathBuf, PathBuf), TlsError> {
     validate_client_name(name)?;
     let (cert, key) = client_files(out, name);
     refuse_existing([&cert, &key])?;
     let ca = CertificateAuthority::load(ca_cert_pem, ca_key_pem)?;
-    let pair = ca.issue_client(role, name)?;
+    let pair = ca.issue_client(role, name, validity)?;
     create_private_dir(out)?;
     write_pair(&cert, &key, &pair, &mut Vec::new())?;
     Ok((cert, key))

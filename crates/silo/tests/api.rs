@@ -480,7 +480,7 @@ async fn clients_without_a_valid_certificate_or_tls13_are_refused() {
 
     // A certificate from another CA.
     let other = tempfile::tempdir().unwrap();
-    silo_tls::init_pki(other.path(), &[]).unwrap();
+    silo_tls::init_pki(other.path(), &[], silo_tls::LEAF_VALIDITY).unwrap();
     let foreign = silo_tls::client_config(
         &ca,
         &std::fs::read(other.path().join("admin.pem")).unwrap(),

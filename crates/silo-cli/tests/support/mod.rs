@@ -29,7 +29,7 @@ pub const JOB_ID: &str = "3f2a1b2c-0000-4000-8000-000000000001";
 
 /// Creates a fresh PKI (CA, server, admin, viewer) in `dir`.
 pub fn pki(dir: &Path) -> PathBuf {
-    silo_tls::init_pki(dir, &[]).unwrap();
+    silo_tls::init_pki(dir, &[], silo_tls::LEAF_VALIDITY).unwrap();
     dir.to_path_buf()
 }
 
@@ -93,6 +93,7 @@ pub fn start(pki_dir: &Path) -> FakeServer {
         &read("ca.pem"),
         &read("server.pem"),
         &read("server-key.pem"),
+        None,
     )
     .unwrap();
     let listener = StdListener::bind("127.0.0.1:0").unwrap();

@@ -74,6 +74,7 @@ fn server_for(paths: &CertPaths) -> Arc<ServerConfig> {
         &read(&paths.ca()),
         &read(&paths.server()),
         &read(&paths.server_key()),
+        None,
     )
     .expect("server config")
 }
@@ -272,6 +273,7 @@ fn configs_refuse_a_key_that_does_not_belong_to_the_certificate() {
         &read(&paths.ca()),
         &read(&paths.server()),
         &read(&paths.ca_key()),
+        None,
     )
     .unwrap_err();
     assert_eq!(
@@ -296,12 +298,12 @@ fn configs_name_the_pem_input_that_holds_nothing() {
     let cert = read(&paths.server());
     let key = read(&paths.server_key());
 
-    let err = server_config(b"", &cert, &key).unwrap_err();
+    let err = server_config(b"", &cert, &key, None).unwrap_err();
     assert_eq!(
         err.to_string(),
         "invalid CA certificate: no PEM certificate found"
     );
-    let err = server_config(&read(&paths.ca()), &key, &key).unwrap_err();
+    let err = server_config(&read(&paths.ca()), &key, &key, None).unwrap_err();
     assert_eq!(
         err.to_string(),
         "invalid certificate: no PEM certificate found"
@@ -323,7 +325,7 @@ fn certificate_chain_keeps_its_order() {
         .collect::<Result<_, _>>()
         .expect("chain");
     assert_eq!(certs.len(), 2);
-    server_config(&read(&paths.ca()), &chain, &read(&paths.server_key()))
+    server_config(&read(&paths.ca()), &chain, &read(&paths.server_key()), None)
         .expect("a chain with the CA appended is accepted");
 }
 

@@ -2,6 +2,7 @@
 
 mod handshake;
 mod identity;
+mod lifecycle;
 mod pki;
 
 use std::path::Path;

@@ -7,8 +7,8 @@ use std::time::SystemTime;
 use super::{first_cert, fresh_pki, read};
 use crate::pki::{certificate_sans, server_sans};
 use crate::{
-    CertPaths, Role, TlsError, ensure_server_pki, init_pki, issue_client_cert, peer_identity,
-    read_pem_file,
+    CertPaths, LEAF_VALIDITY, Role, TlsError, ensure_server_pki, init_pki, issue_client_cert,
+    peer_identity, read_pem_file,
 };
 
 fn all_files(paths: &CertPaths) -> Vec<PathBuf> {
@@ -90,6 +90,7 @@ fn ensure_server_pki_signs_a_missing_pair_with_the_existing_ca() {
         &read(&paths.ca()),
         &read(&paths.server()),
         &read(&paths.server_key()),
+        None,
     )
     .expect("server config");
     let client = crate::client_config(&read(&paths.ca()), &read(&viewer), &read(&viewer_key))
@@ -186,7 +187,7 @@ fn init_pki_writes_a_complete_directory() {
     let temp = tempfile::tempdir().expect("temp dir");
     let paths = CertPaths::new(temp.path().join("out"));
 
-    init_pki(&paths.dir, &[]).expect("init_pki");
+    init_pki(&paths.dir, &[], LEAF_VALIDITY).expect("init_pki");
 
     for path in all_files(&paths) {
         assert!(path.is_file(), "{}", path.display());
@@ -204,7 +205,7 @@ fn init_pki_refuses_to_overwrite_and_names_the_file() {
     let (viewer, _) = paths.client(Role::Viewer);
     fs::write(&viewer, b"keep me").expect("write");
 
-    let err = init_pki(&paths.dir, &[]).unwrap_err();
+    let err = init_pki(&paths.dir, &[], LEAF_VALIDITY).unwrap_err();
 
     assert_eq!(
         err.to_string(),
@@ -222,8 +223,15 @@ fn issue_client_cert_writes_a_named_cert_with_its_role() {
     let (temp, paths) = fresh_pki();
     let out = temp.path().join("issued");
 
-    let (cert, key) = issue_client_cert(&paths.ca(), &paths.ca_key(), Role::Viewer, "ci-bot", &out)
-        .expect("issue_client_cert");
+    let (cert, key) = issue_client_cert(
+        &paths.ca(),
+        &paths.ca_key(),
+        Role::Viewer,
+        "ci-bot",
+        &out,
+        LEAF_VALIDITY,
+    )
+    .expect("issue_client_cert");
 
     assert_eq!(cert, out.join("ci-bot.pem"));
     assert_eq!(key, out.join("ci-bot-key.pem"));
@@ -240,8 +248,15 @@ fn issue_client_cert_refuses_to_overwrite() {
     let out = temp.path();
     fs::write(out.join("alice-key.pem"), b"old key").expect("write");
 
-    let err =
-        issue_client_cert(&paths.ca(), &paths.ca_key(), Role::Admin, "alice", out).unwrap_err();
+    let err = issue_client_cert(
+        &paths.ca(),
+        &paths.ca_key(),
+        Role::Admin,
+        "alice",
+        out,
+        LEAF_VALIDITY,
+    )
+    .unwrap_err();
 
     assert!(
         matches!(&err, TlsError::AlreadyExists { path } if *path == out.join("alice-key.pem")),
@@ -263,8 +278,15 @@ fn issue_client_cert_rejects_names_that_are_not_plain_file_names() {
         "sp ace",
         &"x".repeat(65),
     ] {
-        let err = issue_client_cert(&paths.ca(), &paths.ca_key(), Role::Admin, name, temp.path())
-            .unwrap_err();
+        let err = issue_client_cert(
+            &paths.ca(),
+            &paths.ca_key(),
+            Role::Admin,
+            name,
+            temp.path(),
+            LEAF_VALIDITY,
+        )
+        .unwrap_err();
         assert!(
             matches!(err, TlsError::InvalidClientName { .. }),
             "{name:?}: {err}"
@@ -283,6 +305,7 @@ fn issue_client_cert_refuses_a_key_that_is_not_the_cas() {
         Role::Admin,
         "alice",
         temp.path(),
+        LEAF_VALIDITY,
     )
     .unwrap_err();
 
@@ -302,6 +325,7 @@ fn issue_client_cert_refuses_a_leaf_as_ca() {
         Role::Admin,
         "alice",
         temp.path(),
+        LEAF_VALIDITY,
     )
     .unwrap_err();
 
