@@ -22,7 +22,7 @@ pub fn renew(dir: &std::path::Path, sans: &[String]) -> Result<RenewReport, TlsE
     let report = silo_tls::renew_due(dir, sans, OffsetDateTime::now_utc())?;
     for renewed in &report.renewed {
         tracing::info!(
-            "renewed {} (it ended on {}; the new one ends on {})",
+            "renewed {} (the old one was valid until {}, or was revoked; the new one until {})",
             renewed.cert.display(),
             renewed.was_valid_until.date(),
             renewed.valid_until.date()
@@ -51,7 +51,8 @@ pub fn watch(tls: Arc<ServerTls>, dir: PathBuf, sans: Vec<String>) {
         loop {
             tokio::time::sleep(every).await;
             let now = OffsetDateTime::now_utc();
-            if due.is_some_and(|due| due <= now) {
+            let renewing = due.is_some_and(|due| due <= now);
+            if renewing {
                 let renewed = {
                     let (dir, sans) = (dir.clone(), sans.clone());
                     tokio::task::spawn_blocking(move || renew(&dir, &sans)).await
@@ -77,7 +78,10 @@ pub fn watch(tls: Arc<ServerTls>, dir: PathBuf, sans: Vec<String>) {
                             "read the certificates again: the server certificate ends on {}",
                             tls.server_certificate_ends().date()
                         );
-                        due = next_due(&dir).map(|due| due.max(now + RETRY_AFTER));
+                        // A new list may revoke one of the kept certificates: due now.
+                        if !renewing {
+                            due = next_due(&dir);
+                        }
                     }
                 }
                 // Once per distinct error: a pair half replaced by hand is retried quietly.

@@ -34,7 +34,8 @@ pub struct Revocation {
 }
 
 /// Adds `serial` to the revocation list of the CA in `ca_dir` (`crl.pem`, made when
-/// missing), signed anew by the CA's key. Revoking a serial twice changes nothing.
+/// missing), signed anew by the CA's key, under a lock on `ca_dir`. Revoking a serial
+/// twice changes nothing.
 pub fn revoke(ca_dir: &Path, serial: &[u8]) -> Result<Revocation, TlsError> {
     let paths = CertPaths::new(ca_dir);
     let serial = normalize_serial(serial);
@@ -45,6 +46,9 @@ pub fn revoke(ca_dir: &Path, serial: &[u8]) -> Result<Revocation, TlsError> {
         });
     }
     let ca = CertificateAuthority::load(&paths.ca(), &paths.ca_key())?;
+    // Two revocations at once must not each write the list without the other's entry.
+    let held = std::fs::File::open(ca_dir).map_err(|err| TlsError::read(ca_dir, err))?;
+    held.lock().map_err(|err| TlsError::read(ca_dir, err))?;
     let crl = paths.crl();
     let mut entries = Vec::new();
     let mut number: u128 = 0;
@@ -163,13 +167,15 @@ pub fn issued_client(ca_dir: &Path, cert_pem: &[u8]) -> Result<PeerIdentity, Tls
 }
 
 /// A serial number written in hex, as `openssl x509 -serial` or `silo certs revoke` print
-/// it: digits with or without `:` between bytes, an optional `0x`.
+/// it: digits with or without `:` between bytes, an optional `0x` or `serial=`.
 pub fn parse_serial(text: &str) -> Result<Vec<u8>, TlsError> {
     let invalid = |reason| TlsError::InvalidSerial {
         serial: text.to_owned(),
         reason,
     };
     let trimmed = text.trim();
+    // `openssl x509 -noout -serial` prints `serial=…`.
+    let trimmed = trimmed.strip_prefix("serial=").unwrap_or(trimmed);
     let digits: String = trimmed
         .strip_prefix("0x")
         .or_else(|| trimmed.strip_prefix("0X"))

@@ -13,6 +13,7 @@
 //! are renamed into place, in that order. A crash between the two renames leaves
 //! `<cert>.new`, which [`finish_replacement`] (run first at every start) renames too.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use rustls_pki_types::CertificateDer;
@@ -21,6 +22,7 @@ use time::{Duration, OffsetDateTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::authority::{CertificateAuthority, IssuedPair, LEAF_VALIDITY};
+use crate::crl::{normalize_serial, read_list};
 use crate::files::{CERT_MODE, KEY_MODE, exists, read_pem_file, rename_over, replace};
 use crate::pki::{certificate_sans, server_sans};
 use crate::{CertPaths, Role, TlsError, peer_identity};
@@ -67,28 +69,54 @@ pub fn end_of(der: &[u8]) -> Result<OffsetDateTime, String> {
 }
 
 /// When the earliest of the server, admin and viewer certificates in `dir` (those that
-/// exist) is due for renewal: its end less [`RENEW_BEFORE`].
+/// exist) is due for renewal: its end less [`RENEW_BEFORE`], or at once for one the CA
+/// has revoked.
 pub fn next_renewal(dir: &Path) -> Result<Option<OffsetDateTime>, TlsError> {
+    let paths = CertPaths::new(dir);
+    let revoked = revoked_serials(&paths)?;
     let mut next: Option<OffsetDateTime> = None;
-    for (cert, _, _) in kept_pairs(&CertPaths::new(dir)) {
+    for (cert, _, _) in kept_pairs(&paths) {
         if exists(&cert)? {
-            let due = certificate_end(&cert)? - RENEW_BEFORE;
+            let der = first_certificate(&cert)?;
+            let due = match is_revoked(&der, &revoked) {
+                true => OffsetDateTime::UNIX_EPOCH,
+                false => certificate_end(&cert)? - RENEW_BEFORE,
+            };
             next = Some(next.map_or(due, |n| n.min(due)));
         }
     }
     Ok(next)
 }
 
+/// The serial numbers the CA in `paths` has revoked (none without a list).
+fn revoked_serials(paths: &CertPaths) -> Result<HashSet<Vec<u8>>, TlsError> {
+    let crl = paths.crl();
+    match std::fs::read(&crl) {
+        Ok(pem) => Ok(read_list(&crl, &pem)?.1),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HashSet::new()),
+        Err(e) => Err(TlsError::read(&crl, e)),
+    }
+}
+
+/// Whether the certificate `der` is one of `revoked`.
+fn is_revoked(der: &[u8], revoked: &HashSet<Vec<u8>>) -> bool {
+    X509Certificate::from_der(der)
+        .is_ok_and(|(_, cert)| revoked.contains(&normalize_serial(cert.raw_serial())))
+}
+
 /// Issues anew each of the server, admin and viewer certificates in `dir` that ends within
-/// [`RENEW_BEFORE`] of `now` (those that exist), signed by the CA in `dir`: the server's
-/// with the names it had and those `extra_sans` and the host add, a client's with its
-/// name and role. Each is valid for [`LEAF_VALIDITY`] from now, with a new key.
+/// [`RENEW_BEFORE`] of `now` or that the CA has revoked (those that exist), signed by the
+/// CA in `dir`: the server's with the names it had and those `extra_sans` and the host
+/// add, a client's with its name and role. Each is valid for [`LEAF_VALIDITY`] from now,
+/// with a new key. (A revoked admin certificate leaked; its copies stay refused, and the
+/// client configuration the server wrote goes on working with the new one.)
 pub fn renew_due(
     dir: &Path,
     extra_sans: &[String],
     now: OffsetDateTime,
 ) -> Result<RenewReport, TlsError> {
     let paths = CertPaths::new(dir);
+    let revoked = revoked_serials(&paths)?;
     let mut report = RenewReport::default();
     let mut ca: Option<CertificateAuthority> = None;
     for (cert, key, kind) in kept_pairs(&paths) {
@@ -102,7 +130,7 @@ pub fn renew_due(
             reason,
         };
         let was_valid_until = end_of(&der).map_err(invalid)?;
-        if was_valid_until - now > RENEW_BEFORE {
+        if was_valid_until - now > RENEW_BEFORE && !is_revoked(&der, &revoked) {
             continue;
         }
         let ca = match &mut ca {

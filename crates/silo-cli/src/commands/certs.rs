@@ -48,21 +48,25 @@ fn revoke(args: RevokeArgs) -> anyhow::Result<i32> {
             let identity = silo_tls::issued_client(&args.ca_dir, &pem)
                 .map_err(|e| anyhow::anyhow!("cannot revoke {}: {e}", cert.display()))?;
             let role = identity.role.map_or("no role", |r| r.as_str());
-            let who = format!("{} ({role})", identity.common_name);
+            let who = format!(
+                "{} ({role}, serial {})",
+                identity.common_name,
+                silo_tls::hex(&identity.serial)
+            );
             (identity.serial, who)
         }
-        (None, Some(serial)) => (silo_tls::parse_serial(serial).map_err(err)?, String::new()),
+        (None, Some(serial)) => {
+            let serial = silo_tls::parse_serial(serial).map_err(err)?;
+            let who = format!("serial {}", silo_tls::hex(&serial));
+            (serial, who)
+        }
         (None, None) => anyhow::bail!("name the certificate to revoke, or give --serial"),
     };
     let revoked = silo_tls::revoke(&args.ca_dir, &serial).map_err(err)?;
-    let who = if who.is_empty() {
-        format!("serial {}", revoked.serial)
-    } else {
-        format!("{who}, serial {}", revoked.serial)
-    };
     if !revoked.newly {
+        let plural = if revoked.listed == 1 { "" } else { "s" };
         return print(&format!(
-            "{who} was revoked already ({} holds {} serial numbers)\n",
+            "{who} was revoked already ({} lists {} certificate{plural})\n",
             revoked.crl.display(),
             revoked.listed
         ));

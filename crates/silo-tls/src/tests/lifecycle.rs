@@ -206,9 +206,34 @@ fn a_revoked_client_certificate_fails_the_handshake_and_the_others_pass() {
 fn serial_numbers_are_read_as_openssl_prints_them() {
     assert_eq!(parse_serial("0x1A:2b").unwrap(), [0x1a, 0x2b]);
     assert_eq!(parse_serial("00ab").unwrap(), [0xab]);
+    assert_eq!(parse_serial("serial=170E38").unwrap(), [0x17, 0x0e, 0x38]);
     assert_eq!(parse_serial("abc").unwrap(), [0x0a, 0xbc]);
     for bad in ["", "zz", "0x", &"a".repeat(41)] {
         assert!(parse_serial(bad).is_err(), "{bad:?}");
     }
     assert!(revoke(Path::new("/nonexistent"), &[0]).is_err());
+}
+
+#[test]
+fn a_revoked_admin_certificate_of_the_servers_directory_is_issued_anew_at_once() {
+    let (_temp, paths) = fresh_pki();
+    let (admin, admin_key) = paths.client(Role::Admin);
+    let leaked = certificate_serial(&read(&admin)).unwrap();
+    revoke(&paths.dir, &leaked).unwrap();
+    assert!(next_renewal(&paths.dir).unwrap().unwrap() < OffsetDateTime::now_utc());
+
+    let report = renew_due(&paths.dir, &[], OffsetDateTime::now_utc()).unwrap();
+
+    let renewed: Vec<_> = report.renewed.iter().map(|r| r.cert.clone()).collect();
+    assert_eq!(renewed, std::slice::from_ref(&admin));
+    assert_ne!(certificate_serial(&read(&admin)).unwrap(), leaked);
+    let tls = ServerTls::load(paths.clone()).unwrap();
+    assert!(tls.is_revoked(&leaked), "the leaked copies stay refused");
+    handshake(
+        client(&paths, &admin, &admin_key),
+        tls.config(),
+        "localhost",
+    )
+    .expect("new admin");
+    assert!(next_renewal(&paths.dir).unwrap().unwrap() > OffsetDateTime::now_utc());
 }
