@@ -22,8 +22,9 @@ pub fn renew(dir: &std::path::Path, sans: &[String]) -> Result<RenewReport, TlsE
     let report = silo_tls::renew_due(dir, sans, OffsetDateTime::now_utc())?;
     for renewed in &report.renewed {
         tracing::info!(
-            "renewed {} (the old one was valid until {}, or was revoked; the new one until {})",
+            "renewed {} ({}; the old one was valid until {}, the new one until {})",
             renewed.cert.display(),
+            renewed.why,
             renewed.was_valid_until.date(),
             renewed.valid_until.date()
         );

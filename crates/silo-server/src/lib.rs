@@ -44,7 +44,8 @@ pub struct ServerArgs {
     /// Where the server keeps its database, job files and certificates.
     #[arg(long, default_value = "/var/lib/silo")]
     pub state_dir: PathBuf,
-    /// Extra names or addresses for the server certificate (repeatable).
+    /// Extra names or addresses for the server certificate (repeatable); a certificate
+    /// that lacks one is issued anew at start (same CA)
     #[arg(long = "san")]
     pub sans: Vec<String>,
     /// Jobs that may run at once; RunJob answers ResourceExhausted past it.
@@ -223,14 +224,8 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     for path in &report.created {
         tracing::info!("created {}", path.display());
     }
-    if !report.server_missing_sans.is_empty() {
-        tracing::warn!(
-            "the existing server certificate lacks {:?}; remove {} to have it re-issued",
-            report.server_missing_sans,
-            certs.server().display()
-        );
-    }
-    // Certificates near their end are issued anew now, and later by the watch below.
+    // Certificates near their end are issued anew now, and later by the watch below; so is
+    // a server certificate that lacks a name the server should answer to (a new --san).
     certs::renew(&certs.dir, &args.sans)?;
     let tls = std::sync::Arc::new(silo_tls::ServerTls::load(certs.clone())?);
     certs::watch(tls.clone(), certs.dir.clone(), args.sans.clone());

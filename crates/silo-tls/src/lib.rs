@@ -45,5 +45,5 @@ pub use pki::{EnsureReport, ensure_server_pki, init_pki, issue_client_cert};
 pub use refusal::linger_after_refusal;
 pub use reload::ServerTls;
 pub use renew::{
-    RENEW_BEFORE, RenewReport, Renewed, certificate_end, end_of, next_renewal, renew_due,
+    RENEW_BEFORE, RenewReport, Renewed, Why, certificate_end, end_of, next_renewal, renew_due,
 };

@@ -40,6 +40,29 @@ pub struct Renewed {
     pub was_valid_until: OffsetDateTime,
     /// When the new one ends.
     pub valid_until: OffsetDateTime,
+    /// Why it was issued anew.
+    pub why: Why,
+}
+
+/// Why a certificate was issued anew.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Why {
+    /// It ends within [`RENEW_BEFORE`] (or has ended).
+    Ending,
+    /// The CA revoked it.
+    Revoked,
+    /// The server's certificate lacked these names.
+    NamesMissing(Vec<String>),
+}
+
+impl std::fmt::Display for Why {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Why::Ending => write!(f, "it ends within {} days", RENEW_BEFORE.whole_days()),
+            Why::Revoked => f.write_str("it was revoked"),
+            Why::NamesMissing(names) => write!(f, "it lacked {}", names.join(", ")),
+        }
+    }
 }
 
 /// What [`renew_due`] did.
@@ -105,7 +128,8 @@ fn is_revoked(der: &[u8], revoked: &HashSet<Vec<u8>>) -> bool {
 }
 
 /// Issues anew each of the server, admin and viewer certificates in `dir` that ends within
-/// [`RENEW_BEFORE`] of `now` or that the CA has revoked (those that exist), signed by the
+/// [`RENEW_BEFORE`] of `now` or that the CA has revoked (those that exist), and the
+/// server's when it lacks one of the names `extra_sans` and the host give, signed by the
 /// CA in `dir`: the server's with the names it had and those `extra_sans` and the host
 /// add, a client's with its name and role. Each is valid for [`LEAF_VALIDITY`] from now,
 /// with a new key. (A revoked admin certificate leaked; its copies stay refused, and the
@@ -130,9 +154,27 @@ pub fn renew_due(
             reason,
         };
         let was_valid_until = end_of(&der).map_err(invalid)?;
-        if was_valid_until - now > RENEW_BEFORE && !is_revoked(&der, &revoked) {
+        // A server certificate without a name the server should answer to (a new
+        // `--san`, a new host name) is issued anew with it too.
+        let missing: Vec<String> = match kind {
+            Kind::Server => {
+                let sans = certificate_sans(&der).map_err(|e| invalid(e.to_string()))?;
+                server_sans(extra_sans)?
+                    .into_iter()
+                    .filter(|san| !sans.contains(san))
+                    .collect()
+            }
+            Kind::Client => Vec::new(),
+        };
+        let why = if was_valid_until - now <= RENEW_BEFORE {
+            Why::Ending
+        } else if is_revoked(&der, &revoked) {
+            Why::Revoked
+        } else if !missing.is_empty() {
+            Why::NamesMissing(missing)
+        } else {
             continue;
-        }
+        };
         let ca = match &mut ca {
             Some(ca) => ca,
             None => ca.insert(CertificateAuthority::load(&paths.ca(), &paths.ca_key())?),
@@ -166,6 +208,7 @@ pub fn renew_due(
             cert,
             was_valid_until,
             valid_until,
+            why,
         });
     }
     Ok(report)

@@ -9,9 +9,9 @@ use super::handshake::{Failure, handshake};
 use super::{first_cert, fresh_pki, read};
 use crate::pki::certificate_sans;
 use crate::{
-    CertPaths, LEAF_VALIDITY, RENEW_BEFORE, Role, ServerTls, certificate_end, certificate_serial,
-    client_config, ensure_server_pki, init_pki, issue_client_cert, next_renewal, parse_serial,
-    peer_identity, renew_due, revoke,
+    CertPaths, LEAF_VALIDITY, RENEW_BEFORE, Role, ServerTls, Why, certificate_end,
+    certificate_serial, client_config, ensure_server_pki, init_pki, issue_client_cert,
+    next_renewal, parse_serial, peer_identity, renew_due, revoke,
 };
 
 fn client(paths: &CertPaths, cert: &Path, key: &Path) -> std::sync::Arc<rustls::ClientConfig> {
@@ -236,4 +236,34 @@ fn a_revoked_admin_certificate_of_the_servers_directory_is_issued_anew_at_once()
     )
     .expect("new admin");
     assert!(next_renewal(&paths.dir).unwrap().unwrap() > OffsetDateTime::now_utc());
+}
+
+#[test]
+fn a_server_certificate_without_a_new_name_is_issued_anew_with_it() {
+    let (_temp, paths) = fresh_pki();
+    let before = certificate_sans(&first_cert(&paths.server())).unwrap();
+
+    let report = renew_due(
+        &paths.dir,
+        &["silo.example.com".into()],
+        OffsetDateTime::now_utc(),
+    );
+
+    let report = report.unwrap();
+    assert_eq!(report.renewed.len(), 1, "{report:?}");
+    assert_eq!(report.renewed[0].cert, paths.server());
+    assert_eq!(
+        report.renewed[0].why,
+        Why::NamesMissing(vec!["silo.example.com".into()])
+    );
+    let after = certificate_sans(&first_cert(&paths.server())).unwrap();
+    assert!(after.contains(&"silo.example.com".to_owned()), "{after:?}");
+    assert!(before.iter().all(|san| after.contains(san)), "{after:?}");
+    // Once it has the name, nothing more is done.
+    let again = renew_due(
+        &paths.dir,
+        &["silo.example.com".into()],
+        OffsetDateTime::now_utc(),
+    );
+    assert!(again.unwrap().renewed.is_empty());
 }
