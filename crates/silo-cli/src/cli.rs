@@ -180,6 +180,12 @@ pub struct RunArgs {
     #[arg(short, long)]
     pub detach: bool,
 
+    /// Delete the job, its log and its files once it has ended and its output is written
+    /// (as `silo job delete` would). Not with --detach or a later start: the server's
+    /// --keep-ended deletes those
+    #[arg(long, conflicts_with_all = ["detach", "when"])]
+    pub rm: bool,
+
     /// Start the command at this time instead of now: 2026-12-05T09:00:00+01:00, or a
     /// time without a zone (2026-12-05T09:00) in this machine's zone. Prints the job's id;
     /// the job is SCHEDULED until then (`silo job stop` cancels it)

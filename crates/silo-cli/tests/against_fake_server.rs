@@ -40,6 +40,7 @@ fn global(config: &Path) -> GlobalOptions {
 fn run_args(command: &[&str]) -> RunArgs {
     RunArgs {
         detach: false,
+        rm: false,
         at: None,
         in_: None,
         cron: None,

@@ -11,6 +11,7 @@ mod log_codec;
 mod logs;
 pub mod metrics;
 pub mod node;
+mod retention;
 pub mod runtimes;
 pub mod schedules;
 pub mod secrets;
@@ -54,6 +55,11 @@ pub struct ServerArgs {
     /// Output bytes kept per job; the log ends with a truncation notice past it.
     #[arg(long, default_value = "1GiB", value_parser = parse_size)]
     pub log_cap: u64,
+    /// How long ended jobs and workflows are kept: past it they are deleted with their
+    /// logs and files, as `job delete` and `workflow delete` would (a workflow's jobs go
+    /// with their workflow). 0 keeps them until deleted
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_keep)]
+    pub keep_ended: Duration,
     /// Grace period between SIGTERM and SIGKILL when a job does not set one.
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     pub stop_grace: Duration,
@@ -323,6 +329,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         state.join("workflows"),
     )
     .await?;
+    retention::sweep(jobs.clone(), engine.clone(), args.keep_ended);
     let scheduler =
         schedules::Scheduler::start(schedule_pool, jobs.clone(), catalog.clone()).await?;
     if let Some(addr) = args.metrics_listen {
@@ -427,6 +434,15 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         "silo server stopped; running jobs keep running and are adopted on the next start"
     );
     Ok(())
+}
+
+/// `--keep-ended`: a duration (`7d`, `12h`), or 0 for "until deleted".
+fn parse_keep(value: &str) -> Result<Duration, String> {
+    match value.trim() {
+        "0" => Ok(Duration::ZERO),
+        text => humantime::parse_duration(text)
+            .map_err(|e| format!("{e} (expected e.g. 7d, 12h, or 0 to keep them until deleted)")),
+    }
 }
 
 /// Concurrent calls (HTTP/2 streams) on one client connection.

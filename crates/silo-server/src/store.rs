@@ -701,6 +701,20 @@ impl Store {
         .await
     }
 
+    /// Ids of at most `limit` jobs that ended before `cutoff` (µs since the epoch), oldest
+    /// first. A job that a caller of the job manager started with a request token (a
+    /// workflow's) is that caller's to delete, and is not listed.
+    pub async fn ended_before(&self, cutoff: i64, limit: u32) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE request_token IS NULL AND ended_at IS NOT NULL \
+             AND ended_at < ? ORDER BY ended_at LIMIT ?",
+        )
+        .bind(cutoff)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Removes the job's row, and with it its secrets (`ON DELETE CASCADE`).
     pub async fn delete(&self, id: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM jobs WHERE id = ?")

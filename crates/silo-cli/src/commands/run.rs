@@ -2,8 +2,8 @@
 
 use silo_proto::v1::run_job_event::Event;
 use silo_proto::v1::{
-    EnvVar, Job, JobNetwork, JobSpec, JobState, Limits, RunJobEvent, RunJobRequest, SecretVar,
-    StopJobRequest,
+    DeleteJobRequest, EnvVar, Job, JobNetwork, JobSpec, JobState, Limits, RunJobEvent,
+    RunJobRequest, SecretVar, StopJobRequest,
 };
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -38,7 +38,7 @@ pub async fn run(global: &GlobalOptions, args: RunArgs) -> anyhow::Result<i32> {
     let request = match scheduled || args.detach {
         true => request,
         false => match run_attached(&session, request).await? {
-            Some(code) => return Ok(code),
+            Some((id, code)) => return Ok(remove_if_asked(&session, &args, &id, code).await),
             // A server without RunJobAttached: RunJob with the request made again (the
             // call consumed it; cloning it would copy every upload on every run).
             None => build_request(&args)?,
@@ -62,13 +62,40 @@ pub async fn run(global: &GlobalOptions, args: RunArgs) -> anyhow::Result<i32> {
         return Ok(printed);
     }
     let id = job.id;
-    attach(session.clone(), &id, follow_to_end(session, &id, 0)).await
+    let code = attach(session.clone(), &id, follow_to_end(session.clone(), &id, 0)).await?;
+    Ok(remove_if_asked(&session, &args, &id, code).await)
+}
+
+/// With `--rm`, deletes the job once it has ended and its output has been written (a job
+/// left running by a second Ctrl-C is not); returns `code`, the run's exit status.
+async fn remove_if_asked(session: &Session, args: &RunArgs, id: &str, code: i32) -> i32 {
+    if !args.rm {
+        return code;
+    }
+    let mut session = session.clone();
+    let request = DeleteJobRequest { id: id.to_owned() };
+    match session.client.delete_job(request).await {
+        Ok(_) => {}
+        Err(status) if status.code() == tonic::Code::FailedPrecondition => say(format_args!(
+            "job {} has not ended: it is kept (--rm deletes only an ended job)",
+            short_id(id)
+        )),
+        Err(status) => say(format_args!(
+            "cannot delete job {} (--rm): {}",
+            short_id(id),
+            session.error(&status)
+        )),
+    }
+    code
 }
 
 /// Runs the job and follows it on one stream (RunJobAttached): its output, then its
 /// final state; returns its exit status. `None` from a server without that call: the
 /// caller runs the job with RunJob and follows it the usual way.
-async fn run_attached(session: &Session, request: RunJobRequest) -> anyhow::Result<Option<i32>> {
+async fn run_attached(
+    session: &Session,
+    request: RunJobRequest,
+) -> anyhow::Result<Option<(String, i32)>> {
     let mut session = session.clone();
     let mut stream = match session.client.run_job_attached(request).await {
         Ok(response) => response.into_inner(),
@@ -83,9 +110,8 @@ async fn run_attached(session: &Session, request: RunJobRequest) -> anyhow::Resu
         Err(status) => return Err(session.error(&status).into()),
     };
     let id = job.id.clone();
-    attach(session.clone(), &id, follow_stream(session, stream, job))
-        .await
-        .map(Some)
+    let code = attach(session.clone(), &id, follow_stream(session, stream, job)).await?;
+    Ok(Some((id, code)))
 }
 
 /// Writes the output RunJobAttached streams and returns the job's exit status at its

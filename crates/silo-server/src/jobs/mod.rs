@@ -326,6 +326,12 @@ impl JobManager {
             .unwrap_or_default()
     }
 
+    /// Ids of at most `limit` jobs that ended before `cutoff` (µs since the epoch) and that
+    /// no caller holds (see [`crate::store::Store::ended_before`]).
+    pub async fn ended_before(&self, cutoff: i64, limit: u32) -> Result<Vec<String>, JobError> {
+        Ok(self.inner.store.ended_before(cutoff, limit).await?)
+    }
+
     /// Stops the job whose disk grows most whenever the state filesystem has less than
     /// `reserve` bytes free (see `space`); nothing when `reserve` is 0.
     pub fn watch_state_space(&self, reserve: u64) {

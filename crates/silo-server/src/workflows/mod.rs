@@ -716,6 +716,15 @@ impl Engine {
         Ok(now)
     }
 
+    /// Ids of at most `limit` workflows that ended before `cutoff` (µs since the epoch).
+    pub async fn ended_before(
+        &self,
+        cutoff: i64,
+        limit: u32,
+    ) -> Result<Vec<String>, WorkflowError> {
+        Ok(self.inner.store.ended_before(cutoff, limit).await?)
+    }
+
     /// Removes a finished workflow, its jobs and its directory.
     pub async fn delete(&self, prefix: &str) -> Result<String, WorkflowError> {
         let id = self.resolve(prefix).await?;

@@ -283,6 +283,19 @@ impl WorkflowStore {
         .await?)
     }
 
+    /// Ids of at most `limit` workflows that ended before `cutoff` (µs since the epoch),
+    /// oldest first.
+    pub async fn ended_before(&self, cutoff: i64, limit: u32) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM workflows WHERE ended_at IS NOT NULL AND ended_at < ? \
+             ORDER BY ended_at LIMIT ?",
+        )
+        .bind(cutoff)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Removes a workflow and its nodes.
     pub async fn delete(&self, id: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM workflows WHERE id = ?")
