@@ -108,6 +108,12 @@ pub struct ServerArgs {
     #[arg(long, value_name = "N", default_value_t = 16384,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_calls: usize,
+    /// Of those, the calls one client certificate may hold at once: past it that client's
+    /// next call is answered ResourceExhausted, and the others' calls go on. Default:
+    /// 2048, or --max-calls when that is less
+    #[arg(long, value_name = "N",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_calls_per_client: Option<usize>,
     /// Free space the state directory's filesystem keeps: when less is left, the job whose
     /// /work disk or log grew most in the last 200 ms is stopped (FAILED, end cause
     /// DISK_FULL), one at a time; with nothing growing and the space still falling, the
@@ -415,7 +421,12 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         // The last layer is the innermost: the call limit's refusals are counted too.
         .layer(metrics::GrpcMetricsLayer)
-        .layer(calls::CallLimitLayer::new(args.max_calls))
+        .layer(calls::CallLimitLayer::new(
+            args.max_calls,
+            args.max_calls_per_client
+                .unwrap_or(DEFAULT_CALLS_PER_CLIENT)
+                .min(args.max_calls),
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -444,6 +455,9 @@ fn parse_keep(value: &str) -> Result<Duration, String> {
             .map_err(|e| format!("{e} (expected e.g. 7d, 12h, or 0 to keep them until deleted)")),
     }
 }
+
+/// `--max-calls-per-client` unless given: an eighth of the default `--max-calls`.
+const DEFAULT_CALLS_PER_CLIENT: usize = 2048;
 
 /// Concurrent calls (HTTP/2 streams) on one client connection.
 const MAX_STREAMS_PER_CONNECTION: u32 = 1024;

@@ -256,3 +256,63 @@ async fn calls_past_max_calls_are_refused_at_once_until_one_ends() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn one_client_holds_at_most_its_share_of_calls_and_the_others_go_on() {
+    use silo_proto::v1::{GetJobRequest, WatchJobRequest};
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start_with(&["--max-calls", "64", "--max-calls-per-client", "4"]);
+    let mut admin = server.admin().await;
+    let job = run(&mut admin, &["sleep", "60"]).await;
+    let mut viewer =
+        silo_proto::v1::job_service_client::JobServiceClient::new(viewer_channel(&server).await);
+    // The viewer's four streams take its share, on as many connections as it likes.
+    let mut watching = Vec::new();
+    for _ in 0..4 {
+        let mut c = silo_proto::v1::job_service_client::JobServiceClient::new(
+            viewer_channel(&server).await,
+        );
+        let stream = c
+            .watch_job(WatchJobRequest { id: job.id.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        watching.push(stream);
+    }
+    let refused = viewer
+        .get_job(GetJobRequest { id: job.id.clone() })
+        .await
+        .unwrap_err();
+    assert_refused(
+        &refused,
+        tonic::Code::ResourceExhausted,
+        "--max-calls-per-client",
+    );
+    assert!(
+        refused.message().starts_with("viewer has 4 calls"),
+        "{refused:?}"
+    );
+    // Another client is served.
+    admin
+        .get_job(GetJobRequest { id: job.id.clone() })
+        .await
+        .unwrap();
+    // A stream its client drops gives its place back.
+    drop(watching.pop());
+    once_there_is_room(|| {
+        let mut c = viewer.clone();
+        let id = job.id.clone();
+        async move { c.get_job(GetJobRequest { id }).await }
+    })
+    .await;
+    drop(watching);
+    admin
+        .stop_job(silo_proto::v1::StopJobRequest {
+            id: job.id,
+            grace_ms: 0,
+        })
+        .await
+        .unwrap();
+}
