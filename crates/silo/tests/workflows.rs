@@ -676,3 +676,65 @@ async fn the_example_workflows_complete() {
         assert_eq!(end.state(), WorkflowState::Completed, "{example}: {end:#?}");
     }
 }
+
+#[tokio::test]
+async fn retries_and_deletes_at_once_run_each_failed_job_once_more_at_most() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start();
+    let mut c = client(&server).await;
+    // It fails after a second: the run a retry starts is still going while the others come.
+    let yaml = "name: twice\njobs:\n  fails: {command: sh, args: ['-c', 'sleep 1; exit 1']}\n";
+    for round in 0..5 {
+        let w = run_to_end(&mut c, yaml).await;
+        assert_eq!(w.state(), WorkflowState::Failed);
+        // Eight retries at once: one runs the job again, the others are refused.
+        let retries: Vec<_> = (0..8)
+            .map(|_| {
+                let mut c = c.clone();
+                let id = w.id.clone();
+                tokio::spawn(async move { c.retry_workflow(RetryWorkflowRequest { id }).await })
+            })
+            .collect();
+        let mut accepted = 0;
+        for retry in retries {
+            match retry.await.unwrap() {
+                Ok(_) => accepted += 1,
+                Err(status) => assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}"),
+            }
+        }
+        assert_eq!(
+            accepted, 1,
+            "round {round}: {accepted} retries ran the workflow again"
+        );
+        let done = wait_final(&mut c, &w.id).await;
+        assert_eq!(done.jobs[0].job_ids.len(), 2, "{done:#?}");
+        // A delete and a retry at once: either the workflow is gone, or it runs again and
+        // is whole.
+        let (mut c1, mut c2) = (c.clone(), c.clone());
+        let (id1, id2) = (w.id.clone(), w.id.clone());
+        let (deleted, retried) = tokio::join!(
+            c1.delete_workflow(DeleteWorkflowRequest { id: id1 }),
+            c2.retry_workflow(RetryWorkflowRequest { id: id2 }),
+        );
+        match (deleted.is_ok(), retried.is_ok()) {
+            (true, false) => {}
+            (false, true) => {
+                let done = wait_final(&mut c, &w.id).await;
+                assert_eq!(done.jobs[0].job_ids.len(), 3, "{done:#?}");
+                c.delete_workflow(DeleteWorkflowRequest { id: w.id.clone() })
+                    .await
+                    .unwrap();
+            }
+            other => {
+                panic!("round {round}: delete and retry both {other:?}: {deleted:?} {retried:?}")
+            }
+        }
+        let gone = c
+            .get_workflow(GetWorkflowRequest { id: w.id.clone() })
+            .await
+            .unwrap_err();
+        assert_eq!(gone.code(), Code::NotFound);
+    }
+}

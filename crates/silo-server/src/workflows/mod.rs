@@ -103,6 +103,10 @@ struct Inner {
     active: Mutex<HashMap<String, Active>>,
     /// Permits for parsing the workflow files clients send ([`PARSES_AT_ONCE`]).
     parses: tokio::sync::Semaphore,
+    /// Held by a retry or a delete from its check that the workflow has ended to its
+    /// effect: two retries at once would otherwise both run it again (every failed job
+    /// twice), and a delete beside a retry would remove what the retry runs.
+    ending_changes: tokio::sync::Mutex<()>,
 }
 
 /// How many workflow files sent by clients are parsed at once.
@@ -133,6 +137,7 @@ impl Engine {
                 dir,
                 active: Mutex::default(),
                 parses: tokio::sync::Semaphore::new(PARSES_AT_ONCE),
+                ending_changes: tokio::sync::Mutex::new(()),
             }),
         };
         for id in engine.inner.store.running().await? {
@@ -673,6 +678,7 @@ impl Engine {
 
     /// Runs again the failed, stopped and skipped jobs of a finished workflow.
     pub async fn retry(&self, prefix: &str) -> Result<Workflow, WorkflowError> {
+        let _changing = self.inner.ending_changes.lock().await;
         let id = self.resolve(prefix).await?;
         if self.active_view(&id).is_some() {
             return Err(WorkflowError::StillRunning(id));
@@ -727,6 +733,7 @@ impl Engine {
 
     /// Removes a finished workflow, its jobs and its directory.
     pub async fn delete(&self, prefix: &str) -> Result<String, WorkflowError> {
+        let _changing = self.inner.ending_changes.lock().await;
         let id = self.resolve(prefix).await?;
         if self.active_view(&id).is_some() {
             return Err(WorkflowError::StillRunning(id));
