@@ -5,7 +5,8 @@
 //!
 //! A workflow's jobs go with their workflow (the engine started them with a request token,
 //! which the job sweep leaves alone), so a workflow's picture, logs and `retry` keep every
-//! job for as long as the workflow is kept. A schedule's firings are plain jobs.
+//! job for as long as the workflow is kept. A schedule's firings are plain jobs (their
+//! token names the firing; they are swept like any other).
 
 use std::time::Duration;
 

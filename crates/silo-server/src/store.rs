@@ -703,10 +703,13 @@ impl Store {
 
     /// Ids of at most `limit` jobs that ended before `cutoff` (µs since the epoch), oldest
     /// first. A job that a caller of the job manager started with a request token (a
-    /// workflow's) is that caller's to delete, and is not listed.
+    /// workflow's) is that caller's to delete, and is not listed; a schedule's firing (its
+    /// token names the firing) is a plain job, and is.
     pub async fn ended_before(&self, cutoff: i64, limit: u32) -> Result<Vec<String>, StoreError> {
+        // The WHERE of the index jobs_ended, word for word, so that SQLite uses it.
         Ok(sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE request_token IS NULL AND ended_at IS NOT NULL \
+            "SELECT id FROM jobs \
+             WHERE ended_at IS NOT NULL AND (request_token IS NULL OR schedule_id IS NOT NULL) \
              AND ended_at < ? ORDER BY ended_at LIMIT ?",
         )
         .bind(cutoff)

@@ -143,3 +143,64 @@ fn run_rm_deletes_the_job_once_its_output_is_written() {
         .code(2)
         .stderr(predicate::str::contains("cannot be used with"));
 }
+
+#[tokio::test]
+async fn a_schedules_firings_are_deleted_like_any_job() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start_with(&["--keep-ended", "2s"]);
+    let schedule = server
+        .cli()
+        .args(["job", "run", "--cron", "* * * * * *", "--", "true"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let schedule = String::from_utf8(schedule).unwrap().trim().to_owned();
+    // The first firings, once they have ended.
+    let mut c = server.admin().await;
+    let mut first = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while first.len() < 2 {
+        assert!(Instant::now() < deadline, "{}", server.server_log());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        first = c
+            .list_jobs(silo_proto::v1::ListJobsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .jobs
+            .into_iter()
+            .filter(|j| j.ended_at.is_some())
+            .map(|j| j.id)
+            .collect();
+    }
+    for id in &first {
+        let (server, id) = (&server, id.clone());
+        eventually("a firing is deleted", server, move || {
+            let id = id.clone();
+            async move { !job_exists(server, &id).await }
+        })
+        .await;
+    }
+    // The schedule goes on firing.
+    server
+        .cli()
+        .args(["schedule", "status", &schedule])
+        .assert()
+        .success();
+    let fired_later = c
+        .list_jobs(silo_proto::v1::ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert!(!fired_later.is_empty());
+    server
+        .cli()
+        .args(["schedule", "delete", &schedule])
+        .assert()
+        .success();
+}
