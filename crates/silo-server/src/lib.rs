@@ -238,7 +238,11 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     }
     // Certificates near their end are issued anew now, and later by the watch below; so is
     // a server certificate that lacks a name the server should answer to (a new --san).
-    certs::renew(&certs.dir, &args.sans)?;
+    // A renewal that fails (a full disk, say) leaves the certificates in use, which stay
+    // valid for up to 30 more days; the watch tries again.
+    if let Err(e) = certs::renew(&certs.dir, &args.sans) {
+        tracing::error!("cannot renew the server's certificates: {e}; the ones in use stay");
+    }
     let tls = std::sync::Arc::new(silo_tls::ServerTls::load(certs.clone())?);
     certs::watch(tls.clone(), certs.dir.clone(), args.sans.clone());
 
