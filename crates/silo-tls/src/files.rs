@@ -57,18 +57,7 @@ pub(crate) fn refuse_existing<'a>(
 /// `path` already exists it is left untouched and the result is
 /// [`TlsError::AlreadyExists`].
 pub(crate) fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError> {
-    let dir = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    let mut temp = tempfile::Builder::new()
-        .prefix(".silo-tls-")
-        .permissions(Permissions::from_mode(mode))
-        .tempfile_in(dir)
-        .map_err(|err| TlsError::write(path, err))?;
-    temp.write_all(contents)
-        .and_then(|()| temp.as_file().sync_all())
-        .map_err(|err| TlsError::write(path, err))?;
+    let temp = synced_temp(path, contents, mode)?;
     temp.persist_noclobber(path).map_err(|err| {
         if err.error.kind() == ErrorKind::AlreadyExists {
             TlsError::AlreadyExists {
@@ -85,18 +74,28 @@ pub(crate) fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), T
 /// the old file or the new one, whole, never a mix (a synced temporary file renamed over
 /// it, then the directory synced).
 pub(crate) fn replace(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError> {
-    let dir = parent_dir(path);
+    let temp = synced_temp(path, contents, mode)?;
+    temp.persist(path)
+        .map_err(|err| TlsError::write(path, err.error))?;
+    sync_dir(parent_dir(path)).map_err(|err| TlsError::write(path, err))
+}
+
+/// `contents` in a new temporary file beside `path`, created with `mode` (so a key is
+/// never readable by others, not even briefly) and synced.
+fn synced_temp(
+    path: &Path,
+    contents: &[u8],
+    mode: u32,
+) -> Result<tempfile::NamedTempFile, TlsError> {
     let mut temp = tempfile::Builder::new()
         .prefix(".silo-tls-")
         .permissions(Permissions::from_mode(mode))
-        .tempfile_in(dir)
+        .tempfile_in(parent_dir(path))
         .map_err(|err| TlsError::write(path, err))?;
     temp.write_all(contents)
         .and_then(|()| temp.as_file().sync_all())
         .map_err(|err| TlsError::write(path, err))?;
-    temp.persist(path)
-        .map_err(|err| TlsError::write(path, err.error))?;
-    sync_dir(dir).map_err(|err| TlsError::write(path, err))
+    Ok(temp)
 }
 
 /// Renames `from` over `to`, then syncs their directory.
