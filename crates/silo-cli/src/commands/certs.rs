@@ -29,13 +29,17 @@ fn issue(args: IssueArgs) -> anyhow::Result<i32> {
     )
     .map_err(|err| anyhow::anyhow!("{err}"))?;
     let ends = silo_tls::certificate_end(&cert).map_err(|err| anyhow::anyhow!("{err}"))?;
+    let serial = std::fs::read(&cert)
+        .map_err(anyhow::Error::from)
+        .and_then(|pem| silo_tls::certificate_serial(&pem).map_err(|e| anyhow::anyhow!("{e}")))?;
     print(&format!(
-        "issued a {role} certificate for {name}, signed by {ca}, valid until {ends}:\n  certificate: {cert}\n  key:         {key}\n",
+        "issued a {role} certificate for {name}, signed by {ca}, valid until {ends}:\n  certificate: {cert}\n  key:         {key}\n  serial:      {serial} (`silo certs revoke --serial` takes it)\n",
         name = args.name,
         ca = ca.ca().display(),
         ends = crate::format::rfc3339_seconds(ends.into()),
         cert = cert.display(),
         key = key.display(),
+        serial = silo_tls::hex(&serial),
     ))
 }
 
