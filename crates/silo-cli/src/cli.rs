@@ -458,6 +458,21 @@ pub enum CertsCommand {
     /// Revoke a client certificate: the server refuses it from then on (within 2 seconds,
     /// on new connections and on every call of open ones)
     Revoke(RevokeArgs),
+    /// List the certificates the CA has issued: name, role, serial, end, and whether
+    /// revoked
+    List(CertsListArgs),
+}
+
+/// `silo certs list`.
+#[derive(Debug, Args)]
+pub struct CertsListArgs {
+    /// Directory holding the CA (its record of issued certificates is issued/)
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/silo/certs")]
+    pub ca_dir: PathBuf,
+
+    /// Print a JSON array instead of the table
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// A client role for `--role`.

@@ -24,13 +24,13 @@ pub mod uploads;
 mod view;
 
 pub use cli::{
-    BuildArgs, CertsCommand, ClientCommand, DeleteArgs, EnvArg, ExportArgs, GlobalOptions,
-    GraphArgs, GraphFormat, InitArgs, InstallArgs, IssueArgs, JobArgs, JobCommand, ListArgs,
-    LogsArgs, NodeArgs, RemoveArgs, RevokeArgs, RoleArg, RunArgs, RuntimeArgs, RuntimeCommand,
-    RuntimeInfoArgs, RuntimeListArgs, ServerCommand, ServerInfoArgs, StateArg, StatusArgs,
-    StopArgs, TopArgs, TopSort, ValidateArgs, VerifyArgs, WorkflowArgs, WorkflowCommand,
-    WorkflowIdArgs, WorkflowListArgs, WorkflowLogsArgs, WorkflowRunArgs, WorkflowStatusArgs,
-    parse_branch,
+    BuildArgs, CertsCommand, CertsListArgs, ClientCommand, DeleteArgs, EnvArg, ExportArgs,
+    GlobalOptions, GraphArgs, GraphFormat, InitArgs, InstallArgs, IssueArgs, JobArgs, JobCommand,
+    ListArgs, LogsArgs, NodeArgs, RemoveArgs, RevokeArgs, RoleArg, RunArgs, RuntimeArgs,
+    RuntimeCommand, RuntimeInfoArgs, RuntimeListArgs, ServerCommand, ServerInfoArgs, StateArg,
+    StatusArgs, StopArgs, TopArgs, TopSort, ValidateArgs, VerifyArgs, WorkflowArgs,
+    WorkflowCommand, WorkflowIdArgs, WorkflowListArgs, WorkflowLogsArgs, WorkflowRunArgs,
+    WorkflowStatusArgs, parse_branch,
 };
 pub use cli::{
     MissedArg, OverlapArg, ScheduleArgs, ScheduleCommand, ScheduleIdArgs, ScheduleListArgs,

@@ -22,6 +22,7 @@ mod crl;
 mod error;
 mod files;
 mod identity;
+mod issued;
 mod paths;
 mod pki;
 mod refusal;
@@ -40,6 +41,7 @@ pub use crl::{
 pub use error::TlsError;
 pub use files::read_pem_file;
 pub use identity::{PeerIdentity, Role, UnknownRole, peer_identity};
+pub use issued::{Issued, list_issued};
 pub use paths::CertPaths;
 pub use pki::{EnsureReport, ensure_server_pki, init_pki, issue_client_cert};
 pub use refusal::linger_after_refusal;

@@ -80,7 +80,13 @@ pub fn ensure_server_pki(dir: &Path, extra_sans: &[String]) -> Result<EnsureRepo
 
     let ca = if ca_missing {
         let (ca, pair) = CertificateAuthority::generate()?;
-        write_pair(&paths.ca(), &paths.ca_key(), &pair, &mut report.created)?;
+        write_pair(
+            None,
+            &paths.ca(),
+            &paths.ca_key(),
+            &pair,
+            &mut report.created,
+        )?;
         ca
     } else {
         CertificateAuthority::load(&paths.ca(), &paths.ca_key())?
@@ -88,6 +94,7 @@ pub fn ensure_server_pki(dir: &Path, extra_sans: &[String]) -> Result<EnsureRepo
     if server_missing {
         let pair = ca.issue_server(&sans, LEAF_VALIDITY)?;
         write_pair(
+            Some(dir),
             &paths.server(),
             &paths.server_key(),
             &pair,
@@ -100,7 +107,7 @@ pub fn ensure_server_pki(dir: &Path, extra_sans: &[String]) -> Result<EnsureRepo
         if missing {
             let pair = ca.issue_client(role, role.as_str(), LEAF_VALIDITY)?;
             let (cert, key) = paths.client(role);
-            write_pair(&cert, &key, &pair, &mut report.created)?;
+            write_pair(Some(dir), &cert, &key, &pair, &mut report.created)?;
         }
     }
     Ok(report)
@@ -130,7 +137,9 @@ pub fn init_pki(dir: &Path, extra_sans: &[String], validity: Duration) -> Result
         .iter()
         .zip([&ca_pair, &server_pair, &admin_pair, &viewer_pair])
     {
-        write_pair(cert, key, pair, &mut created)?;
+        // The CA's own pair comes first, and is not an issued certificate.
+        let record = (cert != &paths.ca()).then_some(dir);
+        write_pair(record, cert, key, pair, &mut created)?;
     }
     Ok(())
 }
@@ -158,7 +167,8 @@ pub fn issue_client_cert(
     let ca = CertificateAuthority::load(ca_cert_pem, ca_key_pem)?;
     let pair = ca.issue_client(role, name, validity)?;
     create_private_dir(out)?;
-    write_pair(&cert, &key, &pair, &mut Vec::new())?;
+    let ca_dir = ca_cert_pem.parent().unwrap_or(Path::new("."));
+    write_pair(Some(ca_dir), &cert, &key, &pair, &mut Vec::new())?;
     Ok((cert, key))
 }
 
@@ -177,8 +187,10 @@ fn pair_missing(cert: &Path, key: &Path) -> Result<bool, TlsError> {
     })
 }
 
-/// Writes the key (0600) first, then the certificate (0644), recording both in `created`.
+/// Writes the key (0600) first, then the certificate (0644), recording both in `created`,
+/// and the certificate in the record of the CA in `ca_dir`, when given (see `issued`).
 fn write_pair(
+    ca_dir: Option<&Path>,
     cert: &Path,
     key: &Path,
     pair: &IssuedPair,
@@ -188,7 +200,10 @@ fn write_pair(
     created.push(key.to_path_buf());
     write_new(cert, pair.cert_pem.as_bytes(), CERT_MODE)?;
     created.push(cert.to_path_buf());
-    Ok(())
+    match ca_dir {
+        Some(ca_dir) => crate::issued::record(ca_dir, &pair.cert_pem),
+        None => Ok(()),
+    }
 }
 
 fn validate_client_name(name: &str) -> Result<(), TlsError> {

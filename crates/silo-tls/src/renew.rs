@@ -204,6 +204,7 @@ pub fn renew_due(
         };
         let valid_until = certificate_end_of_pem(&pair.cert_pem).map_err(invalid)?;
         replace_pair(&cert, &key, &pair)?;
+        crate::issued::record(dir, &pair.cert_pem)?;
         report.renewed.push(Renewed {
             cert,
             was_valid_until,

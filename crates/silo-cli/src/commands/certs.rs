@@ -3,7 +3,7 @@
 
 use silo_tls::{CertPaths, Role};
 
-use crate::cli::{CertsCommand, InitArgs, IssueArgs, RevokeArgs};
+use crate::cli::{CertsCommand, CertsListArgs, InitArgs, IssueArgs, RevokeArgs};
 use crate::output::print;
 
 /// Runs a `silo certs` command.
@@ -12,6 +12,74 @@ pub fn certs(command: CertsCommand) -> anyhow::Result<i32> {
         CertsCommand::Issue(args) => issue(args),
         CertsCommand::Init(args) => init(args),
         CertsCommand::Revoke(args) => revoke(args),
+        CertsCommand::List(args) => list(args),
+    }
+}
+
+/// The certificates the CA in `--ca-dir` has recorded as issued.
+fn list(args: CertsListArgs) -> anyhow::Result<i32> {
+    let issued = silo_tls::list_issued(&args.ca_dir).map_err(|err| anyhow::anyhow!("{err}"))?;
+    let now = time::OffsetDateTime::now_utc();
+    if args.json {
+        let rows: Vec<serde_json::Value> = issued
+            .iter()
+            .map(|i| {
+                serde_json::json!({
+                    "name": i.common_name,
+                    "role": role_text(i),
+                    "serial": i.serial,
+                    "valid_until": crate::format::rfc3339_seconds(i.valid_until.into()),
+                    "state": state_text(i, now),
+                    "path": i.path,
+                })
+            })
+            .collect();
+        return crate::output::print_json(&rows);
+    }
+    print(&render_list(&issued, now))
+}
+
+/// NAME, ROLE, SERIAL, VALID UNTIL, STATE, as a borderless table.
+fn render_list(issued: &[silo_tls::Issued], now: time::OffsetDateTime) -> String {
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
+        .set_header(["NAME", "ROLE", "SERIAL", "VALID UNTIL", "STATE"]);
+    for i in issued {
+        table.add_row([
+            crate::format::single_line(&i.common_name),
+            role_text(i).to_owned(),
+            i.serial.clone(),
+            crate::format::rfc3339_seconds(i.valid_until.into()),
+            state_text(i, now),
+        ]);
+    }
+    let last = table.column_count().saturating_sub(1);
+    for column in table.column_iter_mut() {
+        let right = if column.index == last { 0 } else { 3 };
+        column.set_padding((0, right));
+    }
+    let mut text = table.trim_fmt();
+    text.push('\n');
+    text
+}
+
+fn role_text(issued: &silo_tls::Issued) -> &'static str {
+    issued.role.map_or("server", |role| role.as_str())
+}
+
+/// revoked, ended, ends in N days (within 30), or valid.
+fn state_text(issued: &silo_tls::Issued, now: time::OffsetDateTime) -> String {
+    let left = issued.valid_until - now;
+    if issued.revoked {
+        "revoked".to_owned()
+    } else if left.is_negative() {
+        "ended".to_owned()
+    } else if left <= silo_tls::RENEW_BEFORE {
+        format!("ends in {} days", left.whole_days())
+    } else {
+        "valid".to_owned()
     }
 }
 
@@ -146,8 +214,8 @@ mod tests {
         assert_eq!(revoke(revoke_args()).unwrap(), 0);
         let serial =
             silo_tls::certificate_serial(&std::fs::read(out.join("alice.pem")).unwrap()).unwrap();
-        let list = std::fs::read_to_string(pki.join("crl.pem")).unwrap();
-        assert!(list.starts_with("-----BEGIN X509 CRL-----"), "{list}");
+        let crl = std::fs::read_to_string(pki.join("crl.pem")).unwrap();
+        assert!(crl.starts_with("-----BEGIN X509 CRL-----"), "{crl}");
         let tls = silo_tls::ServerTls::load(CertPaths::new(&pki)).unwrap();
         assert!(tls.is_revoked(&serial));
 
@@ -171,5 +239,38 @@ mod tests {
         });
         let foreign = foreign.unwrap_err().to_string();
         assert!(foreign.contains("not by the CA in"), "{foreign}");
+
+        // The record: the three made by init and alice's, revoked.
+        let issued = silo_tls::list_issued(&pki).unwrap();
+        let table = render_list(&issued, time::OffsetDateTime::now_utc());
+        let rows: Vec<Vec<&str>> = table
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            rows[0],
+            ["NAME", "ROLE", "SERIAL", "VALID", "UNTIL", "STATE"]
+        );
+        let states: Vec<(&str, &str, &str)> = rows[1..]
+            .iter()
+            .map(|r| (r[0], r[1], *r.last().unwrap()))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("admin", "admin", "valid"),
+                ("alice", "viewer", "revoked"),
+                ("silo", "server", "valid"),
+                ("viewer", "viewer", "valid"),
+            ]
+        );
+        assert_eq!(
+            list(CertsListArgs {
+                ca_dir: pki.clone(),
+                json: true
+            })
+            .unwrap(),
+            0
+        );
     }
 }

@@ -10,7 +10,7 @@ use super::{first_cert, fresh_pki, read};
 use crate::pki::certificate_sans;
 use crate::{
     CertPaths, LEAF_VALIDITY, RENEW_BEFORE, Role, ServerTls, Why, certificate_end,
-    certificate_serial, client_config, ensure_server_pki, init_pki, issue_client_cert,
+    certificate_serial, client_config, ensure_server_pki, init_pki, issue_client_cert, list_issued,
     next_renewal, parse_serial, peer_identity, renew_due, revoke,
 };
 
@@ -266,4 +266,47 @@ fn a_server_certificate_without_a_new_name_is_issued_anew_with_it() {
         OffsetDateTime::now_utc(),
     );
     assert!(again.unwrap().renewed.is_empty());
+}
+
+#[test]
+fn the_ca_directory_records_what_it_issued_and_what_is_revoked() {
+    let (temp, paths) = fresh_pki();
+    let out = temp.path().join("issued-here");
+    let (alice, _) = issue_client_cert(
+        &paths.ca(),
+        &paths.ca_key(),
+        Role::Admin,
+        "alice",
+        &out,
+        LEAF_VALIDITY,
+    )
+    .unwrap();
+    revoke(&paths.dir, &certificate_serial(&read(&alice)).unwrap()).unwrap();
+    // A renewal is recorded too: the old certificate stays listed beside the new one.
+    let viewer_before =
+        crate::hex(&certificate_serial(&read(&paths.client(Role::Viewer).0)).unwrap());
+    let later = OffsetDateTime::now_utc() + Duration::days(340);
+    assert_eq!(renew_due(&paths.dir, &[], later).unwrap().renewed.len(), 3);
+
+    let listed = list_issued(&paths.dir).unwrap();
+
+    let rows: Vec<(&str, Option<Role>, bool)> = listed
+        .iter()
+        .map(|i| (i.common_name.as_str(), i.role, i.revoked))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("admin", Some(Role::Admin), false),
+            ("admin", Some(Role::Admin), false),
+            ("alice", Some(Role::Admin), true),
+            ("silo server", None, false),
+            ("silo server", None, false),
+            ("viewer", Some(Role::Viewer), false),
+            ("viewer", Some(Role::Viewer), false),
+        ]
+    );
+    let viewers: Vec<&str> = listed[5..].iter().map(|i| i.serial.as_str()).collect();
+    assert!(viewers.contains(&viewer_before.as_str()), "{viewers:?}");
+    assert!(!listed.iter().any(|i| i.common_name.starts_with("silo CA")));
 }
