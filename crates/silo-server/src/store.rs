@@ -718,12 +718,16 @@ impl Store {
         .await?)
     }
 
-    /// Removes the job's row, and with it its secrets (`ON DELETE CASCADE`).
+    /// Removes the job's row, and with it its secrets (`ON DELETE CASCADE`); NotFound when
+    /// there is none (another call removed it first).
     pub async fn delete(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM jobs WHERE id = ?")
+        let done = sqlx::query("DELETE FROM jobs WHERE id = ?")
             .bind(id)
             .execute(&self.pool)
             .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(id.to_owned()));
+        }
         Ok(())
     }
 }

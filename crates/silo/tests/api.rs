@@ -318,9 +318,22 @@ async fn list_get_and_delete() {
     })
     .await
     .unwrap();
-    c.delete_job(DeleteJobRequest { id: b.id.clone() })
-        .await
-        .unwrap();
+    // Four deletes at once: one deletes, the others find nothing.
+    let deletes: Vec<_> = (0..4)
+        .map(|_| {
+            let mut c = c.clone();
+            let id = b.id.clone();
+            tokio::spawn(async move { c.delete_job(DeleteJobRequest { id }).await })
+        })
+        .collect();
+    let mut deleted = 0;
+    for delete in deletes {
+        match delete.await.unwrap() {
+            Ok(_) => deleted += 1,
+            Err(status) => assert_eq!(status.code(), Code::NotFound, "{status:?}"),
+        }
+    }
+    assert_eq!(deleted, 1);
     assert!(!server.state().join("jobs").join(&b.id).exists());
     let err = c
         .get_job(silo_proto::v1::GetJobRequest { id: b.id.clone() })
