@@ -597,12 +597,23 @@ impl JobService for JobApi {
         request: Request<GetServerInfoRequest>,
     ) -> Result<Response<ServerInfo>, Status> {
         let (caller, role) = authorize_identity(&request, Access::Read, "GetServerInfo")?;
+        let connection = request.extensions().get::<crate::auth::Caller>();
+        let timestamp = |at: time::OffsetDateTime| prost_types::Timestamp {
+            seconds: at.unix_timestamp(),
+            nanos: 0,
+        };
         Ok(Response::new(ServerInfo {
             caller,
             caller_role: match role {
                 silo_tls::Role::Admin => Role::Admin,
                 silo_tls::Role::Viewer => Role::Viewer,
             } as i32,
+            server_certificate_ends: connection
+                .and_then(|c| c.tls.as_ref())
+                .map(|tls| timestamp(tls.server_certificate_ends())),
+            caller_certificate_ends: connection
+                .and_then(|c| c.identity.as_ref())
+                .map(|id| timestamp(id.valid_until)),
             ..self.info.clone()
         }))
     }

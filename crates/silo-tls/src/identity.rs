@@ -70,6 +70,8 @@ pub struct PeerIdentity {
     /// The certificate's serial number, without leading zero bytes (see
     /// [`crate::normalize_serial`]): what a revocation names.
     pub serial: Vec<u8>,
+    /// When the certificate ends.
+    pub valid_until: time::OffsetDateTime,
 }
 
 /// Reads the common name and role from a DER certificate.
@@ -107,5 +109,6 @@ pub fn peer_identity(cert: &CertificateDer<'_>) -> Result<PeerIdentity, TlsError
         common_name,
         role,
         serial: crate::crl::normalize_serial(cert.raw_serial()),
+        valid_until: cert.validity().not_after.to_datetime(),
     })
 }

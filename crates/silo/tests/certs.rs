@@ -80,6 +80,27 @@ fn certificates_near_their_end_are_renewed_at_start_and_clients_keep_their_ca() 
         .assert()
         .success()
         .stderr(predicates::str::contains("warning").not());
+    // `server info` says until when both certificates of the connection are valid.
+    let out = server
+        .cli()
+        .args(["server", "info", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let info: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    for (key, file) in [
+        ("server_certificate_ends", "server.pem"),
+        ("caller_certificate_ends", "admin.pem"),
+    ] {
+        let date = silo_tls::certificate_end(&certs.join(file)).unwrap().date();
+        let said = info[key].as_str().unwrap_or_default();
+        assert!(
+            said.starts_with(&date.to_string()),
+            "{key}: {said} ({date})"
+        );
+    }
 }
 
 #[tokio::test]

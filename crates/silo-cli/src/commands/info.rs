@@ -82,6 +82,8 @@ pub fn render_info(info: &ServerInfo) -> String {
             "uploads",
             format!("at most {}", format_size(info.max_upload_bytes)),
         ),
+        ("server cert", until(info.server_certificate_ends.as_ref())),
+        ("your cert", until(info.caller_certificate_ends.as_ref())),
     ];
     let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     lines
@@ -115,5 +117,17 @@ fn info_json(info: &ServerInfo) -> serde_json::Value {
         "default_stop_grace_ms": info.default_stop_grace_ms,
         "max_stop_grace_ms": info.max_stop_grace_ms,
         "max_upload_bytes": info.max_upload_bytes,
+        "server_certificate_ends": rfc3339(info.server_certificate_ends.as_ref()),
+        "caller_certificate_ends": rfc3339(info.caller_certificate_ends.as_ref()),
     })
+}
+
+/// "valid until …" for a certificate's end, or "-" when the server does not say.
+fn until(ends: Option<&prost_types::Timestamp>) -> String {
+    rfc3339(ends).map_or_else(|| "-".to_owned(), |at| format!("valid until {at}"))
+}
+
+/// A timestamp in RFC 3339 (UTC, seconds), when there is one.
+fn rfc3339(at: Option<&prost_types::Timestamp>) -> Option<String> {
+    crate::format::system_time(at).map(crate::format::rfc3339_seconds)
 }
