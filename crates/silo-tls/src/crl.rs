@@ -86,7 +86,7 @@ pub fn revoke(ca_dir: &Path, serial: &[u8]) -> Result<Revocation, TlsError> {
         this_update: now,
         // Valid as long as the CA: the list is only ever replaced by a longer one.
         next_update: ca.not_after().max(now + time::Duration::days(1)),
-        crl_number: SerialNumber::from_slice(&(number + 1).to_be_bytes()),
+        crl_number: SerialNumber::from_slice(&number.saturating_add(1).to_be_bytes()),
         issuing_distribution_point: None,
         revoked_certs: entries
             .iter()
