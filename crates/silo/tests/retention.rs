@@ -204,3 +204,47 @@ async fn a_schedules_firings_are_deleted_like_any_job() {
         .assert()
         .success();
 }
+
+#[tokio::test]
+async fn a_job_that_cannot_be_deleted_is_named_once_and_the_others_go() {
+    if !privileged() {
+        return;
+    }
+    let server = TestServer::start_with(&["--keep-ended", "1s"]);
+    let mut c = server.admin().await;
+    let stuck = run(&mut c, &["true"]).await;
+    let stuck = wait_end(&mut c, &stuck.id).await;
+    // An immutable file keeps its directory from being removed, as a broken disk might.
+    let pin = server.state().join("jobs").join(&stuck.id).join("pinned");
+    std::fs::write(&pin, "").unwrap();
+    let pinned = std::process::Command::new("chattr")
+        .arg("+i")
+        .arg(&pin)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !needs(pinned, "chattr +i on the state directory's filesystem") {
+        return;
+    }
+    let other = run(&mut c, &["true"]).await;
+    let other = wait_end(&mut c, &other.id).await;
+    let gone = {
+        let (server, id) = (&server, other.id.clone());
+        move || {
+            let id = id.clone();
+            async move { !job_exists(server, &id).await }
+        }
+    };
+    eventually("the other job is deleted", &server, gone).await;
+    // Several sweeps later (one every 250 ms), the stuck one was named once.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = std::process::Command::new("chattr")
+        .arg("-i")
+        .arg(&pin)
+        .status();
+    let log = server.server_log();
+    let named = log
+        .lines()
+        .filter(|l| l.contains("cannot delete the ended job") && l.contains(&stuck.id))
+        .count();
+    assert_eq!(named, 1, "{log}");
+}
