@@ -214,6 +214,19 @@ pub fn human_size(bytes: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
+/// A borderless table as the lists print it: columns separated by three blanks, no blank
+/// at the start or end of a line, a newline at the end.
+pub fn table_text(mut table: comfy_table::Table) -> String {
+    let last = table.column_count().saturating_sub(1);
+    for column in table.column_iter_mut() {
+        let right = if column.index == last { 0 } else { 3 };
+        column.set_padding((0, right));
+    }
+    let mut text = table.trim_fmt();
+    text.push('\n');
+    text
+}
+
 /// `text` with control characters escaped (`\n`, `\u{1b}`), so it stays on one line and
 /// cannot move a terminal's cursor.
 pub fn single_line(text: &str) -> String {

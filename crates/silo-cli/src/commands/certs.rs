@@ -55,14 +55,7 @@ fn render_list(issued: &[silo_tls::Issued], now: time::OffsetDateTime) -> String
             state_text(i, now),
         ]);
     }
-    let last = table.column_count().saturating_sub(1);
-    for column in table.column_iter_mut() {
-        let right = if column.index == last { 0 } else { 3 };
-        column.set_padding((0, right));
-    }
-    let mut text = table.trim_fmt();
-    text.push('\n');
-    text
+    crate::format::table_text(table)
 }
 
 fn role_text(issued: &silo_tls::Issued) -> &'static str {

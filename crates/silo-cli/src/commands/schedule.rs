@@ -163,14 +163,7 @@ pub fn render_table(schedules: &[Schedule]) -> String {
             truncate(&command_line(&spec.command), COMMAND_WIDTH),
         ]);
     }
-    let last = table.column_count().saturating_sub(1);
-    for column in table.column_iter_mut() {
-        let right = if column.index == last { 0 } else { 3 };
-        column.set_padding((0, right));
-    }
-    let mut text = table.trim_fmt();
-    text.push('\n');
-    text
+    crate::format::table_text(table)
 }
 
 /// One schedule as `key: value` lines, with its next three firings.

@@ -58,14 +58,7 @@ pub fn render_table(workflows: &[Workflow], now: SystemTime) -> String {
             dash_if_empty(single_line(&workflow.owner)),
         ]);
     }
-    let last = table.column_count().saturating_sub(1);
-    for column in table.column_iter_mut() {
-        let right = if column.index == last { 0 } else { 3 };
-        column.set_padding((0, right));
-    }
-    let mut text = table.trim_fmt();
-    text.push('\n');
-    text
+    crate::format::table_text(table)
 }
 
 fn dash_if_empty(text: String) -> String {
