@@ -27,8 +27,7 @@ pub struct EnsureReport {
     pub created: Vec<PathBuf>,
     /// Names the server should answer to (localhost, loopback addresses, the hostname,
     /// `extra_sans`) that an existing `server.pem` does not cover. Empty when the server
-    /// certificate was just created. Remove `server.pem` and `server-key.pem` to have
-    /// them issued again with every name.
+    /// certificate was just created. [`crate::renew_due`] issues it anew with them.
     pub server_missing_sans: Vec<String>,
 }
 
