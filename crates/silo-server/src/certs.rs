@@ -1,16 +1,26 @@
 //! The server's certificates over time: its own renewed before they end, and its TLS
-//! configuration read again when a file of the certs directory changes (a renewal, a
+//! configuration read again as soon as a file of the certs directory changes (a renewal, a
 //! revocation by `silo certs revoke`, a certificate replaced by hand).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use silo_tls::{RenewReport, ServerTls, TlsError};
 use time::OffsetDateTime;
+use tokio_stream::StreamExt;
 
-/// How often the certs directory is looked at: a revocation takes effect within it.
-const CHECK_EVERY: Duration = Duration::from_secs(2);
+/// How often the certs directory is looked at where inotify cannot watch it.
+const POLL_EVERY: Duration = Duration::from_secs(2);
+
+/// How long after the first change of the certs directory its files are read: the time
+/// the rest of a renewal's or a revocation's writes take.
+const SETTLE: Duration = Duration::from_millis(100);
+
+/// The longest sleep without a look at the clock: the wall clock a renewal is due by may
+/// jump (a suspended host, a corrected clock), tokio's timers do not.
+const LONGEST_SLEEP: Duration = Duration::from_secs(3600);
 
 /// How long after a renewal that left a certificate due (its CA ends first, or it failed)
 /// the next one is tried.
@@ -42,15 +52,53 @@ pub fn renew(dir: &std::path::Path, sans: &[String]) -> Result<RenewReport, TlsE
     Ok(report)
 }
 
-/// Watches the certs directory `dir` for as long as the server runs: renews its
-/// certificates when they are due, and has `tls` read the files again when they change.
+/// Watches the certs directory `dir` for as long as the server runs: has `tls` read the
+/// files again when one changes (told by inotify; polled every [`POLL_EVERY`] only where
+/// inotify cannot start), and renews the certificates when they come due (it sleeps until
+/// then).
 pub fn watch(tls: Arc<ServerTls>, dir: PathBuf, sans: Vec<String>) {
     tokio::spawn(async move {
-        let every = check_interval();
+        let mut events = match dir_events(&dir) {
+            Ok(events) => Some(events),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot watch {} with inotify ({e}): it is looked at every {} s",
+                    dir.display(),
+                    POLL_EVERY.as_secs()
+                );
+                None
+            }
+        };
         let mut due = next_due(&dir);
         let mut last_error: Option<String> = None;
         loop {
-            tokio::time::sleep(every).await;
+            let until_due = due.map_or(LONGEST_SLEEP, |due| {
+                let left = due - OffsetDateTime::now_utc();
+                Duration::try_from(left).unwrap_or(Duration::ZERO)
+            });
+            let sleep = tokio::time::sleep(until_due.min(LONGEST_SLEEP));
+            let changed = match events.as_mut() {
+                Some(stream) => tokio::select! {
+                    event = stream.next() => match event {
+                        Some(_) => {
+                            // A renewal or a revocation writes a few files at once: read
+                            // them once they are all there.
+                            tokio::time::sleep(SETTLE).await;
+                            while let Some(Some(_)) = stream.next().now_or_never() {}
+                            true
+                        }
+                        None => {
+                            events = None;
+                            true
+                        }
+                    },
+                    () = sleep => false,
+                },
+                None => {
+                    tokio::time::sleep(until_due.min(POLL_EVERY)).await;
+                    true
+                }
+            };
             let now = OffsetDateTime::now_utc();
             let renewing = due.is_some_and(|due| due <= now);
             if renewing {
@@ -64,8 +112,11 @@ pub fn watch(tls: Arc<ServerTls>, dir: PathBuf, sans: Vec<String>) {
                     Err(e) => tracing::error!("the certificate renewal was lost: {e}"),
                 }
                 // What is still due (its CA ends first, or the renewal failed) is tried
-                // again later, not at every look.
+                // again later, not at once.
                 due = next_due(&dir).map(|due| due.max(now + RETRY_AFTER));
+            }
+            if !changed && !renewing {
+                continue;
             }
             let reloaded = {
                 let tls = tls.clone();
@@ -101,8 +152,22 @@ pub fn watch(tls: Arc<ServerTls>, dir: PathBuf, sans: Vec<String>) {
     });
 }
 
+/// The inotify events of `dir`: a file written, renamed in or out, created or removed.
+fn dir_events(dir: &Path) -> std::io::Result<inotify::EventStream<Vec<u8>>> {
+    let inotify = inotify::Inotify::init()?;
+    inotify.watches().add(
+        dir,
+        inotify::WatchMask::CLOSE_WRITE
+            | inotify::WatchMask::MOVED_TO
+            | inotify::WatchMask::MOVED_FROM
+            | inotify::WatchMask::CREATE
+            | inotify::WatchMask::DELETE,
+    )?;
+    inotify.into_event_stream(vec![0u8; 4096])
+}
+
 /// When the next of the certs directory's certificates is due for renewal.
-fn next_due(dir: &std::path::Path) -> Option<OffsetDateTime> {
+fn next_due(dir: &Path) -> Option<OffsetDateTime> {
     match silo_tls::next_renewal(dir) {
         Ok(due) => due,
         Err(e) => {
@@ -110,16 +175,4 @@ fn next_due(dir: &std::path::Path) -> Option<OffsetDateTime> {
             None
         }
     }
-}
-
-/// [`CHECK_EVERY`]; debug builds take `SILO_TEST_CERT_CHECK_MS` instead, for tests.
-fn check_interval() -> Duration {
-    #[cfg(debug_assertions)]
-    if let Some(ms) = std::env::var("SILO_TEST_CERT_CHECK_MS")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        return Duration::from_millis(ms);
-    }
-    CHECK_EVERY
 }

@@ -202,20 +202,32 @@ pub fn parse_serial(text: &str) -> Result<Vec<u8>, TlsError> {
     Ok(normalize_serial(&bytes))
 }
 
-/// The list in the PEM text `pem` for a verifier, and the serial numbers it revokes.
-pub(crate) fn read_list(
-    path: &Path,
-    pem: &[u8],
-) -> Result<(CertificateRevocationListDer<'static>, HashSet<Vec<u8>>), TlsError> {
-    let der = CertificateRevocationListDer::from_pem_slice(pem)
-        .map_err(|err| invalid_crl(path, err.to_string()))?;
+/// The CA's list in `paths` for a verifier, and the serial numbers it revokes; none (and
+/// no serial numbers) while nothing was ever revoked.
+pub(crate) fn current_list(
+    paths: &CertPaths,
+) -> Result<
+    (
+        Option<CertificateRevocationListDer<'static>>,
+        HashSet<Vec<u8>>,
+    ),
+    TlsError,
+> {
+    let path = paths.crl();
+    let pem = match std::fs::read(&path) {
+        Ok(pem) => pem,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((None, HashSet::new())),
+        Err(e) => return Err(TlsError::read(&path, e)),
+    };
+    let der = CertificateRevocationListDer::from_pem_slice(&pem)
+        .map_err(|err| invalid_crl(&path, err.to_string()))?;
     let (_, list) = CertificateRevocationList::from_der(der.as_ref())
-        .map_err(|err| invalid_crl(path, err.to_string()))?;
+        .map_err(|err| invalid_crl(&path, err.to_string()))?;
     let serials = list
         .iter_revoked_certificates()
         .map(|revoked| normalize_serial(revoked.raw_serial()))
         .collect();
-    Ok((der, serials))
+    Ok((Some(der), serials))
 }
 
 /// A serial number's bytes without leading zeros (DER adds one before a high bit), so

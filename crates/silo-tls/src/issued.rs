@@ -8,8 +8,8 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use time::OffsetDateTime;
 
-use crate::crl::{hex, read_list};
-use crate::files::{CERT_MODE, create_private_dir, exists, read_pem_file, write_new};
+use crate::crl::{current_list, hex};
+use crate::files::{CERT_MODE, create_private_dir, read_pem_file, write_new};
 use crate::renew::end_of;
 use crate::{CertPaths, Role, TlsError, peer_identity};
 
@@ -50,12 +50,7 @@ pub(crate) fn record(ca_dir: &Path, cert_pem: &str) -> Result<(), TlsError> {
 
 /// Every certificate recorded in the CA directory `ca_dir`, by name, then newest first.
 pub fn list_issued(ca_dir: &Path) -> Result<Vec<Issued>, TlsError> {
-    let crl = CertPaths::new(ca_dir).crl();
-    let revoked = if exists(&crl)? {
-        read_list(&crl, &read_pem_file(&crl)?)?.1
-    } else {
-        Default::default()
-    };
+    let (_, revoked) = current_list(&CertPaths::new(ca_dir))?;
     let dir = record_dir(ca_dir);
     let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,

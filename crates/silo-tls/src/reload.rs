@@ -12,7 +12,7 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use time::OffsetDateTime;
 
-use crate::crl::read_list;
+use crate::crl::current_list;
 use crate::files::read_pem_file;
 use crate::renew::end_of;
 use crate::{CertPaths, TlsError, server_config};
@@ -132,15 +132,7 @@ fn read(paths: &CertPaths) -> Result<Loaded, TlsError> {
             path: paths.server(),
             reason,
         })?;
-    let crl_path = paths.crl();
-    let (crl, revoked) = match std::fs::read(&crl_path) {
-        Ok(pem) => {
-            let (der, serials) = read_list(&crl_path, &pem)?;
-            (Some(der), serials)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, HashSet::new()),
-        Err(e) => return Err(TlsError::read(&crl_path, e)),
-    };
+    let (crl, revoked) = current_list(paths)?;
     let config = server_config(
         &read_pem_file(&paths.ca())?,
         &cert_pem,

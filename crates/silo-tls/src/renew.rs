@@ -22,7 +22,7 @@ use time::{Duration, OffsetDateTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::authority::{CertificateAuthority, IssuedPair, LEAF_VALIDITY};
-use crate::crl::{normalize_serial, read_list};
+use crate::crl::{current_list, normalize_serial};
 use crate::files::{CERT_MODE, KEY_MODE, exists, read_pem_file, rename_over, replace};
 use crate::pki::{certificate_sans, server_sans};
 use crate::{CertPaths, Role, TlsError, peer_identity};
@@ -77,8 +77,12 @@ pub struct RenewReport {
 
 /// When the first certificate in the PEM file `path` ends.
 pub fn certificate_end(path: &Path) -> Result<OffsetDateTime, TlsError> {
-    let der = first_certificate(path)?;
-    end_of(&der).map_err(|reason| TlsError::InvalidFile {
+    end_of_file(path, &first_certificate(path)?)
+}
+
+/// When the certificate `der`, read from `path`, ends; the error names the file.
+fn end_of_file(path: &Path, der: &[u8]) -> Result<OffsetDateTime, TlsError> {
+    end_of(der).map_err(|reason| TlsError::InvalidFile {
         what: "certificate",
         path: path.to_path_buf(),
         reason,
@@ -96,29 +100,19 @@ pub fn end_of(der: &[u8]) -> Result<OffsetDateTime, String> {
 /// has revoked.
 pub fn next_renewal(dir: &Path) -> Result<Option<OffsetDateTime>, TlsError> {
     let paths = CertPaths::new(dir);
-    let revoked = revoked_serials(&paths)?;
+    let (_, revoked) = current_list(&paths)?;
     let mut next: Option<OffsetDateTime> = None;
     for (cert, _, _) in kept_pairs(&paths) {
         if exists(&cert)? {
             let der = first_certificate(&cert)?;
             let due = match is_revoked(&der, &revoked) {
                 true => OffsetDateTime::UNIX_EPOCH,
-                false => certificate_end(&cert)? - RENEW_BEFORE,
+                false => end_of_file(&cert, &der)? - RENEW_BEFORE,
             };
             next = Some(next.map_or(due, |n| n.min(due)));
         }
     }
     Ok(next)
-}
-
-/// The serial numbers the CA in `paths` has revoked (none without a list).
-fn revoked_serials(paths: &CertPaths) -> Result<HashSet<Vec<u8>>, TlsError> {
-    let crl = paths.crl();
-    match std::fs::read(&crl) {
-        Ok(pem) => Ok(read_list(&crl, &pem)?.1),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HashSet::new()),
-        Err(e) => Err(TlsError::read(&crl, e)),
-    }
 }
 
 /// Whether the certificate `der` is one of `revoked`.
@@ -140,7 +134,7 @@ pub fn renew_due(
     now: OffsetDateTime,
 ) -> Result<RenewReport, TlsError> {
     let paths = CertPaths::new(dir);
-    let revoked = revoked_serials(&paths)?;
+    let (_, revoked) = current_list(&paths)?;
     let mut report = RenewReport::default();
     let mut ca: Option<CertificateAuthority> = None;
     for (cert, key, kind) in kept_pairs(&paths) {

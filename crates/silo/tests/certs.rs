@@ -111,7 +111,7 @@ async fn a_running_server_renews_its_certificate_when_it_comes_due_and_keeps_its
     // Due 30 days before its end: 15 seconds after `certs init` (a slow start is no
     // renewal at start).
     let dir = state_with_certs_valid_for("30d 15s");
-    let server = TestServer::start_in(dir, &[], &[("SILO_TEST_CERT_CHECK_MS", "200")]);
+    let server = TestServer::start_in(dir, &[], &[]);
     let first = presented_end(&server).await;
     assert!((first - time::OffsetDateTime::now_utc()).whole_days() <= 30);
     let mut open = server.admin().await;

@@ -18,6 +18,20 @@ fn client(paths: &CertPaths, cert: &Path, key: &Path) -> std::sync::Arc<rustls::
     client_config(&read(&paths.ca()), &read(cert), &read(key)).expect("client config")
 }
 
+/// An admin certificate for "alice" from the CA in `paths`, written under `dir`.
+fn issue_alice(dir: &Path, paths: &CertPaths) -> (std::path::PathBuf, std::path::PathBuf) {
+    let out = dir.join("issued-to-alice");
+    issue_client_cert(
+        &paths.ca(),
+        &paths.ca_key(),
+        Role::Admin,
+        "alice",
+        &out,
+        LEAF_VALIDITY,
+    )
+    .unwrap()
+}
+
 fn days_left(path: &Path) -> i64 {
     (certificate_end(path).unwrap() - OffsetDateTime::now_utc()).whole_days()
 }
@@ -142,16 +156,7 @@ fn a_replacement_cut_short_by_a_crash_is_finished_at_the_next_start() {
 #[test]
 fn a_revoked_client_certificate_fails_the_handshake_and_the_others_pass() {
     let (temp, paths) = fresh_pki();
-    let out = temp.path().join("issued");
-    let (alice, alice_key) = issue_client_cert(
-        &paths.ca(),
-        &paths.ca_key(),
-        Role::Admin,
-        "alice",
-        &out,
-        LEAF_VALIDITY,
-    )
-    .unwrap();
+    let (alice, alice_key) = issue_alice(temp.path(), &paths);
     let (admin, admin_key) = paths.client(Role::Admin);
     let tls = ServerTls::load(paths.clone()).unwrap();
     let serial = certificate_serial(&read(&alice)).unwrap();
@@ -271,16 +276,7 @@ fn a_server_certificate_without_a_new_name_is_issued_anew_with_it() {
 #[test]
 fn the_ca_directory_records_what_it_issued_and_what_is_revoked() {
     let (temp, paths) = fresh_pki();
-    let out = temp.path().join("issued-here");
-    let (alice, _) = issue_client_cert(
-        &paths.ca(),
-        &paths.ca_key(),
-        Role::Admin,
-        "alice",
-        &out,
-        LEAF_VALIDITY,
-    )
-    .unwrap();
+    let (alice, _) = issue_alice(temp.path(), &paths);
     revoke(&paths.dir, &certificate_serial(&read(&alice)).unwrap()).unwrap();
     // A renewal is recorded too: the old certificate stays listed beside the new one.
     let viewer_before =
